@@ -1,0 +1,181 @@
+"""config.toml -> typed settings.
+
+Every section is a dataclass; the loader checks each key against it so a typo or a wrong
+type stops start-up with a message naming the key and the file, instead of being ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import toml
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_DIR / "config.toml"
+
+
+class ConfigError(Exception):
+    """A configuration problem meant for a person to read and fix."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    state_dir: str = "state"
+    log_level: str = "info"
+    max_body_bytes: int = 64 * 1024
+    idle_timeout: float = 60.0
+
+
+@dataclass
+class StreamConfig:
+    dir: str = "stream"
+    playlist: str = "stream.m3u8"
+    title: str = "Live stream"
+    offline_after: float = 8.0
+    memory_segments: int = 12
+    max_segment_bytes: int = 32 * 1024 * 1024
+    send_timeout: float = 20.0
+    max_connections_per_viewer: int = 4
+    poll_interval: float = 0.25
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    source: Path | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.server.state_dir)
+
+    @property
+    def stream_dir(self) -> Path:
+        return self.resolve(self.stream.dir)
+
+    def resolve(self, path: str) -> Path:
+        """Relative paths in the config are relative to the file, not to the working dir."""
+        base = self.source.parent if self.source else PROJECT_DIR
+        return (base / path).resolve()
+
+
+def load(path: str | os.PathLike | None = None, overrides: dict | None = None) -> Config:
+    """Read the TOML file (or the project's default), apply overrides, validate."""
+    source = Path(path) if path else DEFAULT_CONFIG
+    try:
+        data = toml.load(source)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: config file not found") from None
+    except (toml.TomlDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        data.setdefault(section, {})[key] = value
+    return from_dict(data, source)
+
+
+def from_dict(data: dict, source: Path | None = None) -> Config:
+    where = str(source) if source else "<config>"
+    sections = {}
+    hints = typing.get_type_hints(Config)
+    for name, values in data.items():
+        if name == "source" or name not in hints:
+            raise ConfigError(f"{where}: unknown section [{name}]; known: {_known(Config)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        sections[name] = _build(hints[name], values, name, where)
+    config = Config(**sections, source=source)
+    _check(config, where)
+    return config
+
+
+def _known(cls) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(cls) if f.name != "source")
+
+
+def _build(cls, values: dict, section: str, where: str):
+    hints = typing.get_type_hints(cls)
+    built = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(
+                f"{where}: unknown key '{section}.{key}'; known keys in [{section}]: {_known(cls)}"
+            )
+        built[key] = _coerce(value, hints[key], f"{section}.{key}", where)
+    return cls(**built)
+
+
+def _coerce(value, hint, name: str, where: str):
+    """Accept a value when it fits the declared type; ints are fine where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, option, name, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: '{name}' = {value!r} has the wrong type; expected {hint}")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: '{name}' must be a list, got {value!r}")
+        return [_coerce(v, item, name, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{name}' must be a table, got {value!r}")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, str) and value.isdigit():
+        return int(value)  # environment overrides arrive as text
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is bool and isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"{where}: '{name}' = {value!r} has the wrong type; expected {hint.__name__}"
+    )
+
+
+def _check(config: Config, where: str) -> None:
+    """Range checks that types alone cannot express."""
+    problems = []
+    if not 0 < config.server.port < 65536:
+        problems.append("'server.port' must be between 1 and 65535")
+    if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
+        problems.append("'server.log_level' must be one of debug, info, warning, error")
+    if config.stream.memory_segments < 2:
+        problems.append("'stream.memory_segments' must be at least 2")
+    if config.stream.offline_after <= 0:
+        problems.append("'stream.offline_after' must be positive")
+    if "/" in config.stream.playlist:
+        problems.append("'stream.playlist' must be a file name inside 'stream.dir'")
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+ENVIRONMENT = {
+    "LIVESTREAM_HOST": "server.host",
+    "LIVESTREAM_PORT": "server.port",
+    "LIVESTREAM_STREAM_DIR": "stream.dir",
+    "LIVESTREAM_STATE_DIR": "server.state_dir",
+}
+
+
+def environment_overrides(environ=os.environ) -> dict:
+    return {key: environ[var] for var, key in ENVIRONMENT.items() if environ.get(var)}

@@ -1,0 +1,97 @@
+"""Parse the HLS media playlist that ffmpeg (or OBS) writes.
+
+Only what the server needs: the init segment, the listed media segments with their
+sequence numbers and durations, and whether the stream has ended.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Entry:
+    uri: str
+    sequence: int
+    duration: float
+    discontinuity: bool = False
+
+
+@dataclass(frozen=True)
+class Playlist:
+    target_duration: float
+    media_sequence: int
+    init_uri: str | None
+    entries: tuple[Entry, ...]
+    ended: bool
+
+    @property
+    def uris(self) -> frozenset[str]:
+        names = {e.uri for e in self.entries}
+        if self.init_uri:
+            names.add(self.init_uri)
+        return frozenset(names)
+
+
+class PlaylistError(ValueError):
+    pass
+
+
+def parse(text: str) -> Playlist:
+    lines = [line.strip() for line in text.splitlines()]
+    if not lines or lines[0] != "#EXTM3U":
+        raise PlaylistError("not an HLS playlist (no #EXTM3U header)")
+    target = 2.0
+    media_sequence = 0
+    init_uri = None
+    ended = False
+    entries: list[Entry] = []
+    duration = None
+    discontinuity = False
+    for line in lines[1:]:
+        if not line:
+            continue
+        if line.startswith("#EXT-X-TARGETDURATION:"):
+            target = _number(line, float)
+        elif line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            media_sequence = _number(line, int)
+        elif line.startswith("#EXT-X-MAP:"):
+            init_uri = _attribute(line, "URI")
+        elif line.startswith("#EXTINF:"):
+            duration = _number(line.split(",", 1)[0], float)
+        elif line == "#EXT-X-DISCONTINUITY":
+            discontinuity = True
+        elif line == "#EXT-X-ENDLIST":
+            ended = True
+        elif not line.startswith("#"):
+            if duration is None:
+                raise PlaylistError(f"segment {line!r} has no #EXTINF")
+            entries.append(
+                Entry(_safe_name(line), media_sequence + len(entries), duration, discontinuity)
+            )
+            duration = None
+            discontinuity = False
+    if init_uri is not None:
+        init_uri = _safe_name(init_uri)
+    return Playlist(target, media_sequence, init_uri, tuple(entries), ended)
+
+
+def _number(line: str, kind):
+    try:
+        return kind(line.split(":", 1)[1].strip())
+    except (IndexError, ValueError):
+        raise PlaylistError(f"bad number in {line!r}") from None
+
+
+def _attribute(line: str, name: str) -> str:
+    for part in line.split(":", 1)[1].split(","):
+        key, _, value = part.partition("=")
+        if key.strip() == name:
+            return value.strip().strip('"')
+    raise PlaylistError(f"{line!r} has no {name}")
+
+
+def _safe_name(uri: str) -> str:
+    """Segments must be plain files inside the stream folder; anything else is refused."""
+    if not uri or "/" in uri or "\\" in uri or uri.startswith(".") or "\0" in uri:
+        raise PlaylistError(f"segment name {uri!r} is not a plain file name")
+    return uri
