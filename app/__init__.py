@@ -6,9 +6,10 @@ import logging
 from flask import Flask
 
 from .config import PROJECT_DIR, Config
+from .events import Hub, publish_stream_status
 from .stream import StreamState, ensure_dir
 from . import security
-from .views import pages, stream_files
+from .views import events, pages, stream_files
 
 
 def create_app(config: Config, start_watcher: bool = True) -> Flask:
@@ -24,13 +25,17 @@ def create_app(config: Config, start_watcher: bool = True) -> Flask:
 
     state = StreamState(config.stream_dir, config.stream)
     app.extensions["stream"] = state
+    hub = Hub()
+    app.extensions["events"] = hub
     if start_watcher:
         state.start()
+        publish_stream_status(state, hub)
     else:
         state.refresh()
 
     security.init_app(app)
     app.register_blueprint(stream_files.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(events.bp)
     logging.getLogger(__name__).debug("app created for %s", config.source)
     return app
