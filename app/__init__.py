@@ -5,10 +5,10 @@ import logging
 
 from flask import Flask
 
+from . import security
 from .config import PROJECT_DIR, Config
 from .events import Hub, publish_stream_status
 from .stream import StreamState, ensure_dir
-from . import security
 from .views import events, pages, stream_files
 
 

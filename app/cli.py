@@ -3,15 +3,15 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
 
-from . import config as configuration  # noqa: E402
-from .config import PROJECT_DIR, ConfigError  # noqa: E402
+from . import config as configuration
+from .config import PROJECT_DIR, ConfigError
 
 log = logging.getLogger("livestream")
 

@@ -46,7 +46,7 @@ class TestStream:
             self.env["DURATION"] = str(duration)
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "TestStream":
+    def start(self) -> TestStream:
         self.process = subprocess.Popen([str(PROJECT / "stream.sh"), "--test"], env=self.env,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
         return self
@@ -83,7 +83,7 @@ class Server:
         self.log_path = self.workdir / "server.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, *args: str) -> "Server":
+    def start(self, *args: str) -> Server:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "--config", str(self.config_path), "serve", *args],

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from support import PROJECT
 
 from app import config
-from support import PROJECT
 
 
 def write(tmp_path, text: str):
@@ -69,7 +69,7 @@ def test_overrides_from_environment_and_flags(tmp_path):
 def test_cli_refuses_to_start_with_a_typo(tmp_path):
     path = write(tmp_path, "[stream]\nmemory_segmnets = 3\n")
     result = subprocess.run([sys.executable, "-m", "app.cli", "--config", str(path), "serve"],
-                            cwd=PROJECT, capture_output=True, text=True, timeout=30)
+                            cwd=PROJECT, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert "stream.memory_segmnets" in result.stderr and str(path) in result.stderr
     assert "Traceback" not in result.stderr

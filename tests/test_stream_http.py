@@ -6,7 +6,6 @@ import threading
 import time
 
 import requests
-
 from support import Server, wait_for
 
 
