@@ -200,7 +200,8 @@ class StreamState:
         try:
             size = path.stat().st_size
             if size > self.settings.max_segment_bytes:
-                log.warning("skipping %s: %d bytes is over stream.max_segment_bytes", entry.uri, size)
+                log.warning("skipping %s: %d bytes is over stream.max_segment_bytes",
+                            entry.uri, size)
                 return None
             data = path.read_bytes()
         except FileNotFoundError:
