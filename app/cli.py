@@ -17,12 +17,15 @@ log = logging.getLogger("livestream")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="livestream", description=__doc__)
-    parser.add_argument("--config", help="config file (default: config.toml of the project)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="config file (default: config.toml of the project)")
+    common.add_argument("--log-level", default=argparse.SUPPRESS,
+                        choices=["debug", "info", "warning", "error"])
+    parser = argparse.ArgumentParser(prog="livestream", description=__doc__, parents=[common])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the web server")
+    serve = commands.add_parser("serve", help="run the web server", parents=[common])
     serve.add_argument("--host", help="address to listen on (env LIVESTREAM_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (env LIVESTREAM_PORT)")
     serve.add_argument("--stream-dir", help="folder ffmpeg writes into (env LIVESTREAM_STREAM_DIR)")
@@ -31,6 +34,8 @@ def main(argv=None) -> int:
     serve.set_defaults(run=run_serve)
 
     args = parser.parse_args(argv)
+    args.config = getattr(args, "config", None)
+    args.log_level = getattr(args, "log_level", None)
     try:
         config = load_config(args)
     except ConfigError as exc:
@@ -61,7 +66,8 @@ def run_serve(args, config) -> int:
     if args.demo:
         cleanups.insert(0, start_demo_source(config).terminate)
     try:
-        server = make_server(app, config.server.host, config.server.port)
+        server = make_server(app, config.server.host, config.server.port,
+                             config.stream.send_timeout)
     except OSError as exc:
         print(f"livestream: cannot listen on {config.server.host}:{config.server.port}: "
               f"{exc.strerror}. Is another server running? Pick one with --port.",

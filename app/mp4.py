@@ -9,9 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
+import gevent
+
 from .stream import StreamState
 
 log = logging.getLogger(__name__)
+
+# Bytes of each new segment every viewer gets before anyone gets the rest: with thousands of
+# viewers woken at once, the last one would otherwise wait for all the others' full segments.
+HEAD_BYTES = 4 * 1024
 
 
 def stream_mp4(state: StreamState, idle_timeout: float,
@@ -42,4 +48,8 @@ def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int
         segment = ready[0]
         next_sequence = segment.sequence + 1
         on_bytes()
-        yield segment.data
+        data = memoryview(segment.data)
+        yield data[:HEAD_BYTES]
+        gevent.sleep(0)  # let every other woken viewer send its head first
+        if len(data) > HEAD_BYTES:
+            yield data[HEAD_BYTES:]

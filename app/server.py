@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 
 import gevent
@@ -11,7 +12,32 @@ log = logging.getLogger(__name__)
 
 
 class QuietHandler(WSGIHandler):
-    """No access log lines: URLs carry viewer tokens, which are secrets."""
+    """No access log lines: URLs carry viewer tokens, which are secrets.
+
+    Every socket operation gets a timeout, so a viewer that stops reading (or a client that
+    opens a connection and sends nothing) is dropped instead of holding its greenlet forever.
+    """
+
+    def handle(self):
+        self.socket.settimeout(self.server.socket_timeout)
+        super().handle()
+
+    def _write(self, data):
+        """Chunked writes without copying: the base class joins size, data and CRLF into a new
+        buffer, which for thousands of viewers of one segment means thousands of copies."""
+        if not data:
+            return
+        if not self.response_use_chunked:
+            self._sendall(data)
+            return
+        parts = [memoryview(b"%x\r\n" % len(data)), memoryview(data), memoryview(b"\r\n")]
+        while parts:
+            sent = self.socket.sendmsg(parts)
+            while parts and sent >= len(parts[0]):
+                sent -= len(parts[0])
+                parts.pop(0)
+            if parts and sent:
+                parts[0] = parts[0][sent:]
 
     def log_request(self):
         if log.isEnabledFor(logging.DEBUG):
@@ -19,9 +45,24 @@ class QuietHandler(WSGIHandler):
                       (self.status or "").split(" ", 1)[0])
 
 
-def make_server(app, host: str, port: int) -> WSGIServer:
-    return WSGIServer((host, port), app, handler_class=QuietHandler, log=None,
-                      error_log=logging.getLogger("app.server.errors"))
+class Server(WSGIServer):
+    socket_timeout = 20.0
+
+
+def make_server(app, host: str, port: int, socket_timeout: float = 20.0) -> Server:
+    raise_file_limit()
+    server = Server((host, port), app, handler_class=QuietHandler, log=None, backlog=2048,
+                    error_log=logging.getLogger("app.server.errors"))
+    server.socket_timeout = socket_timeout
+    return server
+
+
+def raise_file_limit() -> None:
+    """Each viewer is a socket: allow as many as the system lets this process have."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.debug("open file limit raised from %d to %d", soft, hard)
 
 
 def serve_forever(server: WSGIServer, on_stop=()) -> None:

@@ -1,0 +1,226 @@
+"""How many /stream.mp4 viewers one server process keeps up with, and at what cost.
+
+A 720p ~1.3 Mbit/s clip is replayed in real time without re-encoding into fMP4 HLS, a real
+`livestream serve` watches it, and client processes (epoll, no per-viewer threads) hold N
+long-lived /stream.mp4 responses open. Reported per N:
+
+- viewers keeping up: still connected at the end and holding the newest segment;
+- server CPU (% of one core) and RSS over the measuring window;
+- push delay: segment complete on disk (renamed into place by ffmpeg) -> first byte of it at
+  each viewer, p50/p95 over every viewer and segment.
+
+    python bench/stream_viewers.py --viewers 1000 5000 --seconds 20
+
+Loopback only; every loop is bounded by --seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import resource
+import selectors
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE.parent
+sys.path.insert(0, str(PROJECT / "tests"))
+from support import Server, wait_for  # noqa: E402
+
+CACHE = HERE / ".cache"
+QUIET = 0.4  # seconds of silence that separate one segment's burst from the next
+
+
+def make_clip(seconds: int = 60) -> Path:
+    """A 720p H.264/AAC clip at ~1.3 Mbit/s with a keyframe every 2 s (made once, cached)."""
+    clip = CACHE / f"clip720p-{seconds}s.mp4"
+    if clip.exists():
+        return clip
+    CACHE.mkdir(exist_ok=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+         "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1200k", "-maxrate", "1300k",
+         "-bufsize", "2600k", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
+         "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", str(clip)],
+        check=True,
+    )
+    return clip
+
+
+def start_replay(clip: Path, directory: Path) -> subprocess.Popen:
+    directory.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip),
+         "-c", "copy", "-f", "hls", "-hls_time", "2", "-hls_list_size", "10",
+         "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4",
+         "-hls_flags", "delete_segments+temp_file+independent_segments",
+         "-hls_segment_filename", str(directory / "stream%d.m4s"), str(directory / "stream.m3u8")],
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def watch_segments(directory: Path, stop: threading.Event, completed: list) -> None:
+    """Record when each segment is renamed into place: the moment it is complete on disk."""
+    import inotify_simple
+
+    with inotify_simple.INotify() as notifier:
+        notifier.add_watch(str(directory), inotify_simple.flags.MOVED_TO)
+        while not stop.is_set():
+            for event in notifier.read(timeout=200):
+                if event.name.endswith(".m4s"):
+                    completed.append(time.monotonic())
+
+
+def viewers(port: int, count: int, seconds: float, results) -> None:
+    """One client process: `count` sockets reading /stream.mp4, bursts timed per socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    os.nice(19)  # these clients stand in for other machines: the server goes first for CPU
+    request = b"GET /stream.mp4 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    selector = selectors.DefaultSelector()
+    state = {}
+    for i in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.sendall(request)
+        sock.setblocking(False)
+        state[sock] = {"bytes": 0, "last": 0.0, "bursts": [], "open": True}
+        selector.register(sock, selectors.EVENT_READ)
+        if i % 200 == 199:
+            time.sleep(0.02)  # do not overflow the listen backlog
+    buffer = bytearray(1 << 18)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready = [key.fileobj for key, _ in selector.select(timeout=0.2)]
+        now = time.monotonic()
+        # Stamp the start of every new burst before draining anything, so the time this
+        # client spends copying bytes does not count as server delay.
+        for sock in ready:
+            info = state[sock]
+            if now - info["last"] > QUIET:
+                info["bursts"].append(now)
+            info["last"] = now
+        for sock in ready:
+            info = state[sock]
+            try:
+                n = sock.recv_into(buffer)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                n = 0
+            if n == 0:
+                info["open"] = False
+                selector.unregister(sock)
+                sock.close()
+                continue
+            info["last"] = time.monotonic()
+            info["bytes"] += n
+    results.put([(i["open"], i["bytes"], i["bursts"]) for i in state.values()])
+    for sock in list(state):
+        if state[sock]["open"]:
+            sock.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run(server: Server, directory: Path, count: int, seconds: float, processes: int) -> dict:
+    completed: list = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_segments, args=(directory, stop, completed))
+    watcher.start()
+    results = multiprocessing.Queue()
+    per = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
+    clients = [multiprocessing.Process(target=viewers, args=(server.port, n, seconds, results))
+               for n in per if n]
+    for client in clients:
+        client.start()
+    time.sleep(min(6.0, seconds / 3))  # connect and settle before measuring
+    pid = server.process.pid
+    cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
+    measure_from = time.monotonic()
+    rss_peak = 0.0
+    while any(c.is_alive() for c in clients) and results.qsize() < len(clients):
+        rss_peak = max(rss_peak, rss_mb(pid))
+        time.sleep(0.5)
+        if time.monotonic() - wall_start > seconds:
+            break
+    cpu = (cpu_seconds(pid) - cpu_start) / (time.monotonic() - wall_start)
+    gathered = [row for _ in clients for row in results.get(timeout=seconds + 30)]
+    for client in clients:
+        client.join(10)
+    stop.set()
+    watcher.join()
+    times = [t for t in completed if t >= measure_from]
+    newest = max(completed, default=0.0)
+    delays = []
+    keeping_up = 0
+    for is_open, _, bursts in gathered:
+        if is_open and bursts and bursts[-1] >= newest - 0.05:
+            keeping_up += 1
+        for burst in bursts:
+            if burst < measure_from:
+                continue
+            before = [t for t in times if t <= burst]
+            if before and burst - before[-1] < 1.5:
+                delays.append(burst - before[-1])
+    delays.sort()
+    pick = lambda q: delays[min(len(delays) - 1, int(q * len(delays)))] * 1000 if delays else None  # noqa: E731
+    return {"viewers": count, "keeping_up": keeping_up, "cpu_pct": cpu * 100,
+            "rss_mb": rss_peak, "delay_p50_ms": pick(0.5), "delay_p95_ms": pick(0.95),
+            "segments": len(times), "samples": len(delays)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--viewers", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--client-processes", type=int, default=2)
+    args = parser.parse_args()
+    if not shutil.which("ffmpeg"):
+        sys.exit("ffmpeg is needed: apt-get install ffmpeg")
+    clip = make_clip()
+    with tempfile.TemporaryDirectory(prefix="bench-viewers-") as tmp:
+        tmp = Path(tmp)
+        replay = start_replay(clip, tmp / "stream")
+        server = Server(tmp, tmp / "stream", "memory_segments = 6\n")
+        try:
+            server.config_path.write_text(server.config_path.read_text().replace(
+                "offline_after = 4.0", "offline_after = 8.0"))
+            server.start("--log-level", "warning")
+            wait_for(lambda: (tmp / "stream" / "stream.m3u8").exists(), 30, what="playlist")
+            server.wait_live(30)
+            print(f"{'viewers':>8} {'keeping up':>11} {'CPU %core':>10} {'RSS MB':>8} "
+                  f"{'push p50 ms':>12} {'push p95 ms':>12} {'segments':>9}")
+            for count in args.viewers:
+                r = run(server, tmp / "stream", count, args.seconds, args.client_processes)
+                print(f"{r['viewers']:>8} {r['keeping_up']:>11} {r['cpu_pct']:>10.1f} "
+                      f"{r['rss_mb']:>8.0f} {r['delay_p50_ms'] or 0:>12.1f} "
+                      f"{r['delay_p95_ms'] or 0:>12.1f} {r['segments']:>9}", flush=True)
+                time.sleep(2)
+        finally:
+            server.stop()
+            replay.terminate()
+            replay.wait(10)
+
+
+if __name__ == "__main__":
+    main()
