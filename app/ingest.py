@@ -418,6 +418,7 @@ class IngestServer:
         self.stream_dir = config.stream_dir
         self.playlist = config.stream.playlist
         self.live: str | None = None  # address of the current publisher
+        self.live_connection: RtmpConnection | None = None
         self.server = StreamServer((self.settings.host, self.settings.port), self.handle,
                                    spawn=gevent.pool.Pool(self.settings.max_pending + 1))
         self.encoding = sources.Encoding(preset=self.settings.transcode_preset,
@@ -431,7 +432,14 @@ class IngestServer:
                  self.settings.host, self.server.server_port, self.settings.app)
 
     def stop(self) -> None:
-        self.server.stop(timeout=5)
+        """Stop accepting; end the live publisher so its playlist is ended cleanly."""
+        self.server.close()
+        if self.live_connection is not None:
+            try:
+                self.live_connection.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.server.stop(timeout=10)
 
     def handle(self, sock: socket.socket, address) -> None:
         peer = address[0]
@@ -453,9 +461,10 @@ class IngestServer:
             log.info("RTMP connection from %s dropped: %s", peer, exc)
         else:
             try:
+                self.live_connection = conn
                 self._publish(conn, peer)
             finally:
-                self.live = None
+                self.live, self.live_connection = None, None
                 log.info("publisher %s left; ready for the next one", peer)
         finally:
             conn.close()

@@ -577,12 +577,14 @@ SLOW_ADVICE = ("viewers will see stalls. Try --preset ultrafast, a smaller --siz
 
 def run_ffmpeg(argv: list[str], *, duration: float | None = None, offset: float = 0.0,
                playlist_path: Path | None = None, out: TextIO = sys.stderr,
-               stop_timeout: float = 10.0, watch: SpeedWatch | None = None) -> int:
+               stop_timeout: float = 10.0, watch: SpeedWatch | None = None,
+               hide: tuple[str, ...] = ()) -> int:
     """Run ffmpeg with a progress line; on exit or Ctrl-C make sure the playlist is ended.
 
     ffmpeg runs in its own session so a terminal's Ctrl-C reaches only us; we then ask it to
     stop once (SIGINT: it finishes the segment and writes ENDLIST itself) and kill it if it
-    does not within `stop_timeout`.
+    does not within `stop_timeout`. Strings in `hide` (an RTMP URL with its key) are masked
+    in ffmpeg's messages before they are shown or logged.
     """
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="replace",
@@ -590,7 +592,7 @@ def run_ffmpeg(argv: list[str], *, duration: float | None = None, offset: float 
     errors: deque[str] = deque(maxlen=20)
     interactive = out.isatty()
     watch = watch or SpeedWatch()
-    reader = threading.Thread(target=_collect_stderr, args=(proc.stderr, errors, out),
+    reader = threading.Thread(target=_collect_stderr, args=(proc.stderr, errors, hide),
                               daemon=True)
     reader.start()
     interrupted = False
@@ -639,10 +641,15 @@ def _print(out: TextIO, message: str, interactive: bool) -> None:
     out.flush()
 
 
-def _collect_stderr(stream, errors: deque, out: TextIO) -> None:
-    """Keep ffmpeg's last messages for the error report; show warnings as they come."""
+def _collect_stderr(stream, errors: deque, hide: tuple[str, ...]) -> None:
+    """Keep ffmpeg's last messages (masked) for the error report."""
     for line in stream:
         line = line.rstrip()
+        for secret in hide:
+            line = line.replace(secret, redact_url(secret))
+            key = secret.rpartition("/")[2]
+            if len(key) >= 8:
+                line = line.replace(key, "***")
         if line:
             errors.append(line)
             log.debug("ffmpeg: %s", line)
@@ -687,7 +694,8 @@ def play(options: PlayOptions, stream_dir: Path, playlist: str = "stream.m3u8",
         prepare_stream_dir(Path(stream_dir), playlist)
     playlist_path = None if options.to else Path(stream_dir) / playlist
     return run_ffmpeg(plan.argv, duration=info.duration, offset=options.start,
-                      playlist_path=playlist_path, out=out)
+                      playlist_path=playlist_path, out=out,
+                      hide=(options.to,) if options.to else ())
 
 
 def _check_encoder(encoder: str) -> None:

@@ -290,3 +290,20 @@ def test_serve_with_ingest_enabled_streams_what_play_pushes(tmp_path):
             player.kill()
             player.wait()
         running.stop()
+
+
+def test_stopping_the_ingest_mid_stream_ends_the_playlist(tmp_path):
+    running = Running(tmp_path, "ingest")
+    publisher = push(running.url(), 20)
+    try:
+        assert wait_until(lambda: ".m4s" in playlist(running)), "publisher is live"
+        started = time.monotonic()
+        running.stop()
+        assert running.proc.returncode == 0
+        assert time.monotonic() - started < 5, "stopping does not wait for the publisher"
+        assert ended(running)
+        assert finish(publisher, timeout=10)[0] != 0, "the publisher was disconnected"
+    finally:
+        if publisher.poll() is None:
+            publisher.kill()
+            publisher.wait()
