@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     serve.add_argument("--demo", action="store_true",
                        help="also run ./stream.sh --test so there is something live at once")
     serve.set_defaults(run=run_serve)
+    add_source_commands(commands)
 
     args = parser.parse_args(argv)
     args.config = getattr(args, "config", None)
@@ -63,6 +64,8 @@ def run_serve(args, config) -> int:
 
     app = create_app(config)
     cleanups = [app.extensions["stream"].stop]
+    if config.ingest.enabled:
+        cleanups.insert(0, start_ingest_alongside(config))
     if args.demo:
         cleanups.insert(0, start_demo_source(config).terminate)
     try:
@@ -85,6 +88,94 @@ def start_demo_source(config) -> subprocess.Popen:
     log.info("demo: streaming a test pattern into %s", config.stream_dir)
     return subprocess.Popen([str(PROJECT_DIR / "stream.sh"), "--test"], env=env,
                             stdin=subprocess.DEVNULL)
+
+
+def add_source_commands(commands) -> None:
+    """`play`, `ingest` and `key`: the ways to feed stream/ besides stream.sh."""
+    play = commands.add_parser(
+        "play", help="stream a file or URL in real time (subtitles burned in)",
+        description="Stream a movie or URL in real time into the stream folder (or to a remote "
+                    "RTMP ingest with --to). H.264/AAC input is copied without re-encoding "
+                    "unless an option needs a new picture.")
+    play.add_argument("source", metavar="FILE|URL")
+    play.add_argument("--subs", metavar="N|PATH",
+                      help="burn in subtitle track N (from 0) or a .srt/.ass/.vtt file")
+    play.add_argument("--audio", type=int, metavar="N", help="audio track number (from 0)")
+    play.add_argument("--start", metavar="HH:MM:SS", help="start this far into the input")
+    play.add_argument("--loop", action="store_true", help="start over at the end, forever")
+    play.add_argument("--size", metavar="WxH", help="scale (and letterbox) to this size")
+    play.add_argument("--bitrate", metavar="K", help="video bitrate in kbit/s (default 1500)")
+    play.add_argument("--preset", metavar="P", help="x264 preset (default veryfast)")
+    play.add_argument("--hwaccel", metavar="NAME",
+                      help="hardware encoder: vaapi, nvenc, videotoolbox, qsv, v4l2m2m, amf")
+    play.add_argument("--to", metavar="rtmp://HOST/live/KEY",
+                      help="push to a remote livestream ingest instead of the local folder")
+    play.add_argument("--stream-dir", help="folder to write into (env LIVESTREAM_STREAM_DIR)")
+    play.add_argument("--dry-run", action="store_true",
+                      help="check the input and print the ffmpeg command, run nothing")
+    play.set_defaults(run=run_play)
+
+    ingest = commands.add_parser("ingest", help="accept an RTMP publisher (OBS, VLC, ffmpeg)")
+    ingest.add_argument("--host", dest="ingest_host", help="address to listen on")
+    ingest.add_argument("--port", dest="ingest_port", type=int,
+                        help="RTMP port (default 1935)")
+    ingest.add_argument("--stream-dir", help="folder to write into (env LIVESTREAM_STREAM_DIR)")
+    ingest.set_defaults(run=run_ingest)
+
+    key = commands.add_parser("key", help="show the RTMP stream key (made on first use)")
+    key.add_argument("--new", action="store_true",
+                     help="replace the key; publishers using the old one are refused")
+    key.set_defaults(run=run_key)
+
+
+def run_play(args, config) -> int:
+    from . import sources
+
+    try:
+        options = sources.PlayOptions(
+            source=args.source, subs=args.subs, audio=args.audio,
+            start=sources.parse_time(args.start) if args.start else 0.0, loop=args.loop,
+            size=sources.parse_size(args.size) if args.size else None,
+            video_kbps=sources.parse_kbps(args.bitrate) if args.bitrate else None,
+            preset=args.preset, hwaccel=args.hwaccel, to=args.to)
+        if options.audio is not None and options.audio < 0:
+            raise sources.SourceError("--audio: track numbers start at 0")
+        return sources.play(options, config.stream_dir, config.stream.playlist,
+                            dry_run=args.dry_run)
+    except sources.SourceError as exc:
+        print(f"livestream play: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_ingest(args, config) -> int:
+    from . import ingest
+
+    if args.ingest_host:
+        config.ingest.host = args.ingest_host
+    if args.ingest_port:
+        config.ingest.port = args.ingest_port
+    return ingest.run(config)
+
+
+def run_key(args, config) -> int:
+    from . import ingest
+
+    key = ingest.rotate_key(config.state_dir) if args.new else ingest.load_key(config.state_dir)
+    host = config.ingest.host if config.ingest.host not in ("0.0.0.0", "::") else "HOST"
+    print(f"server:     rtmp://{host}:{config.ingest.port}/{config.ingest.app}")
+    print(f"stream key: {key}")
+    if args.new:
+        print("(the old key no longer works)")
+    return 0
+
+
+def start_ingest_alongside(config):
+    """`[ingest] enabled = true`: accept RTMP publishers inside `serve`; returns its stop."""
+    from . import ingest
+
+    server = ingest.IngestServer(config)
+    server.start()
+    return server.stop
 
 
 if __name__ == "__main__":

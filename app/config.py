@@ -6,6 +6,7 @@ type stops start-up with a message naming the key and the file, instead of being
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -46,9 +47,25 @@ class StreamConfig:
 
 
 @dataclass
+class IngestConfig:
+    enabled: bool = False
+    host: str = "0.0.0.0"
+    port: int = 1935
+    app: str = "live"
+    allow: list[str] = field(default_factory=list)
+    transcode_preset: str = "veryfast"
+    transcode_video_kbps: int = 2500
+    transcode_audio_kbps: int = 128
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 15.0
+    max_pending: int = 16
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     source: Path | None = None
 
     @property
@@ -165,6 +182,15 @@ def _check(config: Config, where: str) -> None:
         problems.append("'stream.offline_after' must be positive")
     if "/" in config.stream.playlist:
         problems.append("'stream.playlist' must be a file name inside 'stream.dir'")
+    if not 0 < config.ingest.port < 65536:
+        problems.append("'ingest.port' must be between 1 and 65535")
+    if not config.ingest.app or "/" in config.ingest.app:
+        problems.append("'ingest.app' must be one path part such as \"live\"")
+    for entry in config.ingest.allow:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            problems.append(f"'ingest.allow' entry {entry!r} is not an IP address or network")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
 
