@@ -8,7 +8,7 @@ from flask import Flask
 from .config import PROJECT_DIR, Config
 from .stream import StreamState, ensure_dir
 from . import security
-from .views import pages, stream_files
+from .views import errors, pages, stream_files
 
 
 def create_app(config: Config, start_watcher: bool = True) -> Flask:
@@ -32,5 +32,6 @@ def create_app(config: Config, start_watcher: bool = True) -> Flask:
     security.init_app(app)
     app.register_blueprint(stream_files.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(errors.bp)
     logging.getLogger(__name__).debug("app created for %s", config.source)
     return app

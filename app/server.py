@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
+from email.utils import formatdate
 
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
@@ -10,8 +12,24 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 log = logging.getLogger(__name__)
 
 
+DATE_PRECISION_SECONDS = 60
+
+
+def rounded_http_date(now: float | None = None) -> bytes:
+    """The Date header to the minute: exact server time helps fingerprint (clock skew)."""
+    now = time.time() if now is None else now
+    return formatdate(now - now % DATE_PRECISION_SECONDS, usegmt=True).encode("latin-1")
+
+
 class QuietHandler(WSGIHandler):
-    """No access log lines: URLs carry viewer tokens, which are secrets."""
+    """No access log lines: URLs carry viewer tokens, which are secrets. No exact Date."""
+
+    def finalize_headers(self):
+        if self.provided_date is None:
+            date = rounded_http_date()
+            self.response_headers.append((b"Date", date))
+            self.provided_date = date
+        super().finalize_headers()
 
     def log_request(self):
         if log.isEnabledFor(logging.DEBUG):
@@ -24,9 +42,9 @@ def make_server(app, host: str, port: int) -> WSGIServer:
                       error_log=logging.getLogger("app.server.errors"))
 
 
-def serve_forever(server: WSGIServer, on_stop=()) -> None:
-    """Run until SIGINT/SIGTERM, then stop accepting and run the clean-up callbacks."""
-    stopping = gevent.event.Event()
+def serve_forever(server: WSGIServer, on_stop=(), stopping=None) -> None:
+    """Run until SIGINT/SIGTERM (or `stopping` is set), then stop and run the clean-ups."""
+    stopping = stopping if stopping is not None else gevent.event.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(sig, stopping.set)
     server.start()
