@@ -185,6 +185,11 @@ def _b32(raw: bytes) -> str:
     return base64.b32encode(raw).decode("ascii").rstrip("=")
 
 
+def b32decode(text: str) -> bytes:
+    """Tor writes base32 without padding."""
+    return base64.b32decode(text + "=" * (-len(text) % 8))
+
+
 def new_client_keys(name: str) -> ClientKeys:
     """A fresh x25519 pair for one viewer."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey

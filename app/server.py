@@ -13,6 +13,11 @@ log = logging.getLogger(__name__)
 
 
 DATE_PRECISION_SECONDS = 60
+CLOCK_HEADERS = {"date", "last-modified", "etag"}
+
+
+def _header_name(name: str | bytes) -> str:
+    return (name.decode("latin-1") if isinstance(name, bytes) else name).lower()
 
 
 def rounded_http_date(now: float | None = None) -> bytes:
@@ -22,13 +27,21 @@ def rounded_http_date(now: float | None = None) -> bytes:
 
 
 class QuietHandler(WSGIHandler):
-    """No access log lines: URLs carry viewer tokens, which are secrets. No exact Date."""
+    """No access log lines: URLs carry viewer tokens, which are secrets.
+
+    No exact clock either: Date is rounded to the minute, and Last-Modified / ETag (werkzeug
+    puts file mtimes in them, to the microsecond) are dropped, so responses do not reveal the
+    server's clock precisely enough to link an onion service to a host by its clock skew.
+    """
 
     def finalize_headers(self):
-        if self.provided_date is None:
-            date = rounded_http_date()
-            self.response_headers.append((b"Date", date))
-            self.provided_date = date
+        self.response_headers = [
+            (name, value) for name, value in self.response_headers
+            if _header_name(name) not in CLOCK_HEADERS
+        ]
+        date = rounded_http_date()
+        self.response_headers.append((b"Date", date))
+        self.provided_date = date
         super().finalize_headers()
 
     def log_request(self):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, render_template
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
 bp = Blueprint("errors", __name__)
 log = logging.getLogger(__name__)
@@ -42,4 +42,4 @@ def http_error(error: HTTPException):
 @bp.app_errorhandler(Exception)
 def unexpected_error(error: Exception):
     log.exception("unhandled error")  # the details go to the log, never to the viewer
-    return error_page(500, InternalServerError.name)
+    return error_page(500, "Internal Server Error")
