@@ -250,6 +250,7 @@ class OnionService:
         self._launched: LaunchedTor | None = None
         self._controller: Controller | None = None
         self._stopping = threading.Event()
+        self._lock = threading.RLock()  # the watchdog's restart and stop() never interleave
         self._watcher: threading.Thread | None = None
         # stem logs every control command; keep that for --log-level debug only
         logging.getLogger("stem").setLevel(
@@ -359,12 +360,16 @@ class OnionService:
                 restarts += 1
                 log.warning("restarting tor (attempt %d of %d)", restarts,
                             self.tor.restart_attempts)
-                self._close()
-                try:
-                    self._bring_up()
-                    recovered = True
-                except TorError as exc:
-                    log.error("tor restart failed: %s", exc)
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._close()
+                    try:
+                        self._bring_up()
+                        recovered = True
+                    except TorError as exc:
+                        log.error("tor restart failed: %s", exc)
+                if not recovered:
                     self._stopping.wait(min(2.0 ** restarts, 15.0))
             if self._stopping.is_set():
                 return
@@ -379,13 +384,15 @@ class OnionService:
     def stop(self) -> None:
         """Remove the service, stop the tor we launched, forget a throwaway address."""
         self._stopping.set()
-        if self._controller is not None and self._controller.is_alive() and self.address:
-            try:
-                self._controller.remove_ephemeral_hidden_service(self.address[:-len(".onion")])
-                log.info("onion service %s removed", self.address)
-            except stem.ControllerError as exc:
-                log.warning("could not remove the onion service: %s", exc)
-        self._close()
+        with self._lock:
+            controller = self._controller
+            if controller is not None and controller.is_alive() and self.address:
+                try:
+                    controller.remove_ephemeral_hidden_service(self.address[:-len(".onion")])
+                    log.info("onion service %s removed", self.address)
+                except stem.ControllerError as exc:
+                    log.warning("could not remove the onion service: %s", exc)
+            self._close()
         if self.tor.ephemeral:
             self.paths.address_file.unlink(missing_ok=True)
 

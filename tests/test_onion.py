@@ -284,7 +284,8 @@ def test_attach_mode_publishes_in_the_running_tor_and_removes_on_exit(
     control_port, controller = request.getfixturevalue(f"{auth}_tor")
     password = PASSWORD if auth == "password" else ""
     config = write_config(tmp_path, free_port(), {
-        "mode": "attach", "control_port": control_port, "password": password})
+        "mode": "attach", "control_port": control_port, "password": password},
+        {"log_level": "debug"})
     with serving(config) as server:
         address = server.address()
         key = onion_keys.read_key(tmp_path / "state" / "onion" / "private_key")
@@ -293,6 +294,8 @@ def test_attach_mode_publishes_in_the_running_tor_and_removes_on_exit(
         assert "tor started" not in server.stderr  # attached: nothing launched
     assert server.process.returncode == 0
     assert not published_by(controller, key), "the service outlived the server"
+    for secret in (PASSWORD, key.blob):  # not even at log level debug
+        assert secret not in server.stdout + server.stderr
 
 
 def test_wrong_password_is_a_clear_error(tmp_path, password_tor):
