@@ -9,7 +9,7 @@ from . import security
 from .config import PROJECT_DIR, Config
 from .events import Hub, publish_stream_status
 from .stream import StreamState, ensure_dir
-from .views import events, pages, stream_files
+from .views import errors, events, pages, stream_files
 
 
 def create_app(config: Config, start_watcher: bool = True) -> Flask:
@@ -37,5 +37,6 @@ def create_app(config: Config, start_watcher: bool = True) -> Flask:
     app.register_blueprint(stream_files.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(errors.bp)
     logging.getLogger(__name__).debug("app created for %s", config.source)
     return app

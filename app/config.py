@@ -62,10 +62,31 @@ class IngestConfig:
 
 
 @dataclass
+class TorConfig:
+    enabled: bool = False
+    mode: str = "launch"
+    command: str = "tor"
+    control_host: str = "127.0.0.1"
+    control_port: int = 9051
+    control_socket: str = ""
+    password: str = ""
+    key_file: str = ""
+    ephemeral: bool = False
+    client_auth: bool = False
+    virtual_port: int = 80
+    clearnet: bool = False
+    restart_attempts: int = 3
+    launch_timeout: float = 60.0
+    check_interval: float = 2.0
+    torrc: dict[str, str | int] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    tor: TorConfig = field(default_factory=TorConfig)
     source: Path | None = None
 
     @property
@@ -191,6 +212,14 @@ def _check(config: Config, where: str) -> None:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             problems.append(f"'ingest.allow' entry {entry!r} is not an IP address or network")
+    if config.tor.mode not in ("launch", "attach"):
+        problems.append("'tor.mode' must be \"launch\" (start our own tor) or \"attach\"")
+    if not 0 < config.tor.control_port < 65536:
+        problems.append("'tor.control_port' must be between 1 and 65535")
+    if not 0 < config.tor.virtual_port < 65536:
+        problems.append("'tor.virtual_port' must be between 1 and 65535")
+    if config.tor.restart_attempts < 0 or config.tor.check_interval <= 0:
+        problems.append("'tor.restart_attempts' must be >= 0 and 'tor.check_interval' > 0")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
 
@@ -200,6 +229,7 @@ ENVIRONMENT = {
     "LIVESTREAM_PORT": "server.port",
     "LIVESTREAM_STREAM_DIR": "stream.dir",
     "LIVESTREAM_STATE_DIR": "server.state_dir",
+    "LIVESTREAM_TOR_PASSWORD": "tor.password",
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import resource
 import signal
+import time
+from email.utils import formatdate
 
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
@@ -11,11 +13,29 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 log = logging.getLogger(__name__)
 
 
+DATE_PRECISION_SECONDS = 60
+CLOCK_HEADERS = {"date", "last-modified", "etag"}
+
+
+def _header_name(name: str | bytes) -> str:
+    return (name.decode("latin-1") if isinstance(name, bytes) else name).lower()
+
+
+def rounded_http_date(now: float | None = None) -> bytes:
+    """The Date header to the minute: exact server time helps fingerprint (clock skew)."""
+    now = time.time() if now is None else now
+    return formatdate(now - now % DATE_PRECISION_SECONDS, usegmt=True).encode("latin-1")
+
+
 class QuietHandler(WSGIHandler):
     """No access log lines: URLs carry viewer tokens, which are secrets.
 
     Every socket operation gets a timeout, so a viewer that stops reading (or a client that
     opens a connection and sends nothing) is dropped instead of holding its greenlet forever.
+
+    No exact clock either: Date is rounded to the minute, and Last-Modified / ETag (werkzeug
+    puts file mtimes in them, to the microsecond) are dropped, so responses do not reveal the
+    server's clock precisely enough to link an onion service to a host by its clock skew.
     """
 
     def handle(self):
@@ -38,6 +58,16 @@ class QuietHandler(WSGIHandler):
                 parts.pop(0)
             if parts and sent:
                 parts[0] = parts[0][sent:]
+
+    def finalize_headers(self):
+        self.response_headers = [
+            (name, value) for name, value in self.response_headers
+            if _header_name(name) not in CLOCK_HEADERS
+        ]
+        date = rounded_http_date()
+        self.response_headers.append((b"Date", date))
+        self.provided_date = date
+        super().finalize_headers()
 
     def log_request(self):
         if log.isEnabledFor(logging.DEBUG):
@@ -65,9 +95,9 @@ def raise_file_limit() -> None:
         log.debug("open file limit raised from %d to %d", soft, hard)
 
 
-def serve_forever(server: WSGIServer, on_stop=()) -> None:
-    """Run until SIGINT/SIGTERM, then stop accepting and run the clean-up callbacks."""
-    stopping = gevent.event.Event()
+def serve_forever(server: WSGIServer, on_stop=(), stopping=None) -> None:
+    """Run until SIGINT/SIGTERM (or `stopping` is set), then stop and run the clean-ups."""
+    stopping = stopping if stopping is not None else gevent.event.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(sig, stopping.set)
     server.start()

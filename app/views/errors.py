@@ -1,0 +1,45 @@
+"""Error pages that say what went wrong for the viewer and nothing about the server.
+
+No stack traces, no versions, no paths: a hostile viewer learns only the status code.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, render_template
+from werkzeug.exceptions import HTTPException
+
+bp = Blueprint("errors", __name__)
+log = logging.getLogger(__name__)
+
+EXPLANATIONS = {
+    400: "The request could not be understood.",
+    403: "You are not allowed to see this.",
+    404: "There is nothing here. The stream is on the front page.",
+    405: "This address does not accept that kind of request.",
+    413: "What you sent is too large.",
+    429: "Too many requests. Wait a little and try again.",
+    500: "Something went wrong on the server. Try again in a moment.",
+}
+
+
+def error_page(code: int, name: str):
+    text = EXPLANATIONS.get(code, "The request could not be completed.")
+    return render_template("error.html", code=code, name=name, text=text), code
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(error: HTTPException):
+    if error.code is None or error.code < 400:
+        return error  # redirects and the like pass through untouched
+    response = error.get_response()
+    body, code = error_page(error.code, error.name)
+    response.set_data(body)
+    response.mimetype = "text/html"
+    return response, code
+
+
+@bp.app_errorhandler(Exception)
+def unexpected_error(error: Exception):
+    log.exception("unhandled error")  # the details go to the log, never to the viewer
+    return error_page(500, "Internal Server Error")
