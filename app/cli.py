@@ -45,12 +45,14 @@ def main(argv=None) -> int:
 
 def load_config(args) -> configuration.Config:
     overrides = configuration.environment_overrides()
-    overrides.update({
+    flags = {
         "server.host": getattr(args, "host", None),
         "server.port": getattr(args, "port", None),
         "stream.dir": getattr(args, "stream_dir", None),
         "server.log_level": args.log_level,
-    })
+    }
+    # a flag that was not given must not hide the environment variable for the same key
+    overrides.update({key: value for key, value in flags.items() if value is not None})
     return configuration.load(args.config, overrides)
 
 
