@@ -34,12 +34,14 @@ LOCAL_ONLY = {"app/cloud.py", "app/cloud_init.py", "app/digitalocean.py", "app/e
 INSTALL_SCRIPT = r"""#!/usr/bin/env bash
 # Install livestream on a fresh Debian/Ubuntu droplet from the bundle cloud-init wrote,
 # then start the web server and the RTMP ingest. Runs once, as root, at first boot.
-# LIVESTREAM_OFFLINE=1 (used by the tests) only unpacks the bundle and builds the virtual
-# environment from already installed packages: no apt, no users, no systemd.
+# LIVESTREAM_OFFLINE=1 (used by the tests) only unpacks the bundle, builds the virtual
+# environment from already installed packages and writes the stream key: no apt, no users,
+# no systemd.
 set -euo pipefail
 
 prefix="${LIVESTREAM_PREFIX:-/opt/livestream}"
 data_dir="${LIVESTREAM_DATA_DIR:-/var/lib/livestream}"
+env_file="${LIVESTREAM_ENV_FILE:-/etc/livestream/env}"
 python="${LIVESTREAM_PYTHON:-python3}"
 offline="${LIVESTREAM_OFFLINE:-0}"
 
@@ -79,6 +81,18 @@ create_service_user() {
   install -d -o livestream -g livestream -m 0750 "$data_dir" "$data_dir/stream" "$data_dir/state"
 }
 
+seed_stream_key() {
+  # the RTMP ingest keeps its key in the state folder: use the one `cloud up` printed
+  local key
+  key="$(sed -n 's/^LIVESTREAM_STREAM_KEY=//p' "$env_file")"
+  [ -n "$key" ] || return 0
+  mkdir -p "$data_dir/state"
+  (umask 077 && printf '%s\n' "$key" >"$data_dir/state/ingest.key")
+  if [ "$offline" != 1 ]; then
+    chown livestream:livestream "$data_dir/state/ingest.key"
+  fi
+}
+
 start_services() {
   say "starting livestream-serve and livestream-ingest"
   systemctl daemon-reload
@@ -89,11 +103,13 @@ main() {
   if [ "$offline" = 1 ]; then
     unpack_bundle
     make_virtualenv
+    seed_stream_key
   else
     install_system_packages
     unpack_bundle
     make_virtualenv
     create_service_user
+    seed_stream_key
     start_services
   fi
   say "done"
@@ -109,7 +125,7 @@ class DropletSettings:
     stream_key: str
     http_port: int = 80
     ingest_port: int = 1935
-    ingest_args: str = "ingest --port {port} --key {key}"
+    ingest_args: str = "ingest --port {port}"
 
 
 def requirements(pyproject: Path) -> str:
@@ -211,7 +227,9 @@ def unit(description: str, livestream_args: str, low_port: bool) -> str:
 
 
 def ingest_args(settings: DropletSettings) -> str:
-    # systemd expands ${VAR} from the EnvironmentFile, so the key stays out of the unit file
+    """The ingest finds the key in its state folder (the install script puts it there); an
+    ingest that takes it as an argument gets {key}, which systemd expands from the
+    EnvironmentFile, so the key stays out of the world-readable unit file."""
     return settings.ingest_args.format(port=settings.ingest_port,
                                        key="${LIVESTREAM_STREAM_KEY}")
 

@@ -84,7 +84,7 @@ class CloudConfig:
     tag: str = "livestream"
     http_port: int = 80
     ingest_port: int = 1935
-    ingest_args: str = "ingest --port {port} --key {key}"
+    ingest_args: str = "ingest --port {port}"
     push_command: str = ""
     ready_timeout: float = 600.0
     poll_interval: float = 5.0
@@ -231,8 +231,6 @@ def _check(config: Config, where: str) -> None:
         problems.append("'stream.playlist' must be a file name inside 'stream.dir'")
     if not 0 < config.cloud.http_port < 65536 or not 0 < config.cloud.ingest_port < 65536:
         problems.append("'cloud.http_port' and 'cloud.ingest_port' must be between 1 and 65535")
-    if "{key}" not in config.cloud.ingest_args:
-        problems.append("'cloud.ingest_args' must contain {key} (where the stream key goes)")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
 

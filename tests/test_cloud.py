@@ -449,9 +449,16 @@ def test_user_data_is_valid_cloud_config_under_the_limit(rendered):
     assert serve.rstrip().endswith("WantedBy=multi-user.target")
     assert re.search(r"^ExecStart=\S+/venv/bin/python -m app.cli --config \S+ serve$", serve, re.MULTILINE)
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in serve  # port 80 without root
-    assert "ingest --port 1935 --key ${LIVESTREAM_STREAM_KEY}" in ingest
+    assert re.search(r"^ExecStart=.* ingest --port 1935$", ingest, re.MULTILINE)
     assert "k3y-Secret_value" not in ingest  # the key stays in the root-only env file
     assert doc["runcmd"] == [["bash", f"{cloud_init.PREFIX}/install.sh"]]
+
+
+def test_a_key_placeholder_in_ingest_args_is_expanded_by_systemd_not_by_us():
+    settings = cloud_init.DropletSettings(stream_key="k3y-Secret_value",
+                                          ingest_args="ingest --port {port} --key {key}")
+    args = cloud_init.ingest_args(settings)
+    assert args == "ingest --port 1935 --key ${LIVESTREAM_STREAM_KEY}"
 
 
 def test_install_script_uses_distribution_packages_and_wheels():
@@ -513,19 +520,26 @@ def test_the_install_script_builds_a_venv_that_serves_the_bundle(rendered, tmp_p
         base64.b64decode(files[f"{cloud_init.PREFIX}/bundle.tar.gz"]["content"]))
     script = tmp_path / "install.sh"
     script.write_text(files[f"{cloud_init.PREFIX}/install.sh"]["content"])
+    env_file = tmp_path / "env"
+    env_file.write_text(files[cloud_init.ENV_FILE]["content"])
+    data = tmp_path / "data"
     env = dict(os.environ, LIVESTREAM_OFFLINE="1", LIVESTREAM_PREFIX=str(prefix),
-               LIVESTREAM_PYTHON=sys.executable)
+               LIVESTREAM_PYTHON=sys.executable, LIVESTREAM_ENV_FILE=str(env_file),
+               LIVESTREAM_DATA_DIR=str(data))
     install = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
                              timeout=300, check=False)
     assert install.returncode == 0, install.stdout + install.stderr
     assert "livestream-install: done" in install.stdout
     python = prefix / "venv" / "bin" / "python"
     assert python.exists()
+    key_file = data / "state" / "ingest.key"  # where the RTMP ingest looks for its key
+    assert key_file.read_text() == "k3y-Secret_value\n"
+    assert key_file.stat().st_mode & 0o777 == 0o600
 
     port = free_port()
     unit_env = dict(os.environ, LIVESTREAM_HOST="127.0.0.1", LIVESTREAM_PORT=str(port),
-                    LIVESTREAM_STREAM_DIR=str(tmp_path / "data" / "stream"),
-                    LIVESTREAM_STATE_DIR=str(tmp_path / "data" / "state"))
+                    LIVESTREAM_STREAM_DIR=str(data / "stream"),
+                    LIVESTREAM_STATE_DIR=str(data / "state"))
     unit_env.pop("PYTHONPATH", None)
     server = subprocess.Popen([str(python), "-m", "app.cli", "--config",
                                str(prefix / "src" / "config.toml"), "serve"],
