@@ -125,7 +125,7 @@ class DropletSettings:
     stream_key: str
     http_port: int = 80
     ingest_port: int = 1935
-    ingest_args: str = "ingest --port {port}"
+    ingest_args: str = "ingest --host 0.0.0.0 --port {port}"
 
 
 def requirements(pyproject: Path) -> str:

@@ -84,7 +84,7 @@ class CloudConfig:
     tag: str = "livestream"
     http_port: int = 80
     ingest_port: int = 1935
-    ingest_args: str = "ingest --port {port}"
+    ingest_args: str = "ingest --host 0.0.0.0 --port {port}"
     push_command: str = ""
     ready_timeout: float = 600.0
     poll_interval: float = 5.0

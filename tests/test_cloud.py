@@ -449,7 +449,7 @@ def test_user_data_is_valid_cloud_config_under_the_limit(rendered):
     assert serve.rstrip().endswith("WantedBy=multi-user.target")
     assert re.search(r"^ExecStart=\S+/venv/bin/python -m app.cli --config \S+ serve$", serve, re.MULTILINE)
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in serve  # port 80 without root
-    assert re.search(r"^ExecStart=.* ingest --port 1935$", ingest, re.MULTILINE)
+    assert re.search(r"^ExecStart=.* ingest --host 0.0.0.0 --port 1935$", ingest, re.MULTILINE)
     assert "k3y-Secret_value" not in ingest  # the key stays in the root-only env file
     assert doc["runcmd"] == [["bash", f"{cloud_init.PREFIX}/install.sh"]]
 
