@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     onion.add_argument("name", nargs="?", help="the viewer's name (add-client, remove-client)")
     onion.set_defaults(run=run_onion)
 
+    add_cloud_commands(commands)
+
     args = parser.parse_args(argv)
     args.config = getattr(args, "config", None)
     args.log_level = getattr(args, "log_level", None)
@@ -59,14 +61,16 @@ def main(argv=None) -> int:
 
 def load_config(args) -> configuration.Config:
     overrides = configuration.environment_overrides()
-    overrides.update({
+    flags = {
         "server.host": getattr(args, "host", None),
         "server.port": getattr(args, "port", None),
         "stream.dir": getattr(args, "stream_dir", None),
         "server.log_level": args.log_level,
         "tor.enabled": getattr(args, "onion", None),
         "tor.clearnet": getattr(args, "clearnet", None),
-    })
+    }
+    # a flag that was not given must not hide the environment variable for the same key
+    overrides.update({key: value for key, value in flags.items() if value is not None})
     return configuration.load(args.config, overrides)
 
 
@@ -169,6 +173,61 @@ def run_onion(args, config) -> int:
         print(f"livestream: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def add_cloud_commands(commands) -> None:
+    token = argparse.ArgumentParser(add_help=False)
+    token.add_argument("--api-key", help="DigitalOcean API token (better: env DIGITALOCEAN_TOKEN "
+                       "or [cloud] token_file, which other users cannot see in the process list)")
+    droplet = argparse.ArgumentParser(add_help=False)
+    droplet.add_argument("--region", help="region slug, e.g. fra1 ([cloud] region)")
+    droplet.add_argument("--size", help="size slug or 'cheapest' ([cloud] size)")
+    droplet.add_argument("--image", help="image slug, e.g. debian-12-x64 ([cloud] image)")
+    droplet.add_argument("--ssh-key", action="append", dest="ssh_keys",
+                         help="SSH key ID or fingerprint; repeat for several ([cloud] ssh_keys)")
+    droplet.add_argument("--another", action="store_true",
+                         help="create a droplet even though one of ours exists")
+
+    cloud = commands.add_parser("cloud", help="a cheap DigitalOcean droplet for the evening")
+    actions = cloud.add_subparsers(dest="cloud_action", required=True, metavar="ACTION")
+    actions.add_parser("up", parents=[token, droplet],
+                       help="create a droplet running the server and the RTMP ingest")
+    actions.add_parser("down", parents=[token], help="destroy every droplet with our tag")
+    actions.add_parser("status", parents=[token], help="list our droplets, uptime and cost")
+    play = actions.add_parser("play", parents=[token, droplet],
+                              help="up, stream FILE to the droplet, destroy it at the end")
+    play.add_argument("file", help="video file (or URL) to stream")
+    play.add_argument("--subs", help="subtitles to burn in (passed to `livestream play`)")
+    cloud.set_defaults(run=run_cloud)
+
+    estimate = commands.add_parser("estimate", help="transfer and cost of a stream")
+    estimate.add_argument("--viewers", type=int, required=True, help="number of viewers")
+    estimate.add_argument("--hours", type=float, required=True, help="length of one session")
+    estimate.add_argument("--bitrate", type=float, required=True, help="stream bitrate, kbit/s")
+    estimate.add_argument("--uplink", type=float, help="your upload speed, Mbit/s")
+    estimate.add_argument("--size", default="cheapest",
+                          help="droplet size slug from [cloud.prices.sizes] (default: cheapest)")
+    estimate.add_argument("--sessions", type=int, default=4,
+                          help="sessions per month, one fresh droplet each (default 4)")
+    estimate.set_defaults(run=run_estimate)
+
+
+def run_cloud(args, config) -> int:
+    from . import cloud
+
+    return cloud.run(args.cloud_action, config, api_key=args.api_key,
+                     options={"region": args.__dict__.get("region"),
+                              "size": args.__dict__.get("size"),
+                              "image": args.__dict__.get("image"),
+                              "ssh_keys": args.__dict__.get("ssh_keys")},
+                     another=args.__dict__.get("another", False),
+                     file=args.__dict__.get("file"), subs=args.__dict__.get("subs"))
+
+
+def run_estimate(args, config) -> int:
+    from . import estimate
+
+    return estimate.run(args, config.cloud.prices)
 
 
 def start_demo_source(config) -> subprocess.Popen:

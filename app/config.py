@@ -82,11 +82,61 @@ class TorConfig:
 
 
 @dataclass
+class SizePrice:
+    """What one droplet size costs and how much outbound transfer it brings per month."""
+    usd_per_month: float
+    usd_per_hour: float
+    transfer_gib: float
+
+
+def _default_sizes() -> dict[str, SizePrice]:
+    return {
+        "s-1vcpu-512mb-10gb": SizePrice(4.0, 0.00595, 500.0),
+        "s-1vcpu-1gb": SizePrice(6.0, 0.00893, 1000.0),
+        "s-1vcpu-2gb": SizePrice(12.0, 0.01786, 2000.0),
+        "s-2vcpu-2gb": SizePrice(18.0, 0.02679, 3000.0),
+        "s-2vcpu-4gb": SizePrice(24.0, 0.03571, 4000.0),
+    }
+
+
+@dataclass
+class PriceTable:
+    """DigitalOcean's published prices, kept in one place with the day they were checked."""
+    checked: str = "2025-04-22"
+    source: str = "https://docs.digitalocean.com/products/droplets/details/pricing/"
+    hours_per_month: float = 672.0
+    overage_usd_per_gib: float = 0.01
+    sizes: dict[str, SizePrice] = field(default_factory=_default_sizes)
+
+
+@dataclass
+class CloudConfig:
+    api_url: str = "https://api.digitalocean.com"
+    token_file: str = ""
+    region: str = "fra1"
+    size: str = "cheapest"
+    image: str = "debian-12-x64"
+    ssh_keys: list[str] = field(default_factory=list)
+    tag: str = "livestream"
+    http_port: int = 80
+    ingest_port: int = 1935
+    ingest_args: str = "ingest --host 0.0.0.0 --port {port}"
+    push_command: str = ""
+    ready_timeout: float = 600.0
+    poll_interval: float = 5.0
+    api_timeout: float = 30.0
+    api_retries: int = 5
+    retry_seconds: float = 1.0
+    prices: PriceTable = field(default_factory=PriceTable)
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     tor: TorConfig = field(default_factory=TorConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
     source: Path | None = None
 
     @property
@@ -151,6 +201,15 @@ def _build(cls, values: dict, section: str, where: str):
     return cls(**built)
 
 
+def _build_nested(cls, values: dict, name: str, where: str):
+    """A table inside a section (e.g. [cloud.prices]); fields without a default are required."""
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: '{name}' is missing {', '.join(missing)}")
+    return _build(cls, values, name, where)
+
+
 def _coerce(value, hint, name: str, where: str):
     """Accept a value when it fits the declared type; ints are fine where floats are expected."""
     origin = typing.get_origin(hint)
@@ -171,7 +230,12 @@ def _coerce(value, hint, name: str, where: str):
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: '{name}' must be a table, got {value!r}")
-        return value
+        _, item = typing.get_args(hint)
+        return {k: _coerce(v, item, f"{name}.{k}", where) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{name}' must be a table, got {value!r}")
+        return _build_nested(hint, value, name, where)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, str) and value.isdigit():
@@ -220,6 +284,8 @@ def _check(config: Config, where: str) -> None:
         problems.append("'tor.virtual_port' must be between 1 and 65535")
     if config.tor.restart_attempts < 0 or config.tor.check_interval <= 0:
         problems.append("'tor.restart_attempts' must be >= 0 and 'tor.check_interval' > 0")
+    if not 0 < config.cloud.http_port < 65536 or not 0 < config.cloud.ingest_port < 65536:
+        problems.append("'cloud.http_port' and 'cloud.ingest_port' must be between 1 and 65535")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
 
