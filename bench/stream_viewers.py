@@ -76,10 +76,14 @@ def watch_segments(directory: Path, stop: threading.Event, completed: list) -> N
         while not stop.is_set():
             for event in notifier.read(timeout=200):
                 if event.name.endswith(".m4s"):
-                    completed.append(time.monotonic())
+                    now = time.monotonic()
+                    try:
+                        completed.append((now, os.path.getsize(directory / event.name)))
+                    except OSError:
+                        completed.append((now, 0))
 
 
-def viewers(port: int, count: int, seconds: float, results) -> None:
+def viewers(port: int, count: int, seconds: float, measure_from: float, results) -> None:
     """One client process: `count` sockets reading /stream.mp4, bursts timed per socket."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -92,7 +96,7 @@ def viewers(port: int, count: int, seconds: float, results) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.sendall(request)
         sock.setblocking(False)
-        state[sock] = {"bytes": 0, "last": 0.0, "bursts": [], "open": True}
+        state[sock] = {"bytes": 0, "last": 0.0, "bursts": [], "open": True, "measured": 0}
         selector.register(sock, selectors.EVENT_READ)
         if i % 200 == 199:
             time.sleep(0.02)  # do not overflow the listen backlog
@@ -123,7 +127,9 @@ def viewers(port: int, count: int, seconds: float, results) -> None:
                 continue
             info["last"] = time.monotonic()
             info["bytes"] += n
-    results.put([(i["open"], i["bytes"], i["bursts"]) for i in state.values()])
+            if now >= measure_from:
+                info["measured"] += n
+    results.put([(i["open"], i["measured"], i["bursts"]) for i in state.values()])
     for sock in list(state):
         if state[sock]["open"]:
             sock.close()
@@ -148,14 +154,16 @@ def run(server: Server, directory: Path, count: int, seconds: float, processes: 
     watcher.start()
     results = multiprocessing.Queue()
     per = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
-    clients = [multiprocessing.Process(target=viewers, args=(server.port, n, seconds, results))
+    settle = min(6.0, seconds / 3)  # connect and settle before measuring
+    measure_from = time.monotonic() + settle
+    clients = [multiprocessing.Process(target=viewers,
+                                       args=(server.port, n, seconds, measure_from, results))
                for n in per if n]
     for client in clients:
         client.start()
-    time.sleep(min(6.0, seconds / 3))  # connect and settle before measuring
+    time.sleep(max(0.0, measure_from - time.monotonic()))
     pid = server.process.pid
     cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
-    measure_from = time.monotonic()
     rss_peak = 0.0
     while any(c.is_alive() for c in clients) and results.qsize() < len(clients):
         rss_peak = max(rss_peak, rss_mb(pid))
@@ -163,17 +171,20 @@ def run(server: Server, directory: Path, count: int, seconds: float, processes: 
         if time.monotonic() - wall_start > seconds:
             break
     cpu = (cpu_seconds(pid) - cpu_start) / (time.monotonic() - wall_start)
+    measure_to = time.monotonic()
     gathered = [row for _ in clients for row in results.get(timeout=seconds + 30)]
     for client in clients:
         client.join(10)
     stop.set()
     watcher.join()
-    times = [t for t in completed if t >= measure_from]
-    newest = max(completed, default=0.0)
+    times = [t for t, _ in completed if t >= measure_from]
+    # A viewer keeps up when it is still connected and received at least every segment
+    # completed in the window (the one in flight at either end excepted).
+    expected = sum(size for t, size in completed if measure_from + 0.5 <= t <= measure_to - 2.5)
     delays = []
     keeping_up = 0
-    for is_open, _, bursts in gathered:
-        if is_open and bursts and bursts[-1] >= newest - 0.05:
+    for is_open, measured, bursts in gathered:
+        if is_open and measured >= expected:
             keeping_up += 1
         for burst in bursts:
             if burst < measure_from:
