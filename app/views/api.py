@@ -38,7 +38,7 @@ def clock():
 @bp.route("/status")
 def status():
     snap = state().snapshot
-    return jsonify(status_of(snap), now=time.time()), 200, NO_STORE
+    return jsonify(dict(status_of(snap), now=time.time())), 200, NO_STORE
 
 
 @bp.route("/playlist")
