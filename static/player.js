@@ -82,6 +82,7 @@
     scope.querySelectorAll('a[href]').forEach(function (link) {
       var raw = link.getAttribute('href');
       if (!raw || raw.charAt(0) === '#' || /^(javascript|mailto|data):/i.test(raw)) { return; }
+      if (link.hasAttribute('data-player-switch')) { return; }  // it names the other player
       var url = urlWithChoice(link.href, choice);
       if (url && url.href !== link.href) { link.href = url.href; }
     });
@@ -182,6 +183,14 @@
     if (this.controller) { this.controller.abort(); }
   };
 
+  /** The live edge in media time: what is being captured now, as far as the server knows. */
+  function liveEdge(tl, clock) {
+    if (!tl || !tl.segments.length) { return null; }
+    var last = tl.segments[tl.segments.length - 1], newestEnd = last.start + last.duration;
+    if (tl.origin === null || tl.origin === undefined || !clock.synced) { return newestEnd; }
+    return clock.now() - tl.origin;
+  }
+
   /* ------------------------------------------------------------------ the MSE player */
 
   function MsePlayer(video, clock, ui, onFail) {
@@ -258,6 +267,7 @@
       return;
     }
     this.generation = tl.generation;
+    this.ui.root.dataset.generation = String(tl.generation);
     this.appended = new Map();
     this.missing = new Set();
     this.started = false;
@@ -301,14 +311,7 @@
     }
   };
 
-  /** The live edge in media time: what is being captured now, as far as the server knows. */
-  MsePlayer.prototype.edge = function () {
-    var tl = this.tl;
-    if (!tl || !tl.segments.length) { return null; }
-    var last = tl.segments[tl.segments.length - 1], newestEnd = last.start + last.duration;
-    if (tl.origin === null || tl.origin === undefined || !this.clock.synced) { return newestEnd; }
-    return this.clock.now() - tl.origin;
-  };
+  MsePlayer.prototype.edge = function () { return liveEdge(this.tl, this.clock); };
 
   /** Where every viewer should be right now: the same for all, a fixed delay behind the edge. */
   MsePlayer.prototype.target = function () {
@@ -482,11 +485,18 @@
   /* ----------------------------------------------------------------- the plain player */
 
   /** The page's own <video src="/stream.mp4">; only needs reconnecting after a restart. */
-  function PlainPlayer(video) {
+  function PlainPlayer(video, clock, ui) {
+    var self = this;
     this.video = video;
+    this.clock = clock;
+    this.ui = ui;
     this.generation = null;
     this.tl = null;
+    // /stream.mp4 keeps the segments' own media times, so the same timeline measures its delay.
+    this.timer = setInterval(function () { ui.showPlain(self); }, 500);
   }
+
+  PlainPlayer.prototype.edge = function () { return liveEdge(this.tl, this.clock); };
 
   PlainPlayer.prototype.setTimeline = function (tl) {
     this.tl = tl;
@@ -496,10 +506,13 @@
       video.src = '/stream.mp4';
       video.play().catch(function () { /* the viewer presses play */ });
     }
-    if (tl.online) { this.generation = tl.generation; }
+    if (tl.online) {
+      this.generation = tl.generation;
+      this.ui.root.dataset.generation = String(tl.generation);
+    }
   };
 
-  PlainPlayer.prototype.destroy = function () {};
+  PlainPlayer.prototype.destroy = function () { clearInterval(this.timer); };
 
   /* ----------------------------------------------------------------------- the page */
 
@@ -511,7 +524,7 @@
     this.scrub = el('input', { type: 'range', 'class': 'scrub', min: '0', max: '0', step: '0.1',
                                 value: '0', 'aria-label': 'Position in the stream' });
     this.modeText = el('span', { 'class': 'mode-text' });
-    this.switchLink = el('a', { 'class': 'switch-player' });
+    this.switchLink = el('a', { 'class': 'switch-player', 'data-player-switch': '' });
     this.note = el('p', { 'class': 'player-note', hidden: '' });
     root.appendChild(el('div', { 'class': 'controls-row' },
       [this.goLiveButton, this.scrub, this.behind]));
@@ -534,7 +547,7 @@
     this.modeText.textContent = mode === 'mse' ? 'Low-latency player' : 'Plain player';
     this.switchLink.textContent = mode === 'mse' ? 'use the plain player' : 'try the low-latency player';
     this.switchLink.href = urlWithChoice(location.href, other).href;
-    this.goLiveButton.hidden = this.scrub.hidden = this.behind.hidden = mode !== 'mse';
+    this.goLiveButton.hidden = this.scrub.hidden = mode !== 'mse';
     if (reason) {
       this.root.dataset.fallback = reason;
       this.message('Playing the plain stream: ' + reason + '.');
@@ -568,6 +581,17 @@
       this.scrub.min = tl.segments[0].start.toFixed(1);
       this.scrub.max = edge.toFixed(1);
       this.scrub.value = video.currentTime.toFixed(1);
+    }
+  };
+
+  Ui.prototype.showPlain = function (player) {
+    var tl = player.tl, video = player.video, edge = player.edge();
+    this.root.dataset.state = tl ? (tl.online ? 'live' : tl.status) : 'starting';
+    this.behind.hidden = !(tl && tl.online && edge !== null && video.currentTime > 0);
+    if (!this.behind.hidden) {
+      var behind = Math.max(0, edge - video.currentTime);
+      this.root.dataset.behind = behind.toFixed(2);
+      this.behind.textContent = behind.toFixed(1) + ' s behind live';
     }
   };
 
@@ -659,7 +683,7 @@
       fallbackReason = reason;
       if (player) { player.destroy(); }
       if (video) { video.playbackRate = 1; video.removeAttribute('src'); }
-      player = new PlainPlayer(video || videoElement());
+      player = new PlainPlayer(video || videoElement(), clock, ui);
       ui.setMode('plain', reason);
       if (feed.current) { player.setTimeline(feed.current); }
     }
@@ -680,7 +704,7 @@
           ui.onGoLive = function () { if (player.goLive) { player.goLive(); } };
           ui.onScrub = function (time) { if (player.scrubTo) { player.scrubTo(time); } };
         } else if (!player) {
-          player = new PlainPlayer(video);
+          player = new PlainPlayer(video, clock, ui);
           if (!fallbackReason) { ui.setMode('plain'); }
         }
       }
