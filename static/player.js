@@ -562,6 +562,7 @@
   /** Reflect the MSE player's state; data-attributes let tests and styles read it too. */
   Ui.prototype.show = function (player) {
     var tl = player.tl, video = player.video, root = this.root;
+    root.classList.toggle('is-offline', !tl || !tl.online);
     if (!tl || !tl.online) {
       root.dataset.state = tl ? tl.status : 'starting';
       this.message(tl && tl.status === 'ended' ? 'The stream has ended.'
@@ -696,7 +697,7 @@
 
     var feed = new TimelineFeed(function (tl) {
       if (tl.online && !video) { video = videoElement(); }
-      if (!video) { return; }
+      if (!video) { ui.show({ tl: tl }); return; }  // offline since the page loaded
       if (!player) {
         if (wantMse()) {
           player = new MsePlayer(video, clock, ui, usePlain);

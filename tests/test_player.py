@@ -172,3 +172,18 @@ def test_falls_back_to_stream_mp4_without_mse(live_server, open_viewer):
     assert playing["src"].endswith("/stream.mp4")
     assert "Media Source" in playing["data"]["fallback"]
     assert page.is_visible("#player-controls .player-note")
+
+
+def test_page_opened_while_offline_starts_playing_when_the_stream_begins(own_stream, open_viewer):
+    stream, server = own_stream
+    server.start()
+    page = open_viewer(server.url + "/")
+    assert page.locator("video").count() == 0
+    page.evaluate("() => { window.notReloaded = true; }")
+    wait_for(lambda: state(page)["data"].get("state") in ("offline", "ended"), 10, 0.2,
+             "the player to say the stream is offline")
+    stream.start()
+    playing = wait_playing(page, timeout=30)
+    assert playing["src"].startswith("blob:")
+    assert page.evaluate("() => window.notReloaded === true"), "the page was reloaded"
+    assert page.locator(".offline-card").count() == 0
