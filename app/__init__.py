@@ -9,7 +9,8 @@ from . import security
 from .config import PROJECT_DIR, Config
 from .events import Hub, publish_stream_status
 from .stream import StreamState, ensure_dir
-from .views import errors, events, pages, stream_files
+from .timeline import TimelineBuilder
+from .views import api, errors, events, pages, stream_files
 
 
 def create_app(config: Config, start_watcher: bool = True) -> Flask:
@@ -27,6 +28,7 @@ def create_app(config: Config, start_watcher: bool = True) -> Flask:
     app.extensions["stream"] = state
     hub = Hub()
     app.extensions["events"] = hub
+    app.extensions["timeline"] = TimelineBuilder()
     if start_watcher:
         state.start()
         publish_stream_status(state, hub)
@@ -38,5 +40,6 @@ def create_app(config: Config, start_watcher: bool = True) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(errors.bp)
+    app.register_blueprint(api.bp)
     logging.getLogger(__name__).debug("app created for %s", config.source)
     return app

@@ -33,6 +33,7 @@ class Segment:
     duration: float
     data: bytes = field(repr=False)
     completed_at: float = 0.0  # when the watcher saw it listed (monotonic), for delay figures
+    seen_at: float = 0.0  # the same moment on the wall clock: the player's shared timeline
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,8 @@ class StreamState:
         except FileNotFoundError:
             log.warning("playlist lists a missing segment %s", entry.uri)
             return None
-        return Segment(entry.uri, entry.sequence, entry.duration, data, time.monotonic())
+        return Segment(entry.uri, entry.sequence, entry.duration, data, time.monotonic(),
+                       time.time())
 
     def _read_title(self) -> str:
         path = self.directory / TITLE_FILE

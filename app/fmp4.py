@@ -1,0 +1,209 @@
+"""Just enough fragmented-MP4 reading for the JavaScript player's timeline.
+
+The player places every segment by the media time its fragments carry (`tfdt`), so the
+server reads that time once per segment and tells every viewer the same numbers. The init
+segment gives the time scales and the codec string Media Source Extensions asks for.
+Nothing here trusts the input: a box that runs past its parent ends the walk.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex"}
+MAX_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class Track:
+    track_id: int
+    handler: str  # "vide" or "soun"
+    timescale: int
+    codec: str | None
+
+
+@dataclass(frozen=True)
+class InitInfo:
+    tracks: tuple[Track, ...] = field(default=())
+
+    @property
+    def codecs(self) -> str:
+        """The RFC 6381 list for `video/mp4; codecs="..."`, video first."""
+        ordered = sorted(self.tracks, key=lambda t: t.handler != "vide")
+        return ",".join(t.codec for t in ordered if t.codec)
+
+    def timescale(self, track_id: int) -> int | None:
+        for track in self.tracks:
+            if track.track_id == track_id:
+                return track.timescale
+        return None
+
+    @property
+    def main_track(self) -> Track | None:
+        """Video when there is video: the track whose key frames start every segment."""
+        for track in self.tracks:
+            if track.handler == "vide":
+                return track
+        return self.tracks[0] if self.tracks else None
+
+
+def boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """Yield (type, payload start, box end) for the boxes between start and end."""
+    end = len(data) if end is None else end
+    offset = start
+    while offset + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, offset)
+        header = 8
+        if size == 1:
+            if offset + 16 > end:
+                return
+            size = struct.unpack_from(">Q", data, offset + 8)[0]
+            header = 16
+        elif size == 0:
+            size = end - offset
+        if size < header or offset + size > end:
+            return
+        yield kind, offset + header, offset + size
+        offset += size
+
+
+def find(data: bytes, path: tuple[bytes, ...], start: int = 0, end: int | None = None,
+         ) -> Iterator[tuple[int, int]]:
+    """Every box at `path` (e.g. moov/trak), as (payload start, end)."""
+    if not path:
+        return
+    for kind, payload, box_end in boxes(data, start, end):
+        if kind != path[0]:
+            continue
+        if len(path) == 1:
+            yield payload, box_end
+        elif kind in CONTAINERS:
+            yield from find(data, path[1:], payload, box_end)
+
+
+def first(data: bytes, path: tuple[bytes, ...], start: int = 0, end: int | None = None,
+          ) -> tuple[int, int] | None:
+    return next(find(data, path, start, end), None)
+
+
+def parse_init(data: bytes) -> InitInfo:
+    """Tracks of an init segment (ftyp + moov); an empty InitInfo when it is not one."""
+    tracks = []
+    try:
+        for trak_start, trak_end in find(data, (b"moov", b"trak")):
+            track = _track(data, trak_start, trak_end)
+            if track is not None:
+                tracks.append(track)
+    except struct.error:
+        return InitInfo()
+    return InitInfo(tuple(tracks))
+
+
+def _track(data: bytes, start: int, end: int) -> Track | None:
+    tkhd = first(data, (b"tkhd",), start, end)
+    mdhd = first(data, (b"mdia", b"mdhd"), start, end)
+    hdlr = first(data, (b"mdia", b"hdlr"), start, end)
+    if tkhd is None or mdhd is None or hdlr is None:
+        return None
+    version = data[tkhd[0]]
+    track_id = struct.unpack_from(">I", data, tkhd[0] + (20 if version == 1 else 12))[0]
+    version = data[mdhd[0]]
+    timescale = struct.unpack_from(">I", data, mdhd[0] + (20 if version == 1 else 12))[0]
+    handler = data[hdlr[0] + 8:hdlr[0] + 12].decode("latin-1")
+    stsd = first(data, (b"mdia", b"minf", b"stbl", b"stsd"), start, end)
+    codec = _codec(data, stsd[0] + 8, stsd[1]) if stsd else None
+    if timescale == 0:
+        return None
+    return Track(track_id, handler, timescale, codec)
+
+
+def _codec(data: bytes, start: int, end: int) -> str | None:
+    """The codec string of the first sample entry: avc1.PPCCLL, hvc1/hev1 or mp4a.40.x."""
+    for kind, payload, box_end in boxes(data, start, end):
+        name = kind.decode("latin-1")
+        if kind in (b"avc1", b"avc3"):
+            # Visual sample entry: 78 bytes of fields, then its child boxes (avcC among them).
+            avcc = first(data, (b"avcC",), payload + 78, box_end)
+            if avcc and avcc[1] - avcc[0] >= 4:
+                profile, compat, level = data[avcc[0] + 1:avcc[0] + 4]
+                return f"{name}.{profile:02x}{compat:02x}{level:02x}"
+            return f"{name}.42e01e"
+        if kind in (b"hvc1", b"hev1"):
+            return f"{name}.1.6.L93.B0"
+        if kind == b"mp4a":
+            # Audio sample entry: 28 bytes of fields, then esds with the object type and,
+            # for AAC, the audio object type in the first bits of the decoder config.
+            return f"mp4a.40.{_aac_object_type(data, payload + 28, box_end) or 2}"
+        return name
+    return None
+
+
+def _aac_object_type(data: bytes, start: int, end: int) -> int | None:
+    """Audio object type from esds: ES_Descriptor > DecoderConfig > DecoderSpecificInfo."""
+    esds = first(data, (b"esds",), start, end)
+    if esds is None:
+        return None
+    body = data[esds[0] + 4:esds[1]]  # after version and flags
+    es = _descriptor(body, 0, 0x03)
+    if es is None:
+        return None
+    position = es[0] + 2  # ES_ID
+    flags = body[position] if position < len(body) else 0
+    position += 1
+    if flags & 0x80:
+        position += 2  # dependsOn_ES_ID
+    if flags & 0x40 and position < len(body):
+        position += 1 + body[position]  # URL
+    if flags & 0x20:
+        position += 2  # OCR_ES_ID
+    config = _descriptor(body, position, 0x04)
+    if config is None or config[0] >= len(body) or body[config[0]] != 0x40:
+        return None  # not MPEG-4 audio
+    specific = _descriptor(body, config[0] + 13, 0x05)
+    if specific is None or specific[0] >= len(body):
+        return None
+    kind = body[specific[0]] >> 3
+    return kind if 1 <= kind <= 30 else None
+
+
+def _descriptor(body: bytes, position: int, tag: int) -> tuple[int, int] | None:
+    """(payload start, length) of the descriptor with `tag` at `position`, if it is there."""
+    if position >= len(body) or body[position] != tag:
+        return None
+    position += 1
+    length = 0
+    for _ in range(4):  # expandable size: 7 bits a byte, high bit means "more"
+        if position >= len(body):
+            return None
+        byte = body[position]
+        position += 1
+        length = (length << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            break
+    return position, length
+
+
+def segment_start(data: bytes, init: InitInfo) -> float | None:
+    """Media time (seconds) at which a media segment starts, read from its main track."""
+    main = init.main_track
+    if main is None:
+        return None
+    try:
+        for moof_start, moof_end in find(data, (b"moof",)):
+            for traf_start, traf_end in find(data, (b"traf",), moof_start, moof_end):
+                tfhd = first(data, (b"tfhd",), traf_start, traf_end)
+                tfdt = first(data, (b"tfdt",), traf_start, traf_end)
+                if tfhd is None or tfdt is None:
+                    continue
+                track_id = struct.unpack_from(">I", data, tfhd[0] + 4)[0]
+                if track_id != main.track_id:
+                    continue
+                if data[tfdt[0]] == 1:
+                    decode_time = struct.unpack_from(">Q", data, tfdt[0] + 4)[0]
+                else:
+                    decode_time = struct.unpack_from(">I", data, tfdt[0] + 4)[0]
+                return decode_time / main.timescale
+    except struct.error:
+        return None
+    return None

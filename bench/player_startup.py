@@ -1,0 +1,117 @@
+"""Start-up time and live delay: the MSE player against the plain /stream.mp4, on loopback.
+
+Starts its own test stream (./stream.sh --test) and server, then opens the viewer page in
+headless Chromium again and again, alternating `?player=mse` and `?player=plain`:
+
+  start-up   navigation start -> the video's currentTime first moves while playing
+  delay      live edge - currentTime, sampled for a few seconds after start-up; the live edge
+             is the server's `now - origin` (/api/playlist), read on this same machine's clock
+
+    python bench/player_startup.py [--runs 6] [--segment-seconds 1] [--size 320x180]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT / "tests"))
+
+from browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
+from support import Server, TestStream, wait_for  # noqa: E402
+
+# Runs in the page before its own scripts: notes when playback first really moves.
+FIRST_FRAME_PROBE = """
+(() => {
+  let last = null;
+  const timer = setInterval(() => {
+    const v = document.querySelector('video');
+    if (!v || v.paused || v.seeking || v.readyState < 3) { last = null; return; }
+    if (last !== null && v.currentTime > last) {
+      window.benchFirstFrame = performance.now();
+      clearInterval(timer);
+    }
+    last = v.currentTime;
+  }, 5);
+})();
+"""
+
+
+def measure(browser, server_url: str, mode: str, samples: int) -> tuple[float, float]:
+    """(start-up ms, mean delay s) for one fresh viewer."""
+    context = browser.new_context()
+    context.add_init_script(FIRST_FRAME_PROBE)
+    page = context.new_page()
+    try:
+        page.goto(f"{server_url}/?player={mode}")
+        wait_for(lambda: page.evaluate("() => window.benchFirstFrame"), 30, 0.05, "playback")
+        startup = page.evaluate("() => window.benchFirstFrame")
+        time.sleep(1.0)  # let the MSE player settle on its target
+        delays = []
+        for _ in range(samples):
+            # The origin only tightens as segments arrive: read the current one each time.
+            origin = requests.get(server_url + "/api/playlist", timeout=5).json()["origin"]
+            position, wall = page.evaluate(
+                "() => [document.querySelector('video').currentTime, Date.now() / 1000]")
+            delays.append((wall - origin) - position)
+            time.sleep(0.5)
+        return startup, statistics.mean(delays)
+    finally:
+        context.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=6, help="viewers per player (default 6)")
+    parser.add_argument("--segment-seconds", type=int, default=1, help="HLS segment length")
+    parser.add_argument("--size", default="320x180", help="video size of the test stream")
+    parser.add_argument("--samples", type=int, default=6, help="delay samples per viewer")
+    args = parser.parse_args()
+    path = chromium_path()
+    if path is None:
+        print("chromium is not installed: apt-get install chromium", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        stream = TestStream(work / "stream", size=args.size,
+                            segment_seconds=args.segment_seconds).start()
+        server = Server(work, stream.directory)
+        try:
+            stream.wait_segments(3, timeout=30)
+            server.start()
+            server.wait_live()
+            timeline = requests.get(server.url + "/api/playlist", timeout=5).json()
+            results: dict[str, list[tuple[float, float]]] = {"mse": [], "plain": []}
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+                for _ in range(args.runs):
+                    for mode in results:
+                        results[mode].append(measure(browser, server.url, mode, args.samples))
+                browser.close()
+        finally:
+            stream.stop()
+            server.stop()
+
+    print(f"{args.size}, {args.segment_seconds} s segments, target delay of the MSE player "
+          f"{timeline['delay']} s, {args.runs} viewers each, loopback")
+    print(f"{'player':<22}{'start-up ms (median, min-max)':<34}{'live delay s (median, min-max)'}")
+    for mode, label in (("mse", "MSE (?player=mse)"), ("plain", "/stream.mp4 (plain)")):
+        startups = [r[0] for r in results[mode]]
+        delays = [r[1] for r in results[mode]]
+        print(f"{label:<22}"
+              f"{statistics.median(startups):6.0f}  ({min(startups):.0f}-{max(startups):.0f})"
+              f"{'':<16}"
+              f"{statistics.median(delays):5.2f}  ({min(delays):.2f}-{max(delays):.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,735 @@
+/*
+ * The JavaScript player: an enhancement of the page's plain <video src="/stream.mp4">.
+ *
+ * With Media Source Extensions it plays the HLS segments itself, starting near the live edge,
+ * and keeps every viewer at the same point of the stream: the server publishes one timeline
+ * (/api/playlist: each segment's media start time and the server time at which media time 0
+ * was live), the player measures the server's clock (/api/clock) and steers its playback rate
+ * gently towards "server now - origin - delay". It can scrub back through the segments the
+ * playlist still lists, and return to live. Without MSE, or when it fails, the page's own
+ * /stream.mp4 keeps playing. ?player=plain or ?player=mse picks one explicitly; the choice is
+ * carried in same-origin links and forms, never in a cookie.
+ *
+ * Title, live light, uptime and viewer count follow the /events push channel.
+ * No inline script anywhere: the page passes data in data-attributes.
+ */
+(function () {
+  'use strict';
+
+  var ROOT = document.getElementById('player-controls');
+  if (!ROOT) { return; }
+
+  var PARAM = 'player';
+  var JUMP_SECONDS = 1.0;        // further than this from the target: seek instead of steering
+  var DEADBAND_SECONDS = 0.03;   // closer than this: play at normal speed
+  var RATE_GAIN = 0.5;           // playback-rate change per second of error
+  var RATE_LIMIT = 0.1;          // at most 10% faster or slower: gentle enough to listen to
+  var READ_AHEAD_SECONDS = 8;    // while scrubbed back, fetch this far ahead of the position
+  var BACK_BUFFER_SECONDS = 30;  // keep this much already-played media, drop the rest
+  var STALL_EXTRA_SECONDS = 0.5; // a viewer that stalls moves back this much, up to the cap
+  var STALL_EXTRA_LIMIT = 6;
+  var START_TIMEOUT_MS = 20000;  // live but nothing playing by then: MSE is not working here
+  var CLOCK_SAMPLES = 5;
+  var CLOCK_RESYNC_MS = 60000;
+
+  /* ---------------------------------------------------------------- small helpers */
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (key) {
+      if (key === 'text') { node.textContent = attrs[key]; } else { node.setAttribute(key, attrs[key]); }
+    });
+    (children || []).forEach(function (child) { node.appendChild(child); });
+    return node;
+  }
+
+  function wallSeconds() { return (performance.timeOrigin + performance.now()) / 1000; }
+
+  function clamp(value, low, high) { return Math.min(high, Math.max(low, value)); }
+
+  function sleep(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
+
+  function getJson(url, signal) {
+    return fetch(url, { cache: 'no-store', credentials: 'same-origin', signal: signal })
+      .then(function (response) {
+        if (!response.ok) { throw new Error(url.split('?')[0] + ' answered ' + response.status); }
+        return response.json();
+      });
+  }
+
+  function formatClock(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    var h = Math.floor(seconds / 3600), m = Math.floor(seconds % 3600 / 60), s = seconds % 60;
+    return h + ':' + (m < 10 ? '0' : '') + m + ':' + (s < 10 ? '0' : '') + s;
+  }
+
+  /* ------------------------------------------- the player choice, kept in the URLs */
+
+  function playerChoice() {
+    var value = new URLSearchParams(location.search).get(PARAM);
+    return value === 'mse' || value === 'plain' ? value : null;
+  }
+
+  function urlWithChoice(href, choice) {
+    var url = new URL(href, location.href);
+    if (url.origin !== location.origin) { return null; }
+    url.searchParams.set(PARAM, choice);
+    return url;
+  }
+
+  /** Add ?player= to same-origin links and forms in `scope`, so the choice follows the viewer. */
+  function carryChoice(scope, choice) {
+    scope.querySelectorAll('a[href]').forEach(function (link) {
+      var raw = link.getAttribute('href');
+      if (!raw || raw.charAt(0) === '#' || /^(javascript|mailto|data):/i.test(raw)) { return; }
+      if (link.hasAttribute('data-player-switch')) { return; }  // it names the other player
+      var url = urlWithChoice(link.href, choice);
+      if (url && url.href !== link.href) { link.href = url.href; }
+    });
+    scope.querySelectorAll('form').forEach(function (form) {
+      if ((form.getAttribute('method') || 'get').toLowerCase() === 'get') {
+        // A GET form replaces the action's query with its fields: carry it as a field.
+        var field = form.querySelector('input[name="' + PARAM + '"]');
+        if (!field) {
+          form.appendChild(el('input', { type: 'hidden', name: PARAM, value: choice }));
+        }
+      } else {
+        var url = urlWithChoice(form.action, choice);
+        if (url) { form.action = url.href; }
+      }
+    });
+  }
+
+  function keepChoice(choice) {
+    if (!choice) { return; }
+    carryChoice(document, choice);
+    new MutationObserver(function () { carryChoice(document, choice); })
+      .observe(document.body, { childList: true, subtree: true });
+    function frame(iframe) {
+      try {
+        if (iframe.contentDocument && iframe.contentDocument.body) {
+          carryChoice(iframe.contentDocument, choice);
+        }
+      } catch (e) { /* another origin: not ours to touch */ }
+    }
+    document.querySelectorAll('iframe').forEach(function (iframe) {
+      frame(iframe);
+      iframe.addEventListener('load', function () { frame(iframe); });
+    });
+  }
+
+  /* ------------------------------------------------------------- the server clock */
+
+  /** Server time in this browser, NTP style: the sample with the shortest round trip wins. */
+  function ServerClock() {
+    this.offset = 0;
+    this.roundTrip = Infinity;
+    this.synced = false;
+  }
+
+  ServerClock.prototype.sync = function () {
+    var self = this, best = null, tries = 0;
+    function sample() {
+      var sent = wallSeconds();
+      return getJson('/api/clock').then(function (data) {
+        var received = wallSeconds(), rtt = received - sent;
+        if (!best || rtt < best.rtt) { best = { rtt: rtt, offset: data.now - (sent + received) / 2 }; }
+      }).catch(function () { /* one lost sample is fine */ }).then(function () {
+        tries += 1;
+        return tries < CLOCK_SAMPLES ? sample() : null;
+      });
+    }
+    return sample().then(function () {
+      if (best) { self.offset = best.offset; self.roundTrip = best.rtt; self.synced = true; }
+      return self;
+    });
+  };
+
+  ServerClock.prototype.now = function () { return wallSeconds() + this.offset; };
+
+  /* ------------------------------------------------ the timeline, by long polling */
+
+  function TimelineFeed(onTimeline) {
+    this.onTimeline = onTimeline;
+    this.current = null;
+    this.controller = null;
+    this.stopped = false;
+  }
+
+  TimelineFeed.prototype.start = function () {
+    var self = this, failures = 0;
+    (function loop() {
+      if (self.stopped) { return; }
+      var tl = self.current, query = '';
+      if (tl) {
+        var last = tl.segments.length ? tl.segments[tl.segments.length - 1].sequence : -1;
+        query = '?gen=' + tl.generation + '&after=' + last + '&online=' + (tl.online ? 1 : 0);
+      }
+      self.controller = new AbortController();
+      getJson('/api/playlist' + query, self.controller.signal).then(function (next) {
+        failures = 0;
+        self.current = next;
+        self.onTimeline(next);
+        loop();
+      }).catch(function () {
+        failures += 1;
+        sleep(Math.min(5000, 500 * failures)).then(loop);
+      });
+    })();
+  };
+
+  /** Ask again at once (the push channel said something changed). */
+  TimelineFeed.prototype.poke = function () {
+    if (this.controller) { this.controller.abort(); }
+  };
+
+  /** The live edge in media time: what is being captured now, as far as the server knows. */
+  function liveEdge(tl, clock) {
+    if (!tl || !tl.segments.length) { return null; }
+    var last = tl.segments[tl.segments.length - 1], newestEnd = last.start + last.duration;
+    if (tl.origin === null || tl.origin === undefined || !clock.synced) { return newestEnd; }
+    return clock.now() - tl.origin;
+  }
+
+  /* ------------------------------------------------------------------ the MSE player */
+
+  function MsePlayer(video, clock, ui, onFail) {
+    this.video = video;
+    this.clock = clock;
+    this.ui = ui;
+    this.onFail = onFail;
+    this.tl = null;
+    this.generation = null;
+    this.mediaSource = null;
+    this.buffer = null;
+    this.appended = new Map();   // sequence -> segment, what this source buffer holds
+    this.missing = new Set();    // sequences the server no longer had
+    this.busy = false;
+    this.started = false;
+    this.live = true;            // following the shared target, or scrubbed/paused (DVR)
+    this.extraDelay = 0;
+    this.ownSeek = false;
+    this.lastSeekAt = 0;
+    this.failures = 0;
+    this.onlineSince = null;
+    this.dead = false;
+    this.bindVideo();
+  }
+
+  MsePlayer.supported = function (codecs) {
+    var type = 'video/mp4; codecs="' + (codecs || 'avc1.42e01e,mp4a.40.2') + '"';
+    return !!(window.MediaSource && MediaSource.isTypeSupported(type));
+  };
+
+  MsePlayer.prototype.bindVideo = function () {
+    var self = this, video = this.video;
+    this.handlers = {
+      seeking: function () {
+        if (self.ownSeek || !self.started) { return; }
+        // The viewer used the video's own seek bar: live again only if they landed there.
+        self.live = Math.abs(video.currentTime - self.target()) < JUMP_SECONDS;
+      },
+      seeked: function () { self.ownSeek = false; self.pump(); },
+      pause: function () { if (self.started && !video.ended) { self.live = false; } },
+      play: function () { if (!self.started) { self.live = true; } },
+      waiting: function () {
+        // A stall while following live: this viewer needs more room behind the edge.
+        if (self.live && self.started && !video.seeking && performance.now() - self.lastSeekAt > 2000) {
+          self.extraDelay = Math.min(STALL_EXTRA_LIMIT, self.extraDelay + STALL_EXTRA_SECONDS);
+        }
+      },
+      error: function () { self.fail('the browser could not decode the stream'); }
+    };
+    Object.keys(this.handlers).forEach(function (name) { video.addEventListener(name, self.handlers[name]); });
+    this.timer = setInterval(function () { self.tick(); }, 250);
+  };
+
+  MsePlayer.prototype.destroy = function () {
+    var self = this;
+    this.dead = true;
+    clearInterval(this.timer);
+    Object.keys(this.handlers).forEach(function (name) { self.video.removeEventListener(name, self.handlers[name]); });
+    this.detach();
+  };
+
+  MsePlayer.prototype.fail = function (reason) {
+    if (this.dead) { return; }
+    this.destroy();
+    this.onFail(reason);
+  };
+
+  /** A fresh MediaSource for a (new) generation of the stream. */
+  MsePlayer.prototype.attach = function (tl) {
+    var self = this;
+    this.detach();
+    if (!MsePlayer.supported(tl.codecs)) {
+      this.fail('this browser cannot play ' + (tl.codecs || 'the stream') + ' with MSE');
+      return;
+    }
+    this.generation = tl.generation;
+    this.ui.root.dataset.generation = String(tl.generation);
+    this.appended = new Map();
+    this.missing = new Set();
+    this.started = false;
+    this.live = true;
+    this.failures = 0;
+    var mediaSource = new MediaSource();
+    this.mediaSource = mediaSource;
+    this.objectUrl = URL.createObjectURL(mediaSource);
+    this.video.removeAttribute('src');
+    this.video.src = this.objectUrl;
+    mediaSource.addEventListener('sourceopen', function () {
+      if (mediaSource !== self.mediaSource) { return; }
+      try {
+        self.buffer = mediaSource.addSourceBuffer('video/mp4; codecs="' + tl.codecs + '"');
+      } catch (e) {
+        self.fail('MSE refused the stream: ' + e.message);
+        return;
+      }
+      self.buffer.addEventListener('error', function () { self.fail('MSE could not append a segment'); });
+      self.initPending = true;
+      self.pump();
+    }, { once: true });
+  };
+
+  MsePlayer.prototype.detach = function () {
+    this.busy = false;
+    if (this.fetchControl) { this.fetchControl.abort(); }
+    this.buffer = null;
+    this.mediaSource = null;
+    if (this.objectUrl) { URL.revokeObjectURL(this.objectUrl); this.objectUrl = null; }
+  };
+
+  MsePlayer.prototype.setTimeline = function (tl) {
+    this.tl = tl;
+    if (!tl.online) { this.onlineSince = null; return; }
+    if (this.onlineSince === null) { this.onlineSince = performance.now(); }
+    if (tl.generation !== this.generation || !this.mediaSource) {
+      this.attach(tl);  // first start, or the stream restarted: its media time begins anew
+    } else {
+      this.pump();
+    }
+  };
+
+  MsePlayer.prototype.edge = function () { return liveEdge(this.tl, this.clock); };
+
+  /** Where every viewer should be right now: the same for all, a fixed delay behind the edge. */
+  MsePlayer.prototype.target = function () {
+    var tl = this.tl, edge = this.edge();
+    if (edge === null) { return 0; }
+    var last = tl.segments[tl.segments.length - 1];
+    var aim = edge - tl.delay - this.extraDelay;
+    // Never aim past what exists (an encoder slower than real time would pull us there).
+    return clamp(aim, tl.segments[0].start, last.start + last.duration - 0.25);
+  };
+
+  MsePlayer.prototype.position = function () {
+    return this.started ? this.video.currentTime : this.target();
+  };
+
+  MsePlayer.prototype.nextSegment = function () {
+    var segments = this.tl.segments, position = this.position();
+    var horizon = position + (this.live ? 3600 : READ_AHEAD_SECONDS);
+    for (var i = 0; i < segments.length; i++) {
+      var seg = segments[i];
+      if (seg.start + seg.duration <= position + 0.05) { continue; }
+      if (seg.start > horizon) { break; }
+      if (!this.appended.has(seg.sequence) && !this.missing.has(seg.sequence)) { return seg; }
+    }
+    return null;
+  };
+
+  MsePlayer.prototype.append = function (data) {
+    var buffer = this.buffer;
+    return new Promise(function (resolve, reject) {
+      function done() { buffer.removeEventListener('error', failed); resolve(); }
+      function failed() { buffer.removeEventListener('updateend', done); reject(new Error('append failed')); }
+      buffer.addEventListener('updateend', done, { once: true });
+      buffer.addEventListener('error', failed, { once: true });
+      buffer.appendBuffer(data);
+    });
+  };
+
+  MsePlayer.prototype.fetchBytes = function (uri) {
+    this.fetchControl = new AbortController();
+    return fetch(uri, { credentials: 'same-origin', signal: this.fetchControl.signal })
+      .then(function (response) {
+        if (response.status === 404) { var gone = new Error('gone'); gone.gone = true; throw gone; }
+        if (!response.ok) { throw new Error(uri + ' answered ' + response.status); }
+        return response.arrayBuffer();
+      });
+  };
+
+  /** Fetch and append the next segment the position needs; one at a time, then again. */
+  MsePlayer.prototype.pump = function () {
+    var self = this, buffer = this.buffer, tl = this.tl;
+    if (this.dead || this.busy || !buffer || !tl || buffer.updating || tl.generation !== this.generation) { return; }
+    var seg = null, uri;
+    if (this.initPending) {
+      uri = tl.init;
+    } else {
+      seg = this.nextSegment();
+      if (!seg) { return; }
+      uri = seg.uri;
+    }
+    this.busy = true;
+    this.fetchBytes(uri).then(function (data) {
+      if (buffer !== self.buffer) { return; }
+      return self.append(data).then(function () {
+        if (seg) { self.appended.set(seg.sequence, seg); } else { self.initPending = false; }
+        self.failures = 0;
+      });
+    }).catch(function (error) {
+      if (buffer !== self.buffer || error.name === 'AbortError') { return; }
+      if (error.gone && seg) { self.missing.add(seg.sequence); return; }
+      if (error.name === 'QuotaExceededError') { self.evict(5); return; }
+      self.failures += 1;
+      if (self.failures >= 5) { self.fail('segments keep failing: ' + error.message); }
+      return sleep(500 * self.failures);
+    }).then(function () {
+      if (buffer !== self.buffer) { return; }
+      self.busy = false;
+      self.tick();
+      self.pump();
+    });
+  };
+
+  MsePlayer.prototype.buffered = function (time) {
+    var ranges = this.video.buffered;
+    for (var i = 0; i < ranges.length; i++) {
+      if (time >= ranges.start(i) && time < ranges.end(i)) { return true; }
+    }
+    return false;
+  };
+
+  /** Seek, nudged into a buffered range when the target falls a hair before one begins. */
+  MsePlayer.prototype.seek = function (time) {
+    var ranges = this.video.buffered;
+    for (var i = 0; i < ranges.length; i++) {
+      if (time < ranges.start(i) && ranges.start(i) - time < 0.3) { time = ranges.start(i) + 0.01; break; }
+    }
+    this.ownSeek = true;
+    this.lastSeekAt = performance.now();
+    this.video.currentTime = time;
+  };
+
+  /** Drop media played long ago so a long session does not hold the whole stream. */
+  MsePlayer.prototype.evict = function (keepSeconds) {
+    var buffer = this.buffer, ranges = this.video.buffered;
+    if (!buffer || buffer.updating || !ranges.length) { return; }
+    var until = this.video.currentTime - (keepSeconds || BACK_BUFFER_SECONDS);
+    if (ranges.start(0) >= until - 1) { return; }
+    try {
+      buffer.remove(0, until);
+    } catch (e) { return; }
+    var self = this;
+    this.appended.forEach(function (seg, sequence) {
+      if (seg.start + seg.duration <= until + 0.05) { self.appended.delete(sequence); }
+    });
+  };
+
+  MsePlayer.prototype.goLive = function () {
+    if (!this.tl || !this.started) { return; }
+    this.live = true;
+    this.seek(this.target());
+    this.video.play().catch(function () { /* the viewer presses play */ });
+  };
+
+  MsePlayer.prototype.scrubTo = function (time) {
+    if (!this.started) { return; }
+    var tl = this.tl, first = tl.segments[0];
+    this.live = false;
+    this.video.playbackRate = 1;
+    this.seek(Math.max(first.start + 0.05, time));
+    this.pump();
+  };
+
+  /** Four times a second: start, steer towards the shared target, keep the buffer small. */
+  MsePlayer.prototype.tick = function () {
+    var tl = this.tl, video = this.video;
+    if (this.dead || !tl || !tl.online || tl.generation !== this.generation || !tl.segments.length) {
+      this.ui.show(this);
+      return;
+    }
+    var target = this.target();
+    if (!this.started) {
+      if (!this.initPending && (this.buffered(target + 0.01) || this.buffered(target + 0.3))) {
+        this.started = true;
+        this.seek(target);
+        video.play().catch(function () { /* autoplay blocked: the viewer presses play */ });
+      } else if (this.onlineSince !== null && performance.now() - this.onlineSince > START_TIMEOUT_MS) {
+        this.fail('nothing played within ' + START_TIMEOUT_MS / 1000 + ' s');
+        return;
+      }
+    } else if (this.live && !video.paused && !video.seeking) {
+      var error = video.currentTime - target;
+      if (Math.abs(error) > JUMP_SECONDS) {
+        video.playbackRate = 1;
+        this.seek(target);
+      } else if (Math.abs(error) < DEADBAND_SECONDS) {
+        video.playbackRate = 1;
+      } else {
+        video.playbackRate = 1 - clamp(error * RATE_GAIN, -RATE_LIMIT, RATE_LIMIT);
+      }
+    } else if (!this.live) {
+      video.playbackRate = 1;
+      var oldest = tl.segments[0].start;
+      if (!video.seeking && video.currentTime < oldest && !this.buffered(video.currentTime)) {
+        this.seek(oldest + 0.05);  // what we were watching has left the window
+      }
+    }
+    this.evict();
+    this.ui.show(this);
+  };
+
+  /* ----------------------------------------------------------------- the plain player */
+
+  /** The page's own <video src="/stream.mp4">; only needs reconnecting after a restart. */
+  function PlainPlayer(video, clock, ui) {
+    var self = this;
+    this.video = video;
+    this.clock = clock;
+    this.ui = ui;
+    this.generation = null;
+    this.tl = null;
+    // /stream.mp4 keeps the segments' own media times, so the same timeline measures its delay.
+    this.timer = setInterval(function () { ui.showPlain(self); }, 500);
+  }
+
+  PlainPlayer.prototype.edge = function () { return liveEdge(this.tl, this.clock); };
+
+  PlainPlayer.prototype.setTimeline = function (tl) {
+    this.tl = tl;
+    var video = this.video, fresh = this.generation !== null && tl.generation !== this.generation;
+    var idle = video.ended || video.error || video.networkState === HTMLMediaElement.NETWORK_NO_SOURCE;
+    if (tl.online && (fresh || idle || !video.getAttribute('src'))) {
+      video.src = '/stream.mp4';
+      video.play().catch(function () { /* the viewer presses play */ });
+    }
+    if (tl.online) {
+      this.generation = tl.generation;
+      this.ui.root.dataset.generation = String(tl.generation);
+    }
+  };
+
+  PlainPlayer.prototype.destroy = function () { clearInterval(this.timer); };
+
+  /* ----------------------------------------------------------------------- the page */
+
+  function Ui(root, choice) {
+    var self = this;
+    this.root = root;
+    this.goLiveButton = el('button', { type: 'button', 'class': 'go-live', text: 'Go live' });
+    this.behind = el('span', { 'class': 'behind', 'aria-live': 'off' });
+    this.scrub = el('input', { type: 'range', 'class': 'scrub', min: '0', max: '0', step: '0.1',
+                                value: '0', 'aria-label': 'Position in the stream' });
+    this.modeText = el('span', { 'class': 'mode-text' });
+    this.switchLink = el('a', { 'class': 'switch-player', 'data-player-switch': '' });
+    this.note = el('p', { 'class': 'player-note', hidden: '' });
+    root.appendChild(el('div', { 'class': 'controls-row' },
+      [this.goLiveButton, this.scrub, this.behind]));
+    root.appendChild(el('div', { 'class': 'controls-row small' }, [this.modeText, this.switchLink]));
+    root.appendChild(this.note);
+    this.dragging = false;
+    this.scrub.addEventListener('input', function () { self.dragging = true; });
+    this.scrub.addEventListener('change', function () {
+      self.dragging = false;
+      if (self.onScrub) { self.onScrub(parseFloat(self.scrub.value)); }
+    });
+    this.goLiveButton.addEventListener('click', function () { if (self.onGoLive) { self.onGoLive(); } });
+    root.hidden = false;
+    this.choice = choice;
+  }
+
+  Ui.prototype.setMode = function (mode, reason) {
+    this.root.dataset.mode = mode;
+    var other = mode === 'mse' ? 'plain' : 'mse';
+    this.modeText.textContent = mode === 'mse' ? 'Low-latency player' : 'Plain player';
+    this.switchLink.textContent = mode === 'mse' ? 'use the plain player' : 'try the low-latency player';
+    this.switchLink.href = urlWithChoice(location.href, other).href;
+    this.goLiveButton.hidden = this.scrub.hidden = mode !== 'mse';
+    if (reason) {
+      this.root.dataset.fallback = reason;
+      this.message('Playing the plain stream: ' + reason + '.');
+    }
+  };
+
+  Ui.prototype.message = function (text) {
+    this.note.textContent = text || '';
+    this.note.hidden = !text;
+  };
+
+  /** Reflect the MSE player's state; data-attributes let tests and styles read it too. */
+  Ui.prototype.show = function (player) {
+    var tl = player.tl, video = player.video, root = this.root;
+    root.classList.toggle('is-offline', !tl || !tl.online);
+    if (!tl || !tl.online) {
+      root.dataset.state = tl ? tl.status : 'starting';
+      this.message(tl && tl.status === 'ended' ? 'The stream has ended.'
+        : tl ? 'The stream is offline. This player reconnects by itself when it is back.' : '');
+      return;
+    }
+    this.message('');
+    var edge = player.edge();
+    if (!player.started || edge === null) { root.dataset.state = 'starting'; this.behind.textContent = 'Starting…'; return; }
+    var behind = Math.max(0, edge - video.currentTime);
+    root.dataset.state = player.live ? 'live' : 'dvr';
+    root.dataset.behind = behind.toFixed(2);
+    this.behind.textContent = (player.live ? '' : 'Replay · ') + behind.toFixed(1) + ' s behind live';
+    this.goLiveButton.classList.toggle('is-live', player.live);
+    this.goLiveButton.textContent = player.live ? 'Live' : 'Go live';
+    if (!this.dragging) {
+      this.scrub.min = tl.segments[0].start.toFixed(1);
+      this.scrub.max = edge.toFixed(1);
+      this.scrub.value = video.currentTime.toFixed(1);
+    }
+  };
+
+  Ui.prototype.showPlain = function (player) {
+    var tl = player.tl, video = player.video, edge = player.edge();
+    this.root.dataset.state = tl ? (tl.online ? 'live' : tl.status) : 'starting';
+    this.behind.hidden = !(tl && tl.online && edge !== null && video.currentTime > 0);
+    if (!this.behind.hidden) {
+      var behind = Math.max(0, edge - video.currentTime);
+      this.root.dataset.behind = behind.toFixed(2);
+      this.behind.textContent = behind.toFixed(1) + ' s behind live';
+    }
+  };
+
+  /** Title, live light, uptime and viewer count from the push channel, without reloads. */
+  function LiveInfo(clock) {
+    var frame = document.querySelector('iframe.info');
+    this.clock = clock;
+    this.light = el('span', { 'class': 'light' });
+    this.status = el('span', { 'class': 'status' });
+    this.title = el('h1', { 'class': 'title' });
+    this.uptime = el('span', { 'class': 'uptime', hidden: '' });
+    this.viewers = el('span', { 'class': 'viewers', hidden: '' });
+    this.bar = el('div', { 'class': 'info-bar live-info' },
+      [this.light, this.status, this.title, this.viewers, this.uptime]);
+    this.startedAt = null;
+    this.listeners = [];
+    if (frame) {
+      // The frame refreshes itself for no-JS viewers; this bar replaces it live.
+      frame.parentNode.insertBefore(this.bar, frame);
+      frame.parentNode.removeChild(frame);
+    } else {
+      ROOT.parentNode.insertBefore(this.bar, ROOT.nextSibling);
+    }
+  }
+
+  LiveInfo.prototype.setStatus = function (data) {
+    this.light.className = 'light ' + data.status;
+    this.light.title = data.status;
+    this.status.textContent = String(data.status).toUpperCase();
+    if (typeof data.title === 'string') {
+      this.title.textContent = data.title;
+      document.title = data.title;
+    }
+    this.startedAt = data.online ? data.started_at : null;
+    this.tick();
+    this.listeners.forEach(function (listener) { listener(data); });
+  };
+
+  LiveInfo.prototype.setViewers = function (count) {
+    this.viewers.textContent = count + (count === 1 ? ' viewer' : ' viewers');
+    this.viewers.hidden = false;
+    ROOT.dataset.viewers = String(count);
+  };
+
+  LiveInfo.prototype.tick = function () {
+    if (this.startedAt) {
+      this.uptime.textContent = 'Uptime ' + formatClock(this.clock.now() - this.startedAt);
+      this.uptime.hidden = false;
+    } else {
+      this.uptime.hidden = true;
+    }
+  };
+
+  LiveInfo.prototype.connect = function () {
+    var self = this;
+    function refresh() { getJson('/api/status').then(function (data) { self.setStatus(data); }).catch(function () {}); }
+    refresh();
+    setInterval(function () { self.tick(); }, 1000);
+    if (!window.EventSource) { setInterval(refresh, 10000); return; }
+    var source = new EventSource('/events');
+    source.addEventListener('status', function (event) { self.setStatus(JSON.parse(event.data)); });
+    source.addEventListener('viewers', function (event) {
+      var data = JSON.parse(event.data);
+      if (typeof data.count === 'number') { self.setViewers(data.count); }
+    });
+    source.addEventListener('resync', refresh);
+    source.addEventListener('open', refresh);  // after a reconnect: catch up on what was missed
+  };
+
+  /** The <video> to play into; created when the page was loaded while the stream was offline. */
+  function videoElement() {
+    var video = document.querySelector('video.player');
+    if (video) { return video; }
+    video = el('video', { 'class': 'player', controls: '', autoplay: '', playsinline: '', preload: 'none' });
+    var card = document.querySelector('.offline-card');
+    if (card) { card.parentNode.replaceChild(video, card); } else { ROOT.parentNode.insertBefore(video, ROOT); }
+    return video;
+  }
+
+  function main() {
+    var choice = playerChoice();
+    keepChoice(choice);
+    var clock = new ServerClock();
+    var ui = new Ui(ROOT, choice);
+    var info = new LiveInfo(clock);
+    var player = null, video = null, fallbackReason = null;
+
+    function usePlain(reason) {
+      fallbackReason = reason;
+      if (player) { player.destroy(); }
+      if (video) { video.playbackRate = 1; video.removeAttribute('src'); }
+      player = new PlainPlayer(video || videoElement(), clock, ui);
+      ui.setMode('plain', reason);
+      if (feed.current) { player.setTimeline(feed.current); }
+    }
+
+    function wantMse() {
+      if (choice === 'plain' || fallbackReason) { return false; }
+      if (!window.MediaSource) { usePlain('this browser has no Media Source Extensions'); return false; }
+      return true;
+    }
+
+    var feed = new TimelineFeed(function (tl) {
+      if (tl.online && !video) { video = videoElement(); }
+      if (!video) { ui.show({ tl: tl }); return; }  // offline since the page loaded
+      if (!player) {
+        if (wantMse()) {
+          player = new MsePlayer(video, clock, ui, usePlain);
+          ui.setMode('mse');
+          ui.onGoLive = function () { if (player.goLive) { player.goLive(); } };
+          ui.onScrub = function (time) { if (player.scrubTo) { player.scrubTo(time); } };
+        } else if (!player) {
+          player = new PlainPlayer(video, clock, ui);
+          if (!fallbackReason) { ui.setMode('plain'); }
+        }
+      }
+      player.setTimeline(tl);
+    });
+
+    info.listeners.push(function (status) {
+      var tl = feed.current;
+      if (tl && (status.generation !== tl.generation || status.online !== tl.online)) { feed.poke(); }
+    });
+
+    ui.setMode(choice === 'plain' ? 'plain' : 'mse');
+    if (choice === 'plain') { video = document.querySelector('video.player'); }
+    else {
+      // Stop the page's /stream.mp4 before it buffers: the MSE player takes over.
+      video = document.querySelector('video.player');
+      if (video && window.MediaSource) { video.removeAttribute('src'); video.load(); }
+    }
+    info.connect();
+    clock.sync().then(function () {
+      setInterval(function () { clock.sync(); }, CLOCK_RESYNC_MS);
+      feed.start();
+    });
+  }
+
+  main();
+})();
