@@ -24,20 +24,22 @@ from .store import Ban, Message, SQLiteStore, Viewer
 from .wordfilter import WordFilters, compile_pattern
 
 ANONYMOUS = "Anonymous"
+BANNED = "You are banned from this chat. You can still watch the stream."
 
 
 class Refused(Exception):
     """A message was not posted; `str(self)` tells the sender why and what to do."""
 
-    def __init__(self, reason: str, draft: bool = True):
+    def __init__(self, reason: str, draft: bool = True, status: int = 400):
         super().__init__(reason)
         self.keep_draft = draft
+        self.status = status
 
 
 @dataclass(frozen=True)
 class Submission:
     text: str
-    name: str = ""
+    name: str | None = None  # None: keep the name the viewer had
     trip_password: str = ""
     clear_tripcode: bool = False
     nonce: str = ""
@@ -152,8 +154,7 @@ class Chat:
 
     def post(self, who: Requester, form: Submission) -> Message:
         if who.banned:
-            raise Refused("You are banned from this chat. You can still watch the stream.",
-                          draft=False)
+            raise Refused(BANNED, draft=False, status=403)
         if not who.broadcaster:
             state = self.nonces.use(who.viewer_id, form.nonce)
             if state == "used":
@@ -171,14 +172,13 @@ class Chat:
         self._check_limits(text)
         viewer = self._update_identity(viewer, form)
         if self.identities.is_banned(who.viewer_id, viewer):
-            raise Refused("You are banned from this chat. You can still watch the stream.",
-                          draft=False)
+            raise Refused(BANNED, draft=False, status=403)
         verdict = self._filters.apply(text)
         name_verdict = self._filters.apply(viewer.name)
         if "ban" in (verdict.action, name_verdict.action) and not who.broadcaster:
             self.ban(who.viewer_id, note="word filter")
             raise Refused("That message broke a rule of this chat and you have been banned.",
-                          draft=False)
+                          draft=False, status=403)
         if "block" in (verdict.action, name_verdict.action) and not who.broadcaster:
             raise Refused("Your message contains a word that is not allowed here.")
         if not who.broadcaster:
@@ -207,7 +207,8 @@ class Chat:
                           f"{s.max_lines}.")
 
     def _update_identity(self, viewer: Viewer, form: Submission) -> Viewer:
-        name = clean_name(form.name, self.settings.name_max)
+        name = viewer.name if form.name is None else clean_name(form.name,
+                                                                 self.settings.name_max)
         tripcode = viewer.tripcode
         if form.clear_tripcode:
             tripcode = ""

@@ -224,7 +224,7 @@ def post():
     audience().saw(who.viewer_id, who.tag)
     f = request.form
     submission = Submission(
-        text=f.get("message", ""), name=f.get("name", ""),
+        text=f.get("message", ""), name=f.get("name"),
         trip_password=f.get("tripcode", ""), clear_tripcode=f.get("clear_tripcode") == "1",
         nonce=f.get("nonce", ""), captcha_id=f.get("captcha_id", ""),
         captcha_answer=f.get("captcha", ""))
@@ -234,7 +234,7 @@ def post():
         if not str(refused):  # a repeated submit of a form already posted
             return redirect(f"/chat/form?{who.query}&sent=1", 303)
         return form_page(who, str(refused), submission.text if refused.keep_draft else "",
-                         status=403 if who.banned else 400)
+                         status=refused.status)
     return redirect(f"/chat/form?{who.query}&sent=1", 303)
 
 

@@ -20,9 +20,11 @@ def events():
     if last_id is None:
         last_id = request.args.get("since", type=int)
 
+    channel = hub()  # bound now: the generator runs after the app context is gone
+
     def body():
         yield b"retry: 2000\n\n"
-        for event in hub().listen(last_id):
+        for event in channel.listen(last_id):
             yield KEEPALIVE if event is None else event.sse()
 
     return Response(body(), mimetype="text/event-stream",
