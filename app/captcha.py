@@ -84,6 +84,7 @@ class Captchas:
         self._wanted = gevent.event.Event()
         self._answers_file = answers_file
         self._filler = None
+        self._last_direct_draw = 0.0
 
     def start(self) -> None:
         self._filler = gevent.spawn(self._fill)
@@ -121,10 +122,13 @@ class Captchas:
         held = self._pending.get(self._by_viewer.get(viewer_id, ""))
         if held is not None:
             return held
-        if not self._pool:
+        if self._pool:
+            answer, image = self._pool.popleft()
+        elif self._may_draw_now():
+            answer, image = gevent.get_hub().threadpool.apply(self._draw)
+        else:
             self._wanted.set()
             return None
-        answer, image = self._pool.popleft()
         self._wanted.set()
         challenge = Challenge(secrets.token_urlsafe(12), answer, image, viewer_id,
                               time.monotonic())
@@ -137,6 +141,14 @@ class Captchas:
             with open(self._answers_file, "a") as f:
                 f.write(f"{challenge.id} {answer}\n")
         return challenge
+
+    def _may_draw_now(self) -> bool:
+        """The pool ran dry (e.g. just after start): draw one now, within the same rate."""
+        now = time.monotonic()
+        if now - self._last_direct_draw < 1.0 / self.settings.generate_per_second:
+            return False
+        self._last_direct_draw = now
+        return True
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.settings.expire_seconds

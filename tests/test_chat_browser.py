@@ -65,3 +65,24 @@ def test_a_viewer_with_javascript_gets_messages_pushed_live(server, browser):
         assert pushed.locator("i").count() == 0
     finally:
         context.close()
+
+
+def test_the_offline_page_still_refreshes_itself_with_the_live_chat_frame(server, browser):
+    """The live chat frame never finishes loading; offline, it closes early so the page's
+    meta refresh (which waits for the page to load) can check for the stream again."""
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/", wait_until="commit")
+        first = page.evaluate("performance.timeOrigin")  # read by the driver, not the page
+        deadline = time.monotonic() + 35
+        reloaded = False
+        while time.monotonic() < deadline and not reloaded:
+            time.sleep(0.5)
+            try:
+                reloaded = page.evaluate("performance.timeOrigin") != first
+            except Exception:  # between two documents
+                continue
+        assert reloaded, "the offline page did not refresh itself"
+    finally:
+        context.close()

@@ -158,13 +158,17 @@ def live_frame(who: Requester, slots: StreamSlots):
     head = head[:head.rindex("</div>")]  # leave the list open: messages are appended to it
     nonce = style_nonce()
     lifetime = settings().chat.stream_seconds
+    wanted = request.args.get("for", type=float)
+    if wanted is not None:  # the offline page closes the frame early so it can refresh
+        lifetime = min(lifetime, max(1.0, wanted))
     people = audience()
 
     def body() -> Iterator[bytes]:
         try:
             yield head.encode()
             deadline = time.monotonic() + lifetime
-            for event in hub.listen(after, frozenset({"chat", "hide"}), KEEPALIVE_SECONDS):
+            wake = min(KEEPALIVE_SECONDS, lifetime)
+            for event in hub.listen(after, frozenset({"chat", "hide"}), wake):
                 people.saw(who.viewer_id, who.tag)
                 if event is None:
                     yield b"\n"
