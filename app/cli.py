@@ -57,7 +57,7 @@ def run_serve(args, config) -> int:
     from .server import make_server, serve_forever
 
     app = create_app(config)
-    cleanups = [app.extensions["stream"].stop]
+    cleanups = [app.extensions["stream"].stop, app.extensions["store"].close]
     if args.demo:
         cleanups.insert(0, start_demo_source(config).terminate)
     try:
