@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from flask import Flask
+from flask_compress import Compress
 
 from . import security
 from .config import PROJECT_DIR, Config
 from .events import Hub, publish_stream_status
 from .stream import StreamState, ensure_dir
 from .timeline import TimelineBuilder
-from .views import api, errors, events, pages, stream_files
+from .views import api, broadcaster, chat, errors, events, pages, stream_files
 
 
 def create_app(config: Config, start_watcher: bool = True) -> Flask:
@@ -36,10 +38,59 @@ def create_app(config: Config, start_watcher: bool = True) -> Flask:
         state.refresh()
 
     security.init_app(app)
+    init_compression(app)
+    init_community(app, config, hub, start_watcher)
     app.register_blueprint(stream_files.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(errors.bp)
     app.register_blueprint(api.bp)
+    chat.init_app(app)
+    broadcaster.init_app(app)
     logging.getLogger(__name__).debug("app created for %s", config.source)
     return app
+
+
+def init_compression(app: Flask) -> None:
+    """Compress pages and JSON only: never video, and never a streamed response (the live chat
+    frame and server-sent events), where a compressor's buffer would hold messages back."""
+    app.config["COMPRESS_MIMETYPES"] = ["text/html", "application/json"]
+    app.config["COMPRESS_STREAMS"] = False
+    Compress(app)
+
+
+def init_community(app: Flask, config: Config, hub: Hub, start_background: bool) -> None:
+    """The store, identities, presence, captchas and chat: everything beside the video."""
+    from .captcha import Captchas
+    from .chat import Chat
+    from .identity import BroadcasterPassword, Identities
+    from .store import open_store
+    from .viewers import Audience, publish_viewer_count
+
+    store = open_store(config.state_dir, config.chat.history, config.chat.shown,
+                       config.viewers.max_stored, config.viewers.cache_size)
+    identities = Identities(store)
+    audience = Audience(config.viewers)
+    captchas = None
+    if config.captcha.enabled:
+        answers = config.captcha.testing_answers_file
+        captchas = Captchas(config.captcha, config.resolve(answers) if answers else None)
+        if answers:
+            logging.getLogger(__name__).warning(
+                "captcha.testing_answers_file is set: captcha answers are written to a file. "
+                "Never use this setting on a real server.")
+    password = BroadcasterPassword(store, config.broadcaster)
+    if password.generated:
+        # Printed to the console once, on purpose not through logging (log files keep it).
+        print(f"livestream: broadcaster login for /broadcaster: user "
+              f"'{config.broadcaster.username}', password '{password.generated}' "
+              "(shown only now; set broadcaster.password in config.toml to choose one)",
+              file=sys.stderr, flush=True)
+    app.extensions.update(
+        store=store, identities=identities, audience=audience, captchas=captchas,
+        broadcaster_password=password,
+        chat=Chat(store, identities, hub, config.chat, config.broadcaster, captchas))
+    if start_background:
+        if captchas is not None:
+            captchas.start()
+        publish_viewer_count(audience, hub)

@@ -82,7 +82,7 @@ def run_serve(args, config) -> int:
     from .server import make_server, serve_forever
 
     app = create_app(config)
-    cleanups = [app.extensions["stream"].stop]
+    cleanups = [app.extensions["stream"].stop, app.extensions["store"].close]
     host = listen_host(config)
     if host != config.server.host:
         log.info("onion mode: listening on %s only (ask for %s with --clearnet or "

@@ -131,12 +131,72 @@ class CloudConfig:
 
 
 @dataclass
+class ChatConfig:
+    history: int = 5000
+    shown: int = 100
+    max_length: int = 500
+    max_lines: int = 8
+    name_max: int = 24
+    min_interval: float = 1.0
+    window_seconds: float = 30.0
+    window_messages: int = 10
+    stream_seconds: float = 900.0
+    poll_seconds: int = 4
+    max_streams: int = 5000
+    max_streams_per_viewer: int = 3
+    nonce_seconds: float = 3600.0
+    nonces_per_viewer: int = 8
+    max_tracked_posters: int = 10000
+    max_filters: int = 100
+    filter_max_length: int = 200
+    tripcode_cost: int = 16384
+
+
+@dataclass
+class CaptchaConfig:
+    enabled: bool = True
+    fonts: list[str] = field(default_factory=list)
+    length: int = 5
+    width: int = 200
+    height: int = 70
+    expire_seconds: float = 600.0
+    pool_size: int = 40
+    generate_per_second: float = 10.0
+    audio_per_minute: int = 20
+    max_pending: int = 5000
+    testing_answers_file: str = ""
+
+
+@dataclass
+class BroadcasterConfig:
+    username: str = "broadcaster"
+    password: str = ""
+    name: str = "Broadcaster"
+    failed_logins: int = 5
+    failed_window: float = 60.0
+
+
+@dataclass
+class ViewersConfig:
+    watching_seconds: float = 10.0
+    present_seconds: float = 60.0
+    max_present: int = 10000
+    max_stored: int = 50000
+    cache_size: int = 5000
+    set_cookie: bool = True
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     tor: TorConfig = field(default_factory=TorConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    captcha: CaptchaConfig = field(default_factory=CaptchaConfig)
+    broadcaster: BroadcasterConfig = field(default_factory=BroadcasterConfig)
+    viewers: ViewersConfig = field(default_factory=ViewersConfig)
     source: Path | None = None
 
     @property
@@ -286,8 +346,25 @@ def _check(config: Config, where: str) -> None:
         problems.append("'tor.restart_attempts' must be >= 0 and 'tor.check_interval' > 0")
     if not 0 < config.cloud.http_port < 65536 or not 0 < config.cloud.ingest_port < 65536:
         problems.append("'cloud.http_port' and 'cloud.ingest_port' must be between 1 and 65535")
+    problems += _check_community(config)
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def _check_community(config: Config) -> list[str]:
+    """Every cap on an in-memory collection must be a positive number."""
+    problems = []
+    for section in ("chat", "captcha", "viewers"):
+        values = getattr(config, section)
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+                problems.append(f"'{section}.{f.name}' must be positive")
+    if not 2 <= config.captcha.length <= 10:
+        problems.append("'captcha.length' must be between 2 and 10")
+    if config.chat.tripcode_cost & (config.chat.tripcode_cost - 1):
+        problems.append("'chat.tripcode_cost' must be a power of two (e.g. 16384)")
+    return problems
 
 
 ENVIRONMENT = {

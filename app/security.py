@@ -31,4 +31,8 @@ def init_app(app: Flask) -> None:
         response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
         response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
         response.headers.pop("Server", None)
+        if "Last-Modified" in response.headers:
+            # a file response: werkzeug's ETag for it embeds the file's mtime (a clock reading)
+            del response.headers["Last-Modified"]
+            response.headers.pop("ETag", None)
         return response

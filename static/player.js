@@ -49,6 +49,14 @@
 
   function sleep(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
 
+  /** The viewer's token rides on video requests so the server counts this viewer as watching. */
+  function withToken(url) {
+    var side = document.querySelector('[data-token]');
+    var token = side ? side.getAttribute('data-token') : new URLSearchParams(location.search).get('token');
+    if (!token) { return url; }
+    return url + (url.indexOf('?') < 0 ? '?' : '&') + 'token=' + encodeURIComponent(token);
+  }
+
   function getJson(url, signal) {
     return fetch(url, { cache: 'no-store', credentials: 'same-origin', signal: signal })
       .then(function (response) {
@@ -352,7 +360,7 @@
 
   MsePlayer.prototype.fetchBytes = function (uri) {
     this.fetchControl = new AbortController();
-    return fetch(uri, { credentials: 'same-origin', signal: this.fetchControl.signal })
+    return fetch(withToken(uri), { credentials: 'same-origin', signal: this.fetchControl.signal })
       .then(function (response) {
         if (response.status === 404) { var gone = new Error('gone'); gone.gone = true; throw gone; }
         if (!response.ok) { throw new Error(uri + ' answered ' + response.status); }
@@ -503,7 +511,7 @@
     var video = this.video, fresh = this.generation !== null && tl.generation !== this.generation;
     var idle = video.ended || video.error || video.networkState === HTMLMediaElement.NETWORK_NO_SOURCE;
     if (tl.online && (fresh || idle || !video.getAttribute('src'))) {
-      video.src = '/stream.mp4';
+      video.src = withToken('/stream.mp4');
       video.play().catch(function () { /* the viewer presses play */ });
     }
     if (tl.online) {

@@ -14,7 +14,7 @@ def video_time(page) -> float:
 
 
 def test_video_plays_with_javascript_off(live_server, nojs_page):
-    nojs_page.goto(live_server.url + "/")
+    nojs_page.goto(live_server.url + "/", wait_until="domcontentloaded")  # live chat: no "load"
     assert nojs_page.locator("video").count() == 1
     deadline = time.monotonic() + 20
     first = None
@@ -32,7 +32,7 @@ def test_video_plays_with_javascript_off(live_server, nojs_page):
 
 
 def test_info_frame_shows_title_live_light_and_uptime(live_server, nojs_page, tmp_path):
-    nojs_page.goto(live_server.url + "/")
+    nojs_page.goto(live_server.url + "/", wait_until="domcontentloaded")  # live chat: no "load"
     frame = nojs_page.frame_locator("iframe.info")
     assert frame.locator(".status").inner_text() == "LIVE"
     assert frame.locator(".title").inner_text() == "Live stream"

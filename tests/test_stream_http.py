@@ -93,7 +93,7 @@ def test_page_headers_forbid_external_resources_and_referrers(live_server):
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert "Server" not in response.headers
     assert "http://" not in response.text and "https://" not in response.text
-    assert '<video class="player" src="/stream.mp4"' in response.text
+    assert '<video class="player" src="/stream.mp4?token=' in response.text
 
 
 def test_offline_server_says_so(tmp_path):

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, current_app, g, render_template, request
 
+from ..identity import identify
 from ..stream import StreamState
 
 bp = Blueprint("pages", __name__)
@@ -18,9 +19,12 @@ def state() -> StreamState:
 
 
 @bp.route("/")
+@identify
 def index():
     snap = state().snapshot
-    return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS)
+    who = g.requester
+    current_app.extensions["audience"].saw(who.viewer_id, who.tag)
+    return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS, who=who)
 
 
 @bp.route("/info")

@@ -1,8 +1,11 @@
 """The stream itself: /stream.mp4 for plain <video>, the HLS playlist and its segments."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, Response, abort, current_app, redirect, send_file
 
+from ..identity import token_from_request
 from ..mp4 import stream_mp4
 from ..stream import StreamState
 
@@ -15,14 +18,20 @@ def state() -> StreamState:
     return current_app.extensions["stream"]
 
 
-def on_video_sent() -> None:
-    """Called for every segment a viewer receives; presence tracking hooks in here."""
+def on_video_sent() -> Callable[[], None]:
+    """A callback for every segment this requester receives: it marks them as watching.
+
+    Requests without a token count as one anonymous viewer per connection.
+    """
+    who = current_app.extensions["identities"].requester(token_from_request())
+    audience = current_app.extensions["audience"]
+    return lambda: audience.saw_video(who.viewer_id, who.tag)
 
 
 @bp.route("/stream.mp4")
 def mp4():
     config = current_app.config["LIVESTREAM"]
-    body = stream_mp4(state(), config.server.idle_timeout, on_video_sent)
+    body = stream_mp4(state(), config.server.idle_timeout, on_video_sent())
     if body is None:
         return Response("The stream is offline.\n", 503, mimetype="text/plain",
                         headers={"Cache-Control": "no-store", "Retry-After": "5"})
@@ -50,6 +59,8 @@ def stream_file(name: str):
     if name == snap.init_name and snap.init is not None:
         return Response(snap.init, mimetype=mimetype, headers={"Cache-Control": "no-cache"})
     held = snap.segment(name)
+    if token_from_request():  # a JS / HLS player fetching segments is watching too
+        on_video_sent()()
     if held is not None:
         return Response(held.data, mimetype=mimetype, headers=immutable)
     path = state().directory / name

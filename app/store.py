@@ -1,0 +1,300 @@
+"""The state store: messages, viewers, bans, filters and secrets behind one small interface.
+
+`Store` is what the rest of the app uses; `SQLiteStore` keeps everything in one SQLite file in
+WAL mode in the state folder (nothing to install, survives restarts and `kill -9`). Hot reads
+(recent messages, bans, filters, recently seen viewers) are answered from memory; every
+in-memory collection has a cap. A shared store (for several app instances) would implement the
+same methods.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    viewer_id: str
+    name: str
+    tag: str
+    tripcode: str
+    colour: int
+    body: str
+    created: float
+    broadcaster: bool = False
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class Viewer:
+    id: str  # derived from the token; the token itself is never stored
+    tag: str
+    name: str = ""
+    tripcode: str = ""
+    verified: bool = False  # solved a captcha and has not tripped a flood rule since
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+
+@dataclass(frozen=True)
+class Ban:
+    kind: str  # "viewer" or "tripcode"
+    value: str
+    created: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Filter:
+    id: int
+    pattern: str
+    is_regex: bool
+    case_sensitive: bool
+    action: str  # "censor", "block" or "ban"
+    created: float
+
+
+class Store(Protocol):
+    def secret(self, name: str, size: int = 32) -> bytes: ...
+    def set_secret(self, name: str, value: bytes) -> None: ...
+    def add_message(self, message: Message) -> Message: ...
+    def recent_messages(self, include_hidden: bool = False) -> list[Message]: ...
+    def messages_since(self, last_id: int) -> list[Message]: ...
+    def last_message_id(self) -> int: ...
+    def hide_messages(self, ids: list[int]) -> list[int]: ...
+    def hide_messages_of(self, viewer_id: str) -> list[int]: ...
+    def viewer(self, viewer_id: str) -> Viewer | None: ...
+    def save_viewer(self, viewer: Viewer) -> None: ...
+    def bans(self) -> dict[tuple[str, str], Ban]: ...
+    def add_ban(self, ban: Ban) -> None: ...
+    def remove_ban(self, kind: str, value: str) -> None: ...
+    def filters(self) -> list[Filter]: ...
+    def add_filter(self, pattern: str, is_regex: bool, case_sensitive: bool,
+                   action: str) -> Filter: ...
+    def remove_filter(self, filter_id: int) -> None: ...
+    def close(self) -> None: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, viewer_id TEXT NOT NULL, name TEXT NOT NULL,
+    tag TEXT NOT NULL, tripcode TEXT NOT NULL, colour INTEGER NOT NULL, body TEXT NOT NULL,
+    created REAL NOT NULL, broadcaster INTEGER NOT NULL, hidden INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS messages_viewer ON messages (viewer_id);
+CREATE TABLE IF NOT EXISTS viewers (
+    id TEXT PRIMARY KEY, tag TEXT NOT NULL, name TEXT NOT NULL, tripcode TEXT NOT NULL,
+    verified INTEGER NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS viewers_seen ON viewers (last_seen);
+CREATE TABLE IF NOT EXISTS bans (
+    kind TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL, note TEXT NOT NULL,
+    PRIMARY KEY (kind, value));
+CREATE TABLE IF NOT EXISTS filters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, pattern TEXT NOT NULL, is_regex INTEGER NOT NULL,
+    case_sensitive INTEGER NOT NULL, action TEXT NOT NULL, created REAL NOT NULL);
+"""
+
+
+class SQLiteStore:
+    """SQLite in WAL mode; one connection, used from greenlets of one process."""
+
+    def __init__(self, path: Path, history: int = 5000, shown: int = 100,
+                 max_viewers: int = 50000, cache_size: int = 5000):
+        self.path = Path(path)
+        self.history = history
+        self.max_viewers = max_viewers
+        self.cache_size = cache_size
+        self.db = sqlite3.connect(str(self.path), isolation_level=None,
+                                  check_same_thread=False, timeout=5.0)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across kill -9
+        self.db.executescript(SCHEMA)
+        self._recent: deque[Message] = deque(maxlen=shown)
+        self._recent.extend(self._load_recent(shown))
+        self._viewers: OrderedDict[str, Viewer] = OrderedDict()
+        self._bans = {(b.kind, b.value): b for b in self._load_bans()}
+        self._filters = self._load_filters()
+        self._writes = 0
+
+    # --- secrets -------------------------------------------------------------------------
+
+    def secret(self, name: str, size: int = 32) -> bytes:
+        """A random secret that stays the same across restarts (created on first use)."""
+        row = self.db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+        if row:
+            return bytes(row[0])
+        value = secrets.token_bytes(size)
+        self.db.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, value))
+        return self.secret(name, size)
+
+    def get_secret(self, name: str) -> bytes | None:
+        row = self.db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_secret(self, name: str, value: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO secrets (name, value) VALUES (?, ?)",
+                        (name, value))
+
+    # --- messages ------------------------------------------------------------------------
+
+    def add_message(self, message: Message) -> Message:
+        cur = self.db.execute(
+            "INSERT INTO messages (viewer_id, name, tag, tripcode, colour, body, created,"
+            " broadcaster, hidden) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (message.viewer_id, message.name, message.tag, message.tripcode, message.colour,
+             message.body, message.created, int(message.broadcaster), int(message.hidden)),
+        )
+        stored = replace(message, id=cur.lastrowid)
+        self._recent.append(stored)
+        self._writes += 1
+        if self._writes % 100 == 0:
+            self._trim()
+        return stored
+
+    def _trim(self) -> None:
+        """Bounded retention: keep the newest `history` messages and `max_viewers` viewers."""
+        self.db.execute("DELETE FROM messages WHERE id <= (SELECT MAX(id) FROM messages) - ?",
+                        (self.history,))
+        self.db.execute(
+            "DELETE FROM viewers WHERE id IN (SELECT id FROM viewers ORDER BY last_seen DESC"
+            " LIMIT -1 OFFSET ?)", (self.max_viewers,))
+
+    def recent_messages(self, include_hidden: bool = False) -> list[Message]:
+        return [m for m in self._recent if include_hidden or not m.hidden]
+
+    def messages_since(self, last_id: int) -> list[Message]:
+        return [m for m in self._recent if m.id > last_id and not m.hidden]
+
+    def last_message_id(self) -> int:
+        return self._recent[-1].id if self._recent else 0
+
+    def message(self, message_id: int) -> Message | None:
+        for m in self._recent:
+            if m.id == message_id:
+                return m
+        row = self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return _message(row) if row else None
+
+    def hide_messages(self, ids: list[int]) -> list[int]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        self.db.execute(f"UPDATE messages SET hidden = 1 WHERE id IN ({marks})", ids)
+        wanted = set(ids)
+        self._hide_cached(lambda m: m.id in wanted)
+        return sorted(wanted)
+
+    def hide_messages_of(self, viewer_id: str) -> list[int]:
+        ids = [r[0] for r in self.db.execute(
+            "SELECT id FROM messages WHERE viewer_id = ? AND hidden = 0", (viewer_id,))]
+        self.db.execute("UPDATE messages SET hidden = 1 WHERE viewer_id = ?", (viewer_id,))
+        self._hide_cached(lambda m: m.viewer_id == viewer_id)
+        return ids
+
+    def _hide_cached(self, matches) -> None:
+        recent = [replace(m, hidden=True) if matches(m) else m for m in self._recent]
+        self._recent.clear()
+        self._recent.extend(recent)
+
+    def _load_recent(self, count: int) -> list[Message]:
+        rows = self.db.execute("SELECT * FROM messages ORDER BY id DESC LIMIT ?", (count,))
+        return [_message(r) for r in reversed(rows.fetchall())]
+
+    # --- viewers -------------------------------------------------------------------------
+
+    def viewer(self, viewer_id: str) -> Viewer | None:
+        cached = self._viewers.get(viewer_id)
+        if cached is not None:
+            self._viewers.move_to_end(viewer_id)
+            return cached
+        row = self.db.execute("SELECT id, tag, name, tripcode, verified, first_seen, last_seen"
+                              " FROM viewers WHERE id = ?", (viewer_id,)).fetchone()
+        if row is None:
+            return None
+        viewer = Viewer(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+        self._cache_viewer(viewer)
+        return viewer
+
+    def save_viewer(self, viewer: Viewer) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO viewers (id, tag, name, tripcode, verified, first_seen,"
+            " last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (viewer.id, viewer.tag, viewer.name, viewer.tripcode, int(viewer.verified),
+             viewer.first_seen, viewer.last_seen))
+        self._cache_viewer(viewer)
+
+    def _cache_viewer(self, viewer: Viewer) -> None:
+        self._viewers[viewer.id] = viewer
+        self._viewers.move_to_end(viewer.id)
+        while len(self._viewers) > self.cache_size:
+            self._viewers.popitem(last=False)
+
+    # --- bans ----------------------------------------------------------------------------
+
+    def bans(self) -> dict[tuple[str, str], Ban]:
+        return self._bans
+
+    def add_ban(self, ban: Ban) -> None:
+        self.db.execute("INSERT OR REPLACE INTO bans (kind, value, created, note)"
+                        " VALUES (?, ?, ?, ?)", (ban.kind, ban.value, ban.created, ban.note))
+        self._bans = {**self._bans, (ban.kind, ban.value): ban}
+
+    def remove_ban(self, kind: str, value: str) -> None:
+        self.db.execute("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value))
+        self._bans = {k: b for k, b in self._bans.items() if k != (kind, value)}
+
+    def _load_bans(self) -> list[Ban]:
+        return [Ban(*r) for r in self.db.execute("SELECT kind, value, created, note FROM bans")]
+
+    # --- filters -------------------------------------------------------------------------
+
+    def filters(self) -> list[Filter]:
+        return self._filters
+
+    def add_filter(self, pattern: str, is_regex: bool, case_sensitive: bool,
+                   action: str) -> Filter:
+        created = time.time()
+        cur = self.db.execute(
+            "INSERT INTO filters (pattern, is_regex, case_sensitive, action, created)"
+            " VALUES (?, ?, ?, ?, ?)", (pattern, int(is_regex), int(case_sensitive), action,
+                                        created))
+        added = Filter(cur.lastrowid, pattern, is_regex, case_sensitive, action, created)
+        self._filters = [*self._filters, added]
+        return added
+
+    def remove_filter(self, filter_id: int) -> None:
+        self.db.execute("DELETE FROM filters WHERE id = ?", (filter_id,))
+        self._filters = [f for f in self._filters if f.id != filter_id]
+
+    def _load_filters(self) -> list[Filter]:
+        rows = self.db.execute("SELECT id, pattern, is_regex, case_sensitive, action, created"
+                               " FROM filters ORDER BY id")
+        return [Filter(r[0], r[1], bool(r[2]), bool(r[3]), r[4], r[5]) for r in rows]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _message(row) -> Message:
+    (id_, viewer_id, name, tag, tripcode, colour, body, created, broadcaster, hidden) = row
+    return Message(id_, viewer_id, name, tag, tripcode, colour, body, created,
+                   bool(broadcaster), bool(hidden))
+
+
+def open_store(state_dir: Path, chat_history: int, shown: int, max_viewers: int,
+               cache_size: int) -> SQLiteStore:
+    path = Path(state_dir) / "livestream.sqlite3"
+    try:
+        return SQLiteStore(path, chat_history, shown, max_viewers, cache_size)
+    except sqlite3.DatabaseError as exc:
+        raise RuntimeError(f"cannot open the state database {path}: {exc}. Check the folder is "
+                           "writable (server.state_dir), or move a damaged file away.") from exc

@@ -1,0 +1,212 @@
+"""/broadcaster: moderation, word filters, title and the broadcaster's own messages.
+
+Behind HTTP Basic auth (flask-httpauth) with failed logins rate-limited. Every form carries a
+per-process CSRF token checked in constant time, and a cross-site Origin is refused, so another
+site cannot make a logged-in broadcaster's browser ban or post.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import tempfile
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request
+from flask_httpauth import HTTPBasicAuth
+
+from ..chat import Chat, Refused, Submission
+from ..identity import BROADCASTER_ID, BroadcasterPassword, identify
+from ..stream import TITLE_FILE, clean_title
+from ..wordfilter import ACTIONS, FilterError
+from .chat import user_list
+
+bp = Blueprint("broadcaster", __name__, url_prefix="/broadcaster")
+auth = HTTPBasicAuth(realm="livestream broadcaster")
+
+NOTICES = {
+    "posted": "Message sent.", "hidden": "Message hidden.", "banned": "Viewer banned.",
+    "banned-hidden": "Viewer banned and their messages hidden.", "unbanned": "Ban lifted.",
+    "filter-added": "Filter added.", "filter-removed": "Filter removed.",
+    "title": "Title changed.",
+}
+
+
+def init_app(app) -> None:
+    app.extensions["broadcaster_csrf"] = secrets.token_urlsafe(32)
+    app.register_blueprint(bp)
+
+
+def chat() -> Chat:
+    return current_app.extensions["chat"]
+
+
+@auth.verify_password
+def verify(username: str, password: str):
+    if not username and not password:
+        return None  # no credentials yet: the browser is about to ask, not a failed guess
+    checker: BroadcasterPassword = current_app.extensions["broadcaster_password"]
+    if checker.locked_for() > 0:
+        g.login_locked = checker.locked_for()
+        return None
+    if checker.check(username, password):
+        g.broadcaster_authenticated = True
+        return username
+    return None
+
+
+@auth.error_handler
+def refused(status):
+    locked = g.get("login_locked")
+    if locked:
+        return Response("Too many failed logins. Try again in a minute.\n", 429,
+                        mimetype="text/plain", headers={"Retry-After": str(int(locked) + 1)})
+    return Response("The broadcaster page needs the broadcaster's user name and password.\n",
+                    status, mimetype="text/plain")
+
+
+@bp.before_request
+def check_csrf():
+    """Every POST must carry this process's CSRF token and must not come from another site."""
+    if request.method != "POST":
+        return None
+    origin = request.headers.get("Origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+        abort(403, "cross-site request refused")
+    sent = request.form.get("csrf", "")
+    expected = current_app.extensions["broadcaster_csrf"]
+    if not hmac.compare_digest(sent.encode(), expected.encode()):
+        return Response("This form is missing its security token or it is stale (the server "
+                        "restarted). Go back, reload the broadcaster page and try again.\n",
+                        403, mimetype="text/plain")
+    return None
+
+
+def done(notice: str, anchor: str = ""):
+    return redirect(f"/broadcaster?notice={notice}{anchor}", 303)
+
+
+@bp.route("", methods=["GET"])
+@auth.login_required
+@identify
+def page():
+    c = chat()
+    store = c.store
+    messages = list(reversed(store.recent_messages(include_hidden=True)))
+    bans = sorted(store.bans().values(), key=lambda b: -b.created)
+    names = {}
+    for ban in bans:
+        if ban.kind == "viewer":
+            viewer = store.viewer(ban.value)
+            names[ban.value] = viewer.name if viewer and viewer.name else "Anonymous"
+    error = request.args.get("error", "")[:300]
+    body = render_template(
+        "broadcaster.html", who=g.requester, messages=messages, people=user_list(True),
+        bans=bans, names=names, filters=store.filters(), actions=ACTIONS,
+        csrf=current_app.extensions["broadcaster_csrf"],
+        notice=NOTICES.get(request.args.get("notice", ""), ""), error=error,
+        title=current_app.extensions["stream"].snapshot.title,
+        count=current_app.extensions["audience"].count(), limits=c.settings,
+        broadcaster_id=BROADCASTER_ID)
+    response = current_app.make_response(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def failed(reason: str):
+    from urllib.parse import quote
+
+    return redirect(f"/broadcaster?error={quote(reason)}", 303)
+
+
+@bp.route("/post", methods=["POST"])
+@auth.login_required
+@identify
+def post():
+    try:
+        chat().post(g.requester, Submission(text=request.form.get("message", "")))
+    except Refused as refused_:
+        return failed(str(refused_))
+    return done("posted")
+
+
+@bp.route("/hide", methods=["POST"])
+@auth.login_required
+def hide():
+    message_id = request.form.get("message_id", type=int)
+    if message_id is None:
+        return failed("No message was chosen to hide.")
+    chat().hide([message_id])
+    return done("hidden")
+
+
+@bp.route("/ban", methods=["POST"])
+@auth.login_required
+def ban():
+    viewer_id = request.form.get("viewer_id", "")
+    if not viewer_id or viewer_id == BROADCASTER_ID:
+        return failed("No viewer was chosen to ban.")
+    hide_all = request.form.get("hide_all") == "1"
+    chat().ban(viewer_id, hide_all=hide_all, note="broadcaster")
+    return done("banned-hidden" if hide_all else "banned")
+
+
+@bp.route("/unban", methods=["POST"])
+@auth.login_required
+def unban():
+    kind = request.form.get("kind", "viewer")
+    value = request.form.get("value", "")
+    if kind == "viewer":
+        chat().unban(value)
+    else:
+        chat().store.remove_ban(kind, value)
+    return done("unbanned")
+
+
+@bp.route("/filters", methods=["POST"])
+@auth.login_required
+def add_filter():
+    f = request.form
+    action = f.get("action", "censor")
+    if action not in ACTIONS:
+        return failed(f"Unknown filter action {action!r}; choose censor, block or ban.")
+    try:
+        chat().add_filter(f.get("pattern", ""), f.get("regex") == "1", f.get("case") == "1",
+                          action)
+    except (FilterError, ValueError) as exc:
+        return failed(f"Filter not added: {exc}.")
+    return done("filter-added")
+
+
+@bp.route("/filters/remove", methods=["POST"])
+@auth.login_required
+def remove_filter():
+    filter_id = request.form.get("filter_id", type=int)
+    if filter_id is not None:
+        chat().remove_filter(filter_id)
+    return done("filter-removed")
+
+
+@bp.route("/title", methods=["POST"])
+@auth.login_required
+def title():
+    config = current_app.config["LIVESTREAM"]
+    text = clean_title(request.form.get("title", ""), "")
+    if not text:
+        return failed("The title is empty.")
+    write_title(config.stream_dir, text)
+    current_app.extensions["stream"].refresh()
+    return done("title")
+
+
+def write_title(directory, text: str) -> None:
+    """Replace title.txt atomically: the watcher never reads half a title."""
+    fd, tmp = tempfile.mkstemp(prefix=".title.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        os.replace(tmp, os.path.join(directory, TITLE_FILE))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
