@@ -137,10 +137,14 @@ def check_members(members: list[tarfile.TarInfo]) -> None:
         member.uname = member.gname = "root"
 
 
+def can_unpack_into(dest: Path) -> bool:
+    return not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))
+
+
 def unpack(bundle: bytes, dest: Path) -> int:
     """Extract the gzipped tar into dest (absent or empty) all at once; returns the file count."""
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise Rejected(409, f"{dest} already holds files; refusing to overwrite them")
+    if not can_unpack_into(dest):
+        raise Rejected(500, f"{dest} already holds files; refusing to overwrite them")
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".receiving-", dir=dest.parent))
     try:
@@ -285,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         key = read_key(args.key_file)
     except (OSError, ValueError) as exc:
         log.error("cannot read the deploy key from %s: %s", args.key_file, exc)
+        return 1
+    if not can_unpack_into(args.dest):
+        log.error("%s already holds files; remove it first (the receiver never overwrites)",
+                  args.dest)
         return 1
     try:
         return serve(Receiver(key, args.dest, args.max_bytes), args.host, args.port, args.timeout)

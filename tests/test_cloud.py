@@ -895,3 +895,19 @@ def test_an_answer_without_a_valid_receipt_is_not_trusted(project_bundle):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_receiver_will_not_overwrite_an_existing_install(tmp_path):
+    dest = tmp_path / "src"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    key_file = tmp_path / "deploy.key"
+    key_file.write_text(DEPLOY_KEY.hex())
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(PROJECT_DIR / "app" / "cloud_receiver.py"),
+         "--key-file", str(key_file), "--dest", str(dest), "--host", "127.0.0.1",
+         "--port", str(free_port()), "--timeout", "5"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert "already holds files" in result.stderr
+    assert (dest / "keep.txt").read_text() == "mine"
