@@ -1,10 +1,11 @@
 """`livestream cloud`: rent a DigitalOcean droplet for the evening, stream, destroy it.
 
 `up` creates one droplet tagged as ours with user-data that installs and starts the server
-(see cloud_init.py), waits until it answers over HTTP and prints where to watch and where to
-push. `play` does `up`, pushes a file to the droplet's RTMP ingest, and destroys the droplet
-however that ends. `down` destroys every droplet with our tag and checks they are gone;
-`status` lists them with uptime and cost so far. API calls go through digitalocean.py.
+(see cloud_init.py), uploads the project to it once it is active (cloud_upload.py), waits
+until it answers over HTTP and prints where to watch and where to push. `play` does `up`,
+pushes a file to the droplet's RTMP ingest, and destroys the droplet however that ends.
+`down` destroys every droplet with our tag and checks they are gone; `status` lists them
+with uptime and cost so far. API calls go through digitalocean.py.
 
 The coupling to the rest of livestream is argv strings only: the droplet runs
 `livestream serve` and `livestream ingest ...` ([cloud] ingest_args), and `play` runs
@@ -29,7 +30,8 @@ from pathlib import Path
 
 import requests
 
-from . import cloud_init
+from . import cloud_init, cloud_receiver
+from .cloud_upload import UploadError, send_bundle
 from .config import DEFAULT_CONFIG, PROJECT_DIR, CloudConfig, Config
 from .digitalocean import TOKEN_HELP, ApiError, DigitalOcean
 from .estimate import price_of
@@ -126,8 +128,9 @@ def _print(message: str) -> None:
 
 class Cloud:
     def __init__(self, api: DigitalOcean, config: Config, out: Callable[[str], None] = _print,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, project_dir: Path = PROJECT_DIR):
         self.api = api
+        self.project_dir = project_dir
         self.config = config
         self.settings = config.cloud
         self.out = out
@@ -146,7 +149,8 @@ class Cloud:
                 "`livestream cloud down`, or pass --another to create one more.")
         size, usd_per_hour = self.choose_size()
         stream_key = secrets.token_urlsafe(18)
-        user_data = self.user_data(stream_key)
+        deploy_key = secrets.token_bytes(cloud_receiver.KEY_BYTES)  # only the user-data has it
+        user_data, bundle = self.prepare(stream_key, deploy_key)
         name = "livestream-" + time.strftime("%Y%m%d-%H%M%S")
         self.out(f"creating droplet {name}: {size} in {s.region}, {s.image}, "
                  f"${usd_per_hour:g}/hour")
@@ -158,6 +162,7 @@ class Cloud:
         droplet_id = int(created["id"])
         try:
             droplet = self.wait_until_active(droplet_id)
+            self.upload(droplet.ip, deploy_key, bundle)
             self.wait_until_serving(droplet.ip)
         except BaseException:
             self.out(f"could not finish starting droplet {droplet_id}; destroying it so it "
@@ -204,15 +209,34 @@ class Cloud:
                          + ", ".join(z["slug"] for z in sorted(
                              in_region, key=lambda z: z["price_hourly"])[:5]))
 
-    def user_data(self, stream_key: str) -> str:
+    def prepare(self, stream_key: str, deploy_key: bytes) -> tuple[str, bytes]:
+        """(user-data, bundle): the small fixed first stage and the project it will receive.
+        Both are checked here, before a droplet exists."""
         s = self.settings
         config_file = self.config.source or DEFAULT_CONFIG
-        bundle = cloud_init.bundle(PROJECT_DIR, config_file)
+        bundle = cloud_init.bundle(self.project_dir, config_file)
+        if len(bundle) > cloud_receiver.MAX_BUNDLE_BYTES:
+            raise CloudError(f"the project bundle is {len(bundle)} bytes, over the "
+                             f"{cloud_receiver.MAX_BUNDLE_BYTES}-byte cap; remove large files "
+                             "from app/, templates/ or static/ (media does not belong there).")
         try:
-            return cloud_init.render(bundle, cloud_init.DropletSettings(
-                stream_key=stream_key, http_port=s.http_port, ingest_port=s.ingest_port,
-                ingest_args=s.ingest_args))
+            user_data = cloud_init.render(cloud_init.DropletSettings(
+                stream_key=stream_key, deploy_key=deploy_key.hex(), http_port=s.http_port,
+                ingest_port=s.ingest_port, ingest_args=s.ingest_args,
+                # outlive our own upload attempts, which start once the droplet is active
+                receive_timeout=s.ready_timeout + 300))
         except ValueError as exc:
+            raise CloudError(str(exc)) from None
+        return user_data, bundle
+
+    def upload(self, ip: str, deploy_key: bytes, bundle: bytes) -> None:
+        """Stage 2: the sealed project to the droplet's one-shot receiver (bounded retries)."""
+        try:
+            send_bundle(self.http_url(ip), deploy_key, bundle,
+                        deadline_seconds=self.settings.ready_timeout,
+                        interval=self.settings.poll_interval, out=self.out, sleep=self.sleep,
+                        request_timeout=self.settings.api_timeout)
+        except UploadError as exc:
             raise CloudError(str(exc)) from None
 
     def wait_until_active(self, droplet_id: int) -> Droplet:

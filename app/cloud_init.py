@@ -1,18 +1,20 @@
-"""The droplet's cloud-init user-data: the project itself, an install script, two services.
+"""The droplet's cloud-init user-data: stage 1 of a two-stage deploy, of a fixed size.
 
-Deploying needs nothing published anywhere: the project's source travels inside the
-user-data as a gzipped tar (DigitalOcean accepts up to 64 KiB of user-data, checked here).
-At first boot cloud-init writes the files and runs the install script, which takes ffmpeg,
-tor and python3-venv from the distribution and the Python packages from PyPI as wheels, so
-nothing is compiled and the droplet is ready in about two minutes.
+DigitalOcean accepts at most 64 KiB of user-data and the project is bigger than that, so
+the user-data does not carry the project: it carries a fresh per-droplet deploy key, the
+one-shot receiver (cloud_receiver.py, standard library only), the environment file, the
+systemd units and the install script. At first boot the install script runs the receiver
+on the public HTTP port; `livestream cloud up` uploads the project bundle to it, sealed
+with the deploy key (stage 2, cloud_upload.py); the receiver unpacks it and exits, and the
+script installs ffmpeg, tor and python3-venv from the distribution and the Python packages
+from PyPI as wheels (nothing is compiled), then starts the services. Nothing in here
+depends on the project's size, so adding code never brings the user-data nearer the limit.
 
 The install script is a constant (no values are spliced into it, so the script that was
-shellchecked is the script that runs); per-droplet values go into an environment file.
+shellchecked is the script that runs); per-droplet values go into root-only files.
 """
 from __future__ import annotations
 
-import ast
-import base64
 import gzip
 import io
 import tarfile
@@ -21,31 +23,52 @@ from pathlib import Path
 
 import toml
 
+from . import cloud_receiver
+
 USER_DATA_LIMIT = 64 * 1024
 PREFIX = "/opt/livestream"
 DATA_DIR = "/var/lib/livestream"
 ENV_FILE = "/etc/livestream/env"
+DEPLOY_KEY_FILE = "/etc/livestream/deploy.key"
+RECEIVER_SOURCE = Path(cloud_receiver.__file__).read_text()
 SHIPPED_DIRS = ("app", "templates", "static")
 SHIPPED_FILES = ("stream.sh", "pyproject.toml")
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
-# the droplet never deploys droplets: leaving these out keeps room under the 64 KiB limit
-LOCAL_ONLY = {"app/cloud.py", "app/cloud_init.py", "app/digitalocean.py", "app/estimate.py"}
+# the droplet never deploys droplets (the receiver comes in the user-data, not the bundle)
+LOCAL_ONLY = {"app/cloud.py", "app/cloud_init.py", "app/cloud_receiver.py",
+              "app/cloud_upload.py", "app/digitalocean.py", "app/estimate.py"}
 
 INSTALL_SCRIPT = r"""#!/usr/bin/env bash
-# Install livestream on a fresh Debian/Ubuntu droplet from the bundle cloud-init wrote,
-# then start the web server and the RTMP ingest. Runs once, as root, at first boot.
-# LIVESTREAM_OFFLINE=1 (used by the tests) only unpacks the bundle, builds the virtual
-# environment from already installed packages and writes the stream key: no apt, no users,
-# no systemd.
+# Install livestream on a fresh Debian/Ubuntu droplet, then start the web server and the
+# RTMP ingest. Runs once, as root, at first boot. First it receives the project from
+# `livestream cloud up` (the one-shot receiver on the public HTTP port, standard library
+# only, so it runs on the python3 the image ships for cloud-init), then installs packages.
+# LIVESTREAM_OFFLINE=1 (used by the tests) receives and unpacks the bundle, builds the
+# virtual environment from already installed packages and writes the stream key: no apt,
+# no users, no systemd.
 set -euo pipefail
 
 prefix="${LIVESTREAM_PREFIX:-/opt/livestream}"
 data_dir="${LIVESTREAM_DATA_DIR:-/var/lib/livestream}"
 env_file="${LIVESTREAM_ENV_FILE:-/etc/livestream/env}"
+key_file="${LIVESTREAM_DEPLOY_KEY_FILE:-/etc/livestream/deploy.key}"
+receive_host="${LIVESTREAM_RECEIVE_HOST:-0.0.0.0}"
 python="${LIVESTREAM_PYTHON:-python3}"
 offline="${LIVESTREAM_OFFLINE:-0}"
 
 say() { echo "livestream-install: $*"; }
+setting() { sed -n "s/^$1=//p" "$env_file"; }
+
+receive_bundle() {
+  local port timeout
+  port="$(setting LIVESTREAM_PORT)"
+  timeout="$(setting LIVESTREAM_RECEIVE_TIMEOUT)"
+  say "waiting for livestream cloud up to upload the project (port ${port:-80})"
+  rm -rf "$prefix/src"
+  "$python" "$prefix/receiver.py" --key-file "$key_file" --dest "$prefix/src" \
+    --host "$receive_host" --port "${port:-80}" --timeout "${timeout:-900}"
+  rm -f "$key_file"  # it has done its job
+}
 
 install_system_packages() {
   say "installing ffmpeg, tor and python3-venv"
@@ -53,13 +76,6 @@ install_system_packages() {
   apt-get -o DPkg::Lock::Timeout=600 update -q
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
     ffmpeg tor python3-venv ca-certificates
-}
-
-unpack_bundle() {
-  say "unpacking the project into $prefix/src"
-  rm -rf "$prefix/src"
-  mkdir -p "$prefix/src"
-  tar -xzf "$prefix/bundle.tar.gz" -C "$prefix/src"
 }
 
 make_virtualenv() {
@@ -84,7 +100,7 @@ create_service_user() {
 seed_stream_key() {
   # the RTMP ingest keeps its key in the state folder: use the one `cloud up` printed
   local key
-  key="$(sed -n 's/^LIVESTREAM_STREAM_KEY=//p' "$env_file")"
+  key="$(setting LIVESTREAM_STREAM_KEY)"
   [ -n "$key" ] || return 0
   mkdir -p "$data_dir/state"
   (umask 077 && printf '%s\n' "$key" >"$data_dir/state/ingest.key")
@@ -100,13 +116,12 @@ start_services() {
 }
 
 main() {
+  receive_bundle
   if [ "$offline" = 1 ]; then
-    unpack_bundle
     make_virtualenv
     seed_stream_key
   else
     install_system_packages
-    unpack_bundle
     make_virtualenv
     create_service_user
     seed_stream_key
@@ -121,11 +136,13 @@ main "$@"
 
 @dataclass(frozen=True)
 class DropletSettings:
-    """Per-droplet values the services need; the stream key is a secret."""
+    """Per-droplet values; the stream key and the deploy key (hex) are secrets."""
     stream_key: str
+    deploy_key: str
     http_port: int = 80
     ingest_port: int = 1935
     ingest_args: str = "ingest --host 0.0.0.0 --port {port}"
+    receive_timeout: float = 900.0
 
 
 def requirements(pyproject: Path) -> str:
@@ -147,10 +164,7 @@ def bundle(project_dir: Path, config_file: Path) -> bytes:
             if not path.is_file() or "__pycache__" in path.parts or name_in_tar in LOCAL_ONLY \
                     or path.name.endswith(SKIPPED_SUFFIXES):
                 continue
-            data = path.read_bytes()
-            if path.suffix == ".py":
-                data = compact_python(data.decode(), name_in_tar).encode()
-            members.append((name_in_tar, data, 0o644))
+            members.append((name_in_tar, path.read_bytes(), 0o644))
     for name in SHIPPED_FILES:
         path = project_dir / name
         members.append((name, path.read_bytes(), 0o755 if path.stat().st_mode & 0o100 else 0o644))
@@ -172,29 +186,16 @@ def bundle(project_dir: Path, config_file: Path) -> bytes:
     return raw.getvalue()
 
 
-def compact_python(source: str, name: str) -> str:
-    """The same program without comments and docstrings (about a fifth smaller).
-
-    Going through the syntax tree cannot change what the code does, unlike a text filter.
-    """
-    tree = ast.parse(source, filename=name)
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree) + "\n"
-
-
 def environment(settings: DropletSettings) -> str:
-    """The services' environment file (root-only): where to listen, where to write, the key."""
+    """The environment file (root-only): where to listen, where to write, the stream key,
+    and how long the receiver waits for the bundle."""
     return "".join(f"{key}={value}\n" for key, value in (
         ("LIVESTREAM_HOST", "0.0.0.0"),
         ("LIVESTREAM_PORT", settings.http_port),
         ("LIVESTREAM_STREAM_DIR", f"{DATA_DIR}/stream"),
         ("LIVESTREAM_STATE_DIR", f"{DATA_DIR}/state"),
         ("LIVESTREAM_STREAM_KEY", settings.stream_key),
+        ("LIVESTREAM_RECEIVE_TIMEOUT", round(settings.receive_timeout)),
     ))
 
 
@@ -234,35 +235,31 @@ def ingest_args(settings: DropletSettings) -> str:
                                        key="${LIVESTREAM_STREAM_KEY}")
 
 
-def render(bundle_bytes: bytes, settings: DropletSettings) -> str:
-    """The #cloud-config document; raises ValueError when it is over the 64 KiB limit."""
+def render(settings: DropletSettings) -> str:
+    """The #cloud-config document. Its size does not depend on the project; raises
+    ValueError if the fixed parts ever outgrow the 64 KiB limit."""
     files = [
-        (f"{PREFIX}/bundle.tar.gz", "0600", "b64",
-         base64.b64encode(bundle_bytes).decode("ascii")),
-        (ENV_FILE, "0600", None, environment(settings)),
-        ("/etc/systemd/system/livestream-serve.service", "0644", None,
+        (ENV_FILE, "0600", environment(settings)),
+        (DEPLOY_KEY_FILE, "0600", settings.deploy_key + "\n"),
+        ("/etc/systemd/system/livestream-serve.service", "0644",
          unit("livestream web server", "serve", low_port=settings.http_port < 1024)),
-        ("/etc/systemd/system/livestream-ingest.service", "0644", None,
+        ("/etc/systemd/system/livestream-ingest.service", "0644",
          unit("livestream RTMP ingest", ingest_args(settings),
               low_port=settings.ingest_port < 1024)),
-        (f"{PREFIX}/install.sh", "0755", None, INSTALL_SCRIPT),
+        (f"{PREFIX}/receiver.py", "0644", RECEIVER_SOURCE),
+        (f"{PREFIX}/install.sh", "0755", INSTALL_SCRIPT),
     ]
     out = ["#cloud-config", "write_files:"]
-    for path, permissions, encoding, content in files:
+    for path, permissions, content in files:
         out.append(f"  - path: {path}")
         out.append(f"    permissions: '{permissions}'")
-        if encoding:
-            out.append(f"    encoding: {encoding}")
-            out.append(f"    content: {content}")
-        else:
-            out.append("    content: |")
-            out.extend(f"      {line}" if line else "" for line in content.split("\n")[:-1])
+        out.append("    content: |")
+        out.extend(f"      {line}" if line else "" for line in content.split("\n")[:-1])
     out += ["runcmd:", f"  - [bash, {PREFIX}/install.sh]", ""]
     user_data = "\n".join(out)
     size = len(user_data.encode())
     if size > USER_DATA_LIMIT:
         raise ValueError(
             f"the droplet's user-data is {size} bytes, over DigitalOcean's {USER_DATA_LIMIT}-byte "
-            "limit; the project bundle is too big. Remove large files from app/, templates/ "
-            "or static/ (media does not belong there).")
+            "limit; the receiver or the install script has grown too big.")
     return user_data

@@ -7,12 +7,15 @@ delete (the droplet lingers in listings for a moment, as real deletions are asyn
 tag filtering, page/per_page pagination with links.pages and meta.total, 404 for unknown
 droplets, 422 for a size not offered in the region or a reached droplet limit, rate-limit
 headers on every answer, and scripted one-off failures (429 with Retry-After, 5xx).
+`on_create(droplet_id, body)` and `on_delete(droplet_id)`, when set, let a test boot and
+stop what the droplet would run (see fake_droplet.py).
 """
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -45,6 +48,8 @@ class FakeDigitalOcean:
         self.failures: list[tuple[str, str, int, dict, dict]] = []
         self.requests: list[tuple[str, str]] = []
         self.created_bodies: list[dict] = []
+        self.on_create: Callable[[int, dict], None] | None = None
+        self.on_delete: Callable[[int], None] | None = None
         self.lock = threading.Lock()
         self._next_id = 3164444
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -184,6 +189,8 @@ class FakeDigitalOcean:
                         return self._answer(200, {"droplet": _public(droplet)})
                     if method == "DELETE":
                         fake.lingering[droplet["id"]] = 1
+                        if fake.on_delete:
+                            fake.on_delete(droplet["id"])
                         return self._answer(204)
                 return self._answer(404, {"id": "not_found",
                                           "message": "The resource you requested could not be "
@@ -205,6 +212,8 @@ class FakeDigitalOcean:
                                    "limit"})
                 fake.created_bodies.append(body)
                 droplet = fake._new_droplet(body, None, "new")
+                if fake.on_create:
+                    fake.on_create(droplet["id"], body)
                 return self._answer(202, {
                     "droplet": _public(droplet),
                     "links": {"actions": [{"id": 7515, "rel": "create",

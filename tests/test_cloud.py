@@ -1,12 +1,17 @@
 """`livestream cloud` against a faithful fake DigitalOcean API on loopback.
 
-The fake reports the droplet's public address as 127.0.0.1 and [cloud] http_port points the
-health check at a real `livestream serve` started here, so `up` waits for a real server.
-`play` pushes with a tiny stand-in for `livestream play` ([cloud] push_command).
+The fake reports the droplet's public address as 127.0.0.1; each droplet it creates "boots"
+(fake_droplet.py): the real receiver from the user-data listens on [cloud] http_port, `up`
+uploads the real bundle to it, and a real `livestream serve` starts from the unpacked
+bundle on that port, so `up` waits for a real server. `play` pushes with a tiny stand-in
+for `livestream play` ([cloud] push_command). The receiver is also tested on its own, as a
+subprocess on 127.0.0.1, against the real upload code and against hostile uploads.
 """
 from __future__ import annotations
 
-import base64
+import ast
+import gzip
+import http.client
 import io
 import os
 import re
@@ -16,18 +21,24 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 import requests
 import toml
 import yaml
 from fake_digitalocean import FakeDigitalOcean
+from fake_droplet import FakeDroplets
 
-from app import cloud_init
-from app.cloud import CloudError, read_token
-from app.config import PROJECT_DIR
+from app import cloud_init, cloud_receiver
+from app.cloud import Cloud, CloudError, read_token
+from app.cloud_upload import UploadError, send_bundle
+from app.config import PROJECT_DIR, load
 from app.digitalocean import ApiError, DigitalOcean
 
 TOKEN = "dop_v1_" + "5ec7e7" * 10  # looks like a real token; must never be shown
@@ -64,24 +75,6 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
     raise AssertionError(f"{url} never answered")
 
 
-@pytest.fixture(scope="module")
-def web(tmp_path_factory):
-    """A real livestream server: the 'droplet' the health check reaches."""
-    base = tmp_path_factory.mktemp("web")
-    cfg = base / "config.toml"
-    cfg.write_text(f'[server]\nstate_dir = "{base / "state"}"\n[stream]\ndir = "{base / "s"}"\n')
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(cfg), "serve",
-                             "--port", str(port)], cwd=PROJECT_DIR,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/")
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture
 def fake():
     server = FakeDigitalOcean(TOKEN).start()
@@ -90,15 +83,26 @@ def fake():
 
 
 @pytest.fixture
-def setup(tmp_path, fake, web):
-    """A config pointing at the fake API and the real server; returns a CLI runner."""
+def droplets(tmp_path, fake):
+    """Droplets the fake API creates boot the user-data's receiver and then the server."""
+    machines = FakeDroplets(tmp_path / "droplets")
+    fake.on_create = machines.boot
+    fake.on_delete = machines.destroy
+    yield machines
+    machines.stop_all()
+
+
+@pytest.fixture
+def setup(tmp_path, fake, droplets):
+    """A config pointing at the fake API and the droplets' port; returns a CLI runner."""
+    port = free_port()
     marker = tmp_path / "pushed.txt"
     push = tmp_path / "fake_push.py"
     push.write_text(FAKE_PUSH)
 
     def write_config(**cloud):
         settings = {
-            "api_url": fake.url, "tag": TAG, "region": "fra1", "http_port": web,
+            "api_url": fake.url, "tag": TAG, "region": "fra1", "http_port": port,
             "poll_interval": 0.05, "ready_timeout": 15.0, "retry_seconds": 0.01,
             "push_command": f"{sys.executable} {push} {{file}} {{url}}",
         }
@@ -121,6 +125,7 @@ def setup(tmp_path, fake, web):
 
     run.marker = marker
     run.write_config = write_config
+    run.port = port
     return run
 
 
@@ -141,7 +146,7 @@ def stream_key_of(body: dict) -> str:
 
 # ---- up ------------------------------------------------------------------------------------
 
-def test_up_creates_one_tagged_droplet_waits_and_prints_urls(setup, fake, web):
+def test_up_creates_one_tagged_droplet_waits_and_prints_urls(setup, fake, droplets, tmp_path):
     result = setup("cloud", "up")
     assert result.returncode == 0, result.stderr
     assert_no_token(result)
@@ -153,11 +158,21 @@ def test_up_creates_one_tagged_droplet_waits_and_prints_urls(setup, fake, web):
     assert len(key) >= 20
     out = result.stdout
     assert "droplet is new" in out  # visible progress while it boots
-    assert f"watch at http://127.0.0.1:{web}/" in out
+    assert re.search(r"uploading the project \(\d+ KiB, encrypted\)", out)
+    assert "  uploaded (" in out
+    assert f"watch at http://127.0.0.1:{setup.port}/" in out
     assert f"rtmp://127.0.0.1/live/{key}" in out
     assert "$0.00893 per started hour" in out
     (droplet_id,) = fake.live_ids(TAG)
     assert fake.droplets[droplet_id]["status"] == "active"
+    # the droplet got the project through the receiver, which then made way for the server
+    assert droplets.receiver_codes[droplet_id] == 0
+    src = droplets.files(droplet_id) / "opt" / "livestream" / "src"
+    assert (src / "app" / "cli.py").read_bytes() == (PROJECT_DIR / "app" / "cli.py").read_bytes()
+    assert (src / "config.toml").read_bytes() == (tmp_path / "config.toml").read_bytes()
+    deploy_key = user_data_files(body)[cloud_init.DEPLOY_KEY_FILE]["content"].strip()
+    assert len(deploy_key) == 64 and deploy_key not in result.stdout + result.stderr
+    assert len(body["user_data"].encode()) < cloud_init.USER_DATA_LIMIT // 2
 
 
 def test_up_refuses_a_second_droplet_unless_asked(setup, fake):
@@ -171,11 +186,23 @@ def test_up_refuses_a_second_droplet_unless_asked(setup, fake):
     assert len(fake.live_ids(TAG)) == 2
 
 
-def test_up_destroys_the_droplet_when_the_server_never_answers(setup, fake):
-    result = setup("cloud", "up", http_port=free_port(), ready_timeout=1.0)
+def test_up_destroys_the_droplet_when_the_server_never_answers(setup, fake, droplets):
+    droplets.serve = False  # the bundle arrives, but the install never starts the server
+    result = setup("cloud", "up", ready_timeout=3.0)
     assert result.returncode == 1
+    assert "  uploaded (" in result.stdout
     assert "did not answer" in result.stderr
     assert fake.count("POST", "/v2/droplets") == 1
+    assert fake.count("DELETE", "/v2/droplets/") == 1
+    assert fake.live_ids() == []
+
+
+def test_up_destroys_the_droplet_when_the_upload_never_gets_through(setup, fake, droplets):
+    droplets.receive = False  # nothing ever listens on the droplet's port
+    result = setup("cloud", "up", ready_timeout=1.0)
+    assert result.returncode == 1
+    assert "receiver not up yet" in result.stdout  # bounded retries, visibly
+    assert "could not upload the project" in result.stderr
     assert fake.count("DELETE", "/v2/droplets/") == 1
     assert fake.live_ids() == []
 
@@ -426,24 +453,36 @@ def test_default_push_command_is_livestream_play(fake):
 
 # ---- the cloud-init user-data ----------------------------------------------------------------
 
+DEPLOY_KEY = bytes(range(32))
+
+
+def settings_for(**overrides) -> cloud_init.DropletSettings:
+    return cloud_init.DropletSettings(stream_key="k3y-Secret_value", deploy_key=DEPLOY_KEY.hex(),
+                                      **overrides)
+
+
 @pytest.fixture(scope="module")
-def rendered():
-    bundle = cloud_init.bundle(PROJECT_DIR, PROJECT_DIR / "config.toml")
-    settings = cloud_init.DropletSettings(stream_key="k3y-Secret_value")
-    return bundle, cloud_init.render(bundle, settings)
+def project_bundle() -> bytes:
+    return cloud_init.bundle(PROJECT_DIR, PROJECT_DIR / "config.toml")
 
 
-def test_user_data_is_valid_cloud_config_under_the_limit(rendered):
-    bundle, user_data = rendered
+def test_user_data_is_valid_cloud_config_well_under_the_limit():
+    user_data = cloud_init.render(settings_for())
     assert user_data.startswith("#cloud-config\n")
-    assert len(user_data.encode()) < cloud_init.USER_DATA_LIMIT
+    assert len(user_data.encode()) < cloud_init.USER_DATA_LIMIT // 2
     doc = yaml.safe_load(user_data)
     files = {f["path"]: f for f in doc["write_files"]}
-    assert base64.b64decode(files[f"{cloud_init.PREFIX}/bundle.tar.gz"]["content"]) == bundle
+    receiver = (PROJECT_DIR / "app" / "cloud_receiver.py").read_text()
+    assert files[f"{cloud_init.PREFIX}/receiver.py"]["content"] == receiver
     assert files[f"{cloud_init.PREFIX}/install.sh"]["content"] == cloud_init.INSTALL_SCRIPT
-    assert files[cloud_init.ENV_FILE]["permissions"] == "0600"
-    assert "LIVESTREAM_STREAM_KEY=k3y-Secret_value\n" in files[cloud_init.ENV_FILE]["content"]
-    assert "LIVESTREAM_PORT=80\n" in files[cloud_init.ENV_FILE]["content"]
+    assert files[cloud_init.DEPLOY_KEY_FILE]["permissions"] == "0600"
+    assert files[cloud_init.DEPLOY_KEY_FILE]["content"] == DEPLOY_KEY.hex() + "\n"
+    assert not [path for path in files if "bundle" in path]  # the project is not in it
+    env = files[cloud_init.ENV_FILE]
+    assert env["permissions"] == "0600"
+    assert "LIVESTREAM_STREAM_KEY=k3y-Secret_value\n" in env["content"]
+    assert "LIVESTREAM_PORT=80\n" in env["content"]
+    assert "LIVESTREAM_RECEIVE_TIMEOUT=900\n" in env["content"]
     serve = files["/etc/systemd/system/livestream-serve.service"]["content"]
     ingest = files["/etc/systemd/system/livestream-ingest.service"]["content"]
     assert serve.rstrip().endswith("WantedBy=multi-user.target")
@@ -452,21 +491,55 @@ def test_user_data_is_valid_cloud_config_under_the_limit(rendered):
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in serve  # port 80 without root
     assert re.search(r"^ExecStart=.* ingest --host 0.0.0.0 --port 1935$", ingest, re.MULTILINE)
     assert "k3y-Secret_value" not in ingest  # the key stays in the root-only env file
+    assert DEPLOY_KEY.hex() not in serve + ingest
     assert doc["runcmd"] == [["bash", f"{cloud_init.PREFIX}/install.sh"]]
 
 
+def test_user_data_does_not_grow_when_the_project_grows(tmp_path, project_bundle):
+    copy = tmp_path / "project"
+    for name in cloud_init.SHIPPED_DIRS:
+        shutil.copytree(PROJECT_DIR / name, copy / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in cloud_init.SHIPPED_FILES:
+        shutil.copy2(PROJECT_DIR / name, copy / name)
+    # incompressible, and on its own more than the whole user-data could ever hold
+    (copy / "app" / "big_dummy.py").write_text(f"DATA = {os.urandom(150_000).hex()!r}\n")
+    config = load(PROJECT_DIR / "config.toml")
+    api = DigitalOcean(TOKEN, "http://127.0.0.1:9")  # prepare() makes no API call
+    user_data, bundle = Cloud(api, config).prepare("k3y", DEPLOY_KEY)
+    grown_user_data, grown_bundle = Cloud(api, config, project_dir=copy).prepare("k3y",
+                                                                                  DEPLOY_KEY)
+    assert bundle == project_bundle
+    assert len(grown_bundle) > len(bundle) + cloud_init.USER_DATA_LIMIT  # the project grew...
+    assert grown_user_data == user_data  # ...and the user-data did not change at all
+    assert len(user_data.encode()) < cloud_init.USER_DATA_LIMIT // 2
+
+
+def test_too_big_a_bundle_is_refused_before_a_droplet_exists(monkeypatch):
+    monkeypatch.setattr(cloud_receiver, "MAX_BUNDLE_BYTES", 10_000)
+    cloud = Cloud(DigitalOcean(TOKEN, "http://127.0.0.1:9"), load(PROJECT_DIR / "config.toml"))
+    with pytest.raises(CloudError, match="over the 10000-byte cap; remove large files"):
+        cloud.prepare("k3y", DEPLOY_KEY)
+
+
+def test_user_data_over_the_limit_is_refused_with_a_clear_message():
+    with pytest.raises(ValueError, match="over DigitalOcean's 65536-byte limit"):
+        cloud_init.render(settings_for(ingest_args="ingest " + "x" * 70_000))
+
+
 def test_a_key_placeholder_in_ingest_args_is_expanded_by_systemd_not_by_us():
-    settings = cloud_init.DropletSettings(stream_key="k3y-Secret_value",
-                                          ingest_args="ingest --port {port} --key {key}")
-    args = cloud_init.ingest_args(settings)
+    args = cloud_init.ingest_args(settings_for(ingest_args="ingest --port {port} --key {key}"))
     assert args == "ingest --port 1935 --key ${LIVESTREAM_STREAM_KEY}"
 
 
-def test_install_script_uses_distribution_packages_and_wheels():
+def test_install_script_receives_first_then_uses_distribution_packages_and_wheels():
     script = cloud_init.INSTALL_SCRIPT
     assert re.search(r"apt-get .*install .*\n?.*ffmpeg tor python3-venv", script)
     assert "--prefer-binary -r" in script and "requirements.txt" in script
     assert "systemctl enable --now livestream-serve.service livestream-ingest.service" in script
+    main = script[script.index("main() {"):]
+    assert main.index("receive_bundle") < main.index("install_system_packages") \
+        < main.index("start_services")
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None,
@@ -479,65 +552,80 @@ def test_install_script_is_shellcheck_clean(tmp_path):
     assert result.returncode == 0, result.stdout
 
 
-def test_bundle_is_reproducible_and_holds_what_the_droplet_runs(rendered):
-    bundle, _ = rendered
-    assert cloud_init.bundle(PROJECT_DIR, PROJECT_DIR / "config.toml") == bundle
-    with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
+def test_bundle_is_reproducible_and_holds_what_the_droplet_runs(project_bundle):
+    assert cloud_init.bundle(PROJECT_DIR, PROJECT_DIR / "config.toml") == project_bundle
+    with tarfile.open(fileobj=io.BytesIO(project_bundle)) as tar:
         names = tar.getnames()
         requirements = tar.extractfile("requirements.txt").read().decode()
+        cli = tar.extractfile("app/cli.py").read()
     for needed in ("app/cli.py", "app/__init__.py", "templates/index.html", "static/style.css",
                    "config.toml", "pyproject.toml", "requirements.txt", "stream.sh"):
         assert needed in names
+    assert cli == (PROJECT_DIR / "app" / "cli.py").read_bytes()  # shipped as written
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert "app/cloud.py" not in names  # the droplet does not deploy droplets
+    assert "app/cloud_receiver.py" not in names  # it comes in the user-data
     deps = toml.load(PROJECT_DIR / "pyproject.toml")["project"]["dependencies"]
     assert requirements.splitlines() == deps
 
 
-def test_too_big_a_bundle_is_refused_with_a_clear_message():
-    with pytest.raises(ValueError, match="over DigitalOcean's 65536-byte limit"):
-        cloud_init.render(os.urandom(50_000), cloud_init.DropletSettings(stream_key="k"))
+def test_the_receiver_imports_only_the_standard_library():
+    """It runs before pip, on whatever python3 the image has."""
+    tree = ast.parse(cloud_init.RECEIVER_SOURCE)
+    modules = {alias.name.split(".")[0] for node in ast.walk(tree)
+               if isinstance(node, ast.Import) for alias in node.names}
+    modules |= {node.module.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module}
+    assert modules and modules <= set(sys.stdlib_module_names)
 
 
-def test_compacting_keeps_the_program_and_drops_docstrings(tmp_path):
-    source = '"""Module doc."""\n# comment\ndef f(x):\n    """Doc."""\n    return x + 1\n'
-    compact = cloud_init.compact_python(source, "m.py")
-    assert "doc" not in compact.lower() and "comment" not in compact
-    (tmp_path / "compacted.py").write_text(compact)
-    run = subprocess.run([sys.executable, "-c", "import compacted; print(compacted.f(41))"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
-    assert run.stdout.strip() == "42", run.stderr
-
-
-def test_the_install_script_builds_a_venv_that_serves_the_bundle(rendered, tmp_path):
-    """The droplet's install, run here as far as this machine allows: unpack the same bundle,
-    build a fresh virtual environment from the same requirements (offline, from the packages
-    already installed), then start the server exactly as the systemd unit does."""
-    _bundle, user_data = rendered
-    files = {f["path"]: f for f in yaml.safe_load(user_data)["write_files"]}
+def test_the_install_script_receives_the_bundle_and_builds_a_venv_that_serves_it(
+        tmp_path, project_bundle):
+    """The droplet's install, run here as far as this machine allows: the receiver from the
+    user-data takes the bundle from the real upload code on the droplet's HTTP port, the
+    script builds a fresh virtual environment from the same requirements (offline, from the
+    packages already installed), then the server starts on that same port exactly as the
+    systemd unit starts it."""
+    port = free_port()
+    user_data = cloud_init.render(settings_for(http_port=port, receive_timeout=120))
+    files = {f["path"]: f["content"] for f in yaml.safe_load(user_data)["write_files"]}
     prefix = tmp_path / "opt"
     prefix.mkdir()
-    (prefix / "bundle.tar.gz").write_bytes(
-        base64.b64decode(files[f"{cloud_init.PREFIX}/bundle.tar.gz"]["content"]))
-    script = tmp_path / "install.sh"
-    script.write_text(files[f"{cloud_init.PREFIX}/install.sh"]["content"])
+    (prefix / "receiver.py").write_text(files[f"{cloud_init.PREFIX}/receiver.py"])
+    script = prefix / "install.sh"
+    script.write_text(files[f"{cloud_init.PREFIX}/install.sh"])
     env_file = tmp_path / "env"
-    env_file.write_text(files[cloud_init.ENV_FILE]["content"])
+    env_file.write_text(files[cloud_init.ENV_FILE])
+    key_file = tmp_path / "deploy.key"
+    key_file.write_text(files[cloud_init.DEPLOY_KEY_FILE])
+    key_file.chmod(0o600)
     data = tmp_path / "data"
     env = dict(os.environ, LIVESTREAM_OFFLINE="1", LIVESTREAM_PREFIX=str(prefix),
                LIVESTREAM_PYTHON=sys.executable, LIVESTREAM_ENV_FILE=str(env_file),
+               LIVESTREAM_DEPLOY_KEY_FILE=str(key_file), LIVESTREAM_RECEIVE_HOST="127.0.0.1",
                LIVESTREAM_DATA_DIR=str(data))
-    install = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
-                             timeout=300, check=False)
-    assert install.returncode == 0, install.stdout + install.stderr
-    assert "livestream-install: done" in install.stdout
+    install = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        progress: list[str] = []
+        send_bundle(f"http://127.0.0.1:{port}/", DEPLOY_KEY, project_bundle,
+                    deadline_seconds=30, interval=0.1, out=progress.append)
+        output, _ = install.communicate(timeout=300)
+    finally:
+        if install.poll() is None:
+            install.kill()
+            install.communicate()
+    assert install.returncode == 0, output
+    assert "cloud-receiver: INFO received the bundle" in output
+    assert "livestream-install: done" in output
+    assert progress[-1].startswith("  uploaded")
+    assert not key_file.exists()  # the deploy key is deleted once it has done its job
     python = prefix / "venv" / "bin" / "python"
     assert python.exists()
     key_file = data / "state" / "ingest.key"  # where the RTMP ingest looks for its key
     assert key_file.read_text() == "k3y-Secret_value\n"
     assert key_file.stat().st_mode & 0o777 == 0o600
 
-    port = free_port()
     unit_env = dict(os.environ, LIVESTREAM_HOST="127.0.0.1", LIVESTREAM_PORT=str(port),
                     LIVESTREAM_STREAM_DIR=str(data / "stream"),
                     LIVESTREAM_STATE_DIR=str(data / "state"))
@@ -552,3 +640,274 @@ def test_the_install_script_builds_a_venv_that_serves_the_bundle(rendered, tmp_p
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+# ---- the one-shot receiver, as a subprocess on 127.0.0.1 -----------------------------------
+
+@dataclass
+class RunningReceiver:
+    process: subprocess.Popen
+    port: int
+    dest: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def challenge(self) -> bytes:
+        return bytes.fromhex(requests.get(self.url + "challenge", timeout=5).text)
+
+    def post(self, body) -> requests.Response:
+        return requests.post(self.url + "bundle", data=body, timeout=10)
+
+    def written(self) -> list[Path]:
+        """Everything under the folder the bundle goes into (its parent exists beforehand)."""
+        return sorted(self.dest.parent.rglob("*"))
+
+    def wait_listening(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                self.challenge()
+                return
+            except (requests.RequestException, ValueError):
+                time.sleep(0.02)
+        raise AssertionError("the receiver never listened")
+
+
+@pytest.fixture
+def receivers(tmp_path):
+    """Start the real receiver script, isolated from site-packages (-I -S: standard library
+    only, as on a droplet before pip), with its own key file and destination."""
+    started: list[RunningReceiver] = []
+
+    def start(key: bytes = DEPLOY_KEY, timeout: float = 30.0, max_bytes: int | None = None,
+              port: int | None = None) -> RunningReceiver:
+        run = tmp_path / f"run{len(started)}"
+        (run / "opt").mkdir(parents=True)
+        key_file = run / "deploy.key"
+        key_file.write_text(key.hex() + "\n")
+        port = port or free_port()
+        argv = [sys.executable, "-I", "-S", str(PROJECT_DIR / "app" / "cloud_receiver.py"),
+                "--key-file", str(key_file), "--dest", str(run / "opt" / "src"),
+                "--host", "127.0.0.1", "--port", str(port), "--timeout", str(timeout)]
+        if max_bytes is not None:
+            argv += ["--max-bytes", str(max_bytes)]
+        with open(run / "receiver.log", "wb") as log:
+            process = subprocess.Popen(argv, cwd=run, stdout=log, stderr=log)
+        receiver = RunningReceiver(process, port, run / "opt" / "src", run / "receiver.log")
+        started.append(receiver)
+        receiver.wait_listening()
+        return receiver
+
+    yield start
+    for receiver in started:
+        if receiver.process.poll() is None:
+            receiver.process.kill()
+            receiver.process.wait()
+
+
+def tar_gz(members: list[tarfile.TarInfo], data: bytes = b"x") -> bytes:
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb") as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for info in members:
+            if info.isreg():
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return raw.getvalue()
+
+
+def entry(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+def test_receiver_takes_one_valid_upload_unpacks_it_and_frees_the_port(receivers,
+                                                                          project_bundle):
+    port = free_port()
+    started: list[RunningReceiver] = []
+
+    def sleep(seconds: float) -> None:
+        if not started:  # the first attempt found nothing listening: the droplet boots now
+            started.append(receivers(port=port))
+        time.sleep(seconds)
+
+    progress: list[str] = []
+    send_bundle(f"http://127.0.0.1:{port}/", DEPLOY_KEY, project_bundle, deadline_seconds=20,
+                interval=0.05, out=progress.append, sleep=sleep)
+    (receiver,) = started
+    assert progress[0].startswith("uploading the project (")
+    assert progress[1].startswith("  receiver not up yet (")  # retried, visibly
+    assert progress[-1].startswith("  uploaded (")
+    assert receiver.process.wait(timeout=10) == 0
+    with tarfile.open(fileobj=io.BytesIO(project_bundle)) as tar:
+        for member in tar.getmembers():
+            assert (receiver.dest / member.name).read_bytes() == \
+                tar.extractfile(member).read(), member.name
+    assert (receiver.dest / "stream.sh").stat().st_mode & 0o777 == 0o755
+    assert (receiver.dest / "config.toml").stat().st_mode & 0o777 == 0o644
+    assert not list(receiver.dest.parent.glob(".receiving-*"))  # no staging left behind
+    with pytest.raises(requests.ConnectionError):  # the port is free for the server
+        requests.get(receiver.url + "challenge", timeout=2)
+    log = receiver.log.read_text()
+    assert "received the bundle" in log and DEPLOY_KEY.hex() not in log
+
+
+def test_receiver_refuses_tampered_and_unauthenticated_uploads_and_writes_nothing(
+        receivers, project_bundle):
+    receiver = receivers()
+    challenge = receiver.challenge()
+    sealed = cloud_receiver.seal(DEPLOY_KEY, challenge, project_bundle)
+    tampered = bytearray(sealed)
+    tampered[len(sealed) // 2] ^= 0x01  # one bit of the ciphertext
+    refused = {
+        "tampered": (bytes(tampered), 403),
+        "tag cut short": (sealed[:-1], 403),
+        "sealed with another key": (
+            cloud_receiver.seal(os.urandom(32), challenge, project_bundle), 403),
+        "the bundle in clear": (project_bundle, 400),
+        "empty": (b"", 400),
+    }
+    for case, (body, status) in refused.items():
+        answer = receiver.post(body)
+        assert answer.status_code == status, case
+        assert receiver.written() == [], case
+    chunked = requests.post(receiver.url + "bundle", data=iter([sealed]), timeout=10)
+    assert chunked.status_code == 411  # no Content-Length, no upload
+    assert receiver.process.poll() is None  # still waiting for the real one
+    assert receiver.post(sealed).status_code == 200
+    assert receiver.process.wait(timeout=10) == 0
+    assert (receiver.dest / "app" / "cli.py").exists()
+    assert receiver.log.read_text().count("refused an upload") == len(refused) + 1
+
+
+def test_receiver_refuses_an_oversize_upload_from_its_length_alone(receivers):
+    receiver = receivers(max_bytes=10_000)
+    connection = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=10)
+    try:
+        connection.putrequest("POST", "/bundle")
+        connection.putheader("Content-Length", str(10**12))  # and no body is ever sent
+        connection.endheaders()
+        answer = connection.getresponse()
+        assert answer.status == 413
+        assert "at most" in answer.read().decode()
+    finally:
+        connection.close()
+    assert receiver.written() == [] and receiver.process.poll() is None
+
+
+def test_the_uploader_refuses_a_bundle_over_the_cap_without_sending_it():
+    too_big = bytes(cloud_receiver.MAX_BUNDLE_BYTES + 1)
+    with pytest.raises(UploadError, match="over the receiver's"):
+        send_bundle(f"http://127.0.0.1:{free_port()}/", DEPLOY_KEY, too_big,
+                    deadline_seconds=5, interval=0.05, out=[].append)
+
+
+def test_a_replayed_upload_is_refused(receivers, project_bundle):
+    first = receivers()
+    recorded = cloud_receiver.seal(DEPLOY_KEY, first.challenge(), project_bundle)
+    assert first.post(recorded).status_code == 200
+    assert first.process.wait(timeout=10) == 0
+    second = receivers()  # the same droplet's key, a later run of the receiver
+    answer = second.post(recorded)
+    assert answer.status_code == 409 and "replay" in answer.text
+    assert second.written() == [] and second.process.poll() is None
+
+
+def test_an_upload_is_accepted_at_most_once_within_a_run(tmp_path):
+    receiver = cloud_receiver.Receiver(DEPLOY_KEY, tmp_path / "src")
+    sealed = cloud_receiver.seal(DEPLOY_KEY, receiver.challenge,
+                                 tar_gz([entry("../escape.txt")]))
+    with pytest.raises(cloud_receiver.Rejected) as first:
+        receiver.accept(sealed)
+    assert first.value.status == 422
+    with pytest.raises(cloud_receiver.Rejected) as again:
+        receiver.accept(sealed)
+    assert again.value.status == 409 and "replay" in again.value.reason
+    assert list(tmp_path.iterdir()) == [] and not receiver.done
+
+
+@pytest.mark.parametrize("members,why", [
+    ([entry("app/ok.py"), entry("../escape.txt")], "unsafe name"),
+    ([entry("/tmp/absolute.txt")], "unsafe name"),
+    ([entry("app/link", tarfile.SYMTYPE, "/etc/passwd")], "not a plain file"),
+    ([entry("app/ok.py"), entry("app/hard", tarfile.LNKTYPE, "app/ok.py")], "not a plain file"),
+    ([entry("app/fifo", tarfile.FIFOTYPE)], "not a plain file"),
+])
+def test_an_authentic_bundle_with_unsafe_entries_is_refused_and_nothing_written(
+        receivers, tmp_path, members, why):
+    receiver = receivers()
+    sealed = cloud_receiver.seal(DEPLOY_KEY, receiver.challenge(), tar_gz(members))
+    answer = receiver.post(sealed)
+    assert answer.status_code == 422 and why in answer.text
+    assert receiver.written() == []
+    assert not [p for p in tmp_path.rglob("*") if p.name in ("escape.txt", "absolute.txt")]
+    assert receiver.process.poll() is None
+
+
+def test_an_authentic_upload_that_is_not_a_tar_is_refused(receivers):
+    receiver = receivers()
+    answer = receiver.post(cloud_receiver.seal(DEPLOY_KEY, receiver.challenge(), b"not a tar"))
+    assert answer.status_code == 422 and "cannot be unpacked" in answer.text
+    assert receiver.written() == []
+
+
+def test_receiver_gives_up_when_no_valid_upload_arrives(receivers):
+    receiver = receivers(timeout=1.0)
+    assert receiver.post(b"junk").status_code == 400  # a bad upload does not count
+    assert receiver.process.wait(timeout=15) == cloud_receiver.EXIT_TIMED_OUT
+    assert "no valid upload arrived within 1 s" in receiver.log.read_text()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(receiver.url + "challenge", timeout=2)
+    assert receiver.written() == []
+
+
+def test_an_answer_without_a_valid_receipt_is_not_trusted(project_bundle):
+    """Something else on the droplet's address says 200: the upload must not count."""
+    class Impostor(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self._answer(os.urandom(16).hex())
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self._answer("00" * 32)
+
+        def _answer(self, text):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Impostor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(UploadError, match="without proving it holds the deploy key"):
+            send_bundle(f"http://127.0.0.1:{server.server_port}/", DEPLOY_KEY, project_bundle,
+                        deadline_seconds=5, interval=0.05, out=[].append)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_receiver_will_not_overwrite_an_existing_install(tmp_path):
+    dest = tmp_path / "src"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    key_file = tmp_path / "deploy.key"
+    key_file.write_text(DEPLOY_KEY.hex())
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(PROJECT_DIR / "app" / "cloud_receiver.py"),
+         "--key-file", str(key_file), "--dest", str(dest), "--host", "127.0.0.1",
+         "--port", str(free_port()), "--timeout", "5"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert "already holds files" in result.stderr
+    assert (dest / "keep.txt").read_text() == "mine"

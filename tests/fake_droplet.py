@@ -1,0 +1,97 @@
+"""What a droplet does at first boot with `cloud up`'s user-data, as far as it runs here.
+
+The fake API hands each created droplet's body to `boot`: it writes the user-data's files
+under a private root, runs the real receiver from them on the droplet's HTTP port (read from
+the environment file, as the install script does), and once the receiver has the bundle
+and has exited, starts `livestream serve` from the unpacked bundle on the same port, as the
+systemd unit would (with this machine's Python instead of a fresh virtualenv; the offline
+install test in test_cloud.py covers the virtualenv). Destroying the droplet stops it all.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+
+class FakeDroplets:
+    def __init__(self, root: Path, serve: bool = True, receive: bool = True):
+        self.root = root
+        self.serve = serve  # False: the install "fails" after the upload, nothing serves
+        self.receive = receive  # False: the droplet never gets as far as the receiver
+        self.processes: dict[int, list[subprocess.Popen]] = {}
+        self.receiver_codes: dict[int, int] = {}
+        self.lock = threading.Lock()
+        self.stopped: set[int] = set()
+        self.booted: list[int] = []
+
+    def files(self, droplet_id: int) -> Path:
+        return self.root / str(droplet_id)
+
+    def boot(self, droplet_id: int, body: dict) -> None:
+        base = self.files(droplet_id)
+        self.booted.append(droplet_id)
+        written = {}
+        for item in yaml.safe_load(body["user_data"])["write_files"]:
+            path = base / item["path"].lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(item["content"])
+            path.chmod(int(item["permissions"], 8))
+            written[item["path"]] = path
+        if self.receive:
+            threading.Thread(target=self._run, args=(droplet_id, written), daemon=True).start()
+
+    def _run(self, droplet_id: int, written: dict[str, Path]) -> None:
+        env_file = next(p for name, p in written.items() if name.endswith("/env"))
+        settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        port = settings["LIVESTREAM_PORT"]
+        src = self.files(droplet_id) / "opt" / "livestream" / "src"
+        receiver = self._start(droplet_id, [
+            sys.executable, str(written["/opt/livestream/receiver.py"]),
+            "--key-file", str(written["/etc/livestream/deploy.key"]), "--dest", str(src),
+            "--host", "127.0.0.1", "--port", port,
+            "--timeout", settings["LIVESTREAM_RECEIVE_TIMEOUT"]], cwd=self.root)
+        if receiver is None:
+            return
+        code = receiver.wait()
+        self.receiver_codes[droplet_id] = code
+        if code != 0 or not self.serve:
+            return
+        data = self.files(droplet_id) / "var"
+        env = dict(os.environ, LIVESTREAM_HOST="127.0.0.1", LIVESTREAM_PORT=port,
+                   LIVESTREAM_STREAM_DIR=str(data / "stream"),
+                   LIVESTREAM_STATE_DIR=str(data / "state"))
+        env.pop("PYTHONPATH", None)
+        self._start(droplet_id, [sys.executable, "-m", "app.cli", "--config",
+                                 str(src / "config.toml"), "serve"], cwd=src, env=env)
+
+    def _start(self, droplet_id: int, argv: list[str], cwd: Path,
+               env: dict | None = None) -> subprocess.Popen | None:
+        with self.lock:
+            if droplet_id in self.stopped:
+                return None
+            with open(self.files(droplet_id) / "boot.log", "ab") as log:
+                process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=log)
+            self.processes.setdefault(droplet_id, []).append(process)
+            return process
+
+    def destroy(self, droplet_id: int) -> None:
+        with self.lock:
+            self.stopped.add(droplet_id)
+            processes = self.processes.get(droplet_id, [])
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def stop_all(self) -> None:
+        for droplet_id in list(self.booted):
+            self.destroy(droplet_id)
