@@ -22,7 +22,9 @@ def main(argv=None) -> int:
                         help="config file (default: config.toml of the project)")
     common.add_argument("--log-level", default=argparse.SUPPRESS,
                         choices=["debug", "info", "warning", "error"])
-    parser = argparse.ArgumentParser(prog="livestream", description=__doc__, parents=[common])
+    parser = argparse.ArgumentParser(
+        prog="livestream", parents=[common],
+        description="Self-hosted live streaming with a chat that works without JavaScript.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the web server", parents=[common])
