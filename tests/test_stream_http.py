@@ -1,6 +1,7 @@
 """The stream as a viewer's client sees it over real HTTP."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 import time
@@ -134,7 +135,8 @@ class Viewer(threading.Thread):
             self.error = exc
 
 
-def test_end_of_stream_ends_the_response_cleanly(own_stream):
+def watch_own_stream(own_stream):
+    """Start the private stream and its server, and one viewer already receiving video."""
     stream, server = own_stream
     stream.start()
     stream.wait_segments(2)
@@ -143,6 +145,11 @@ def test_end_of_stream_ends_the_response_cleanly(own_stream):
     viewer = Viewer(server.url)
     viewer.start()
     wait_for(lambda: viewer.received > 0, 10, what="video bytes")
+    return stream, server, viewer
+
+
+def test_end_of_stream_ends_the_response_cleanly(own_stream):
+    stream, server, viewer = watch_own_stream(own_stream)
     stream.stop()  # SIGINT: ffmpeg writes ENDLIST
     viewer.join(15)
     assert not viewer.is_alive(), "the response did not end with the stream"
@@ -154,17 +161,10 @@ def test_end_of_stream_ends_the_response_cleanly(own_stream):
 
 
 def test_restart_ends_the_response_and_info_says_reload(own_stream):
-    stream, server = own_stream
-    stream.start()
-    stream.wait_segments(2)
-    server.start()
-    server.wait_live()
+    stream, server, viewer = watch_own_stream(own_stream)
     generation = int(requests.get(server.url + "/", timeout=5).text
                      .split("/info?gen=")[1].split('"')[0])
-    viewer = Viewer(server.url)
-    viewer.start()
-    wait_for(lambda: viewer.received > 0, 10, what="video bytes")
-    stream.stop(signal_kill())
+    stream.stop(signal.SIGKILL)
     stream.start()  # a new broadcast: new init segment, numbering from 0
     viewer.join(20)
     assert not viewer.is_alive(), "the response did not end on restart"
@@ -175,22 +175,10 @@ def test_restart_ends_the_response_and_info_says_reload(own_stream):
 
 
 def test_killed_writer_goes_offline(own_stream):
-    stream, server = own_stream
-    stream.start()
-    stream.wait_segments(2)
-    server.start()
-    server.wait_live()
-    viewer = Viewer(server.url)
-    viewer.start()
-    wait_for(lambda: viewer.received > 0, 10, what="video bytes")
-    stream.stop(signal_kill())  # no ENDLIST: only staleness tells
+    stream, server, viewer = watch_own_stream(own_stream)
+    stream.stop(signal.SIGKILL)  # no ENDLIST: only staleness tells
     viewer.join(15)
     assert not viewer.is_alive()
     wait_for(lambda: "offline" in requests.get(server.url + "/", timeout=5).text, 10, 0.2,
              "offline page")
     assert "Traceback" not in server.log()
-
-
-def signal_kill():
-    import signal
-    return signal.SIGKILL
