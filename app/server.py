@@ -49,6 +49,27 @@ class QuietHandler(WSGIHandler):
             pass
         super().handle()
 
+    def read_requestline(self):
+        """Idle keep-alive waits up to the socket timeout; once a request starts, its whole head
+        (request line and headers) must arrive within `head_timeout`: a client dribbling one
+        byte at a time (slowloris) cannot hold a connection open for ever."""
+        self.rfile.peek(1)  # the first byte of the next request, or EOF, or socket timeout
+        self._head_deadline = time.monotonic() + self.server.head_timeout
+        with gevent.Timeout(self.server.head_timeout, socket.timeout("request head too slow")):
+            return super().read_requestline()
+
+    def read_request(self, raw_requestline):
+        remaining = max(0.001, self._head_deadline - time.monotonic())
+        with gevent.Timeout(remaining, SlowRequest("request head too slow")):
+            return super().read_request(raw_requestline)
+
+    def _handle_client_error(self, ex):
+        """A malformed or too slow request is the client's fault: answer 400 and log only the
+        kind of problem at debug level (the request line holds tokens, and a hostile client
+        must not be able to fill the log)."""
+        log.debug("bad request: %s", type(ex).__name__)
+        return ("400", BAD_REQUEST)
+
     def _write(self, data):
         """Chunked writes without copying: the base class joins size, data and CRLF into a new
         buffer, which for thousands of viewers of one segment means thousands of copies."""
@@ -82,15 +103,26 @@ class QuietHandler(WSGIHandler):
                       (self.status or "").split(" ", 1)[0])
 
 
+class SlowRequest(ValueError):
+    """The request head did not arrive in time (a ValueError: gevent answers 400)."""
+
+
+BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain"
+               b"\r\nContent-Length: 12\r\n\r\nBad request\n")
+
+
 class Server(WSGIServer):
     socket_timeout = 20.0
+    head_timeout = 10.0
 
 
-def make_server(app, host: str, port: int, socket_timeout: float = 20.0) -> Server:
+def make_server(app, host: str, port: int, socket_timeout: float = 20.0,
+                head_timeout: float = 10.0) -> Server:
     raise_file_limit()
     server = Server((host, port), app, handler_class=QuietHandler, log=None, backlog=2048,
                     error_log=logging.getLogger("app.server.errors"))
     server.socket_timeout = socket_timeout
+    server.head_timeout = head_timeout
     return server
 
 

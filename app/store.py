@@ -181,10 +181,13 @@ class SQLiteStore:
         for m in self._recent:
             if m.id == message_id:
                 return m
+        if not is_row_id(message_id):
+            return None
         row = self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
         return _message(row) if row else None
 
     def hide_messages(self, ids: list[int]) -> list[int]:
+        ids = [i for i in ids if is_row_id(i)]
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
@@ -272,6 +275,8 @@ class SQLiteStore:
         return added
 
     def remove_filter(self, filter_id: int) -> None:
+        if not is_row_id(filter_id):
+            return
         self.db.execute("DELETE FROM filters WHERE id = ?", (filter_id,))
         self._filters = [f for f in self._filters if f.id != filter_id]
 
@@ -282,6 +287,14 @@ class SQLiteStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+ROW_ID_MAX = 2**63 - 1
+
+
+def is_row_id(value: int) -> bool:
+    """Ids come from forms: one SQLite cannot even hold names no row (and must not crash)."""
+    return isinstance(value, int) and 0 < value <= ROW_ID_MAX
 
 
 def _message(row) -> Message:

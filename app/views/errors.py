@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, render_template
+from flask import Blueprint, abort, render_template, request
 from werkzeug.exceptions import HTTPException
+
+from ..limits import TOO_LARGE
 
 bp = Blueprint("errors", __name__)
 log = logging.getLogger(__name__)
@@ -26,6 +28,13 @@ EXPLANATIONS = {
 def error_page(code: int, name: str):
     text = EXPLANATIONS.get(code, "The request could not be completed.")
     return render_template("error.html", code=code, name=name, text=text), code
+
+
+@bp.before_app_request
+def refuse_oversized_body():
+    """limits.BodyLimit found a chunked body over server.max_body_bytes."""
+    if request.environ.get(TOO_LARGE):
+        abort(413)
 
 
 @bp.app_errorhandler(HTTPException)
