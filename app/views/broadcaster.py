@@ -17,9 +17,11 @@ from flask_httpauth import HTTPBasicAuth
 
 from ..chat import Chat, Refused, Submission
 from ..identity import BROADCASTER_ID, BroadcasterPassword, identify
+from ..store import StoreUnavailable
 from ..stream import TITLE_FILE, clean_title
 from ..wordfilter import ACTIONS, FilterError
 from .chat import user_list
+from .errors import store_unavailable
 
 bp = Blueprint("broadcaster", __name__, url_prefix="/broadcaster")
 auth = HTTPBasicAuth(realm="livestream broadcaster")
@@ -79,6 +81,15 @@ def check_csrf():
                         "restarted). Go back, reload the broadcaster page and try again.\n",
                         403, mimetype="text/plain")
     return None
+
+
+@bp.errorhandler(StoreUnavailable)
+def not_saved(error: StoreUnavailable):
+    """Moderation that could not be saved is reported on the page, not lost silently."""
+    if request.method == "POST":
+        return failed("Not saved: the state database is unavailable (locked or the disk is "
+                      "full). Nothing was changed; try again in a minute.")
+    return store_unavailable(error)
 
 
 def is_cross_site() -> bool:
