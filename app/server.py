@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 
 DATE_PRECISION_SECONDS = 60
+SEND_BUFFER_BYTES = 256 * 1024  # ~2 s of 1 Mbit/s video; plenty for pages
 CLOCK_HEADERS = {"date", "last-modified"}
 
 
@@ -45,6 +46,10 @@ class QuietHandler(WSGIHandler):
         # algorithm a keep-alive client's delayed ACK held the body back about 40 ms.
         try:
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A fixed send buffer: Linux would grow it to 4 MiB for a client that stops
+            # reading, so each stuck viewer could pin megabytes of kernel memory for a minute
+            # before its writes stall long enough to be dropped.
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         except (OSError, AttributeError):
             pass
         super().handle()
