@@ -234,3 +234,19 @@ def test_one_token_cannot_open_many_video_connections(server):
             r.close()
         return ok
     wait_for(all_free, 10, 0.3, "every slot back after abrupt disconnects")
+
+
+@pytest.mark.slow
+def test_soak_at_a_small_scale_stays_flat():
+    """bench/soak.py end to end at 5%: no failures, fds back to the start, no tracebacks."""
+    import subprocess
+    import sys
+
+    project = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, str(project / "bench" / "soak.py"), "--scale", "0.05"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = {line.split()[0]: line.split() for line in run.stdout.splitlines()
+            if line.strip().split(" ")[0] in ("start", "end")}
+    assert int(rows["end"][2]) <= int(rows["start"][2]) + 5  # open file descriptors
+    assert "requests that failed: 0" in run.stdout
