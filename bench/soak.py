@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from support import Server, TestStream  # noqa: E402
 
 ROUNDS = 10
+SETTLE = 2.0  # seconds before the last sample: twice the test stream's segment length
 TOKENS = [f"soak-viewer-{i:06d}-token" for i in range(400)]
 
 
@@ -127,6 +128,8 @@ def run(scale: float, workers: int) -> int:
                         results[name][status] = results[name].get(status, 0) + 1
                 label = {ROUNDS // 2 - 1: "middle", ROUNDS - 1: "end"}.get(round_,
                                                                           f"{round_ + 1}/10")
+                if label == "end":
+                    time.sleep(SETTLE)  # closed viewers are noticed at the next segment
                 samples.append((label, sample(pid, port)))
                 s = samples[-1][1]
                 print(f"  {label:>7}: RSS {s['rss_mib']} MiB, {s['fds']} fds, /info p50 "
