@@ -10,6 +10,7 @@ from flask_compress import Compress
 from . import security
 from .config import PROJECT_DIR, Config
 from .events import Hub, publish_stream_status
+from .limits import BodyLimit
 from .stream import StreamState, ensure_dir
 from .timeline import TimelineBuilder
 from .views import api, broadcaster, chat, errors, events, pages, stream_files
@@ -22,6 +23,7 @@ def create_app(config: Config, start_watcher: bool = True) -> Flask:
         static_folder=str(PROJECT_DIR / "static"),
     )
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
+    app.wsgi_app = BodyLimit(app.wsgi_app, config.server.max_body_bytes)
     app.config["LIVESTREAM"] = config
     ensure_dir(config.stream_dir)
     ensure_dir(config.state_dir)
@@ -40,7 +42,7 @@ def create_app(config: Config, start_watcher: bool = True) -> Flask:
     security.init_app(app)
     init_compression(app)
     init_community(app, config, hub, start_watcher)
-    app.register_blueprint(stream_files.bp)
+    stream_files.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(errors.bp)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import gevent
 import gevent.event
+import gevent.lock
 
 from .config import CaptchaConfig
 
@@ -77,6 +78,7 @@ class Captchas:
         self._images = ImageCaptcha(width=settings.width, height=settings.height,
                                     fonts=self.fonts)
         self._audio_maker = None
+        self._audio_lock = gevent.lock.BoundedSemaphore()
         self._pool: deque[tuple[str, bytes]] = deque(maxlen=settings.pool_size)
         self._pending: OrderedDict[str, Challenge] = OrderedDict()
         self._by_viewer: dict[str, str] = {}
@@ -186,13 +188,22 @@ class Captchas:
                     and now - self._audio_times[0] < 60):
                 return False
             self._audio_times.append(now)
-            if self._audio_maker is None:
-                from captcha.audio import AudioCaptcha
-                self._audio_maker = AudioCaptcha()
-            maker = self._audio_maker
+            maker = self._audio()
             challenge.audio = bytes(gevent.get_hub().threadpool.apply(
                 maker.generate, (challenge.answer,)))
         return challenge.audio
+
+    def _audio(self):
+        """The audio maker with every voice loaded. The package loads voices lazily on first
+        use, and two first uses at once on pool threads saw a half-filled cache (KeyError)."""
+        with self._audio_lock:
+            if self._audio_maker is None:
+                from captcha.audio import AudioCaptcha
+
+                maker = AudioCaptcha()
+                gevent.get_hub().threadpool.apply(maker.load)
+                self._audio_maker = maker
+        return self._audio_maker
 
     def check(self, challenge_id: str, viewer_id: str, answer: str) -> bool:
         """True once for the right answer; the challenge is used up either way."""

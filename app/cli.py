@@ -90,7 +90,8 @@ def run_serve(args, config) -> int:
         log.info("onion mode: listening on %s only (ask for %s with --clearnet or "
                  "tor.clearnet = true)", host, config.server.host)
     try:
-        server = make_server(app, host, config.server.port, config.stream.send_timeout)
+        server = make_server(app, host, config.server.port, config.stream.send_timeout,
+                             config.server.header_timeout)
         server.init_socket()
     except OSError as exc:
         app.extensions["stream"].stop()

@@ -31,6 +31,7 @@ class ServerConfig:
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024
     idle_timeout: float = 60.0
+    header_timeout: float = 10.0
 
 
 @dataclass

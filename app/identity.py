@@ -164,12 +164,26 @@ class BroadcasterPassword:
             return False
         ok_user = hmac.compare_digest(username.encode(), self.settings.username.encode())
         quick = hmac.new(self._session_key, password.encode(), hashlib.sha256).digest()
-        if self._accepted is not None and hmac.compare_digest(quick, self._accepted):
+        attempt = time.monotonic()
+        fast = self._accepted is not None and hmac.compare_digest(quick, self._accepted)
+        if fast:
             ok_password = True
         else:
+            # Count the attempt as failed before hashing: hashing yields to other greenlets,
+            # and guesses sent in parallel must not all pass the lock check first.
+            self._failures.append(attempt)
             ok_password = hmac.compare_digest(hash_password(password, self._salt), self._hash)
+            if ok_user and ok_password:
+                self._forget_failure(attempt)
         if ok_user and ok_password:
             self._accepted = quick
             return True
-        self._failures.append(time.monotonic())
+        if fast:
+            self._failures.append(attempt)  # the proven password with a wrong user name
         return False
+
+    def _forget_failure(self, attempt: float) -> None:
+        try:
+            self._failures.remove(attempt)
+        except ValueError:
+            pass  # already pushed out of the window by newer failures

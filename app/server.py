@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 
 DATE_PRECISION_SECONDS = 60
+SEND_BUFFER_BYTES = 256 * 1024  # ~2 s of 1 Mbit/s video; plenty for pages
 CLOCK_HEADERS = {"date", "last-modified"}
 
 
@@ -45,9 +46,34 @@ class QuietHandler(WSGIHandler):
         # algorithm a keep-alive client's delayed ACK held the body back about 40 ms.
         try:
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A fixed send buffer: Linux would grow it to 4 MiB for a client that stops
+            # reading, so each stuck viewer could pin megabytes of kernel memory for a minute
+            # before its writes stall long enough to be dropped.
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         except (OSError, AttributeError):
             pass
         super().handle()
+
+    def read_requestline(self):
+        """Idle keep-alive waits up to the socket timeout; once a request starts, its whole head
+        (request line and headers) must arrive within `head_timeout`: a client dribbling one
+        byte at a time (slowloris) cannot hold a connection open for ever."""
+        self.rfile.peek(1)  # the first byte of the next request, or EOF, or socket timeout
+        self._head_deadline = time.monotonic() + self.server.head_timeout
+        with gevent.Timeout(self.server.head_timeout, socket.timeout("request head too slow")):
+            return super().read_requestline()
+
+    def read_request(self, raw_requestline):
+        remaining = max(0.001, self._head_deadline - time.monotonic())
+        with gevent.Timeout(remaining, SlowRequest("request head too slow")):
+            return super().read_request(raw_requestline)
+
+    def _handle_client_error(self, ex):
+        """A malformed or too slow request is the client's fault: answer 400 and log only the
+        kind of problem at debug level (the request line holds tokens, and a hostile client
+        must not be able to fill the log)."""
+        log.debug("bad request: %s", type(ex).__name__)
+        return ("400", BAD_REQUEST)
 
     def _write(self, data):
         """Chunked writes without copying: the base class joins size, data and CRLF into a new
@@ -82,15 +108,26 @@ class QuietHandler(WSGIHandler):
                       (self.status or "").split(" ", 1)[0])
 
 
+class SlowRequest(ValueError):
+    """The request head did not arrive in time (a ValueError: gevent answers 400)."""
+
+
+BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain"
+               b"\r\nContent-Length: 12\r\n\r\nBad request\n")
+
+
 class Server(WSGIServer):
     socket_timeout = 20.0
+    head_timeout = 10.0
 
 
-def make_server(app, host: str, port: int, socket_timeout: float = 20.0) -> Server:
+def make_server(app, host: str, port: int, socket_timeout: float = 20.0,
+                head_timeout: float = 10.0) -> Server:
     raise_file_limit()
     server = Server((host, port), app, handler_class=QuietHandler, log=None, backlog=2048,
                     error_log=logging.getLogger("app.server.errors"))
     server.socket_timeout = socket_timeout
+    server.head_timeout = head_timeout
     return server
 
 

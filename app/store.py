@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+import gevent
+
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +63,16 @@ class Filter:
     case_sensitive: bool
     action: str  # "censor", "block" or "ban"
     created: float
+
+
+BUSY_SECONDS = 2.0  # how long a write waits for another process's lock before giving up
+
+
+class StoreUnavailable(RuntimeError):
+    """The state database cannot be written (or read) right now: locked, full or broken.
+
+    Views answer 503 with a sentence for the viewer; nothing already stored is lost.
+    """
 
 
 class Store(Protocol):
@@ -124,30 +136,48 @@ class SQLiteStore:
         self._bans = {(b.kind, b.value): b for b in self._load_bans()}
         self._filters = self._load_filters()
         self._writes = 0
+        # From here on a busy database is waited for in _run, between greenlets: SQLite's
+        # own busy wait would sleep inside C and stop every viewer of this process.
+        self.db.execute("PRAGMA busy_timeout = 0")
+
+    def _run(self, sql: str, params=()) -> sqlite3.Cursor:
+        """One statement; waits cooperatively while another process holds the lock, and turns
+        an unusable database (locked too long, disk full, I/O error) into StoreUnavailable."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                return self.db.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if busy and time.monotonic() < deadline:
+                    gevent.sleep(0.02)
+                    continue
+                log.warning("state database unavailable: %s", exc)
+                raise StoreUnavailable(str(exc)) from exc
 
     # --- secrets -------------------------------------------------------------------------
 
     def secret(self, name: str, size: int = 32) -> bytes:
         """A random secret that stays the same across restarts (created on first use)."""
-        row = self.db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+        row = self._run("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
         if row:
             return bytes(row[0])
         value = secrets.token_bytes(size)
-        self.db.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, value))
+        self._run("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, value))
         return self.secret(name, size)
 
     def get_secret(self, name: str) -> bytes | None:
-        row = self.db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+        row = self._run("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
         return bytes(row[0]) if row else None
 
     def set_secret(self, name: str, value: bytes) -> None:
-        self.db.execute("INSERT OR REPLACE INTO secrets (name, value) VALUES (?, ?)",
+        self._run("INSERT OR REPLACE INTO secrets (name, value) VALUES (?, ?)",
                         (name, value))
 
     # --- messages ------------------------------------------------------------------------
 
     def add_message(self, message: Message) -> Message:
-        cur = self.db.execute(
+        cur = self._run(
             "INSERT INTO messages (viewer_id, name, tag, tripcode, colour, body, created,"
             " broadcaster, hidden) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (message.viewer_id, message.name, message.tag, message.tripcode, message.colour,
@@ -157,14 +187,17 @@ class SQLiteStore:
         self._recent.append(stored)
         self._writes += 1
         if self._writes % 100 == 0:
-            self._trim()
+            try:
+                self._trim()
+            except StoreUnavailable:
+                pass  # the message is stored; trimming waits for the next hundred
         return stored
 
     def _trim(self) -> None:
         """Bounded retention: keep the newest `history` messages and `max_viewers` viewers."""
-        self.db.execute("DELETE FROM messages WHERE id <= (SELECT MAX(id) FROM messages) - ?",
+        self._run("DELETE FROM messages WHERE id <= (SELECT MAX(id) FROM messages) - ?",
                         (self.history,))
-        self.db.execute(
+        self._run(
             "DELETE FROM viewers WHERE id IN (SELECT id FROM viewers ORDER BY last_seen DESC"
             " LIMIT -1 OFFSET ?)", (self.max_viewers,))
 
@@ -181,22 +214,25 @@ class SQLiteStore:
         for m in self._recent:
             if m.id == message_id:
                 return m
-        row = self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if not is_row_id(message_id):
+            return None
+        row = self._run("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
         return _message(row) if row else None
 
     def hide_messages(self, ids: list[int]) -> list[int]:
+        ids = [i for i in ids if is_row_id(i)]
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
-        self.db.execute(f"UPDATE messages SET hidden = 1 WHERE id IN ({marks})", ids)
+        self._run(f"UPDATE messages SET hidden = 1 WHERE id IN ({marks})", ids)
         wanted = set(ids)
         self._hide_cached(lambda m: m.id in wanted)
         return sorted(wanted)
 
     def hide_messages_of(self, viewer_id: str) -> list[int]:
-        ids = [r[0] for r in self.db.execute(
+        ids = [r[0] for r in self._run(
             "SELECT id FROM messages WHERE viewer_id = ? AND hidden = 0", (viewer_id,))]
-        self.db.execute("UPDATE messages SET hidden = 1 WHERE viewer_id = ?", (viewer_id,))
+        self._run("UPDATE messages SET hidden = 1 WHERE viewer_id = ?", (viewer_id,))
         self._hide_cached(lambda m: m.viewer_id == viewer_id)
         return ids
 
@@ -206,7 +242,7 @@ class SQLiteStore:
         self._recent.extend(recent)
 
     def _load_recent(self, count: int) -> list[Message]:
-        rows = self.db.execute("SELECT * FROM messages ORDER BY id DESC LIMIT ?", (count,))
+        rows = self._run("SELECT * FROM messages ORDER BY id DESC LIMIT ?", (count,))
         return [_message(r) for r in reversed(rows.fetchall())]
 
     # --- viewers -------------------------------------------------------------------------
@@ -216,7 +252,7 @@ class SQLiteStore:
         if cached is not None:
             self._viewers.move_to_end(viewer_id)
             return cached
-        row = self.db.execute("SELECT id, tag, name, tripcode, verified, first_seen, last_seen"
+        row = self._run("SELECT id, tag, name, tripcode, verified, first_seen, last_seen"
                               " FROM viewers WHERE id = ?", (viewer_id,)).fetchone()
         if row is None:
             return None
@@ -225,7 +261,7 @@ class SQLiteStore:
         return viewer
 
     def save_viewer(self, viewer: Viewer) -> None:
-        self.db.execute(
+        self._run(
             "INSERT OR REPLACE INTO viewers (id, tag, name, tripcode, verified, first_seen,"
             " last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (viewer.id, viewer.tag, viewer.name, viewer.tripcode, int(viewer.verified),
@@ -244,16 +280,16 @@ class SQLiteStore:
         return self._bans
 
     def add_ban(self, ban: Ban) -> None:
-        self.db.execute("INSERT OR REPLACE INTO bans (kind, value, created, note)"
+        self._run("INSERT OR REPLACE INTO bans (kind, value, created, note)"
                         " VALUES (?, ?, ?, ?)", (ban.kind, ban.value, ban.created, ban.note))
         self._bans = {**self._bans, (ban.kind, ban.value): ban}
 
     def remove_ban(self, kind: str, value: str) -> None:
-        self.db.execute("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value))
+        self._run("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value))
         self._bans = {k: b for k, b in self._bans.items() if k != (kind, value)}
 
     def _load_bans(self) -> list[Ban]:
-        return [Ban(*r) for r in self.db.execute("SELECT kind, value, created, note FROM bans")]
+        return [Ban(*r) for r in self._run("SELECT kind, value, created, note FROM bans")]
 
     # --- filters -------------------------------------------------------------------------
 
@@ -263,7 +299,7 @@ class SQLiteStore:
     def add_filter(self, pattern: str, is_regex: bool, case_sensitive: bool,
                    action: str) -> Filter:
         created = time.time()
-        cur = self.db.execute(
+        cur = self._run(
             "INSERT INTO filters (pattern, is_regex, case_sensitive, action, created)"
             " VALUES (?, ?, ?, ?, ?)", (pattern, int(is_regex), int(case_sensitive), action,
                                         created))
@@ -272,16 +308,26 @@ class SQLiteStore:
         return added
 
     def remove_filter(self, filter_id: int) -> None:
-        self.db.execute("DELETE FROM filters WHERE id = ?", (filter_id,))
+        if not is_row_id(filter_id):
+            return
+        self._run("DELETE FROM filters WHERE id = ?", (filter_id,))
         self._filters = [f for f in self._filters if f.id != filter_id]
 
     def _load_filters(self) -> list[Filter]:
-        rows = self.db.execute("SELECT id, pattern, is_regex, case_sensitive, action, created"
+        rows = self._run("SELECT id, pattern, is_regex, case_sensitive, action, created"
                                " FROM filters ORDER BY id")
         return [Filter(r[0], r[1], bool(r[2]), bool(r[3]), r[4], r[5]) for r in rows]
 
     def close(self) -> None:
         self.db.close()
+
+
+ROW_ID_MAX = 2**63 - 1
+
+
+def is_row_id(value: int) -> bool:
+    """Ids come from forms: one SQLite cannot even hold names no row (and must not crash)."""
+    return isinstance(value, int) and 0 < value <= ROW_ID_MAX
 
 
 def _message(row) -> Message:

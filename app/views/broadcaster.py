@@ -17,9 +17,11 @@ from flask_httpauth import HTTPBasicAuth
 
 from ..chat import Chat, Refused, Submission
 from ..identity import BROADCASTER_ID, BroadcasterPassword, identify
+from ..store import StoreUnavailable
 from ..stream import TITLE_FILE, clean_title
 from ..wordfilter import ACTIONS, FilterError
 from .chat import user_list
+from .errors import store_unavailable
 
 bp = Blueprint("broadcaster", __name__, url_prefix="/broadcaster")
 auth = HTTPBasicAuth(realm="livestream broadcaster")
@@ -70,8 +72,7 @@ def check_csrf():
     """Every POST must carry this process's CSRF token and must not come from another site."""
     if request.method != "POST":
         return None
-    origin = request.headers.get("Origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+    if is_cross_site():
         abort(403, "cross-site request refused")
     sent = request.form.get("csrf", "")
     expected = current_app.extensions["broadcaster_csrf"]
@@ -80,6 +81,28 @@ def check_csrf():
                         "restarted). Go back, reload the broadcaster page and try again.\n",
                         403, mimetype="text/plain")
     return None
+
+
+@bp.errorhandler(StoreUnavailable)
+def not_saved(error: StoreUnavailable):
+    """Moderation that could not be saved is reported on the page, not lost silently."""
+    if request.method == "POST":
+        return failed("Not saved: the state database is unavailable (locked or the disk is "
+                      "full). Nothing was changed; try again in a minute.")
+    return store_unavailable(error)
+
+
+def is_cross_site() -> bool:
+    """True when the browser says the request comes from another site (or says it garbled)."""
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        return True
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return False  # no Origin (old browsers, privacy settings): the CSRF token decides
+    try:
+        return urlsplit(origin).netloc != request.host
+    except ValueError:  # not a URL at all: certainly not this site
+        return True
 
 
 def done(notice: str, anchor: str = ""):

@@ -29,12 +29,14 @@ from ..chat import Chat, Refused, Submission, public
 from ..events import RESYNC, Event, Hub
 from ..identity import Requester, identify
 from ..security import style_nonce
-from ..store import Message
+from ..store import Message, StoreUnavailable
 from ..viewers import Audience
 
 bp = Blueprint("chat", __name__)
 
 KEEPALIVE_SECONDS = 15.0
+CHAT_UNAVAILABLE = ("Chat is temporarily unavailable: the server cannot save messages right "
+                    "now. Your message was not sent; try again in a minute.")
 RENDER_CACHE = 512
 
 
@@ -234,6 +236,8 @@ def post():
         captcha_answer=f.get("captcha", ""))
     try:
         chat().post(who, submission)
+    except StoreUnavailable:
+        return form_page(who, CHAT_UNAVAILABLE, submission.text, status=503)
     except Refused as refused:
         if not str(refused):  # a repeated submit of a form already posted
             return redirect(f"/chat/form?{who.query}&sent=1", 303)

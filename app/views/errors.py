@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, render_template
+from flask import Blueprint, abort, render_template, request
 from werkzeug.exceptions import HTTPException
+
+from ..limits import TOO_LARGE
+from ..store import StoreUnavailable
 
 bp = Blueprint("errors", __name__)
 log = logging.getLogger(__name__)
@@ -20,12 +23,21 @@ EXPLANATIONS = {
     413: "What you sent is too large.",
     429: "Too many requests. Wait a little and try again.",
     500: "Something went wrong on the server. Try again in a moment.",
+    503: "The chat is temporarily unavailable (the server cannot save anything right now). "
+         "The stream still plays; try again in a minute.",
 }
 
 
 def error_page(code: int, name: str):
     text = EXPLANATIONS.get(code, "The request could not be completed.")
     return render_template("error.html", code=code, name=name, text=text), code
+
+
+@bp.before_app_request
+def refuse_oversized_body():
+    """limits.BodyLimit found a chunked body over server.max_body_bytes."""
+    if request.environ.get(TOO_LARGE):
+        abort(413)
 
 
 @bp.app_errorhandler(HTTPException)
@@ -37,6 +49,13 @@ def http_error(error: HTTPException):
     response.set_data(body)
     response.mimetype = "text/html"
     return response, code
+
+
+@bp.app_errorhandler(StoreUnavailable)
+def store_unavailable(error: StoreUnavailable):
+    """The state database is locked or the disk is full: say so, not "500"."""
+    body, code = error_page(503, "Service Unavailable")
+    return body, code, {"Retry-After": "30", "Cache-Control": "no-store"}
 
 
 @bp.app_errorhandler(Exception)

@@ -5,7 +5,8 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response, abort, current_app, redirect, send_file
 
-from ..identity import token_from_request
+from ..identity import Requester, token_from_request
+from ..limits import PerViewerLimit
 from ..mp4 import stream_mp4
 from ..stream import StreamState
 
@@ -18,24 +19,39 @@ def state() -> StreamState:
     return current_app.extensions["stream"]
 
 
-def on_video_sent() -> Callable[[], None]:
+def on_video_sent(who: Requester | None = None) -> Callable[[], None]:
     """A callback for every segment this requester receives: it marks them as watching.
 
     Requests without a token count as one anonymous viewer per connection.
     """
-    who = current_app.extensions["identities"].requester(token_from_request())
+    who = who or current_app.extensions["identities"].requester(token_from_request())
     audience = current_app.extensions["audience"]
     return lambda: audience.saw_video(who.viewer_id, who.tag)
+
+
+def init_app(app) -> None:
+    per_viewer = app.config["LIVESTREAM"].stream.max_connections_per_viewer
+    app.extensions["video_slots"] = PerViewerLimit(per_viewer)
+    app.register_blueprint(bp)
 
 
 @bp.route("/stream.mp4")
 def mp4():
     config = current_app.config["LIVESTREAM"]
-    body = stream_mp4(state(), config.server.idle_timeout, on_video_sent())
+    who = current_app.extensions["identities"].requester(token_from_request())
+    slots: PerViewerLimit = current_app.extensions["video_slots"]
+    if not slots.acquire(who.viewer_id):
+        return Response(
+            f"This viewer already has {slots.per_viewer} video connections open "
+            "(stream.max_connections_per_viewer). Close one and try again.\n", 429,
+            mimetype="text/plain", headers={"Cache-Control": "no-store", "Retry-After": "5"})
+    body = stream_mp4(state(), config.server.idle_timeout, on_video_sent(who))
     if body is None:
+        slots.release(who.viewer_id)
         return Response("The stream is offline.\n", 503, mimetype="text/plain",
                         headers={"Cache-Control": "no-store", "Retry-After": "5"})
-    return Response(body, mimetype="video/mp4", direct_passthrough=True,
+    return Response(slots.guard(who.viewer_id, body), mimetype="video/mp4",
+                    direct_passthrough=True,
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
