@@ -13,7 +13,6 @@ class Entry:
     uri: str
     sequence: int
     duration: float
-    discontinuity: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,6 @@ def parse(text: str) -> Playlist:
     ended = False
     entries: list[Entry] = []
     duration = None
-    discontinuity = False
     for line in lines[1:]:
         if not line:
             continue
@@ -58,18 +56,13 @@ def parse(text: str) -> Playlist:
             init_uri = _attribute(line, "URI")
         elif line.startswith("#EXTINF:"):
             duration = _number(line.split(",", 1)[0], float)
-        elif line == "#EXT-X-DISCONTINUITY":
-            discontinuity = True
         elif line == "#EXT-X-ENDLIST":
             ended = True
         elif not line.startswith("#"):
             if duration is None:
                 raise PlaylistError(f"segment {line!r} has no #EXTINF")
-            entries.append(
-                Entry(_safe_name(line), media_sequence + len(entries), duration, discontinuity)
-            )
+            entries.append(Entry(_safe_name(line), media_sequence + len(entries), duration))
             duration = None
-            discontinuity = False
     if init_uri is not None:
         init_uri = _safe_name(init_uri)
     return Playlist(target, media_sequence, init_uri, tuple(entries), ended)

@@ -32,8 +32,7 @@ class Segment:
     sequence: int
     duration: float
     data: bytes = field(repr=False)
-    completed_at: float = 0.0  # when the watcher saw it listed (monotonic), for delay figures
-    seen_at: float = 0.0  # the same moment on the wall clock: the player's shared timeline
+    seen_at: float = 0.0  # wall clock when the watcher saw it listed: the player's timeline
 
 
 @dataclass(frozen=True)
@@ -208,8 +207,7 @@ class StreamState:
         except FileNotFoundError:
             log.warning("playlist lists a missing segment %s", entry.uri)
             return None
-        return Segment(entry.uri, entry.sequence, entry.duration, data, time.monotonic(),
-                       time.time())
+        return Segment(entry.uri, entry.sequence, entry.duration, data, time.time())
 
     def _read_title(self) -> str:
         path = self.directory / TITLE_FILE
