@@ -46,6 +46,7 @@ class Snapshot:
     init_name: str | None = None
     segments: tuple[Segment, ...] = ()
     playlist: bytes | None = field(default=None, repr=False)
+    entries: tuple[hls.Entry, ...] = ()  # every segment the playlist lists, parsed once
     listed: frozenset[str] = frozenset()
     started_at: float | None = None  # wall clock, from the init segment's mtime
     title: str = ""
@@ -116,7 +117,7 @@ class StreamState:
         except FileNotFoundError:
             self._playlist_key = None
             return replace(snap, online=False, ended=False, segments=(), listed=frozenset(),
-                           playlist=None)
+                           playlist=None, entries=())
         fresh = time.time() - st.st_mtime < self.settings.offline_after
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if key == self._playlist_key:
@@ -157,6 +158,7 @@ class StreamState:
             init_name=parsed.init_uri,
             segments=segments,
             playlist=raw,
+            entries=parsed.entries,
             listed=parsed.uris,
             started_at=started_at,
             target_duration=parsed.target_duration,

@@ -14,6 +14,7 @@ actually fetch.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from . import fmp4
@@ -74,7 +75,7 @@ class TimelineBuilder:
         if snap.init is not self._init_bytes:
             self._init_bytes = snap.init
             self._init = fmp4.parse_init(snap.init) if snap.init else fmp4.InitInfo()
-        entries = self._entries(snap)
+        entries = snap.entries
         held = {seg.sequence: seg for seg in snap.segments}
         starts = self._media_starts(snap, held)
         segments = place(entries, starts, held)
@@ -87,15 +88,6 @@ class TimelineBuilder:
             codecs=self._init.codecs, origin=origin,
             delay=round(longest + DELAY_MARGIN, 3), segments=segments,
         )
-
-    @staticmethod
-    def _entries(snap: Snapshot) -> tuple[hls.Entry, ...]:
-        if snap.playlist is None:
-            return ()
-        try:
-            return hls.parse(snap.playlist.decode("utf-8")).entries
-        except (hls.PlaylistError, UnicodeDecodeError):
-            return ()
 
     def _media_starts(self, snap: Snapshot, held: dict) -> dict[int, float]:
         """Start times read from the held segments' bytes, each segment read only once."""
@@ -112,7 +104,8 @@ class TimelineBuilder:
         return known
 
 
-def place(entries, starts: dict[int, float], held: dict) -> tuple[TimedSegment, ...]:
+def place(entries: Sequence[hls.Entry], starts: dict[int, float],
+          held: dict) -> tuple[TimedSegment, ...]:
     """Media start for every listed entry: read where possible, else from its neighbours."""
     if not entries:
         return ()
