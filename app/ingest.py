@@ -17,9 +17,11 @@ import ipaddress
 import logging
 import os
 import secrets
+import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -647,15 +649,17 @@ def run(config: Config) -> int:
     """`livestream ingest`: serve publishers until SIGINT/SIGTERM."""
     import signal
 
-    if sources.shutil.which("ffmpeg") is None:
-        print(f"livestream ingest: ffmpeg is not installed. {sources.INSTALL_HINT}")
+    if shutil.which("ffmpeg") is None:
+        print(f"livestream ingest: ffmpeg is not installed. {sources.INSTALL_HINT}",
+              file=sys.stderr)
         return 127
     try:
         server = IngestServer(config)
         server.start()
     except OSError as exc:
         print(f"livestream ingest: cannot listen on {config.ingest.host}:{config.ingest.port}: "
-              f"{exc.strerror}. Is another ingest running? Pick one with --port.")
+              f"{exc.strerror}. Is another ingest running? Pick one with --port.",
+              file=sys.stderr)
         return 1
     stopping = gevent.event.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
