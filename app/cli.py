@@ -70,6 +70,8 @@ def load_config(args) -> configuration.Config:
         "server.log_level": args.log_level,
         "tor.enabled": getattr(args, "onion", None),
         "tor.clearnet": getattr(args, "clearnet", None),
+        "ingest.host": getattr(args, "ingest_host", None),
+        "ingest.port": getattr(args, "ingest_port", None),
     }
     # a flag that was not given must not hide the environment variable for the same key
     overrides.update({key: value for key, value in flags.items() if value is not None})
@@ -302,10 +304,6 @@ def run_play(args, config) -> int:
 def run_ingest(args, config) -> int:
     from . import ingest
 
-    if args.ingest_host:
-        config.ingest.host = args.ingest_host
-    if args.ingest_port:
-        config.ingest.port = args.ingest_port
     return ingest.run(config)
 
 
