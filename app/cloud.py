@@ -284,7 +284,7 @@ class Cloud:
     def rtmp_url(self, ip: str, key: str) -> str:
         port = self.settings.ingest_port
         host = ip if port == 1935 else f"{ip}:{port}"
-        return f"rtmp://{host}/live/{key}"
+        return f"rtmp://{host}/{self.config.ingest.app}/{key}"  # the droplet runs this config
 
     # ---- down / status ------------------------------------------------------------------
 
