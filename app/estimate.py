@@ -42,8 +42,6 @@ class Estimate:
 
 def price_of(prices: PriceTable, size: str) -> SizePrice:
     """The table row for a size, or an error that lists the sizes the table knows."""
-    if size == "cheapest":
-        return min(prices.sizes.values(), key=lambda p: p.usd_per_hour)
     try:
         return prices.sizes[size]
     except KeyError:
@@ -54,6 +52,7 @@ def price_of(prices: PriceTable, size: str) -> SizePrice:
 
 
 def cheapest_size(prices: PriceTable) -> str:
+    """The slug `--size cheapest` stands for: the lowest hourly price in the table."""
     return min(prices.sizes, key=lambda slug: prices.sizes[slug].usd_per_hour)
 
 
