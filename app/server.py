@@ -6,9 +6,11 @@ import resource
 import signal
 import socket
 import time
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
 
 import gevent
+import gevent.event
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 log = logging.getLogger(__name__)
@@ -117,18 +119,22 @@ BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: 
 
 
 class Server(WSGIServer):
-    socket_timeout = 20.0
-    head_timeout = 10.0
+    """A WSGIServer carrying the two timeouts every QuietHandler reads."""
+
+    def __init__(self, listener, application, socket_timeout: float, head_timeout: float,
+                 **kwargs):
+        super().__init__(listener, application, **kwargs)
+        self.socket_timeout = socket_timeout
+        self.head_timeout = head_timeout
 
 
-def make_server(app, host: str, port: int, socket_timeout: float = 20.0,
-                head_timeout: float = 10.0) -> Server:
+def make_server(app: Callable, host: str, port: int, socket_timeout: float,
+                head_timeout: float) -> Server:
+    """socket_timeout: longest wait for one read or write (stream.send_timeout);
+    head_timeout: longest time for a request's head once it started (server.header_timeout)."""
     raise_file_limit()
-    server = Server((host, port), app, handler_class=QuietHandler, log=None, backlog=2048,
-                    error_log=logging.getLogger("app.server.errors"))
-    server.socket_timeout = socket_timeout
-    server.head_timeout = head_timeout
-    return server
+    return Server((host, port), app, socket_timeout, head_timeout, handler_class=QuietHandler,
+                  log=None, backlog=2048, error_log=logging.getLogger("app.server.errors"))
 
 
 def raise_file_limit() -> None:
@@ -139,7 +145,8 @@ def raise_file_limit() -> None:
         log.debug("open file limit raised from %d to %d", soft, hard)
 
 
-def serve_forever(server: WSGIServer, on_stop=(), stopping=None) -> None:
+def serve_forever(server: WSGIServer, on_stop: Iterable[Callable[[], object]] = (),
+                  stopping: gevent.event.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or `stopping` is set), then stop and run the clean-ups."""
     stopping = stopping if stopping is not None else gevent.event.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
