@@ -11,7 +11,7 @@ from . import security
 from .config import PROJECT_DIR, Config
 from .events import Hub, publish_stream_status
 from .limits import BodyLimit
-from .stream import StreamState, ensure_dir
+from .stream import StreamState
 from .timeline import TimelineBuilder
 from .views import api, broadcaster, chat, errors, events, pages, stream_files
 
@@ -25,8 +25,8 @@ def create_app(config: Config, start_watcher: bool = True) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.wsgi_app = BodyLimit(app.wsgi_app, config.server.max_body_bytes)
     app.config["LIVESTREAM"] = config
-    ensure_dir(config.stream_dir)
-    ensure_dir(config.state_dir)
+    config.stream_dir.mkdir(parents=True, exist_ok=True)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
 
     state = StreamState(config.stream_dir, config.stream)
     app.extensions["stream"] = state

@@ -8,7 +8,6 @@ next snapshot and send the bytes it holds.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -279,7 +278,3 @@ class StreamState:
                 if time.monotonic() >= next_check:  # staleness: the writer may have died
                     next_check = time.monotonic() + 1.0
                     self.refresh()
-
-
-def ensure_dir(path: Path) -> None:
-    os.makedirs(path, exist_ok=True)
