@@ -1,4 +1,6 @@
 """`livestream`: the front door. Every subcommand is a thin layer over a module."""
+from __future__ import annotations
+
 from gevent import monkey
 
 monkey.patch_all()
@@ -9,14 +11,21 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import config as configuration
-from .config import PROJECT_DIR, ConfigError
+from .config import PROJECT_DIR, Config, ConfigError
+
+if TYPE_CHECKING:
+    import gevent.event
+
+    from .onion import OnionService
 
 log = logging.getLogger("livestream")
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS,
                         help="config file (default: config.toml of the project)")
@@ -61,7 +70,7 @@ def main(argv=None) -> int:
     return args.run(args, config)
 
 
-def load_config(args) -> configuration.Config:
+def load_config(args: argparse.Namespace) -> Config:
     overrides = configuration.environment_overrides()
     flags = {
         "server.host": getattr(args, "host", None),
@@ -78,7 +87,7 @@ def load_config(args) -> configuration.Config:
     return configuration.load(args.config, overrides)
 
 
-def run_serve(args, config) -> int:
+def run_serve(args: argparse.Namespace, config: Config) -> int:
     import gevent.event
 
     from . import create_app
@@ -118,7 +127,7 @@ def run_serve(args, config) -> int:
     return 1 if onion is not None and onion.failed else 0
 
 
-def start_onion(config, stopping):
+def start_onion(config: Config, stopping: gevent.event.Event) -> OnionService | None:
     """Publish the onion service and print its address; None (after saying why) on failure."""
     from .onion import OnionService, TorError
 
@@ -141,7 +150,7 @@ def start_onion(config, stopping):
     return onion
 
 
-def run_onion(args, config) -> int:
+def run_onion(args: argparse.Namespace, config: Config) -> int:
     from . import onion_keys
     from .onion import OnionPaths, TorError, load_or_create_key, stored_address
 
@@ -180,7 +189,7 @@ def run_onion(args, config) -> int:
     return 0
 
 
-def add_cloud_commands(commands) -> None:
+def add_cloud_commands(commands: argparse._SubParsersAction) -> None:
     token = argparse.ArgumentParser(add_help=False)
     token.add_argument("--api-key", help="DigitalOcean API token (better: env DIGITALOCEAN_TOKEN "
                        "or [cloud] token_file, which other users cannot see in the process list)")
@@ -217,7 +226,7 @@ def add_cloud_commands(commands) -> None:
     estimate.set_defaults(run=run_estimate)
 
 
-def run_cloud(args, config) -> int:
+def run_cloud(args: argparse.Namespace, config: Config) -> int:
     from . import cloud
 
     return cloud.run(args.cloud_action, config, api_key=args.api_key,
@@ -229,13 +238,13 @@ def run_cloud(args, config) -> int:
                      file=args.__dict__.get("file"), subs=args.__dict__.get("subs"))
 
 
-def run_estimate(args, config) -> int:
+def run_estimate(args: argparse.Namespace, config: Config) -> int:
     from . import estimate
 
     return estimate.run(args, config.cloud.prices)
 
 
-def start_demo_source(config) -> subprocess.Popen:
+def start_demo_source(config: Config) -> subprocess.Popen:
     if shutil.which("ffmpeg") is None:
         raise SystemExit("livestream: --demo needs ffmpeg: sudo apt-get install ffmpeg")
     env = dict(os.environ, STREAM_DIR=str(config.stream_dir))
@@ -244,7 +253,7 @@ def start_demo_source(config) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL)
 
 
-def add_source_commands(commands) -> None:
+def add_source_commands(commands: argparse._SubParsersAction) -> None:
     """`play`, `ingest` and `key`: the ways to feed stream/ besides stream.sh."""
     play = commands.add_parser(
         "play", help="stream a file or URL in real time (subtitles burned in)",
@@ -282,7 +291,7 @@ def add_source_commands(commands) -> None:
     key.set_defaults(run=run_key)
 
 
-def run_play(args, config) -> int:
+def run_play(args: argparse.Namespace, config: Config) -> int:
     from . import sources
 
     try:
@@ -301,13 +310,13 @@ def run_play(args, config) -> int:
         return 2
 
 
-def run_ingest(args, config) -> int:
+def run_ingest(args: argparse.Namespace, config: Config) -> int:
     from . import ingest
 
     return ingest.run(config)
 
 
-def run_key(args, config) -> int:
+def run_key(args: argparse.Namespace, config: Config) -> int:
     from . import ingest
 
     key = ingest.rotate_key(config.state_dir) if args.new else ingest.load_key(config.state_dir)
@@ -319,7 +328,7 @@ def run_key(args, config) -> int:
     return 0
 
 
-def start_ingest_alongside(config):
+def start_ingest_alongside(config: Config) -> Callable[[], None]:
     """`[ingest] enabled = true`: accept RTMP publishers inside `serve`; returns its stop."""
     from . import ingest
 

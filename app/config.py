@@ -232,6 +232,7 @@ def load(path: str | os.PathLike | None = None, overrides: dict | None = None) -
 
 
 def from_dict(data: dict, source: Path | None = None) -> Config:
+    """Build and check a Config from parsed TOML; errors name the key and `source`."""
     where = str(source) if source else "<config>"
     sections = {}
     hints = typing.get_type_hints(Config)
@@ -377,5 +378,6 @@ ENVIRONMENT = {
 }
 
 
-def environment_overrides(environ=os.environ) -> dict:
+def environment_overrides(environ: typing.Mapping[str, str] = os.environ) -> dict:
+    """LIVESTREAM_* variables as dotted-key overrides (for containers and service units)."""
     return {key: environ[var] for var, key in ENVIRONMENT.items() if environ.get(var)}

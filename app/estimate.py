@@ -5,6 +5,7 @@ from the command-line numbers and the one price table in config ([cloud.prices])
 """
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ def _size(n: float) -> str:
     return f"{n / GB:.2f} GB ({n / GIB:.2f} GiB)"
 
 
-def run(args, prices: PriceTable) -> int:
+def run(args: argparse.Namespace, prices: PriceTable) -> int:
     """`livestream estimate`: print the figures, or say which number is wrong."""
     try:
         figures = estimate(args.viewers, args.hours, args.bitrate, prices, size=args.size,

@@ -9,6 +9,7 @@ token cannot open thousands of /stream.mp4 connections.
 from __future__ import annotations
 
 import io
+import typing
 from collections.abc import Callable, Iterable, Iterator
 
 TOO_LARGE = "livestream.body_too_large"
@@ -35,7 +36,8 @@ class BodyLimit:
         return self.app(environ, start_response)
 
 
-def read_at_most(stream, limit: int) -> bytes:
+def read_at_most(stream: typing.BinaryIO, limit: int) -> bytes:
+    """Read until EOF or `limit` bytes, whichever comes first."""
     parts, size = [], 0
     while size < limit:
         chunk = stream.read(min(65536, limit - size))
