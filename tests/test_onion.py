@@ -196,24 +196,21 @@ def password_tor(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shared-tor")
     hashed = subprocess.run(["tor", "--quiet", "--hash-password", PASSWORD], check=True,
                             capture_output=True, text=True, timeout=30).stdout.strip()
-    port, process = launch_test_tor(folder, {"HashedControlPassword": hashed})
-    controller = stem.control.Controller.from_port(port=port)
-    controller.authenticate(password=PASSWORD)
-    try:
-        yield port, controller
-    finally:
-        controller.close()
-        process.terminate()
-        process.wait(timeout=10)
+    yield from controlled_test_tor(folder, {"HashedControlPassword": hashed}, PASSWORD)
 
 
 @pytest.fixture(scope="module")
 def cookie_tor(tmp_path_factory):
     """A second offline tor that takes cookie authentication (as Debian's system tor does)."""
-    port, process = launch_test_tor(tmp_path_factory.mktemp("cookie-tor"),
-                                    {"CookieAuthentication": "1"})
+    yield from controlled_test_tor(tmp_path_factory.mktemp("cookie-tor"),
+                                   {"CookieAuthentication": "1"})
+
+
+def controlled_test_tor(folder: Path, auth: dict, password: str | None = None):
+    """Launch an offline tor, yield (control port, authenticated controller), then stop it."""
+    port, process = launch_test_tor(folder, auth)
     controller = stem.control.Controller.from_port(port=port)
-    controller.authenticate()
+    controller.authenticate(password=password)
     try:
         yield port, controller
     finally:
