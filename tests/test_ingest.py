@@ -277,7 +277,7 @@ def test_serve_with_ingest_enabled_streams_what_play_pushes(tmp_path):
                 return []
             return [n for n in answer.text.split() if n.endswith(".m4s")]
 
-        assert wait_until(lambda: listed(), timeout=20), "the server lists segments"
+        assert wait_until(lambda: listed(), timeout=40), "the server lists segments"
         name = listed()[0]
         segment = requests.get(f"{base}/stream/{name}", timeout=5)
         assert segment.status_code == 200
