@@ -2,6 +2,9 @@
 that fall out of links, pages that say something untrue, and timing that tells secrets."""
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 import requests
 from chat_support import ChatViewer, chat_server
@@ -30,3 +33,52 @@ def test_head_requests_do_not_use_up_live_chat_frames(server):
     with viewer.get("/chat/messages", params={"for": "1"}, stream=True) as frame:
         assert frame.status_code == 200
         assert is_live_frame(frame), "live chat frames were used up by HEAD requests"
+
+
+LINK = re.compile(r"""\b(?:src|href|action)="([^"]*)\"""")
+
+
+def same_site_links(page: str) -> list[str]:
+    """Every link, frame, image and form target on a page, except the static files."""
+    return [html.unescape(u) for u in LINK.findall(page)
+            if u.startswith("/") and not u.startswith("/static/")]
+
+
+def test_every_link_frame_and_form_keeps_the_viewers_token(server):
+    """With cookies off the token in the address is the viewer's only identity: every
+    address on the page and in each of its frames must carry it, reload links included."""
+    page = requests.get(server.url + "/", timeout=5).text
+    token = re.search(r"/chat/form\?token=([\w-]+)", page).group(1)
+    seen, queue = set(), same_site_links(page)
+    while queue:
+        url = queue.pop()
+        if url in seen:
+            continue
+        seen.add(url)
+        assert token in url, f"{url} loses the viewer's token"
+        if url.startswith(("/chat/", "/v/")) and "/captcha/" not in url:
+            response = requests.get(server.url + url, params={"for": "1"}, timeout=10)
+            assert response.status_code == 200, url
+            queue.extend(same_site_links(response.text))
+    assert any("/info" in u for u in seen) and any("/chat/form" in u for u in seen)
+    # the info frame's "went offline, reload" notice (shown once the page had a generation)
+    info = requests.get(f"{server.url}/v/{token}/info", params={"gen": "1"}, timeout=5).text
+    assert "went offline" in info
+    assert f'href="/?token={token}" target="_top"' in info
+
+
+def test_info_frame_ignores_a_malformed_token(server):
+    info = requests.get(server.url + "/v/%3Cb%3Enot-a-token/info?gen=1", timeout=5)
+    assert info.status_code == 200
+    assert 'href="/" target="_top"' in info.text and "<b>" not in info.text
+
+
+def test_error_pages_lead_back_with_the_token(server):
+    token = "t" * 24
+    missing = requests.get(server.url + "/no-such-page", params={"token": token}, timeout=5)
+    assert missing.status_code == 404
+    assert f'href="/?token={token}" target="_top"' in missing.text
+    hostile = requests.get(server.url + "/no-such-page", params={"token": '"><i>x</i>'},
+                           timeout=5)
+    assert hostile.status_code == 404
+    assert 'href="/" target="_top"' in hostile.text and "<i>" not in hostile.text
