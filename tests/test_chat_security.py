@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 
 import pytest
 import requests
@@ -82,3 +83,32 @@ def test_error_pages_lead_back_with_the_token(server):
                            timeout=5)
     assert hostile.status_code == 404
     assert 'href="/" target="_top"' in hostile.text and "<i>" not in hostile.text
+
+
+def test_broadcaster_login_timing_does_not_tell_a_right_password_with_a_wrong_name(tmp_path):
+    """Once the broadcaster has logged in, the right password under a wrong user name must
+    cost as much as any wrong guess: a quick refusal would confirm the password."""
+    from app.config import BroadcasterConfig
+    from app.identity import BroadcasterPassword
+    from app.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    checker = BroadcasterPassword(store, BroadcasterConfig(password="right-password",
+                                                           failed_logins=100))
+
+    def seconds(username: str, password: str) -> tuple[bool, float]:
+        started = time.perf_counter()
+        ok = checker.check(username, password)
+        return ok, time.perf_counter() - started
+
+    assert seconds("broadcaster", "right-password")[0]  # logged in: the quick path is armed
+    wrong_name = [seconds("somebody", "right-password") for _ in range(3)]
+    wrong_password = [seconds("somebody", "wrong-password") for _ in range(3)]
+    assert not any(ok for ok, _ in wrong_name + wrong_password)
+    slowest_wrong_name = max(t for _, t in wrong_name)
+    fastest_wrong_password = min(t for _, t in wrong_password)
+    assert slowest_wrong_name > fastest_wrong_password / 3, (
+        f"right password, wrong name: {slowest_wrong_name * 1000:.2f} ms; wrong password: "
+        f"{fastest_wrong_password * 1000:.2f} ms")
+    assert seconds("broadcaster", "right-password")[0]
+    store.close()
