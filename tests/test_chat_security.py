@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -112,3 +113,30 @@ def test_broadcaster_login_timing_does_not_tell_a_right_password_with_a_wrong_na
         f"{fastest_wrong_password * 1000:.2f} ms")
     assert seconds("broadcaster", "right-password")[0]
     store.close()
+
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def test_templates_mark_nothing_safe_and_run_nothing_inline():
+    """The strict CSP refuses inline scripts, handlers and styles without the nonce; `|safe`
+    would let user text through unescaped. Each document also asks for no referrer itself."""
+    for path in sorted(TEMPLATES.rglob("*.html")):
+        text = path.read_text()
+        name = str(path.relative_to(TEMPLATES))
+        assert "|safe" not in text.replace(" ", ""), name
+        assert not re.search(r"\son[a-z]+\s*=", text), f"inline event handler in {name}"
+        assert not re.search(r"\sstyle\s*=", text), f"inline style attribute in {name}"
+        for tag in re.findall(r"<style[^>]*>", text):
+            assert "nonce=" in tag, f"<style> without the nonce in {name}"
+        for tag in re.findall(r"<script[^>]*>", text):
+            assert "src=" in tag, f"inline <script> in {name}"
+        if "<head>" in text:
+            assert '<meta name="referrer" content="no-referrer">' in text, name
+
+
+def test_chat_frames_and_pages_carry_the_referrer_meta(server):
+    viewer = ChatViewer(server)
+    for path in ("/", "/chat/form", "/chat/users", "/chat/messages?mode=poll", "/no-such"):
+        page = viewer.get(path).text
+        assert '<meta name="referrer" content="no-referrer">' in page, path

@@ -24,6 +24,7 @@ from flask import (
     render_template,
     request,
 )
+from markupsafe import Markup
 
 from ..chat import Chat, Refused, Submission, public
 from ..events import RESYNC, Event, Hub
@@ -80,18 +81,19 @@ class StreamSlots:
 
 
 class MessageHTML:
-    """Each message rendered once, then the same bytes go to every open frame."""
+    """Each message rendered once (escaped by the template), then the same bytes go to every
+    open frame. Kept as Markup, so pages include it without a `|safe` anywhere."""
 
     def __init__(self, app):
         self.template = app.jinja_env.get_template("chat/message.html")
-        self._cache: dict[int, str] = {}
+        self._cache: dict[int, Markup] = {}
         self._events: dict[int, tuple[str, str]] = {}
 
-    def __call__(self, message: Message | dict) -> str:
+    def __call__(self, message: Message | dict) -> Markup:
         data = message if isinstance(message, dict) else public(message)
         html = self._cache.get(data["id"])
         if html is None:
-            html = self.template.render(m=data)
+            html = Markup(self.template.render(m=data))
             self._cache[data["id"]] = html
             if len(self._cache) > RENDER_CACHE:
                 self._cache.pop(next(iter(self._cache)))
