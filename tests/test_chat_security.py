@@ -140,3 +140,21 @@ def test_chat_frames_and_pages_carry_the_referrer_meta(server):
     for path in ("/", "/chat/form", "/chat/users", "/chat/messages?mode=poll", "/no-such"):
         page = viewer.get(path).text
         assert '<meta name="referrer" content="no-referrer">' in page, path
+
+
+def test_bans_are_capped_oldest_first_and_the_cap_survives_a_restart(tmp_path):
+    """Every token a word filter bans adds a ban: memory and the table stay bounded."""
+    from app.store import Ban, SQLiteStore
+
+    store = SQLiteStore(tmp_path / "state.sqlite3", max_viewers=50)
+    for i in range(120):
+        store.add_ban(Ban("viewer", f"v{i}", 1000.0 + i, "word filter"))
+    assert len(store.bans()) == 50
+    assert ("viewer", "v119") in store.bans() and ("viewer", "v69") not in store.bans()
+    store.add_ban(Ban("viewer", "v70", 5000.0, "broadcaster"))  # banned again: now newest
+    store.add_ban(Ban("viewer", "v200", 5001.0, "broadcaster"))
+    assert ("viewer", "v70") in store.bans() and ("viewer", "v71") not in store.bans()
+    store.close()
+    reopened = SQLiteStore(tmp_path / "state.sqlite3", max_viewers=50)
+    assert set(reopened.bans()) == {("viewer", f"v{i}") for i in [*range(72, 120), 70, 200]}
+    reopened.close()
