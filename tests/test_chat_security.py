@@ -158,3 +158,24 @@ def test_bans_are_capped_oldest_first_and_the_cap_survives_a_restart(tmp_path):
     reopened = SQLiteStore(tmp_path / "state.sqlite3", max_viewers=50)
     assert set(reopened.bans()) == {("viewer", f"v{i}") for i in [*range(72, 120), 70, 200]}
     reopened.close()
+
+
+@pytest.mark.parametrize("pattern", [r"\w*\w*\w*\w*x", r"a*a*a*a*a*a*b", r".*a.*b.*c"])
+def test_word_filters_that_would_hang_the_server_are_refused(pattern):
+    """Repeats one after another (not nested) backtrack polynomially: four `\\w*` in a row
+    spent over a minute on one 500-character message, with every viewer waiting."""
+    from app.wordfilter import FilterError, compile_pattern
+
+    with pytest.raises(FilterError, match="open-ended repeats"):
+        compile_pattern(pattern, True, False, 200)
+
+
+@pytest.mark.parametrize("pattern", [r".*spam.*", r"f+u+c+k+", r"[a-z]+@[a-z]+\.com", "(ab)+c"])
+def test_useful_word_filters_still_pass_and_stay_fast(pattern):
+    from app.wordfilter import compile_pattern
+
+    compiled = compile_pattern(pattern, True, False, 200)
+    for text in ("a" * 500, "fuuu" * 125, "a@" * 250, "ab" * 250):
+        started = time.perf_counter()
+        compiled.search(text)
+        assert time.perf_counter() - started < 0.5, (pattern, text[:8])
