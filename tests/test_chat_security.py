@@ -48,31 +48,40 @@ def same_site_links(page: str) -> list[str]:
 
 def test_every_link_frame_and_form_keeps_the_viewers_token(server):
     """With cookies off the token in the address is the viewer's only identity: every
-    address on the page and in each of its frames must carry it, reload links included."""
+    address on the page and in each of its frames must carry it, reload links included.
+    The info frame is the one token-free address, and it links nowhere without a token."""
     page = requests.get(server.url + "/", timeout=5).text
     token = re.search(r"/chat/form\?token=([\w-]+)", page).group(1)
+    assert f'<a href="/?token={token}">Reload the page</a>' in page
     seen, queue = set(), same_site_links(page)
     while queue:
         url = queue.pop()
         if url in seen:
             continue
         seen.add(url)
+        if url.startswith("/info?"):
+            info = requests.get(server.url + url, timeout=5).text
+            assert not same_site_links(info), "the info frame links somewhere without a token"
+            continue
         assert token in url, f"{url} loses the viewer's token"
-        if url.startswith(("/chat/", "/v/")) and "/captcha/" not in url:
+        if url.startswith("/chat/"):
             response = requests.get(server.url + url, params={"for": "1"}, timeout=10)
             assert response.status_code == 200, url
             queue.extend(same_site_links(response.text))
-    assert any("/info" in u for u in seen) and any("/chat/form" in u for u in seen)
-    # the info frame's "went offline, reload" notice (shown once the page had a generation)
-    info = requests.get(f"{server.url}/v/{token}/info", params={"gen": "1"}, timeout=5).text
-    assert "went offline" in info
-    assert f'href="/?token={token}" target="_top"' in info
+    assert any(u.startswith("/info?") for u in seen) and any("/chat/form" in u for u in seen)
+    # the info frame's "went offline" notice (once the page had a generation)
+    info = requests.get(server.url + "/info", params={"gen": "1"}, timeout=5).text
+    assert "went offline" in info and "the link below" in info
+    assert not same_site_links(info)
+    info = requests.get(server.url + "/info", params={"gen": "1", "token": token}, timeout=5)
+    assert f'href="/?token={token}" target="_top"' in info.text
 
 
 def test_info_frame_ignores_a_malformed_token(server):
-    info = requests.get(server.url + "/v/%3Cb%3Enot-a-token/info?gen=1", timeout=5)
+    info = requests.get(server.url + "/info", params={"gen": "1", "token": "<b>x</b>"},
+                        timeout=5)
     assert info.status_code == 200
-    assert 'href="/" target="_top"' in info.text and "<b>" not in info.text
+    assert not same_site_links(info.text) and "<b>" not in info.text
 
 
 def test_error_pages_lead_back_with_the_token(server):

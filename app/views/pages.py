@@ -33,19 +33,19 @@ def index():
                            reload_after=OFFLINE_REFRESH_SECONDS - OFFLINE_CHAT_SECONDS, who=who)
 
 
-def viewer_token(token: str | None) -> str | None:
-    """The viewer's token if the request carries a well-formed one (never a new one)."""
-    token = token or request.args.get("token")
+def viewer_token() -> str | None:
+    """The viewer's token if the address carries a well-formed one (never a new one)."""
+    token = request.args.get("token")
     return token if token and TOKEN_PATTERN.fullmatch(token) else None
 
 
 @bp.route("/info")
-@bp.route("/v/<token>/info")
-def info(token: str | None = None):
+def info():
     """Title, live light and uptime; also tells a no-JS viewer when to reload the page.
 
-    The viewer page puts its token in this frame's path (its query stays `?gen=N`), so the
-    frame's reload links keep the viewer's identity even with cookies off.
+    The viewer page frames it without a token and keeps its own reload link (with the token)
+    next to it; given `?token=`, the frame's notices link back with that token themselves.
+    Either way a reload never costs a viewer with cookies off their identity.
     """
     snap = state().snapshot
     page_generation = request.args.get("gen", type=int)
@@ -54,5 +54,5 @@ def info(token: str | None = None):
     return render_template(
         "info.html", snap=snap, restarted=restarted, page_generation=page_generation,
         uptime=int(uptime) if uptime is not None else None, refresh=INFO_REFRESH_SECONDS,
-        token=viewer_token(token),
+        token=viewer_token(),
     )
