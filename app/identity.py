@@ -120,6 +120,11 @@ def identify(view: Callable) -> Callable:
 
 # --- the broadcaster's password --------------------------------------------------------------
 
+def _digest(text: str) -> bytes:
+    """Fixed-length form for comparing: compare_digest may leak the length of its inputs."""
+    return hashlib.sha256(text.encode()).digest()
+
+
 PASSWORD_ITERATIONS = 100_000
 
 
@@ -160,26 +165,24 @@ class BroadcasterPassword:
         return max(0.0, self._failures[0] + self.settings.failed_window - time.monotonic())
 
     def check(self, username: str, password: str) -> bool:
+        """True for the right user name and password. Takes as long as a hash for every
+        wrong pair, so timing tells nothing (not even that the password alone was right)."""
         if self.locked_for() > 0:
             return False
-        ok_user = hmac.compare_digest(username.encode(), self.settings.username.encode())
+        ok_user = hmac.compare_digest(_digest(username), _digest(self.settings.username))
         quick = hmac.new(self._session_key, password.encode(), hashlib.sha256).digest()
+        proven = self._accepted is not None and hmac.compare_digest(quick, self._accepted)
+        if ok_user and proven:
+            return True  # the fast path only ever opens for the full, already proven pair
+        # Count the attempt as failed before hashing: hashing yields to other greenlets,
+        # and guesses sent in parallel must not all pass the lock check first.
         attempt = time.monotonic()
-        fast = self._accepted is not None and hmac.compare_digest(quick, self._accepted)
-        if fast:
-            ok_password = True
-        else:
-            # Count the attempt as failed before hashing: hashing yields to other greenlets,
-            # and guesses sent in parallel must not all pass the lock check first.
-            self._failures.append(attempt)
-            ok_password = hmac.compare_digest(hash_password(password, self._salt), self._hash)
-            if ok_user and ok_password:
-                self._forget_failure(attempt)
+        self._failures.append(attempt)
+        ok_password = hmac.compare_digest(hash_password(password, self._salt), self._hash)
         if ok_user and ok_password:
+            self._forget_failure(attempt)
             self._accepted = quick
             return True
-        if fast:
-            self._failures.append(attempt)  # the proven password with a wrong user name
         return False
 
     def _forget_failure(self, attempt: float) -> None:

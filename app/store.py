@@ -280,16 +280,25 @@ class SQLiteStore:
         return self._bans
 
     def add_ban(self, ban: Ban) -> None:
+        """Keep a ban. Bans come from fresh tokens too (a word filter bans every token that
+        trips it), so at most `max_viewers` are kept: beyond that the oldest is dropped."""
         self._run("INSERT OR REPLACE INTO bans (kind, value, created, note)"
                         " VALUES (?, ?, ?, ?)", (ban.kind, ban.value, ban.created, ban.note))
-        self._bans = {**self._bans, (ban.kind, ban.value): ban}
+        bans = {k: b for k, b in self._bans.items() if k != (ban.kind, ban.value)}
+        bans[(ban.kind, ban.value)] = ban  # newest last: the dict keeps insertion order
+        while len(bans) > self.max_viewers:
+            kind, value = next(iter(bans))
+            self._run("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value))
+            del bans[(kind, value)]
+        self._bans = bans
 
     def remove_ban(self, kind: str, value: str) -> None:
         self._run("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value))
         self._bans = {k: b for k, b in self._bans.items() if k != (kind, value)}
 
     def _load_bans(self) -> list[Ban]:
-        return [Ban(*r) for r in self._run("SELECT kind, value, created, note FROM bans")]
+        return [Ban(*r) for r in self._run(
+            "SELECT kind, value, created, note FROM bans ORDER BY created")]
 
     # --- filters -------------------------------------------------------------------------
 

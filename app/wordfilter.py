@@ -57,6 +57,40 @@ def _walk(parsed, inside_repeat: bool) -> None:
             _walk(arg, inside_repeat)
 
 
+MAX_OPEN_REPEATS = 2
+
+
+def _open_repeats(parsed, repeated_literals: set) -> int:
+    """Variable-length repeats that can take each other's characters (`.*`, `\\w+`, `a*a*`).
+
+    k of them cost about n**(k+1) steps to search an n-character message: two are cheap,
+    four already take minutes on 500 characters. A repeat of one literal character that no
+    other repeat uses (`f+u+c+k+`) cannot trade characters, so it is free.
+    """
+    count = 0
+    for op, arg in parsed:
+        if op in _REPEATS:
+            low, high, sub = arg
+            body = list(sub)
+            if high != low:
+                if len(body) == 1 and body[0][0] == sre_constants.LITERAL:
+                    if body[0][1] in repeated_literals:
+                        count += 1
+                    repeated_literals.add(body[0][1])
+                else:
+                    count += 1
+            count += _open_repeats(sub, repeated_literals)
+        elif op == sre_constants.SUBPATTERN:
+            count += _open_repeats(arg[-1], repeated_literals)
+        elif op == sre_constants.BRANCH:
+            count += max((_open_repeats(b, repeated_literals) for b in arg[1]), default=0)
+        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            count += _open_repeats(arg[1], repeated_literals)
+        elif op == sre_constants.ATOMIC_GROUP:
+            count += _open_repeats(arg, repeated_literals)
+    return count
+
+
 def compile_pattern(pattern: str, is_regex: bool, case_sensitive: bool,
                     max_length: int) -> re.Pattern:
     """Turn a filter into a safe compiled expression, or raise FilterError."""
@@ -70,7 +104,11 @@ def compile_pattern(pattern: str, is_regex: bool, case_sensitive: bool,
         # plain words match whole words only, so "ass" does not censor "class"
         return re.compile(r"(?<!\w)" + re.escape(pattern.strip()) + r"(?!\w)", flags)
     try:
-        _walk(sre_parse.parse(pattern, flags), False)
+        parsed = sre_parse.parse(pattern, flags)
+        _walk(parsed, False)
+        if _open_repeats(parsed, set()) > MAX_OPEN_REPEATS:
+            raise FilterError(f"at most {MAX_OPEN_REPEATS} open-ended repeats (like .* or \\w+) "
+                              "may follow each other: more can make matching take minutes")
         return re.compile(pattern, flags)
     except (re.error, OverflowError, RecursionError) as exc:
         raise FilterError(f"not a valid regular expression: {exc}") from None

@@ -86,3 +86,33 @@ def test_the_offline_page_still_refreshes_itself_with_the_live_chat_frame(server
         assert reloaded, "the offline page did not refresh itself"
     finally:
         context.close()
+
+
+def test_the_offline_page_checks_again_as_often_as_it_says(server, browser):
+    """"This page checks again every N seconds": the time between two reloads is N, not the
+    chat frame's lifetime plus N (a meta refresh only counts down once the page has loaded)."""
+    import re
+
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/", wait_until="commit")
+        promised = int(re.search(r"checks again every (\d+) seconds",
+                                 page.content()).group(1))
+        reloads, origin = [], page.evaluate("performance.timeOrigin")
+        deadline = time.monotonic() + 2 * promised + 15
+        while time.monotonic() < deadline and len(reloads) < 2:
+            time.sleep(0.2)
+            try:
+                now = page.evaluate("performance.timeOrigin")  # read by the driver
+            except Exception:  # between two documents
+                continue
+            if now != origin:
+                reloads.append(now / 1000)
+                origin = now
+        assert len(reloads) == 2, "the offline page did not refresh itself twice"
+        interval = reloads[1] - reloads[0]
+        assert promised - 2 < interval < promised + 2.5, (
+            f"the page says every {promised} s but reloaded after {interval:.1f} s")
+    finally:
+        context.close()

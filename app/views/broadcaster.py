@@ -32,6 +32,7 @@ NOTICES = {
     "filter-added": "Filter added.", "filter-removed": "Filter removed.",
     "title": "Title changed.",
 }
+BANS_SHOWN = 300
 
 
 def init_app(app) -> None:
@@ -116,7 +117,8 @@ def page():
     c = chat()
     store = c.store
     messages = list(reversed(store.recent_messages(include_hidden=True)))
-    bans = sorted(store.bans().values(), key=lambda b: -b.created)
+    every_ban = sorted(store.bans().values(), key=lambda b: -b.created)
+    bans = every_ban[:BANS_SHOWN]  # one page, however many tokens a word filter has banned
     names = {}
     for ban in bans:
         if ban.kind == "viewer":
@@ -125,7 +127,8 @@ def page():
     error = request.args.get("error", "")[:300]
     body = render_template(
         "broadcaster.html", who=g.requester, messages=messages, people=user_list(True),
-        bans=bans, names=names, filters=store.filters(), actions=ACTIONS,
+        bans=bans, more_bans=len(every_ban) - len(bans), names=names,
+        filters=store.filters(), actions=ACTIONS,
         csrf=current_app.extensions["broadcaster_csrf"],
         notice=NOTICES.get(request.args.get("notice", ""), ""), error=error,
         title=current_app.extensions["stream"].snapshot.title,

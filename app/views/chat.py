@@ -24,10 +24,12 @@ from flask import (
     render_template,
     request,
 )
+from markupsafe import Markup
 
 from ..chat import Chat, Refused, Submission, public
 from ..events import RESYNC, Event, Hub
 from ..identity import Requester, identify
+from ..limits import Guarded
 from ..security import style_nonce
 from ..store import Message, StoreUnavailable
 from ..viewers import Audience
@@ -79,18 +81,19 @@ class StreamSlots:
 
 
 class MessageHTML:
-    """Each message rendered once, then the same bytes go to every open frame."""
+    """Each message rendered once (escaped by the template), then the same bytes go to every
+    open frame. Kept as Markup, so pages include it without a `|safe` anywhere."""
 
     def __init__(self, app):
         self.template = app.jinja_env.get_template("chat/message.html")
-        self._cache: dict[int, str] = {}
+        self._cache: dict[int, Markup] = {}
         self._events: dict[int, tuple[str, str]] = {}
 
-    def __call__(self, message: Message | dict) -> str:
+    def __call__(self, message: Message | dict) -> Markup:
         data = message if isinstance(message, dict) else public(message)
         html = self._cache.get(data["id"])
         if html is None:
-            html = self.template.render(m=data)
+            html = Markup(self.template.render(m=data))
             self._cache[data["id"]] = html
             if len(self._cache) > RENDER_CACHE:
                 self._cache.pop(next(iter(self._cache)))
@@ -132,7 +135,11 @@ def messages():
     audience().saw(who.viewer_id, who.tag)
     slots: StreamSlots = current_app.extensions["chat_slots"]
     if request.args.get("mode") != "poll" and slots.acquire(who.viewer_id):
-        return live_frame(who, slots)
+        try:
+            return live_frame(who, slots)
+        except BaseException:
+            slots.release(who.viewer_id)  # no frame was handed out: give the slot back
+            raise
     return poll_frame(who)
 
 
@@ -166,26 +173,25 @@ def live_frame(who: Requester, slots: StreamSlots):
     people = audience()
 
     def body() -> Iterator[bytes]:
-        try:
-            yield head.encode()
-            deadline = time.monotonic() + lifetime
-            wake = min(KEEPALIVE_SECONDS, lifetime)
-            for event in hub.listen(after, frozenset({"chat", "hide"}), wake):
-                people.saw(who.viewer_id, who.tag)
-                if event is None:
-                    yield b"\n"
-                elif event.kind == RESYNC:
-                    break  # missed events: end, the page reloads itself with all of them
-                else:
-                    rules, markup = html.for_event(event)
-                    yield f'<style nonce="{nonce}">{rules}</style>{markup}'.encode()
-                if time.monotonic() > deadline:
-                    break
-            yield b"</div></body></html>"
-        finally:
-            slots.release(who.viewer_id)
+        yield head.encode()
+        deadline = time.monotonic() + lifetime
+        wake = min(KEEPALIVE_SECONDS, lifetime)
+        for event in hub.listen(after, frozenset({"chat", "hide"}), wake):
+            people.saw(who.viewer_id, who.tag)
+            if event is None:
+                yield b"\n"
+            elif event.kind == RESYNC:
+                break  # missed events: end, the page reloads itself with all of them
+            else:
+                rules, markup = html.for_event(event)
+                yield f'<style nonce="{nonce}">{rules}</style>{markup}'.encode()
+            if time.monotonic() > deadline:
+                break
+        yield b"</div></body></html>"
 
-    return Response(body(), mimetype="text/html",
+    # Guarded, not try/finally in the generator: a body that never starts (a HEAD request,
+    # a client gone before the first byte) runs no finally, and its slot would never return.
+    return Response(Guarded(body(), lambda: slots.release(who.viewer_id)), mimetype="text/html",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

@@ -9,6 +9,7 @@ import logging
 from flask import Blueprint, abort, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from ..identity import TOKEN_PATTERN
 from ..limits import TOO_LARGE
 from ..store import StoreUnavailable
 
@@ -30,7 +31,17 @@ EXPLANATIONS = {
 
 def error_page(code: int, name: str):
     text = EXPLANATIONS.get(code, "The request could not be completed.")
-    return render_template("error.html", code=code, name=name, text=text), code
+    return render_template("error.html", code=code, name=name, text=text,
+                           token=token_in_query()), code
+
+
+def token_in_query() -> str | None:
+    """The viewer's token from the address, so "back to the stream" keeps who they are.
+
+    Only the query string: the body of a refused request (too large, say) is never read here.
+    """
+    token = request.args.get("token")
+    return token if token and TOKEN_PATTERN.fullmatch(token) else None
 
 
 @bp.before_app_request
