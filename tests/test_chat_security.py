@@ -188,3 +188,26 @@ def test_useful_word_filters_still_pass_and_stay_fast(pattern):
         started = time.perf_counter()
         compiled.search(text)
         assert time.perf_counter() - started < 0.5, (pattern, text[:8])
+
+
+def test_broadcaster_page_shows_only_errors_the_server_wrote(server):
+    """/broadcaster?error=... once showed any text: a crafted link could put a fake message
+    ("Your stream key leaked, call ...") on the broadcaster's own page."""
+    from chat_support import BROADCASTER, broadcaster_post
+
+    fake = "Security alert: the server was hacked, log in at evil.example now"
+    for params in ({"error": fake}, {"error": fake, "sig": "0" * 32},
+                   {"error": fake, "sig": ""}):
+        page = requests.get(server.url + "/broadcaster", params=params, auth=BROADCASTER,
+                            timeout=10)
+        assert page.status_code == 200
+        assert "Security alert" not in page.text and "evil.example" not in page.text
+    failed = broadcaster_post(server, "title", title="   ")
+    assert failed.status_code == 303
+    real = requests.get(server.url + failed.headers["Location"], auth=BROADCASTER, timeout=10)
+    assert 'role="alert">The title is empty.<' in real.text
+    # a real signature does not carry over to another text
+    signature = re.search(r"sig=(\w+)", failed.headers["Location"]).group(1)
+    moved = requests.get(server.url + "/broadcaster", auth=BROADCASTER, timeout=10,
+                         params={"error": fake, "sig": signature})
+    assert "Security alert" not in moved.text

@@ -13,7 +13,7 @@ import hmac
 import os
 import secrets
 import tempfile
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request
 from flask_httpauth import HTTPBasicAuth
@@ -152,7 +152,7 @@ def page():
         if ban.kind == "viewer":
             viewer = store.viewer(ban.value)
             names[ban.value] = viewer.name if viewer and viewer.name else "Anonymous"
-    error = request.args.get("error", "")[:300]
+    error = shown_error()
     body = render_template(
         "broadcaster.html", who=g.requester, messages=messages, people=user_list(True),
         bans=bans, more_bans=len(every_ban) - len(bans), names=names,
@@ -167,10 +167,31 @@ def page():
     return response
 
 
-def failed(reason: str):
-    from urllib.parse import quote
+ERROR_LENGTH = 300
 
-    return redirect(f"/broadcaster?error={quote(reason)}", 303)
+
+def error_signature(text: str) -> str:
+    """Keyed with the server secret: only this server can make a link that shows a text."""
+    identities = current_app.extensions["identities"]
+    return identities.derive("broadcaster-error", text.encode()).hex()[:32]
+
+
+def failed(reason: str):
+    """Back to the page with the reason in the link, signed so a crafted link shows nothing."""
+    reason = reason[:ERROR_LENGTH]
+    return redirect(f"/broadcaster?error={quote(reason)}&sig={error_signature(reason)}", 303)
+
+
+def shown_error() -> str:
+    """The error from the link if this server wrote it; anything else is ignored: a link from
+    someone else must not show the broadcaster a message that seems to come from here."""
+    text = request.args.get("error", "")
+    signature = request.args.get("sig", "")
+    if not text or len(text) > ERROR_LENGTH:
+        return ""
+    if not hmac.compare_digest(signature.encode(), error_signature(text).encode()):
+        return ""
+    return text
 
 
 @bp.route("/post", methods=["POST"])
