@@ -99,7 +99,8 @@ def identify(view: Callable) -> Callable:
     """Decide who is asking (viewer, banned viewer, broadcaster) before any view runs.
 
     The result is `g.requester`; a new viewer gets a fresh token (and, if allowed, a cookie
-    that only remembers it). The broadcaster is whoever passed HTTP Basic auth.
+    that only remembers it). The broadcaster is whoever passed HTTP Basic auth or holds a
+    broadcaster session.
     """
 
     @wraps(view)
@@ -190,3 +191,73 @@ class BroadcasterPassword:
             self._failures.remove(attempt)
         except ValueError:
             pass  # already pushed out of the window by newer failures
+
+
+# --- the broadcaster's session ---------------------------------------------------------------
+
+SESSION_COOKIE = "broadcaster_session"
+SESSION_IDLE_SECONDS = 12 * 3600  # unused this long, a session ends
+SESSION_MAX_SECONDS = 3 * 86400  # however busy, a session ends after this
+MAX_SESSIONS = 16  # browsers logged in at once; the oldest is dropped beyond this
+
+
+@dataclass
+class _Session:
+    digest: bytes
+    idle_until: float
+    ends: float
+
+
+class BroadcasterSessions:
+    """Browsers that proved the password once, so they never meet the password check again.
+
+    Failed logins are limited for everybody at once (over Tor there is no client address), so
+    anyone can keep the password check locked; a browser holding a session is not affected.
+    Only a digest of each random session id is kept, in memory and capped: a restart logs
+    everyone out, and the browser's saved login opens a new session on its next request.
+    """
+
+    def __init__(self, idle_seconds: float = SESSION_IDLE_SECONDS,
+                 max_seconds: float = SESSION_MAX_SECONDS, limit: int = MAX_SESSIONS):
+        self.idle_seconds = idle_seconds
+        self.max_seconds = max_seconds
+        self.limit = limit
+        self._sessions: list[_Session] = []
+
+    def issue(self) -> str:
+        """A new session id for the browser's cookie (call only after a proven login)."""
+        now = time.monotonic()
+        session_id = secrets.token_urlsafe(32)
+        self._sessions = [s for s in self._sessions if self._alive(s, now)]
+        self._sessions.append(_Session(_digest(session_id), now + self.idle_seconds,
+                                       now + self.max_seconds))
+        del self._sessions[:-self.limit]
+        return session_id
+
+    def valid(self, session_id: str | None) -> bool:
+        """True for a live session id; using it keeps it alive (within its maximum age)."""
+        session = self._find(session_id)
+        if session is None:
+            return False
+        session.idle_until = time.monotonic() + self.idle_seconds
+        return True
+
+    def end(self, session_id: str | None) -> None:
+        session = self._find(session_id)
+        if session is not None:
+            self._sessions.remove(session)
+
+    def _find(self, session_id: str | None) -> _Session | None:
+        if not session_id or len(session_id) > 128:
+            return None
+        wanted = _digest(session_id)
+        now = time.monotonic()
+        found = None
+        for session in self._sessions:  # every one compared: the time says nothing
+            if hmac.compare_digest(session.digest, wanted) and self._alive(session, now):
+                found = session
+        return found
+
+    @staticmethod
+    def _alive(session: _Session, now: float) -> bool:
+        return now < session.idle_until and now < session.ends

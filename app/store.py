@@ -2,9 +2,9 @@
 
 `Store` is what the rest of the app uses; `SQLiteStore` keeps everything in one SQLite file in
 WAL mode in the state folder (nothing to install, survives restarts and `kill -9`). Hot reads
-(recent messages, bans, filters, recently seen viewers) are answered from memory; every
-in-memory collection has a cap. A shared store (for several app instances) would implement the
-same methods.
+(recent messages, bans, filters, recently seen viewers, and ids known to have no viewer record)
+are answered from memory; every in-memory collection has a cap. A shared store (for several app
+instances) would implement the same methods.
 """
 from __future__ import annotations
 
@@ -133,6 +133,9 @@ class SQLiteStore:
         self._recent: deque[Message] = deque(maxlen=shown)
         self._recent.extend(self._load_recent(shown))
         self._viewers: OrderedDict[str, Viewer] = OrderedDict()
+        # ids known to have no record: most viewers never post, and every one of their
+        # requests (and every user list naming them) would otherwise ask SQLite again
+        self._unknown_viewers: OrderedDict[str, None] = OrderedDict()
         self._bans = {(b.kind, b.value): b for b in self._load_bans()}
         self._filters = self._load_filters()
         self._writes = 0
@@ -252,15 +255,22 @@ class SQLiteStore:
         if cached is not None:
             self._viewers.move_to_end(viewer_id)
             return cached
+        if viewer_id in self._unknown_viewers:
+            self._unknown_viewers.move_to_end(viewer_id)
+            return None
         row = self._run("SELECT id, tag, name, tripcode, verified, first_seen, last_seen"
                               " FROM viewers WHERE id = ?", (viewer_id,)).fetchone()
         if row is None:
+            self._unknown_viewers[viewer_id] = None
+            while len(self._unknown_viewers) > self.cache_size:
+                self._unknown_viewers.popitem(last=False)
             return None
         viewer = Viewer(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
         self._cache_viewer(viewer)
         return viewer
 
     def save_viewer(self, viewer: Viewer) -> None:
+        self._unknown_viewers.pop(viewer.id, None)
         self._run(
             "INSERT OR REPLACE INTO viewers (id, tag, name, tripcode, verified, first_seen,"
             " last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -215,3 +215,64 @@ def test_login_lock_lifts_after_the_window(tmp_path):
                  "the lock to lift")
     finally:
         srv.stop()
+
+
+def test_guessers_who_lock_the_login_do_not_lock_out_a_logged_in_broadcaster(tmp_path):
+    """The failed-login lock is global (over Tor there is no client address): a browser that
+    logged in before the guessing holds a session and goes on working without the password."""
+    srv = chat_server(tmp_path, tmp_path / "stream").start()  # failed_logins = 3
+    try:
+        login = requests.get(srv.url + "/broadcaster", auth=BROADCASTER, timeout=30)
+        assert login.status_code == 200
+        issued = [c for c in login.cookies if c.name == "broadcaster_session"]
+        assert len(issued) == 1, login.headers.get("Set-Cookie")
+        cookie = issued[0]
+        set_cookie = login.headers["Set-Cookie"]
+        assert cookie.path == "/broadcaster" and "HttpOnly" in set_cookie
+        assert "SameSite=Strict" in set_cookie and len(cookie.value) >= 32
+        session = {"broadcaster_session": cookie.value}
+
+        for i in range(5):  # someone else locks the login
+            requests.get(srv.url + "/broadcaster", auth=("broadcaster", f"g{i}"), timeout=30)
+        assert requests.get(srv.url + "/broadcaster", auth=BROADCASTER,
+                            timeout=10).status_code == 429
+        # the broadcaster's browser sends its login and its session: no lock, no password check
+        page = requests.get(srv.url + "/broadcaster", auth=BROADCASTER, cookies=session,
+                            timeout=10)
+        assert page.status_code == 200 and "broadcaster_session" not in page.cookies
+        csrf = field(page.text, "csrf")
+        posted = requests.post(srv.url + "/broadcaster/post", cookies=session, timeout=10,
+                               data={"message": "still here", "csrf": csrf},
+                               allow_redirects=False)
+        assert posted.status_code == 303
+        assert "still here" in ChatViewer(srv).messages()
+        # a made-up or altered session is worth nothing
+        for forged in ["x" * 43, cookie.value[:-1] + ("A" if cookie.value[-1] != "A" else "B")]:
+            refused = requests.get(srv.url + "/broadcaster", timeout=10,
+                                   cookies={"broadcaster_session": forged})
+            assert refused.status_code == 401
+        # logging out ends the session for good
+        out = requests.post(srv.url + "/broadcaster/logout", cookies=session, timeout=10,
+                            data={"csrf": csrf}, allow_redirects=False)
+        assert out.status_code == 303 and "broadcaster_session=;" in out.headers["Set-Cookie"]
+        assert requests.get(srv.url + "/broadcaster", cookies=session,
+                            timeout=10).status_code == 401
+        assert cookie.value not in srv.log() and "test-password" not in srv.log()
+    finally:
+        srv.stop()
+
+
+def test_broadcaster_sessions_expire_and_are_capped():
+    from app.identity import BroadcasterSessions
+
+    sessions = BroadcasterSessions(idle_seconds=0.3, max_seconds=0.8, limit=2)
+    first, second, third = sessions.issue(), sessions.issue(), sessions.issue()
+    assert not sessions.valid(first), "the oldest session beyond the cap must be dropped"
+    assert sessions.valid(second) and sessions.valid(third)
+    assert not sessions.valid(None) and not sessions.valid("") and not sessions.valid("x" * 500)
+    for _ in range(3):  # used every 0.2 s: kept alive past its idle time...
+        time.sleep(0.2)
+        assert sessions.valid(second)
+    time.sleep(0.3)
+    assert not sessions.valid(third)  # ...while the unused one ended
+    assert not sessions.valid(second)  # and even a busy session ends at its maximum age

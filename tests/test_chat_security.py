@@ -188,3 +188,83 @@ def test_useful_word_filters_still_pass_and_stay_fast(pattern):
         started = time.perf_counter()
         compiled.search(text)
         assert time.perf_counter() - started < 0.5, (pattern, text[:8])
+
+
+def test_broadcaster_page_shows_only_errors_the_server_wrote(server):
+    """/broadcaster?error=... once showed any text: a crafted link could put a fake message
+    ("Your stream key leaked, call ...") on the broadcaster's own page."""
+    from chat_support import BROADCASTER, broadcaster_post
+
+    fake = "Security alert: the server was hacked, log in at evil.example now"
+    for params in ({"error": fake}, {"error": fake, "sig": "0" * 32},
+                   {"error": fake, "sig": ""}):
+        page = requests.get(server.url + "/broadcaster", params=params, auth=BROADCASTER,
+                            timeout=10)
+        assert page.status_code == 200
+        assert "Security alert" not in page.text and "evil.example" not in page.text
+    failed = broadcaster_post(server, "title", title="   ")
+    assert failed.status_code == 303
+    real = requests.get(server.url + failed.headers["Location"], auth=BROADCASTER, timeout=10)
+    assert 'role="alert">The title is empty.<' in real.text
+    # a real signature does not carry over to another text
+    signature = re.search(r"sig=(\w+)", failed.headers["Location"]).group(1)
+    moved = requests.get(server.url + "/broadcaster", auth=BROADCASTER, timeout=10,
+                         params={"error": fake, "sig": signature})
+    assert "Security alert" not in moved.text
+
+
+def test_viewers_who_never_posted_are_not_looked_up_in_the_database_on_every_request(
+        tmp_path):
+    """Every request of a viewer who never posted asked SQLite for their record, and
+    /chat/users asked once per listed viewer (up to 300) on every refresh. Run with -s for the
+    figures."""
+    from app import create_app
+    from app.config import from_dict
+
+    config = from_dict({"server": {"state_dir": str(tmp_path / "state")},
+                        "stream": {"dir": str(tmp_path / "stream")}})
+    app = create_app(config, start_watcher=False)
+    client = app.test_client(use_cookies=False)
+    identities, store = app.extensions["identities"], app.extensions["store"]
+    tokens = [f"listed-viewer-{i:06d}-xx" for i in range(300)]
+    for token in tokens:  # 300 viewers here, none of whom ever posted
+        app.extensions["audience"].saw(identities.viewer_id(token), identities.tag(token))
+    queries: list[str] = []
+    store.db.set_trace_callback(queries.append)
+
+    def lookups() -> int:
+        return sum("FROM viewers" in q for q in queries)
+
+    started = time.perf_counter()
+    for i in range(1000):  # 50 viewers, 20 refreshes of the user list each
+        assert client.get(f"/chat/users?token={tokens[i % 50]}").status_code == 200
+    elapsed = time.perf_counter() - started
+    print(f"\n1000 /chat/users loads (300 listed): {lookups()} viewer lookups in SQLite, "
+          f"{elapsed:.2f} s")
+    assert lookups() <= 300, "the same unknown viewers were looked up again and again"
+
+    # a viewer who posts (or is saved otherwise) is seen at once: the cache is invalidated
+    from app.store import Viewer
+
+    who = identities.viewer_id(tokens[7])
+    store.save_viewer(Viewer(who, identities.tag(tokens[7]), name="Newly Named"))
+    assert "Newly Named" in client.get(f"/chat/users?token={tokens[0]}").text
+    store.db.set_trace_callback(None)
+    store.close()
+
+
+def test_the_unknown_viewer_cache_is_bounded_and_forgets_saved_viewers(tmp_path):
+    from app.store import SQLiteStore, Viewer
+
+    store = SQLiteStore(tmp_path / "state.sqlite3", cache_size=10)
+    queries: list[str] = []
+    store.db.set_trace_callback(queries.append)
+    for i in range(25):
+        assert store.viewer(f"unknown-{i}") is None
+    asked = len(queries)
+    assert store.viewer("unknown-24") is None and len(queries) == asked  # remembered
+    assert store.viewer("unknown-0") is None and len(queries) == asked + 1  # pushed out
+    assert len(store._unknown_viewers) <= 10
+    store.save_viewer(Viewer("unknown-24", "tag", name="Now Known"))
+    assert store.viewer("unknown-24").name == "Now Known"
+    store.close()

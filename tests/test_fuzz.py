@@ -212,7 +212,7 @@ def test_chat_post_with_arbitrary_fields_and_bodies(client, fields, content_type
 MODERATION = {
     "post": ["message"], "hide": ["message_id"], "ban": ["viewer_id", "hide_all"],
     "unban": ["kind", "value"], "filters": ["pattern", "regex", "case", "action"],
-    "filters/remove": ["filter_id"], "title": ["title"],
+    "filters/remove": ["filter_id"], "title": ["title"], "logout": [],
 }
 
 

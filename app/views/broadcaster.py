@@ -1,6 +1,9 @@
 """/broadcaster: moderation, word filters, title and the broadcaster's own messages.
 
-Behind HTTP Basic auth (flask-httpauth) with failed logins rate-limited. Every form carries a
+Behind HTTP Basic auth (flask-httpauth) with failed logins rate-limited. A proven login gets a
+session cookie (HttpOnly, SameSite=Strict, only sent under /broadcaster); a browser holding it
+skips the password check, so guessers who keep the login locked do not lock the broadcaster
+out. Every form carries a
 per-process CSRF token checked in constant time, and a cross-site Origin is refused, so another
 site cannot make a logged-in broadcaster's browser ban or post.
 """
@@ -10,13 +13,19 @@ import hmac
 import os
 import secrets
 import tempfile
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request
 from flask_httpauth import HTTPBasicAuth
 
 from ..chat import Chat, Refused, Submission
-from ..identity import BROADCASTER_ID, BroadcasterPassword, identify
+from ..identity import (
+    BROADCASTER_ID,
+    SESSION_COOKIE,
+    BroadcasterPassword,
+    BroadcasterSessions,
+    identify,
+)
 from ..store import StoreUnavailable
 from ..stream import TITLE_FILE, clean_title
 from ..wordfilter import ACTIONS, FilterError
@@ -37,6 +46,7 @@ BANS_SHOWN = 300
 
 def init_app(app) -> None:
     app.extensions["broadcaster_csrf"] = secrets.token_urlsafe(32)
+    app.extensions["broadcaster_sessions"] = BroadcasterSessions()
     app.register_blueprint(bp)
 
 
@@ -44,8 +54,15 @@ def chat() -> Chat:
     return current_app.extensions["chat"]
 
 
+def sessions() -> BroadcasterSessions:
+    return current_app.extensions["broadcaster_sessions"]
+
+
 @auth.verify_password
 def verify(username: str, password: str):
+    if sessions().valid(request.cookies.get(SESSION_COOKIE)):
+        g.broadcaster_authenticated = True  # no password check, so no lock can apply
+        return current_app.config["LIVESTREAM"].broadcaster.username
     if not username and not password:
         return None  # no credentials yet: the browser is about to ask, not a failed guess
     checker: BroadcasterPassword = current_app.extensions["broadcaster_password"]
@@ -54,8 +71,19 @@ def verify(username: str, password: str):
         return None
     if checker.check(username, password):
         g.broadcaster_authenticated = True
+        g.new_broadcaster_session = sessions().issue()
         return username
     return None
+
+
+@bp.after_request
+def hand_out_session(response: Response) -> Response:
+    """After a proven password, the browser gets a session (a cookie only /broadcaster sees)."""
+    session_id = g.pop("new_broadcaster_session", None)
+    if session_id is not None:
+        response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="Strict",
+                            path=bp.url_prefix)
+    return response
 
 
 @auth.error_handler
@@ -124,7 +152,7 @@ def page():
         if ban.kind == "viewer":
             viewer = store.viewer(ban.value)
             names[ban.value] = viewer.name if viewer and viewer.name else "Anonymous"
-    error = request.args.get("error", "")[:300]
+    error = shown_error()
     body = render_template(
         "broadcaster.html", who=g.requester, messages=messages, people=user_list(True),
         bans=bans, more_bans=len(every_ban) - len(bans), names=names,
@@ -139,10 +167,31 @@ def page():
     return response
 
 
-def failed(reason: str):
-    from urllib.parse import quote
+ERROR_LENGTH = 300
 
-    return redirect(f"/broadcaster?error={quote(reason)}", 303)
+
+def error_signature(text: str) -> str:
+    """Keyed with the server secret: only this server can make a link that shows a text."""
+    identities = current_app.extensions["identities"]
+    return identities.derive("broadcaster-error", text.encode()).hex()[:32]
+
+
+def failed(reason: str):
+    """Back to the page with the reason in the link, signed so a crafted link shows nothing."""
+    reason = reason[:ERROR_LENGTH]
+    return redirect(f"/broadcaster?error={quote(reason)}&sig={error_signature(reason)}", 303)
+
+
+def shown_error() -> str:
+    """The error from the link if this server wrote it; anything else is ignored: a link from
+    someone else must not show the broadcaster a message that seems to come from here."""
+    text = request.args.get("error", "")
+    signature = request.args.get("sig", "")
+    if not text or len(text) > ERROR_LENGTH:
+        return ""
+    if not hmac.compare_digest(signature.encode(), error_signature(text).encode()):
+        return ""
+    return text
 
 
 @bp.route("/post", methods=["POST"])
@@ -154,6 +203,18 @@ def post():
     except Refused as refused_:
         return failed(str(refused_))
     return done("posted")
+
+
+@bp.route("/logout", methods=["POST"])
+@auth.login_required
+def logout():
+    """End this browser's session (the browser may still remember the password itself)."""
+    sessions().end(request.cookies.get(SESSION_COOKIE))
+    g.pop("new_broadcaster_session", None)
+    response = redirect("/", 303)  # not back here: the saved login would open a new session
+    response.delete_cookie(SESSION_COOKIE, path=bp.url_prefix, httponly=True,
+                           samesite="Strict")
+    return response
 
 
 @bp.route("/hide", methods=["POST"])
