@@ -319,7 +319,11 @@ def run_ingest(args: argparse.Namespace, config: Config) -> int:
 def run_key(args: argparse.Namespace, config: Config) -> int:
     from . import ingest
 
-    key = ingest.rotate_key(config.state_dir) if args.new else ingest.load_key(config.state_dir)
+    try:
+        key = ingest.rotate_key(config.state_dir) if args.new else ingest.load_key(config.state_dir)
+    except (ValueError, OSError) as exc:
+        print(f"livestream key: {exc}", file=sys.stderr)
+        return 1
     host = config.ingest.host if config.ingest.host not in ("0.0.0.0", "::") else "HOST"
     print(f"server:     rtmp://{host}:{config.ingest.port}/{config.ingest.app}")
     print(f"stream key: {key}")

@@ -323,12 +323,14 @@ class Cloud:
         self.out(f"{'ID':<12}{'NAME':<28}{'STATUS':<8}{'IP':<17}{'SIZE':<20}"
                  f"{'UPTIME':<11}COST SO FAR")
         for d in droplets:
-            price = d.usd_per_hour
-            if price is None:  # fall back on the table when the API left the price out
-                price = price_of(self.settings.prices, d.size).usd_per_hour
-                d = dataclasses.replace(d, usd_per_hour=price)
+            if d.usd_per_hour is None and d.size in self.settings.prices.sizes:
+                # the API left the price out: fall back on the table
+                d = dataclasses.replace(
+                    d, usd_per_hour=price_of(self.settings.prices, d.size).usd_per_hour)
+            cost = d.cost_so_far(now)
             self.out(f"{d.id:<12}{d.name:<28}{d.status:<8}{d.ip or '-':<17}{d.size:<20}"
-                     f"{_duration(d.uptime_seconds(now)):<11}${d.cost_so_far(now):.4f}")
+                     f"{_duration(d.uptime_seconds(now)):<11}"
+                     f"{'unknown' if cost is None else f'${cost:.4f}'}")
         return droplets
 
     # ---- play ---------------------------------------------------------------------------

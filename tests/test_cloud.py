@@ -376,6 +376,17 @@ def test_status_shows_uptime_and_cost_so_far(setup, fake):
     assert "$0.0179" in row  # two started hours x $0.00893
 
 
+def test_status_says_unknown_cost_for_a_size_without_a_price(setup, fake):
+    droplet = fake.add_droplet(TAG)
+    droplet["size"] = {"slug": "g-64vcpu-256gb"}  # no price from the API, none in the table
+    droplet["size_slug"] = "g-64vcpu-256gb"
+    result = setup("cloud", "status")
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.splitlines()[1]
+    assert "g-64vcpu-256gb" in row and row.rstrip().endswith("unknown")
+    assert "Traceback" not in result.stderr
+
+
 # ---- play ----------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -307,3 +307,15 @@ def test_stopping_the_ingest_mid_stream_ends_the_playlist(tmp_path):
         if publisher.poll() is None:
             publisher.kill()
             publisher.wait()
+
+
+def test_key_command_explains_a_damaged_key_file(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\n')
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "ingest.key").write_text("short\n")
+    result = subprocess.run([sys.executable, "-m", "app.cli", "--config", str(config), "key"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert "stream key too short" in result.stderr and "livestream key --new" in result.stderr
+    assert "Traceback" not in result.stderr
