@@ -30,7 +30,7 @@ from pathlib import Path
 
 import requests
 
-from . import cloud_init, cloud_receiver
+from . import cloud_init, cloud_receiver, processes
 from .cloud_upload import UploadError, send_bundle
 from .config import DEFAULT_CONFIG, PROJECT_DIR, CloudConfig, Config
 from .digitalocean import TOKEN_HELP, ApiError, DigitalOcean
@@ -399,12 +399,7 @@ def run_until_done(argv: list[str]) -> int:
     try:
         return process.wait()
     except BaseException:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop(process, 10)
         raise
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -31,7 +32,7 @@ import gevent.event
 import gevent.pool
 from gevent.server import StreamServer
 
-from . import sources
+from . import processes, sources
 from .config import Config
 
 log = logging.getLogger(__name__)
@@ -629,7 +630,7 @@ class IngestServer:
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            sources.stop_process(proc, 5)
+            processes.stop(proc, 5, signal.SIGINT)
         if sources.ensure_endlist(self.stream_dir / self.playlist):
             log.info("added ENDLIST to the playlist ffmpeg left open")
 

@@ -22,6 +22,7 @@ import stem.connection
 import stem.response
 from stem.control import Controller, EventType
 
+from . import processes
 from .config import Config, TorConfig
 from .onion_keys import (
     KeyFileError,
@@ -168,12 +169,7 @@ class LaunchedTor:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        processes.stop(self.process, 5)
         log.info("tor (pid %d) stopped", self.process.pid)
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from . import processes
+
 log = logging.getLogger(__name__)
 
 SEGMENT_SECONDS = 2
@@ -619,10 +621,10 @@ def run_ffmpeg(argv: list[str], *, duration: float | None = None, offset: float 
     except KeyboardInterrupt:
         interrupted = True
         _print(out, "stopping (ffmpeg finishes the current segment)...", interactive)
-        stop_process(proc, stop_timeout)
+        processes.stop(proc, stop_timeout, signal.SIGINT)
     finally:
         if proc.poll() is None:
-            stop_process(proc, stop_timeout)
+            processes.stop(proc, stop_timeout, signal.SIGINT)
         reader.join(timeout=2)
         if interactive:
             out.write("\n")
@@ -653,19 +655,6 @@ def _collect_stderr(stream, errors: deque, hide: tuple[str, ...]) -> None:
         if line:
             errors.append(line)
             log.debug("ffmpeg: %s", line)
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """Ask ffmpeg to finish cleanly (SIGINT), then insist."""
-    if proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        log.warning("ffmpeg did not stop within %.0f s; killing it", timeout)
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 # ---------------------------------------------------------------- `livestream play`

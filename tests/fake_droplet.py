@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from app.processes import stop as stop_process
+
 
 class FakeDroplets:
     def __init__(self, root: Path, serve: bool = True, receive: bool = True):
@@ -84,13 +86,7 @@ class FakeDroplets:
             self.stopped.add(droplet_id)
             processes = self.processes.get(droplet_id, [])
         for process in processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process, 10)
 
     def stop_all(self) -> None:
         for droplet_id in list(self.booted):
