@@ -7,13 +7,13 @@ import sys
 from flask import Flask
 from flask_compress import Compress
 
-from . import security
-from .config import PROJECT_DIR, Config
-from .events import Hub, publish_stream_status
-from .limits import BodyLimit
-from .stream import StreamState
-from .timeline import TimelineBuilder
-from .views import api, broadcaster, chat, errors, events, pages, stream_files
+from app.community.hub import Hub, publish_stream_status
+from app.config import PROJECT_DIR, Config
+from app.stream.timeline import TimelineBuilder
+from app.stream.watcher import StreamState
+from app.web import security
+from app.web.limits import BodyLimit
+from app.web.views import api, broadcaster, chat, errors, events, pages, stream_files
 
 
 def create_app(config: Config, start_watcher: bool = True) -> Flask:
@@ -63,11 +63,11 @@ def init_compression(app: Flask) -> None:
 
 def init_community(app: Flask, config: Config, hub: Hub, start_background: bool) -> None:
     """The store, identities, presence, captchas and chat: everything beside the video."""
-    from .captcha import Captchas
-    from .chat import Chat
-    from .identity import BroadcasterPassword, Identities
-    from .store import open_store
-    from .viewers import Audience, publish_viewer_count
+    from app.community.captcha import Captchas
+    from app.community.chat import Chat
+    from app.community.identity import BroadcasterPassword, Identities
+    from app.community.presence import Audience, publish_viewer_count
+    from app.community.store import open_store
 
     store = open_store(config.state_dir, config.chat.history, config.chat.shown,
                        config.viewers.max_stored, config.viewers.cache_size)

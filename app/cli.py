@@ -14,13 +14,13 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import config as configuration
-from .config import PROJECT_DIR, Config, ConfigError
+from app import config as configuration
+from app.config import PROJECT_DIR, Config, ConfigError
 
 if TYPE_CHECKING:
     import gevent.event
 
-    from .onion import OnionService
+    from app.onion.service import OnionService
 
 log = logging.getLogger("livestream")
 
@@ -90,9 +90,9 @@ def load_config(args: argparse.Namespace) -> Config:
 def run_serve(args: argparse.Namespace, config: Config) -> int:
     import gevent.event
 
-    from . import create_app
-    from .onion import listen_host
-    from .server import make_server, serve_forever
+    from app import create_app
+    from app.onion.service import listen_host
+    from app.web.server import make_server, serve_forever
 
     app = create_app(config)
     cleanups = [app.extensions["stream"].stop, app.extensions["store"].close]
@@ -129,7 +129,7 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
 
 def start_onion(config: Config, stopping: gevent.event.Event) -> OnionService | None:
     """Publish the onion service and print its address; None (after saying why) on failure."""
-    from .onion import OnionService, TorError
+    from app.onion.service import OnionService, TorError
 
     onion = OnionService(config, config.server.port)
     try:
@@ -151,8 +151,8 @@ def start_onion(config: Config, stopping: gevent.event.Event) -> OnionService | 
 
 
 def run_onion(args: argparse.Namespace, config: Config) -> int:
-    from . import onion_keys
-    from .onion import OnionPaths, TorError, load_or_create_key, stored_address
+    from app.onion import keys as onion_keys
+    from app.onion.service import OnionPaths, TorError, load_or_create_key, stored_address
 
     paths = OnionPaths.from_config(config)
     try:
@@ -227,7 +227,7 @@ def add_cloud_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_cloud(args: argparse.Namespace, config: Config) -> int:
-    from . import cloud
+    from app.cloud import deploy as cloud
 
     return cloud.run(args.cloud_action, config, api_key=args.api_key,
                      options={"region": args.__dict__.get("region"),
@@ -239,7 +239,7 @@ def run_cloud(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_estimate(args: argparse.Namespace, config: Config) -> int:
-    from . import estimate
+    from app.cloud import estimate
 
     return estimate.run(args, config.cloud.prices)
 
@@ -292,7 +292,7 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_play(args: argparse.Namespace, config: Config) -> int:
-    from . import sources
+    from app.sources import play as sources
 
     try:
         options = sources.PlayOptions(
@@ -311,13 +311,13 @@ def run_play(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_ingest(args: argparse.Namespace, config: Config) -> int:
-    from . import ingest
+    from app.sources.rtmp import server as ingest
 
     return ingest.run(config)
 
 
 def run_key(args: argparse.Namespace, config: Config) -> int:
-    from . import ingest
+    from app.sources.rtmp import server as ingest
 
     try:
         key = ingest.rotate_key(config.state_dir) if args.new else ingest.load_key(config.state_dir)
@@ -334,7 +334,7 @@ def run_key(args: argparse.Namespace, config: Config) -> int:
 
 def start_ingest_alongside(config: Config) -> Callable[[], None]:
     """`[ingest] enabled = true`: accept RTMP publishers inside `serve`; returns its stop."""
-    from . import ingest
+    from app.sources.rtmp import server as ingest
 
     server = ingest.IngestServer(config)
     server.start()

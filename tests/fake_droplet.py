@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from app.processes import stop as stop_process
+from app.runtime.processes import stop as stop_process
 
 
 class FakeDroplets:

@@ -72,7 +72,7 @@ def test_a_banned_viewer_with_a_fresh_token_meets_the_captcha_and_the_tripcode_b
 
 def test_captcha_drawing_is_rate_limited_in_process():
     """However fast viewers ask, images are drawn at most at generate_per_second."""
-    from app.captcha import Captchas
+    from app.community.captcha import Captchas
     from app.config import CaptchaConfig
 
     captchas = Captchas(CaptchaConfig(pool_size=5, generate_per_second=10.0))
@@ -263,7 +263,7 @@ def test_guessers_who_lock_the_login_do_not_lock_out_a_logged_in_broadcaster(tmp
 
 
 def test_broadcaster_sessions_expire_and_are_capped():
-    from app.identity import BroadcasterSessions
+    from app.community.identity import BroadcasterSessions
 
     sessions = BroadcasterSessions(idle_seconds=0.3, max_seconds=0.8, limit=2)
     first, second, third = sessions.issue(), sessions.issue(), sessions.issue()

@@ -98,9 +98,9 @@ def test_error_pages_lead_back_with_the_token(server):
 def test_broadcaster_login_timing_does_not_tell_a_right_password_with_a_wrong_name(tmp_path):
     """Once the broadcaster has logged in, the right password under a wrong user name must
     cost as much as any wrong guess: a quick refusal would confirm the password."""
+    from app.community.identity import BroadcasterPassword
+    from app.community.store import SQLiteStore
     from app.config import BroadcasterConfig
-    from app.identity import BroadcasterPassword
-    from app.store import SQLiteStore
 
     store = SQLiteStore(tmp_path / "state.sqlite3")
     checker = BroadcasterPassword(store, BroadcasterConfig(password="right-password",
@@ -153,7 +153,7 @@ def test_chat_frames_and_pages_carry_the_referrer_meta(server):
 
 def test_bans_are_capped_oldest_first_and_the_cap_survives_a_restart(tmp_path):
     """Every token a word filter bans adds a ban: memory and the table stay bounded."""
-    from app.store import Ban, SQLiteStore
+    from app.community.store import Ban, SQLiteStore
 
     store = SQLiteStore(tmp_path / "state.sqlite3", max_viewers=50)
     for i in range(120):
@@ -173,7 +173,7 @@ def test_bans_are_capped_oldest_first_and_the_cap_survives_a_restart(tmp_path):
 def test_word_filters_that_would_hang_the_server_are_refused(pattern):
     """Repeats one after another (not nested) backtrack polynomially: four `\\w*` in a row
     spent over a minute on one 500-character message, with every viewer waiting."""
-    from app.wordfilter import FilterError, compile_pattern
+    from app.community.filters import FilterError, compile_pattern
 
     with pytest.raises(FilterError, match="open-ended repeats"):
         compile_pattern(pattern, True, False, 200)
@@ -181,7 +181,7 @@ def test_word_filters_that_would_hang_the_server_are_refused(pattern):
 
 @pytest.mark.parametrize("pattern", [r".*spam.*", r"f+u+c+k+", r"[a-z]+@[a-z]+\.com", "(ab)+c"])
 def test_useful_word_filters_still_pass_and_stay_fast(pattern):
-    from app.wordfilter import compile_pattern
+    from app.community.filters import compile_pattern
 
     compiled = compile_pattern(pattern, True, False, 200)
     for text in ("a" * 500, "fuuu" * 125, "a@" * 250, "ab" * 250):
@@ -244,7 +244,7 @@ def test_viewers_who_never_posted_are_not_looked_up_in_the_database_on_every_req
     assert lookups() <= 300, "the same unknown viewers were looked up again and again"
 
     # a viewer who posts (or is saved otherwise) is seen at once: the cache is invalidated
-    from app.store import Viewer
+    from app.community.store import Viewer
 
     who = identities.viewer_id(tokens[7])
     store.save_viewer(Viewer(who, identities.tag(tokens[7]), name="Newly Named"))
@@ -254,7 +254,7 @@ def test_viewers_who_never_posted_are_not_looked_up_in_the_database_on_every_req
 
 
 def test_the_unknown_viewer_cache_is_bounded_and_forgets_saved_viewers(tmp_path):
-    from app.store import SQLiteStore, Viewer
+    from app.community.store import SQLiteStore, Viewer
 
     store = SQLiteStore(tmp_path / "state.sqlite3", cache_size=10)
     queries: list[str] = []

@@ -35,11 +35,12 @@ import yaml
 from fake_digitalocean import FakeDigitalOcean
 from fake_droplet import FakeDroplets
 
-from app import cloud_init, cloud_receiver
-from app.cloud import Cloud, CloudError, read_token
-from app.cloud_upload import UploadError, send_bundle
+from app.cloud import receiver as cloud_receiver
+from app.cloud import user_data as cloud_init
+from app.cloud.deploy import Cloud, CloudError, read_token
+from app.cloud.digitalocean import ApiError, DigitalOcean
+from app.cloud.upload import UploadError, send_bundle
 from app.config import PROJECT_DIR, load
-from app.digitalocean import ApiError, DigitalOcean
 
 TOKEN = "dop_v1_" + "5ec7e7" * 10  # looks like a real token; must never be shown
 TAG = "livestream-test"
@@ -451,7 +452,7 @@ def test_play_of_a_missing_file_creates_nothing(setup, fake, tmp_path):
 
 
 def test_default_push_command_is_livestream_play(fake):
-    from app.cloud import Cloud
+    from app.cloud.deploy import Cloud
     from app.config import load
 
     config = load(PROJECT_DIR / "config.toml")
@@ -574,8 +575,8 @@ def test_bundle_is_reproducible_and_holds_what_the_droplet_runs(project_bundle):
         assert needed in names
     assert cli == (PROJECT_DIR / "app" / "cli.py").read_bytes()  # shipped as written
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    assert "app/cloud.py" not in names  # the droplet does not deploy droplets
-    assert "app/cloud_receiver.py" not in names  # it comes in the user-data
+    # the droplet does not deploy droplets; the receiver comes in the user-data
+    assert not [n for n in names if n.startswith("app/cloud/")]
     deps = toml.load(PROJECT_DIR / "pyproject.toml")["project"]["dependencies"]
     assert requirements.splitlines() == deps
 

@@ -19,8 +19,8 @@ from datetime import date
 
 import pytest
 
+from app.cloud.estimate import estimate
 from app.config import PROJECT_DIR, ConfigError, PriceTable, load
-from app.estimate import estimate
 
 PRICES = PriceTable()
 

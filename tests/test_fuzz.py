@@ -143,8 +143,8 @@ header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_
                                header_values, max_size=4))
 def test_every_get_route_survives_hostile_queries_and_headers(client, monkeypatch, path, token,
                                                               params, headers):
-    monkeypatch.setattr("app.views.api.LONG_POLL_SECONDS", 0.01)
-    monkeypatch.setattr("app.views.chat.KEEPALIVE_SECONDS", 0.01)
+    monkeypatch.setattr("app.web.views.api.LONG_POLL_SECONDS", 0.01)
+    monkeypatch.setattr("app.web.views.chat.KEEPALIVE_SECONDS", 0.01)
     query = "&".join([token_query(token)] + [f"{quote(k)}={quote(v, safe='')}"
                                               for k, v in params.items()])
     check(client.get(f"{path}?{query}", headers=headers))

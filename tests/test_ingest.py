@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import ingest
+from app.sources.rtmp import server as ingest
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ import stem
 import stem.control
 import stem.process
 
-from app import onion_keys
+from app.onion import keys as onion_keys
 
 REPO = Path(__file__).resolve().parents[1]
 PRIVNET = Path(__file__).resolve().parents[2] / "shared" / "tools" / "privnet.py"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app import sources
+from app.sources import play as sources
 
 ROOT = Path(__file__).resolve().parents[1]
 GREEN = (0, 255, 0)

@@ -5,9 +5,9 @@ import time
 
 import requests
 
-from app import fmp4
-from app.playlist import Entry
-from app.timeline import TimedSegment, live_origin, place
+from app.stream import boxes as fmp4
+from app.stream.playlist import Entry
+from app.stream.timeline import TimedSegment, live_origin, place
 
 
 def newest_files(directory, count=3):

@@ -1,0 +1,418 @@
+"""`livestream cloud`: rent a DigitalOcean droplet for the evening, stream, destroy it.
+
+`up` creates one droplet tagged as ours with user-data that installs and starts the server
+(see user_data.py), uploads the project to it once it is active (cloud_upload.py), waits
+until it answers over HTTP and prints where to watch and where to push. `play` does `up`,
+pushes a file to the droplet's RTMP ingest, and destroys the droplet however that ends.
+`down` destroys every droplet with our tag and checks they are gone; `status` lists them
+with uptime and cost so far. API calls go through digitalocean.py.
+
+The coupling to the rest of livestream is argv strings only: the droplet runs
+`livestream serve` and `livestream ingest ...` ([cloud] ingest_args), and `play` runs
+`livestream play FILE --to rtmp://IP/live/KEY` locally (or [cloud] push_command).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import requests
+
+from app.cloud import receiver, user_data
+from app.cloud.digitalocean import TOKEN_HELP, ApiError, DigitalOcean
+from app.cloud.estimate import price_of
+from app.cloud.upload import UploadError, send_bundle
+from app.config import DEFAULT_CONFIG, PROJECT_DIR, CloudConfig, Config
+from app.runtime import processes
+
+log = logging.getLogger(__name__)
+TOKEN_ENV = "DIGITALOCEAN_TOKEN"
+
+
+class CloudError(Exception):
+    """A problem with the cloud deployment meant for a person to read and act on."""
+
+
+@dataclass(frozen=True)
+class Droplet:
+    id: int
+    name: str
+    status: str
+    ip: str | None
+    created: datetime
+    size: str
+    region: str
+    usd_per_hour: float | None
+
+    @classmethod
+    def from_api(cls, data: dict) -> Droplet:
+        public = [n["ip_address"] for n in data.get("networks", {}).get("v4", [])
+                  if n.get("type") == "public"]
+        size = data.get("size") or {}
+        return cls(
+            id=int(data["id"]), name=data.get("name", ""), status=data.get("status", "?"),
+            ip=public[0] if public else None,
+            created=datetime.fromisoformat(data["created_at"].replace("Z", "+00:00")),
+            size=data.get("size_slug") or size.get("slug", "?"),
+            region=(data.get("region") or {}).get("slug", "?"),
+            usd_per_hour=size.get("price_hourly"),
+        )
+
+    def uptime_seconds(self, now: datetime) -> float:
+        return max(0.0, (now - self.created).total_seconds())
+
+    def cost_so_far(self, now: datetime) -> float | None:
+        """Droplets are billed per started hour, at least one."""
+        if self.usd_per_hour is None:
+            return None
+        return max(1, math.ceil(self.uptime_seconds(now) / 3600)) * self.usd_per_hour
+
+
+@dataclass(frozen=True)
+class Deployment:
+    droplet: Droplet
+    stream_key: str
+    watch_url: str
+    ingest_url: str
+    usd_per_hour: float
+
+
+def read_token(api_key: str | None, token_file: Path | None,
+               environ: os._Environ | dict = os.environ) -> str:
+    """--api-key, then $DIGITALOCEAN_TOKEN, then the token file; the value is never shown."""
+    if api_key:
+        return api_key.strip()
+    if environ.get(TOKEN_ENV, "").strip():
+        return environ[TOKEN_ENV].strip()
+    if token_file:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise CloudError(f"cannot read the token file {token_file}: {exc.strerror}. "
+                             + TOKEN_HELP) from None
+        if token_file.stat().st_mode & 0o077:
+            log.warning("token file %s is readable by others; chmod 600 it", token_file)
+        if token:
+            return token
+        raise CloudError(f"the token file {token_file} is empty. " + TOKEN_HELP)
+    raise CloudError("no DigitalOcean API token. " + TOKEN_HELP)
+
+
+def client_for(config: Config, api_key: str | None = None) -> DigitalOcean:
+    settings = config.cloud
+    token_file = config.resolve(settings.token_file) if settings.token_file else None
+    return DigitalOcean(read_token(api_key, token_file), settings.api_url,
+                        timeout=settings.api_timeout, retries=settings.api_retries,
+                        retry_seconds=settings.retry_seconds)
+
+
+def with_options(settings: CloudConfig, **options) -> CloudConfig:
+    """The [cloud] settings with command-line options (those not None) on top."""
+    return dataclasses.replace(settings, **{k: v for k, v in options.items() if v is not None})
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+class Cloud:
+    def __init__(self, api: DigitalOcean, config: Config, out: Callable[[str], None] = _print,
+                 sleep: Callable[[float], None] = time.sleep, project_dir: Path = PROJECT_DIR):
+        self.api = api
+        self.project_dir = project_dir
+        self.config = config
+        self.settings = config.cloud
+        self.out = out
+        self.sleep = sleep
+
+    # ---- up ---------------------------------------------------------------------------
+
+    def up(self, allow_another: bool = False) -> Deployment:
+        s = self.settings
+        existing = [Droplet.from_api(d) for d in self.api.droplets(s.tag)]
+        if existing and not allow_another:
+            listing = "; ".join(f"{d.name} (id {d.id}, {d.ip or 'no address yet'})"
+                                for d in existing)
+            raise CloudError(
+                f"a droplet tagged '{s.tag}' already exists: {listing}. Use it, destroy it with "
+                "`livestream cloud down`, or pass --another to create one more.")
+        size, usd_per_hour = self.choose_size()
+        stream_key = secrets.token_urlsafe(18)
+        deploy_key = secrets.token_bytes(receiver.KEY_BYTES)  # only the user-data has it
+        user_data, bundle = self.prepare(stream_key, deploy_key)
+        name = "livestream-" + time.strftime("%Y%m%d-%H%M%S")
+        self.out(f"creating droplet {name}: {size} in {s.region}, {s.image}, "
+                 f"${usd_per_hour:g}/hour")
+        created = self.api.create_droplet({
+            "name": name, "region": s.region, "size": size, "image": s.image,
+            "ssh_keys": [int(k) if k.isdigit() else k for k in s.ssh_keys],
+            "tags": [s.tag], "user_data": user_data, "ipv6": False, "monitoring": False,
+        })
+        droplet_id = int(created["id"])
+        try:
+            droplet = self.wait_until_active(droplet_id)
+            self.upload(droplet.ip, deploy_key, bundle)
+            self.wait_until_serving(droplet.ip)
+        except BaseException:
+            self.out(f"could not finish starting droplet {droplet_id}; destroying it so it "
+                     "does not cost money")
+            self.destroy([droplet_id])
+            raise
+        deployment = Deployment(
+            droplet=droplet, stream_key=stream_key,
+            watch_url=self.http_url(droplet.ip),
+            ingest_url=self.rtmp_url(droplet.ip, stream_key),
+            usd_per_hour=usd_per_hour,
+        )
+        self.out(f"ready: watch at {deployment.watch_url}")
+        self.out(f"push your stream to {deployment.ingest_url}")
+        self.out(f"  (OBS: server {self.rtmp_url(droplet.ip, '')[:-1]}, "
+                 f"stream key {stream_key})")
+        self.out(f"costs ${usd_per_hour:g} per started hour; destroy it with "
+                 "`livestream cloud down`")
+        return deployment
+
+    def choose_size(self) -> tuple[str, float]:
+        """The configured size, or the cheapest one offered in the region, checked against
+        the API's list so a typo or an unavailable size fails before anything is created."""
+        s = self.settings
+        sizes = [z for z in self.api.sizes() if z.get("available", True)]
+        in_region = [z for z in sizes if s.region in z.get("regions", [])]
+        if s.size == "cheapest":
+            if not in_region:
+                regions = sorted({r for z in sizes for r in z.get("regions", [])})
+                raise CloudError(f"no droplet size is offered in region '{s.region}'; "
+                                 f"regions: {', '.join(regions) or 'none'}. Use --region.")
+            best = min(in_region, key=lambda z: (z["price_hourly"], z["slug"]))
+            return best["slug"], float(best["price_hourly"])
+        for z in sizes:
+            if z["slug"] == s.size:
+                if s.region not in z.get("regions", []):
+                    raise CloudError(
+                        f"size '{s.size}' is not offered in region '{s.region}'; it is in: "
+                        f"{', '.join(sorted(z.get('regions', []))) or 'no region'}. "
+                        "Use --region or --size.")
+                return s.size, float(z["price_hourly"])
+        raise CloudError(f"DigitalOcean has no droplet size '{s.size}'; cheapest in "
+                         f"{s.region}: "
+                         + ", ".join(z["slug"] for z in sorted(
+                             in_region, key=lambda z: z["price_hourly"])[:5]))
+
+    def prepare(self, stream_key: str, deploy_key: bytes) -> tuple[str, bytes]:
+        """(user-data, bundle): the small fixed first stage and the project it will receive.
+        Both are checked here, before a droplet exists."""
+        s = self.settings
+        config_file = self.config.source or DEFAULT_CONFIG
+        bundle = user_data.bundle(self.project_dir, config_file)
+        if len(bundle) > receiver.MAX_BUNDLE_BYTES:
+            raise CloudError(f"the project bundle is {len(bundle)} bytes, over the "
+                             f"{receiver.MAX_BUNDLE_BYTES}-byte cap; remove large files "
+                             "from app/, templates/ or static/ (media does not belong there).")
+        try:
+            document = user_data.render(user_data.DropletSettings(
+                stream_key=stream_key, deploy_key=deploy_key.hex(), http_port=s.http_port,
+                ingest_port=s.ingest_port, ingest_args=s.ingest_args,
+                # outlive our own upload attempts, which start once the droplet is active
+                receive_timeout=s.ready_timeout + 300))
+        except ValueError as exc:
+            raise CloudError(str(exc)) from None
+        return document, bundle
+
+    def upload(self, ip: str, deploy_key: bytes, bundle: bytes) -> None:
+        """Stage 2: the sealed project to the droplet's one-shot receiver (bounded retries)."""
+        try:
+            send_bundle(self.http_url(ip), deploy_key, bundle,
+                        deadline_seconds=self.settings.ready_timeout,
+                        interval=self.settings.poll_interval, out=self.out, sleep=self.sleep,
+                        request_timeout=self.settings.api_timeout)
+        except UploadError as exc:
+            raise CloudError(str(exc)) from None
+
+    def wait_until_active(self, droplet_id: int) -> Droplet:
+        """Poll the droplet until it is active with a public IPv4 address (bounded)."""
+        started = time.monotonic()
+        while True:
+            droplet = Droplet.from_api(self.api.droplet(droplet_id))
+            elapsed = time.monotonic() - started
+            if droplet.status == "active" and droplet.ip:
+                self.out(f"droplet {droplet_id} is active at {droplet.ip} ({elapsed:.0f} s)")
+                return droplet
+            if elapsed > self.settings.ready_timeout:
+                raise CloudError(f"droplet {droplet_id} is still '{droplet.status}' after "
+                                 f"{elapsed:.0f} s; giving up ([cloud] ready_timeout)")
+            self.out(f"  droplet is {droplet.status} ({elapsed:.0f} s)")
+            self.sleep(self.settings.poll_interval)
+
+    def wait_until_serving(self, ip: str) -> None:
+        """Poll http://IP/ until the server answers 200: cloud-init is installing it."""
+        url = self.http_url(ip)
+        self.out(f"waiting for {url} to answer (installing; usually about two minutes)")
+        started = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - started
+            try:
+                answer = requests.get(url, timeout=min(5.0, self.settings.ready_timeout))
+                if answer.status_code == 200:
+                    self.out(f"  the server answers ({elapsed:.0f} s)")
+                    return
+                state = f"HTTP {answer.status_code}"
+            except requests.RequestException as exc:
+                state = "not answering yet" if isinstance(
+                    exc, (requests.ConnectionError, requests.Timeout)) else type(exc).__name__
+            if elapsed > self.settings.ready_timeout:
+                raise CloudError(f"{url} did not answer within {elapsed:.0f} s ({state}); "
+                                 "giving up ([cloud] ready_timeout). On the droplet, "
+                                 "/var/log/cloud-init-output.log says why.")
+            self.out(f"  {state} ({elapsed:.0f} s)")
+            self.sleep(self.settings.poll_interval)
+
+    def http_url(self, ip: str) -> str:
+        port = self.settings.http_port
+        return f"http://{ip}/" if port == 80 else f"http://{ip}:{port}/"
+
+    def rtmp_url(self, ip: str, key: str) -> str:
+        port = self.settings.ingest_port
+        host = ip if port == 1935 else f"{ip}:{port}"
+        return f"rtmp://{host}/{self.config.ingest.app}/{key}"  # the droplet runs this config
+
+    # ---- down / status ------------------------------------------------------------------
+
+    def down(self) -> int:
+        """Destroy every droplet with our tag and check they are gone; returns how many."""
+        droplets = [Droplet.from_api(d) for d in self.api.droplets(self.settings.tag)]
+        if not droplets:
+            self.out(f"no droplets tagged '{self.settings.tag}'")
+            return 0
+        self.destroy([d.id for d in droplets])
+        return len(droplets)
+
+    def destroy(self, ids: list[int]) -> None:
+        for droplet_id in ids:
+            self.out(f"destroying droplet {droplet_id}")
+            self.api.delete_droplet(droplet_id)
+        started = time.monotonic()
+        while True:
+            left = [d["id"] for d in self.api.droplets(self.settings.tag) if d["id"] in ids]
+            if not left:
+                self.out(f"destroyed {len(ids)} droplet(s); billing has stopped")
+                return
+            if time.monotonic() - started > min(self.settings.ready_timeout, 300):
+                raise CloudError(
+                    f"droplet(s) {', '.join(map(str, left))} are still listed after deletion; "
+                    "run `livestream cloud down` again or check "
+                    "https://cloud.digitalocean.com/droplets")
+            self.sleep(self.settings.poll_interval)
+
+    def status(self, now: datetime | None = None) -> list[Droplet]:
+        now = now or datetime.now(timezone.utc)
+        droplets = [Droplet.from_api(d) for d in self.api.droplets(self.settings.tag)]
+        if not droplets:
+            self.out(f"no droplets tagged '{self.settings.tag}'")
+            return droplets
+        self.out(f"{'ID':<12}{'NAME':<28}{'STATUS':<8}{'IP':<17}{'SIZE':<20}"
+                 f"{'UPTIME':<11}COST SO FAR")
+        for d in droplets:
+            if d.usd_per_hour is None and d.size in self.settings.prices.sizes:
+                # the API left the price out: fall back on the table
+                d = dataclasses.replace(
+                    d, usd_per_hour=price_of(self.settings.prices, d.size).usd_per_hour)
+            cost = d.cost_so_far(now)
+            self.out(f"{d.id:<12}{d.name:<28}{d.status:<8}{d.ip or '-':<17}{d.size:<20}"
+                     f"{_duration(d.uptime_seconds(now)):<11}"
+                     f"{'unknown' if cost is None else f'${cost:.4f}'}")
+        return droplets
+
+    # ---- play ---------------------------------------------------------------------------
+
+    def play(self, file: str, subs: str | None = None, allow_another: bool = False) -> int:
+        """up, push the file, and destroy the droplet when it ends, on Ctrl-C or on error."""
+        if not (Path(file).exists() or "://" in file):
+            raise CloudError(f"{file}: no such file (nothing was created)")
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            deployment = self.up(allow_another=allow_another)
+            try:
+                argv = self.push_argv(file, deployment.ingest_url, subs)
+                self.out(f"streaming {file} to the droplet")
+                code = run_until_done(argv)
+                if code != 0:
+                    self.out(f"the push command exited with status {code}")
+                return code
+            finally:
+                self.out("the stream has ended; destroying the droplet")
+                self.destroy([deployment.droplet.id])
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def push_argv(self, file: str, url: str, subs: str | None) -> list[str]:
+        extra = ["--subs", subs] if subs else []
+        if self.settings.push_command.strip():
+            return [part.replace("{file}", file).replace("{url}", url)
+                    for part in shlex.split(self.settings.push_command)] + extra
+        config_file = str(self.config.source or DEFAULT_CONFIG)
+        return [sys.executable, "-m", "app.cli", "--config", config_file,
+                "play", file, "--to", url, *extra]
+
+
+def run(action: str, config: Config, api_key: str | None = None, options: dict | None = None,
+        another: bool = False, file: str | None = None, subs: str | None = None) -> int:
+    """One `livestream cloud ACTION`: errors become a message on stderr and an exit status."""
+    config = dataclasses.replace(config, cloud=with_options(config.cloud, **(options or {})))
+    try:
+        cloud = Cloud(client_for(config, api_key), config)
+        if action == "up":
+            cloud.up(allow_another=another)
+        elif action == "down":
+            cloud.down()
+        elif action == "status":
+            cloud.status()
+        elif action == "play":
+            return cloud.play(file, subs=subs, allow_another=another)
+        else:
+            raise CloudError(f"unknown action {action!r}")
+    except (CloudError, ApiError) as exc:
+        print(f"livestream cloud {action}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print(f"livestream cloud {action}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
+def run_until_done(argv: list[str]) -> int:
+    """Run the push and wait; on Ctrl-C or any error stop it before passing the error on."""
+    try:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, cwd=PROJECT_DIR)
+    except OSError as exc:
+        raise CloudError(f"cannot run the push command {argv[0]}: {exc.strerror}") from None
+    try:
+        return process.wait()
+    except BaseException:
+        processes.stop(process, 10)
+        raise
+
+
+def _terminate(signum, frame):
+    """SIGTERM takes the same path as Ctrl-C, so the droplet is destroyed either way."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+__all__ = ["ApiError", "Cloud", "CloudError", "Deployment", "Droplet", "client_for",
+           "read_token", "with_options"]

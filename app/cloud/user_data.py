@@ -1,0 +1,264 @@
+"""The droplet's cloud-init user-data: stage 1 of a two-stage deploy, of a fixed size.
+
+DigitalOcean accepts at most 64 KiB of user-data and the project is bigger than that, so
+the user-data does not carry the project: it carries a fresh per-droplet deploy key, the
+one-shot receiver (receiver.py, standard library only), the environment file, the
+systemd units and the install script. At first boot the install script runs the receiver
+on the public HTTP port; `livestream cloud up` uploads the project bundle to it, sealed
+with the deploy key (stage 2, upload.py); the receiver unpacks it and exits, and the
+script installs ffmpeg, tor and python3-venv from the distribution and the Python packages
+from PyPI as wheels (nothing is compiled), then starts the services. Nothing in here
+depends on the project's size, so adding code never brings the user-data nearer the limit.
+
+The install script is a constant (no values are spliced into it, so the script that was
+shellchecked is the script that runs); per-droplet values go into root-only files.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import toml
+
+from app.cloud import receiver
+
+USER_DATA_LIMIT = 64 * 1024
+PREFIX = "/opt/livestream"
+DATA_DIR = "/var/lib/livestream"
+ENV_FILE = "/etc/livestream/env"
+DEPLOY_KEY_FILE = "/etc/livestream/deploy.key"
+RECEIVER_SOURCE = Path(receiver.__file__).read_text()
+SHIPPED_DIRS = ("app", "templates", "static")
+SHIPPED_FILES = ("stream.sh", "pyproject.toml")
+SKIPPED_SUFFIXES = (".pyc", ".pyo")
+# the droplet never deploys droplets (the receiver comes in the user-data, not the bundle)
+LOCAL_ONLY_DIRS = ("app/cloud/",)
+
+INSTALL_SCRIPT = r"""#!/usr/bin/env bash
+# Install livestream on a fresh Debian/Ubuntu droplet, then start the web server and the
+# RTMP ingest. Runs once, as root, at first boot. First it receives the project from
+# `livestream cloud up` (the one-shot receiver on the public HTTP port, standard library
+# only, so it runs on the python3 the image ships for cloud-init), then installs packages.
+# LIVESTREAM_OFFLINE=1 (used by the tests) receives and unpacks the bundle, builds the
+# virtual environment from already installed packages and writes the stream key: no apt,
+# no users, no systemd.
+set -euo pipefail
+
+prefix="${LIVESTREAM_PREFIX:-/opt/livestream}"
+data_dir="${LIVESTREAM_DATA_DIR:-/var/lib/livestream}"
+env_file="${LIVESTREAM_ENV_FILE:-/etc/livestream/env}"
+key_file="${LIVESTREAM_DEPLOY_KEY_FILE:-/etc/livestream/deploy.key}"
+receive_host="${LIVESTREAM_RECEIVE_HOST:-0.0.0.0}"
+python="${LIVESTREAM_PYTHON:-python3}"
+offline="${LIVESTREAM_OFFLINE:-0}"
+
+say() { echo "livestream-install: $*"; }
+setting() { sed -n "s/^$1=//p" "$env_file"; }
+
+receive_bundle() {
+  local port timeout
+  port="$(setting LIVESTREAM_PORT)"
+  timeout="$(setting LIVESTREAM_RECEIVE_TIMEOUT)"
+  say "waiting for livestream cloud up to upload the project (port ${port:-80})"
+  rm -rf "$prefix/src"
+  "$python" "$prefix/receiver.py" --key-file "$key_file" --dest "$prefix/src" \
+    --host "$receive_host" --port "${port:-80}" --timeout "${timeout:-900}"
+  rm -f "$key_file"  # it has done its job
+}
+
+install_system_packages() {
+  say "installing ffmpeg, tor and python3-venv"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update -q
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
+    ffmpeg tor python3-venv ca-certificates
+}
+
+make_virtualenv() {
+  say "creating the virtual environment in $prefix/venv"
+  if [ "$offline" = 1 ]; then
+    "$python" -m venv --system-site-packages "$prefix/venv"
+    "$prefix/venv/bin/python" -m pip install -q --disable-pip-version-check --no-index \
+      -r "$prefix/src/requirements.txt"
+  else
+    "$python" -m venv "$prefix/venv"
+    "$prefix/venv/bin/python" -m pip install -q --disable-pip-version-check \
+      --prefer-binary -r "$prefix/src/requirements.txt"
+  fi
+}
+
+create_service_user() {
+  id -u livestream >/dev/null 2>&1 ||
+    useradd --system --home-dir "$data_dir" --shell /usr/sbin/nologin livestream
+  install -d -o livestream -g livestream -m 0750 "$data_dir" "$data_dir/stream" "$data_dir/state"
+}
+
+seed_stream_key() {
+  # the RTMP ingest keeps its key in the state folder: use the one `cloud up` printed
+  local key
+  key="$(setting LIVESTREAM_STREAM_KEY)"
+  [ -n "$key" ] || return 0
+  mkdir -p "$data_dir/state"
+  (umask 077 && printf '%s\n' "$key" >"$data_dir/state/ingest.key")
+  if [ "$offline" != 1 ]; then
+    chown livestream:livestream "$data_dir/state/ingest.key"
+  fi
+}
+
+start_services() {
+  say "starting livestream-serve and livestream-ingest"
+  systemctl daemon-reload
+  systemctl enable --now livestream-serve.service livestream-ingest.service
+}
+
+main() {
+  receive_bundle
+  if [ "$offline" = 1 ]; then
+    make_virtualenv
+    seed_stream_key
+  else
+    install_system_packages
+    make_virtualenv
+    create_service_user
+    seed_stream_key
+    start_services
+  fi
+  say "done"
+}
+
+main "$@"
+"""
+
+
+@dataclass(frozen=True)
+class DropletSettings:
+    """Per-droplet values; the stream key and the deploy key (hex) are secrets."""
+    stream_key: str
+    deploy_key: str
+    http_port: int = 80
+    ingest_port: int = 1935
+    ingest_args: str = "ingest --host 0.0.0.0 --port {port}"
+    receive_timeout: float = 900.0
+
+
+def requirements(pyproject: Path) -> str:
+    """requirements.txt from pyproject's dependencies: the droplet installs only wheels."""
+    deps = toml.load(pyproject)["project"]["dependencies"]
+    return "".join(f"{dep}\n" for dep in deps)
+
+
+def bundle(project_dir: Path, config_file: Path) -> bytes:
+    """The project as a gzipped tar, reproducible (sorted, fixed times and owners).
+
+    The config file in use goes in as config.toml so the droplet runs with the same settings
+    (host, port and folders are overridden there through the environment).
+    """
+    members: list[tuple[str, bytes, int]] = []
+    for name in SHIPPED_DIRS:
+        for path in sorted((project_dir / name).rglob("*")):
+            name_in_tar = path.relative_to(project_dir).as_posix()
+            if not path.is_file() or "__pycache__" in path.parts or name_in_tar.startswith(LOCAL_ONLY_DIRS) \
+                    or path.name.endswith(SKIPPED_SUFFIXES):
+                continue
+            members.append((name_in_tar, path.read_bytes(), 0o644))
+    for name in SHIPPED_FILES:
+        path = project_dir / name
+        members.append((name, path.read_bytes(), 0o755 if path.stat().st_mode & 0o100 else 0o644))
+    members.append(("config.toml", Path(config_file).read_bytes(), 0o644))
+    members.append(("requirements.txt",
+                    requirements(project_dir / "pyproject.toml").encode(), 0o644))
+    members.append(("README.md", b"livestream, deployed by `livestream cloud up`.\n", 0o644))
+
+    raw = io.BytesIO()
+    # mtime=0 in the gzip header too: the same project gives byte-for-byte the same bundle
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
+        for name, data, mode in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def environment(settings: DropletSettings) -> str:
+    """The environment file (root-only): where to listen, where to write, the stream key,
+    and how long the receiver waits for the bundle."""
+    return "".join(f"{key}={value}\n" for key, value in (
+        ("LIVESTREAM_HOST", "0.0.0.0"),
+        ("LIVESTREAM_PORT", settings.http_port),
+        ("LIVESTREAM_STREAM_DIR", f"{DATA_DIR}/stream"),
+        ("LIVESTREAM_STATE_DIR", f"{DATA_DIR}/state"),
+        ("LIVESTREAM_STREAM_KEY", settings.stream_key),
+        ("LIVESTREAM_RECEIVE_TIMEOUT", round(settings.receive_timeout)),
+    ))
+
+
+def unit(description: str, livestream_args: str, low_port: bool) -> str:
+    """A hardened systemd service running `livestream ARGS` from the unpacked project."""
+    lines = [
+        "[Unit]",
+        f"Description={description}",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "User=livestream",
+        f"EnvironmentFile={ENV_FILE}",
+        f"WorkingDirectory={PREFIX}/src",
+        (f"ExecStart={PREFIX}/venv/bin/python -m app.cli --config {PREFIX}/src/config.toml "
+        f"{livestream_args}"),
+        "Restart=on-failure",
+        "RestartSec=2",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        f"ReadWritePaths={DATA_DIR}",
+    ]
+    if low_port:
+        lines.append("AmbientCapabilities=CAP_NET_BIND_SERVICE")
+    lines += ["", "[Install]", "WantedBy=multi-user.target"]
+    return "\n".join(lines) + "\n"
+
+
+def ingest_args(settings: DropletSettings) -> str:
+    """The ingest finds the key in its state folder (the install script puts it there); an
+    ingest that takes it as an argument gets {key}, which systemd expands from the
+    EnvironmentFile, so the key stays out of the world-readable unit file."""
+    return settings.ingest_args.format(port=settings.ingest_port,
+                                       key="${LIVESTREAM_STREAM_KEY}")
+
+
+def render(settings: DropletSettings) -> str:
+    """The #cloud-config document. Its size does not depend on the project; raises
+    ValueError if the fixed parts ever outgrow the 64 KiB limit."""
+    files = [
+        (ENV_FILE, "0600", environment(settings)),
+        (DEPLOY_KEY_FILE, "0600", settings.deploy_key + "\n"),
+        ("/etc/systemd/system/livestream-serve.service", "0644",
+         unit("livestream web server", "serve", low_port=settings.http_port < 1024)),
+        ("/etc/systemd/system/livestream-ingest.service", "0644",
+         unit("livestream RTMP ingest", ingest_args(settings),
+              low_port=settings.ingest_port < 1024)),
+        (f"{PREFIX}/receiver.py", "0644", RECEIVER_SOURCE),
+        (f"{PREFIX}/install.sh", "0755", INSTALL_SCRIPT),
+    ]
+    out = ["#cloud-config", "write_files:"]
+    for path, permissions, content in files:
+        out.append(f"  - path: {path}")
+        out.append(f"    permissions: '{permissions}'")
+        out.append("    content: |")
+        out.extend(f"      {line}" if line else "" for line in content.split("\n")[:-1])
+    out += ["runcmd:", f"  - [bash, {PREFIX}/install.sh]", ""]
+    user_data = "\n".join(out)
+    size = len(user_data.encode())
+    if size > USER_DATA_LIMIT:
+        raise ValueError(
+            f"the droplet's user-data is {size} bytes, over DigitalOcean's {USER_DATA_LIMIT}-byte "
+            "limit; the receiver or the install script has grown too big.")
+    return user_data

@@ -1,0 +1,263 @@
+"""Who is asking: viewer tokens, public tags, the broadcaster's password, and one decorator.
+
+A viewer is a random token carried as `?token=` in every link, form and iframe URL (a cookie
+may remember it, but is never needed). Tokens are secrets: the store only keeps an id derived
+from the token, other people only see a short tag derived with a different purpose string, and
+neither can be turned back into the token.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+
+import gevent
+from flask import current_app, g, make_response, request
+
+from app.community.store import SQLiteStore, Viewer
+from app.config import BroadcasterConfig
+
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+COOKIE = "token"
+COLOURS = 24  # readable name colours, classes .c0 .. .c23 in style.css
+BROADCASTER_ID = "broadcaster"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """The person behind one request, decided once by `identify`."""
+
+    token: str
+    viewer_id: str
+    tag: str
+    colour: int
+    broadcaster: bool = False
+    banned: bool = False
+    fresh: bool = False  # the token was made for this request
+
+    @property
+    def query(self) -> str:
+        return f"token={self.token}"
+
+
+class Identities:
+    """Derives ids, tags and colours from tokens with the persisted server secret."""
+
+    def __init__(self, store: SQLiteStore):
+        self.store = store
+        self._secret = store.secret("server")
+
+    def derive(self, purpose: str, data: bytes) -> bytes:
+        """Domain-separated keyed hash: one purpose never yields another purpose's value."""
+        return hmac.new(self._secret, purpose.encode() + b"\0" + data, hashlib.sha256).digest()
+
+    def viewer_id(self, token: str) -> str:
+        return self.derive("viewer-id", token.encode()).hex()[:32]
+
+    def tag(self, token: str) -> str:
+        raw = self.derive("public-tag", token.encode())
+        return base64.b32encode(raw[:5]).decode().lower()[:6]
+
+    def colour(self, viewer_id: str) -> int:
+        return self.derive("colour", viewer_id.encode())[0] % COLOURS
+
+    def is_banned(self, viewer_id: str, viewer: Viewer | None = None) -> bool:
+        bans = self.store.bans()
+        if ("viewer", viewer_id) in bans:
+            return True
+        viewer = viewer or self.store.viewer(viewer_id)
+        return bool(viewer and viewer.tripcode and ("tripcode", viewer.tripcode) in bans)
+
+    def requester(self, token: str | None, broadcaster: bool = False) -> Requester:
+        fresh = token is None or not TOKEN_PATTERN.fullmatch(token)
+        if fresh:
+            token = new_token()
+        viewer_id = self.viewer_id(token)
+        return Requester(token, viewer_id, self.tag(token), self.colour(viewer_id),
+                         broadcaster=broadcaster,
+                         banned=not broadcaster and not fresh and self.is_banned(viewer_id),
+                         fresh=fresh)
+
+
+def token_from_request() -> str | None:
+    return (request.args.get("token") or request.form.get("token")
+            or request.cookies.get(COOKIE))
+
+
+def identify(view: Callable) -> Callable:
+    """Decide who is asking (viewer, banned viewer, broadcaster) before any view runs.
+
+    The result is `g.requester`; a new viewer gets a fresh token (and, if allowed, a cookie
+    that only remembers it). The broadcaster is whoever passed HTTP Basic auth or holds a
+    broadcaster session.
+    """
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        ext = current_app.extensions
+        is_broadcaster = bool(g.get("broadcaster_authenticated"))
+        g.requester = ext["identities"].requester(token_from_request(), is_broadcaster)
+        response = make_response(view(*args, **kwargs))
+        config = current_app.config["LIVESTREAM"]
+        if (config.viewers.set_cookie and request.cookies.get(COOKIE) != g.requester.token
+                and not is_broadcaster):
+            response.set_cookie(COOKIE, g.requester.token, max_age=30 * 86400, httponly=True,
+                                samesite="Strict", path="/")
+        return response
+
+    return wrapper
+
+
+# --- the broadcaster's password --------------------------------------------------------------
+
+def _digest(text: str) -> bytes:
+    """Fixed-length form for comparing: compare_digest may leak the length of its inputs."""
+    return hashlib.sha256(text.encode()).digest()
+
+
+PASSWORD_ITERATIONS = 100_000
+
+
+def hash_password(password: str, salt: bytes) -> bytes:
+    """Slow on purpose; run off the event loop so other viewers are not held up."""
+    return gevent.get_hub().threadpool.apply(
+        hashlib.pbkdf2_hmac, ("sha256", password.encode(), salt, PASSWORD_ITERATIONS))
+
+
+class BroadcasterPassword:
+    """Checks the broadcaster's password against a stored hash, limiting failed attempts.
+
+    Every attempt is rate-limited before any hashing, so guessing costs the server little and
+    gains the guesser at most `failed_logins` tries per `failed_window` seconds.
+    """
+
+    def __init__(self, store: SQLiteStore, settings: BroadcasterConfig):
+        self.settings = settings
+        self._salt = store.secret("broadcaster-salt", 16)
+        self.generated: str | None = None
+        if settings.password:
+            self._hash = hash_password(settings.password, self._salt)
+        else:
+            stored = store.get_secret("broadcaster-password-hash")
+            if stored is None:
+                self.generated = secrets.token_urlsafe(12)
+                stored = hash_password(self.generated, self._salt)
+                store.set_secret("broadcaster-password-hash", stored)
+            self._hash = stored
+        self._failures: deque[float] = deque(maxlen=max(1, settings.failed_logins))
+        self._session_key = secrets.token_bytes(32)
+        self._accepted: bytes | None = None  # fast path for the password already proven
+
+    def locked_for(self) -> float:
+        """Seconds until another attempt is allowed (0 when allowed)."""
+        if len(self._failures) < self._failures.maxlen:
+            return 0.0
+        return max(0.0, self._failures[0] + self.settings.failed_window - time.monotonic())
+
+    def check(self, username: str, password: str) -> bool:
+        """True for the right user name and password. Takes as long as a hash for every
+        wrong pair, so timing tells nothing (not even that the password alone was right)."""
+        if self.locked_for() > 0:
+            return False
+        ok_user = hmac.compare_digest(_digest(username), _digest(self.settings.username))
+        quick = hmac.new(self._session_key, password.encode(), hashlib.sha256).digest()
+        proven = self._accepted is not None and hmac.compare_digest(quick, self._accepted)
+        if ok_user and proven:
+            return True  # the fast path only ever opens for the full, already proven pair
+        # Count the attempt as failed before hashing: hashing yields to other greenlets,
+        # and guesses sent in parallel must not all pass the lock check first.
+        attempt = time.monotonic()
+        self._failures.append(attempt)
+        ok_password = hmac.compare_digest(hash_password(password, self._salt), self._hash)
+        if ok_user and ok_password:
+            self._forget_failure(attempt)
+            self._accepted = quick
+            return True
+        return False
+
+    def _forget_failure(self, attempt: float) -> None:
+        try:
+            self._failures.remove(attempt)
+        except ValueError:
+            pass  # already pushed out of the window by newer failures
+
+
+# --- the broadcaster's session ---------------------------------------------------------------
+
+SESSION_COOKIE = "broadcaster_session"
+SESSION_IDLE_SECONDS = 12 * 3600  # unused this long, a session ends
+SESSION_MAX_SECONDS = 3 * 86400  # however busy, a session ends after this
+MAX_SESSIONS = 16  # browsers logged in at once; the oldest is dropped beyond this
+
+
+@dataclass
+class _Session:
+    digest: bytes
+    idle_until: float
+    ends: float
+
+
+class BroadcasterSessions:
+    """Browsers that proved the password once, so they never meet the password check again.
+
+    Failed logins are limited for everybody at once (over Tor there is no client address), so
+    anyone can keep the password check locked; a browser holding a session is not affected.
+    Only a digest of each random session id is kept, in memory and capped: a restart logs
+    everyone out, and the browser's saved login opens a new session on its next request.
+    """
+
+    def __init__(self, idle_seconds: float = SESSION_IDLE_SECONDS,
+                 max_seconds: float = SESSION_MAX_SECONDS, limit: int = MAX_SESSIONS):
+        self.idle_seconds = idle_seconds
+        self.max_seconds = max_seconds
+        self.limit = limit
+        self._sessions: list[_Session] = []
+
+    def issue(self) -> str:
+        """A new session id for the browser's cookie (call only after a proven login)."""
+        now = time.monotonic()
+        session_id = secrets.token_urlsafe(32)
+        self._sessions = [s for s in self._sessions if self._alive(s, now)]
+        self._sessions.append(_Session(_digest(session_id), now + self.idle_seconds,
+                                       now + self.max_seconds))
+        del self._sessions[:-self.limit]
+        return session_id
+
+    def valid(self, session_id: str | None) -> bool:
+        """True for a live session id; using it keeps it alive (within its maximum age)."""
+        session = self._find(session_id)
+        if session is None:
+            return False
+        session.idle_until = time.monotonic() + self.idle_seconds
+        return True
+
+    def end(self, session_id: str | None) -> None:
+        session = self._find(session_id)
+        if session is not None:
+            self._sessions.remove(session)
+
+    def _find(self, session_id: str | None) -> _Session | None:
+        if not session_id or len(session_id) > 128:
+            return None
+        wanted = _digest(session_id)
+        now = time.monotonic()
+        found = None
+        for session in self._sessions:  # every one compared: the time says nothing
+            if hmac.compare_digest(session.digest, wanted) and self._alive(session, now):
+                found = session
+        return found
+
+    @staticmethod
+    def _alive(session: _Session, now: float) -> bool:
+        return now < session.idle_until and now < session.ends

@@ -1,0 +1,405 @@
+"""Publish the site as a Tor v3 onion service: launch our own tor or attach to one, keep the
+address stable across restarts, watch tor and bring it back (or exit clearly) if it dies.
+
+The service is ephemeral on tor's side (ADD_ONION without Detach): it lives as long as our
+control connection, so even a `kill -9` of the server leaves nothing published behind. The
+stable address comes from our own key file instead of a HiddenServiceDir.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import stem
+import stem.connection
+import stem.response
+from stem.control import Controller, EventType
+
+from app.config import Config, TorConfig
+from app.onion.keys import KeyFileError, OnionKey, authorized_clients, new_key, read_key, write_key
+from app.runtime import processes
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "Install it: `sudo apt-get install tor` (Debian/Ubuntu), `sudo dnf install tor` (Fedora), "
+    "`brew install tor` (macOS); or set tor.command to the full path of the tor program. "
+    "To attach to a tor that runs elsewhere instead, set tor.mode = \"attach\"."
+)
+HEALTHY_RESET_SECONDS = 600.0
+
+
+class TorError(Exception):
+    """Tor could not be used; the message says what happened and what to do."""
+
+
+@dataclass(frozen=True)
+class OnionPaths:
+    """Where the onion service keeps its files, all under the state folder by default."""
+
+    key_file: Path
+    address_file: Path
+    clients_dir: Path
+    tor_dir: Path
+
+    @classmethod
+    def from_config(cls, config: Config) -> OnionPaths:
+        onion_dir = config.state_dir / "onion"
+        key_file = config.resolve(config.tor.key_file) if config.tor.key_file else (
+            onion_dir / "private_key")
+        return cls(key_file=key_file, address_file=onion_dir / "hostname",
+                   clients_dir=onion_dir / "authorized_clients", tor_dir=config.state_dir / "tor")
+
+
+def listen_host(config: Config) -> str:
+    """In onion mode the web server is reachable through tor only, unless clearnet is asked for."""
+    if config.tor.enabled and not config.tor.clearnet:
+        return "127.0.0.1"
+    return config.server.host
+
+
+def load_or_create_key(paths: OnionPaths) -> OnionKey:
+    """The persisted key; the first run makes one (0600) so every later run has the same address."""
+    key = read_key(paths.key_file)
+    if key is None:
+        key = new_key()
+        write_key(paths.key_file, key)
+        log.info("made a new onion key in %s (back it up: it is the address)", paths.key_file)
+    return key
+
+
+# --- getting a controller -----------------------------------------------------------------------
+
+class LaunchedTor:
+    """A tor process we started; it exits with us (TAKEOWNERSHIP and __OwningControllerProcess)."""
+
+    def __init__(self, tor: TorConfig, data_dir: Path):
+        self.tor = tor
+        self.data_dir = data_dir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def port_file(self) -> Path:
+        return self.data_dir / "control-port"
+
+    def start(self) -> Controller:
+        command = shutil.which(self.tor.command)
+        if command is None:
+            raise TorError(f"tor is not installed (no '{self.tor.command}' on PATH). "
+                           + INSTALL_HINT)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)  # tor refuses a DataDirectory others can read
+        self.port_file.unlink(missing_ok=True)
+        torrc = self.data_dir / "torrc"
+        torrc.write_text(self._torrc())
+        defaults = self.data_dir / "torrc-defaults"
+        defaults.write_text("")  # keep the system's defaults (User, SocksPort...) out
+        try:
+            with open(self.data_dir / "output.log", "wb") as output:
+                self.process = subprocess.Popen(
+                    [command, "-f", str(torrc), "--defaults-torrc", str(defaults)],
+                    stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches us; we stop tor in order
+                )
+        except OSError as exc:
+            raise TorError(f"cannot run {command}: {exc.strerror}. " + INSTALL_HINT) from None
+        log.info("tor started (pid %d), data in %s", self.process.pid, self.data_dir)
+        port = self._wait_for_control_port()
+        controller = _connect(lambda: Controller.from_port("127.0.0.1", port),
+                              f"the tor we launched (127.0.0.1:{port})")
+        _authenticate(controller, None, "the tor we launched")
+        controller.msg("TAKEOWNERSHIP")
+        return controller
+
+    def _torrc(self) -> str:
+        options = {
+            "DataDirectory": str(self.data_dir),
+            "ControlPort": "auto",
+            "ControlPortWriteToFile": str(self.port_file),
+            "CookieAuthentication": "1",
+            "SocksPort": "0",
+            "Log": f"notice file {self.data_dir / 'notice.log'}",
+            "__OwningControllerProcess": str(os.getpid()),
+        }
+        options.update({key: str(value) for key, value in self.tor.torrc.items()})
+        return "".join(f"{key} {_torrc_value(value)}\n" for key, value in options.items())
+
+    def _wait_for_control_port(self) -> int:
+        deadline = time.monotonic() + self.tor.launch_timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise TorError(f"tor exited at start (code {code}): {self.last_words()}")
+            try:
+                text = self.port_file.read_text().strip()
+            except FileNotFoundError:
+                text = ""
+            if text.startswith("PORT=") and text.rsplit(":", 1)[-1].isdigit():
+                return int(text.rsplit(":", 1)[-1])
+            time.sleep(0.05)
+        self.stop()
+        raise TorError(f"tor did not open its control port within {self.tor.launch_timeout:g} s "
+                       f"(tor.launch_timeout): {self.last_words()}")
+
+    def last_words(self) -> str:
+        """The end of tor's own output: the reason it gave for failing, if any."""
+        lines = []
+        for name in ("output.log", "notice.log"):
+            try:
+                lines += (self.data_dir / name).read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+        wanted = [line for line in lines if "[err]" in line or "[warn]" in line] or lines
+        return " | ".join(wanted[-3:]) or "no output"
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        processes.stop(self.process, 5)
+        log.info("tor (pid %d) stopped", self.process.pid)
+
+
+def attach(tor: TorConfig, config: Config) -> Controller:
+    """Connect to a running tor's control socket or port and authenticate."""
+    if tor.control_socket:
+        path = config.resolve(tor.control_socket)
+        where = f"tor's control socket {path}"
+        controller = _connect(lambda: Controller.from_socket_file(str(path)), where)
+    else:
+        where = f"tor's control port {tor.control_host}:{tor.control_port}"
+        controller = _connect(
+            lambda: Controller.from_port(tor.control_host, tor.control_port), where)
+    _authenticate(controller, tor.password or None, where)
+    return controller
+
+
+def _connect(open_controller: Callable[[], Controller], where: str) -> Controller:
+    try:
+        return open_controller()
+    except stem.SocketError as exc:
+        raise TorError(
+            f"cannot connect to {where}: {exc}. Is tor running with a ControlPort (or "
+            "ControlSocket) there? Set tor.control_port / tor.control_socket to match torrc, "
+            "or use tor.mode = \"launch\" to let livestream start its own tor."
+        ) from None
+
+
+def _authenticate(controller: Controller, password: str | None, where: str) -> None:
+    try:
+        controller.authenticate(password=password)
+    except stem.connection.MissingPassword:
+        controller.close()
+        raise TorError(f"authentication with {where} failed: tor wants a control password. "
+                       "Set tor.password (or env LIVESTREAM_TOR_PASSWORD).") from None
+    except (stem.connection.IncorrectPassword, stem.connection.PasswordAuthRejected):
+        controller.close()
+        raise TorError(f"authentication with {where} failed: wrong control password. "
+                       "tor.password (or LIVESTREAM_TOR_PASSWORD) must be the password whose "
+                       "hash is HashedControlPassword in torrc.") from None
+    except stem.connection.UnreadableCookieFile as exc:
+        controller.close()
+        raise TorError(
+            f"authentication with {where} failed: cannot read tor's cookie file "
+            f"{exc.cookie_path}. On Debian add this user to the debian-tor group "
+            "(sudo adduser $USER debian-tor, then log in again), or use a control password."
+        ) from None
+    except stem.connection.AuthenticationFailure as exc:
+        controller.close()
+        raise TorError(f"authentication with {where} failed: {exc}. Check CookieAuthentication "
+                       "or HashedControlPassword in torrc and tor.password.") from None
+
+
+def _torrc_value(value: str) -> str:
+    if any(char in value for char in ' "\\#\t'):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+# --- the onion service --------------------------------------------------------------------------
+
+class OnionService:
+    """One onion service in front of 127.0.0.1:target_port, with its tor and a watchdog."""
+
+    def __init__(self, config: Config, target_port: int):
+        self.config = config
+        self.tor = config.tor
+        self.paths = OnionPaths.from_config(config)
+        self.target_port = target_port
+        self.address: str | None = None
+        self.failed: str | None = None
+        self._key: OnionKey | None = None
+        self._clients: dict[str, str] = {}
+        self._launched: LaunchedTor | None = None
+        self._controller: Controller | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.RLock()  # the watchdog's restart and stop() never interleave
+        self._watcher: threading.Thread | None = None
+        # stem logs every control command; keep that for --log-level debug only
+        logging.getLogger("stem").setLevel(
+            logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+
+    def start(self) -> str:
+        """Bring tor and the service up; return the .onion address."""
+        if self.tor.ephemeral:
+            self._key = new_key()  # throwaway: never written, but kept across tor restarts
+        else:
+            try:
+                self._key = load_or_create_key(self.paths)
+            except KeyFileError as exc:
+                raise TorError(str(exc)) from None
+        try:
+            self._clients = authorized_clients(self.paths.clients_dir)
+        except KeyFileError as exc:
+            raise TorError(str(exc)) from None
+        if self.tor.client_auth and not self._clients:
+            raise TorError("tor.client_auth is on but no viewer is authorized yet: add one with "
+                           "`livestream onion add-client NAME`.")
+        self._bring_up()
+        self.paths.address_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.paths.address_file.write_text(self.address + "\n")
+        return self.address
+
+    def _bring_up(self) -> None:
+        if self.tor.mode == "launch":
+            self._launched = LaunchedTor(self.tor, self.paths.tor_dir)
+            try:
+                self._controller = self._launched.start()
+            except BaseException:
+                self._launched.stop()
+                raise
+        else:
+            self._controller = attach(self.tor, self.config)
+        try:
+            self._add_service()
+        except BaseException:
+            self._close()
+            raise
+
+    def _add_service(self) -> None:
+        expected = self._key.address
+        request = f"ADD_ONION ED25519-V3:{self._key.blob}"
+        if self.tor.client_auth:
+            request += " Flags=V3Auth"
+        request += f" Port={self.tor.virtual_port},127.0.0.1:{self.target_port}"
+        if self.tor.client_auth:
+            request += "".join(f" ClientAuthV3={key}" for key in self._clients.values())
+        try:
+            response = self._controller.msg(request)
+            stem.response.convert("ADD_ONION", response)
+        except stem.ProtocolError as exc:
+            reason = str(exc).rsplit(": ", 1)[-1]
+            if "collision" in reason.lower():
+                raise TorError(f"tor already serves {expected}: another livestream is running "
+                               "with the same key. Stop it first.") from None
+            if "decode" in reason.lower():
+                raise TorError(f"{self.paths.key_file}: tor rejected the onion key as malformed "
+                               f"({reason}). Restore it or remove it for a new address.") from None
+            raise TorError(f"tor refused to create the onion service: {reason}") from None
+        except stem.ControllerError as exc:
+            raise TorError(f"lost tor while creating the onion service: {exc}") from None
+        address = f"{response.service_id}.onion"
+        if address != expected:
+            raise TorError(f"tor published {address}, but the key says {expected}")
+        self.address = address
+        self._controller.add_event_listener(self._on_descriptor, EventType.HS_DESC)
+        log.info("onion service %s -> 127.0.0.1:%d%s", address, self.target_port,
+                 f" ({len(self._clients)} authorized clients)" if self.tor.client_auth else "")
+
+    def _on_descriptor(self, event) -> None:
+        if str(event.action) == "UPLOADED" and self.address:
+            log.info("onion service descriptor published")
+
+    def watch(self, on_fatal: Callable[[str], None]) -> threading.Thread:
+        """Check tor every tor.check_interval s; restart it, or call on_fatal once and stop."""
+        self._watcher = threading.Thread(target=self._watch, args=(on_fatal,),
+                                         name="tor-watchdog", daemon=True)
+        self._watcher.start()
+        return self._watcher
+
+    def problem(self) -> str | None:
+        """Why tor is unusable now, or None while it is fine. Never blocks."""
+        launched = self._launched
+        if launched and launched.process and launched.process.poll() is not None:
+            return (f"tor (pid {launched.process.pid}) exited with code "
+                    f"{launched.process.returncode}: {launched.last_words()}")
+        if self._controller is None or not self._controller.is_alive():
+            return "lost the connection to tor's control port"
+        return None
+
+    def _watch(self, on_fatal: Callable[[str], None]) -> None:
+        restarts, last_restart = 0, 0.0
+        while not self._stopping.wait(self.tor.check_interval):
+            problem = self.problem()
+            if problem is None:
+                continue
+            log.error("%s", problem)
+            if time.monotonic() - last_restart > HEALTHY_RESET_SECONDS:
+                restarts = 0
+            recovered = False
+            while not recovered and restarts < self.tor.restart_attempts:
+                if self._stopping.is_set():
+                    return
+                restarts += 1
+                log.warning("restarting tor (attempt %d of %d)", restarts,
+                            self.tor.restart_attempts)
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._close()
+                    try:
+                        self._bring_up()
+                        recovered = True
+                    except TorError as exc:
+                        log.error("tor restart failed: %s", exc)
+                if not recovered:
+                    self._stopping.wait(min(2.0 ** restarts, 15.0))
+            if self._stopping.is_set():
+                return
+            if not recovered:
+                self.failed = (f"tor is gone ({problem}) and {restarts} restart attempt(s) "
+                               "failed; the onion service is down, so the server stops.")
+                on_fatal(self.failed)
+                return
+            last_restart = time.monotonic()
+            log.warning("tor is back; the onion service is at %s again", self.address)
+
+    def stop(self) -> None:
+        """Remove the service, stop the tor we launched, forget a throwaway address."""
+        self._stopping.set()
+        with self._lock:
+            controller = self._controller
+            if controller is not None and controller.is_alive() and self.address:
+                try:
+                    controller.remove_ephemeral_hidden_service(self.address[:-len(".onion")])
+                    log.info("onion service %s removed", self.address)
+                except stem.ControllerError as exc:
+                    log.warning("could not remove the onion service: %s", exc)
+            self._close()
+        if self.tor.ephemeral:
+            self.paths.address_file.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        controller, self._controller = self._controller, None
+        if controller is not None:
+            controller.close()
+        launched, self._launched = self._launched, None
+        if launched is not None:
+            launched.stop()
+
+
+def stored_address(config: Config) -> str | None:
+    """The persistent address, from the key file (no tor needed); None if there is no key yet."""
+    if config.tor.ephemeral:
+        return None
+    try:
+        key = read_key(OnionPaths.from_config(config).key_file)
+    except KeyFileError as exc:
+        raise TorError(str(exc)) from None
+    return key.address if key else None

@@ -1,0 +1,1 @@
+"""Running things: child processes and the signals that stop them."""

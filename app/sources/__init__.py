@@ -1,0 +1,3 @@
+"""What writes the stream folder: ffmpeg command lines, input probing, `livestream play` and the
+RTMP ingest.
+"""

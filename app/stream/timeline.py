@@ -1,0 +1,136 @@
+"""The shared timeline JavaScript viewers play against, so a watch party sees the same frame.
+
+Every listed segment gets its media start time, read from its own fragments, so "stream time"
+is simply the media time a browser reports as `currentTime`. For the segments held in memory
+the watcher also noted the wall-clock moment it saw each one complete. From those the server
+derives one `origin`: the server time at which media time 0 was live. Every viewer aims at
+`server now - origin - delay`; viewers that know the server's clock land on the same frame.
+
+Why this and not ffmpeg's EXT-X-PROGRAM-DATE-TIME: program date times come from the encoder's
+clock and its idea of elapsed time, so they need every source (stream.sh, OBS, RTMP ingest,
+`livestream play`) to emit them, and they drift from the wall clock when an encoder runs slower
+than real time. The watcher's own clock works for every source and measures what viewers can
+actually fetch.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from app.stream import boxes
+from app.stream import playlist as hls
+from app.stream.watcher import Snapshot
+
+# Seconds behind the live edge on top of one segment: room for noticing, fetching and
+# appending the newest segment before the play position reaches it.
+DELAY_MARGIN = 0.75
+STREAM_PREFIX = "/stream/"
+
+
+@dataclass(frozen=True)
+class TimedSegment:
+    sequence: int
+    uri: str
+    start: float  # media seconds, the browser's currentTime at its first frame
+    duration: float
+    seen_at: float | None  # wall clock when the watcher saw it complete; None if not held
+
+
+@dataclass(frozen=True)
+class Timeline:
+    status: str
+    online: bool
+    generation: int
+    title: str
+    target_duration: float
+    init: str | None
+    codecs: str
+    origin: float | None  # server time at which media time 0 was live
+    delay: float  # how far behind the live edge every viewer aims to play
+    segments: tuple[TimedSegment, ...]
+
+    def as_json(self, now: float) -> dict:
+        data = asdict(self)
+        data["now"] = round(now, 4)
+        return data
+
+
+class TimelineBuilder:
+    """Builds the timeline once per snapshot; every request between two snapshots shares it."""
+
+    def __init__(self) -> None:
+        self._snapshot: Snapshot | None = None
+        self._timeline: Timeline | None = None
+        self._init_bytes: bytes | None = None
+        self._init = boxes.InitInfo()
+        self._starts: dict[tuple[int, int, str], float | None] = {}
+
+    def get(self, snap: Snapshot) -> Timeline:
+        if snap is not self._snapshot or self._timeline is None:
+            self._timeline = self._build(snap)
+            self._snapshot = snap
+        return self._timeline
+
+    def _build(self, snap: Snapshot) -> Timeline:
+        if snap.init is not self._init_bytes:
+            self._init_bytes = snap.init
+            self._init = boxes.parse_init(snap.init) if snap.init else boxes.InitInfo()
+        entries = snap.entries
+        held = {seg.sequence: seg for seg in snap.segments}
+        starts = self._media_starts(snap, held)
+        segments = place(entries, starts, held)
+        origin = live_origin(segments)
+        longest = max((s.duration for s in segments), default=snap.target_duration)
+        return Timeline(
+            status=snap.status, online=snap.online, generation=snap.generation,
+            title=snap.title, target_duration=snap.target_duration,
+            init=STREAM_PREFIX + snap.init_name if snap.init_name else None,
+            codecs=self._init.codecs, origin=origin,
+            delay=round(longest + DELAY_MARGIN, 3), segments=segments,
+        )
+
+    def _media_starts(self, snap: Snapshot, held: dict) -> dict[int, float]:
+        """Start times read from the held segments' bytes, each segment read only once."""
+        known = {}
+        for seg in held.values():
+            key = (snap.generation, seg.sequence, seg.name)
+            if key not in self._starts:
+                self._starts[key] = boxes.segment_start(seg.data, self._init)
+            if self._starts[key] is not None:
+                known[seg.sequence] = self._starts[key]
+        wanted = {(snap.generation, seq, seg.name) for seq, seg in held.items()}
+        for key in [k for k in self._starts if k not in wanted]:
+            del self._starts[key]  # bounded: only what the snapshot holds
+        return known
+
+
+def place(entries: Sequence[hls.Entry], starts: dict[int, float],
+          held: dict) -> tuple[TimedSegment, ...]:
+    """Media start for every listed entry: read where possible, else from its neighbours."""
+    if not entries:
+        return ()
+    times: list[float | None] = [starts.get(e.sequence) for e in entries]
+    anchor = next((i for i, t in enumerate(times) if t is not None), None)
+    if anchor is None:
+        anchor, times[0] = 0, 0.0
+    for i in range(anchor - 1, -1, -1):  # older entries not held in memory
+        times[i] = times[i + 1] - entries[i].duration
+    for i in range(anchor + 1, len(entries)):
+        if times[i] is None:
+            times[i] = times[i - 1] + entries[i - 1].duration
+    return tuple(
+        TimedSegment(e.sequence, STREAM_PREFIX + e.uri, round(t, 4), e.duration,
+                     held[e.sequence].seen_at if e.sequence in held else None)
+        for e, t in zip(entries, times, strict=True)
+    )
+
+
+def live_origin(segments: tuple[TimedSegment, ...]) -> float | None:
+    """Server time at which media time 0 was live.
+
+    A segment cannot be seen before its last frame was captured, so each seen segment gives
+    an upper bound `seen_at - end`; the smallest is the tightest. Using the smallest also
+    keeps the estimated live edge at or behind what has really been written.
+    """
+    bounds = [s.seen_at - (s.start + s.duration) for s in segments if s.seen_at]
+    return round(min(bounds), 4) if bounds else None

@@ -1,0 +1,280 @@
+"""The one watcher of `stream/` and the stream state every viewer reads.
+
+ffmpeg (or OBS) writes segments, then rewrites the playlist. We react to the playlist change
+(inotify; polling only when inotify is missing), parse it once, read each new segment from
+disk once, and publish an immutable snapshot. Viewers never touch the disk: they wait for the
+next snapshot and send the bytes it holds.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import gevent
+import gevent.event
+import gevent.socket
+
+from app.config import StreamConfig
+from app.stream import playlist as hls
+
+log = logging.getLogger(__name__)
+
+TITLE_FILE = "title.txt"
+TITLE_MAX = 200
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    sequence: int
+    duration: float
+    data: bytes = field(repr=False)
+    seen_at: float = 0.0  # wall clock when the watcher saw it listed: the player's timeline
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What viewers see at one moment. Replaced, never mutated."""
+
+    online: bool = False
+    ended: bool = False
+    generation: int = 0
+    init: bytes | None = field(default=None, repr=False)
+    init_name: str | None = None
+    segments: tuple[Segment, ...] = ()
+    playlist: bytes | None = field(default=None, repr=False)
+    entries: tuple[hls.Entry, ...] = ()  # every segment the playlist lists, parsed once
+    listed: frozenset[str] = frozenset()
+    started_at: float | None = None  # wall clock, from the init segment's mtime
+    title: str = ""
+    target_duration: float = 2.0
+
+    def segment(self, name: str) -> Segment | None:
+        for seg in self.segments:
+            if seg.name == name:
+                return seg
+        return None
+
+    def uptime(self, now: float | None = None) -> float | None:
+        if not self.online or self.started_at is None:
+            return None
+        return max(0.0, (now or time.time()) - self.started_at)
+
+    @property
+    def status(self) -> str:
+        return "live" if self.online else ("ended" if self.ended else "offline")
+
+
+def clean_title(text: str, default: str) -> str:
+    text = "".join(ch for ch in text if ch.isprintable()).strip()
+    return text[:TITLE_MAX] or default
+
+
+class StreamState:
+    """Holds the current Snapshot and wakes everyone waiting when it changes."""
+
+    def __init__(self, directory: Path, settings: StreamConfig):
+        self.directory = Path(directory)
+        self.settings = settings
+        self.snapshot = Snapshot(title=settings.title)
+        self._changed = gevent.event.Event()
+        self._playlist_key = None
+        self._init_key = None
+        self._title_key = None
+        self._greenlet = None
+
+    # --- reading side ---------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block this greenlet until the next snapshot; False on timeout."""
+        return self._changed.wait(timeout)
+
+    # --- writing side (only the watcher calls these) ------------------------------
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        if snapshot == self.snapshot:
+            return
+        self.snapshot = snapshot
+        changed, self._changed = self._changed, gevent.event.Event()
+        changed.set()
+
+    def refresh(self) -> None:
+        """Re-read what changed on disk; never raises for a broken stream."""
+        try:
+            self._publish(self._read())
+        except OSError as exc:
+            log.warning("stream folder unreadable: %s", exc)
+            self._publish(replace(self.snapshot, online=False, segments=(), listed=frozenset()))
+
+    def _read(self) -> Snapshot:
+        snap = replace(self.snapshot, title=self._read_title())
+        path = self.directory / self.settings.playlist
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._playlist_key = None
+            return replace(snap, online=False, ended=False, segments=(), listed=frozenset(),
+                           playlist=None, entries=())
+        fresh = time.time() - st.st_mtime < self.settings.offline_after
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key == self._playlist_key:
+            return replace(snap, online=snap.online and fresh)
+        raw = path.read_bytes()
+        try:
+            parsed = hls.parse(raw.decode("utf-8"))
+        except (hls.PlaylistError, UnicodeDecodeError) as exc:
+            log.warning("ignoring unreadable playlist %s: %s", path.name, exc)
+            return replace(snap, online=False)
+        self._playlist_key = key
+        return self._apply(snap, parsed, raw, fresh)
+
+    def _apply(self, snap: Snapshot, parsed: hls.Playlist, raw: bytes, fresh: bool) -> Snapshot:
+        init, init_changed = self._read_init(parsed.init_uri, snap)
+        online = fresh and not parsed.ended and bool(parsed.entries) and init is not None
+        last_seen = snap.segments[-1].sequence if snap.segments else None
+        newest = parsed.entries[-1].sequence if parsed.entries else None
+        restarted = init_changed or (
+            last_seen is not None and newest is not None and newest < last_seen
+        )
+        generation = snap.generation
+        started_at = snap.started_at
+        known = {} if restarted else {s.sequence: s for s in snap.segments}
+        if online and (restarted or not snap.online):
+            generation += 1
+            started_at = self._init_mtime(parsed.init_uri)
+            log.info("stream live (generation %d)", generation)
+        elif snap.online and not online:
+            log.info("stream %s", "ended" if parsed.ended else "offline")
+        segments = self._read_segments(parsed.entries, known)
+        return replace(
+            snap,
+            online=online,
+            ended=parsed.ended,
+            generation=generation,
+            init=init,
+            init_name=parsed.init_uri,
+            segments=segments,
+            playlist=raw,
+            entries=parsed.entries,
+            listed=parsed.uris,
+            started_at=started_at,
+            target_duration=parsed.target_duration,
+        )
+
+    def _read_init(self, name: str | None, snap: Snapshot) -> tuple[bytes | None, bool]:
+        if name is None:
+            return None, False
+        try:
+            st = (self.directory / name).stat()
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if key == self._init_key and snap.init is not None:
+                return snap.init, False
+            data = (self.directory / name).read_bytes()
+        except FileNotFoundError:
+            log.warning("playlist names a missing init segment %s", name)
+            return None, False
+        self._init_key = key
+        return data, snap.init is not None and data != snap.init
+
+    def _init_mtime(self, name: str | None) -> float:
+        try:
+            return (self.directory / name).stat().st_mtime
+        except (OSError, TypeError):
+            return time.time()
+
+    def _read_segments(self, entries, known: dict) -> tuple[Segment, ...]:
+        """Keep the newest listed segments in memory, reading only the ones not yet held."""
+        wanted = entries[-self.settings.memory_segments:]
+        segments = []
+        for entry in wanted:
+            seg = known.get(entry.sequence)
+            if seg is None or seg.name != entry.uri:
+                seg = self._load(entry)
+            if seg is not None:
+                segments.append(seg)
+        return tuple(segments)
+
+    def _load(self, entry: hls.Entry) -> Segment | None:
+        path = self.directory / entry.uri
+        try:
+            size = path.stat().st_size
+            if size > self.settings.max_segment_bytes:
+                log.warning("skipping %s: %d bytes is over stream.max_segment_bytes",
+                            entry.uri, size)
+                return None
+            data = path.read_bytes()
+        except FileNotFoundError:
+            log.warning("playlist lists a missing segment %s", entry.uri)
+            return None
+        return Segment(entry.uri, entry.sequence, entry.duration, data, time.time())
+
+    def _read_title(self) -> str:
+        path = self.directory / TITLE_FILE
+        try:
+            st = path.stat()
+        except OSError:
+            self._title_key = None
+            return self.settings.title
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key == self._title_key:
+            return self.snapshot.title
+        try:
+            with path.open("rb") as f:
+                text = f.read(TITLE_MAX * 4).decode("utf-8", "replace")
+        except OSError:
+            return self.settings.title
+        self._title_key = key
+        return clean_title(text.splitlines()[0] if text else "", self.settings.title)
+
+    # --- the watcher loop -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.refresh()
+        self._greenlet = gevent.spawn(self._watch)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill()
+            self._greenlet = None
+
+    def _watch(self) -> None:
+        try:
+            import inotify_simple
+        except ImportError:
+            inotify_simple = None
+        if inotify_simple is None:
+            log.info("inotify unavailable: polling %s every %ss", self.directory,
+                     self.settings.poll_interval)
+            while True:
+                gevent.sleep(self.settings.poll_interval)
+                self.refresh()
+        self._watch_inotify(inotify_simple)
+
+    def _watch_inotify(self, inotify_simple) -> None:
+        flags = inotify_simple.flags
+        mask = (flags.CLOSE_WRITE | flags.MOVED_TO | flags.DELETE | flags.CREATE
+                | flags.DELETE_SELF | flags.MOVE_SELF)
+        interesting = {self.settings.playlist, TITLE_FILE}
+        with inotify_simple.INotify() as notifier:
+            watching = False
+            next_check = 0.0
+            while True:
+                if not watching and self.directory.is_dir():
+                    notifier.add_watch(str(self.directory), mask)
+                    watching = True
+                    self.refresh()
+                try:
+                    gevent.socket.wait_read(notifier.fileno(), timeout=1.0)
+                    events = notifier.read(timeout=0)
+                except gevent.socket.timeout:
+                    events = []
+                if any(e.mask & (flags.IGNORED | flags.DELETE_SELF | flags.MOVE_SELF)
+                       for e in events):
+                    watching = False  # the folder went away; watch it again once it is back
+                if any(e.name in interesting for e in events):
+                    self.refresh()
+                if time.monotonic() >= next_check:  # staleness: the writer may have died
+                    next_check = time.monotonic() + 1.0
+                    self.refresh()

@@ -1,0 +1,3 @@
+"""The web side: the gevent server, headers every response carries, per-client limits and the
+views.
+"""

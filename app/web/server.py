@@ -1,0 +1,164 @@
+"""The gevent WSGI server: one greenlet per connection, thousands of idle viewers are cheap."""
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable
+from email.utils import formatdate
+
+import gevent
+import gevent.event
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+log = logging.getLogger(__name__)
+
+
+DATE_PRECISION_SECONDS = 60
+SEND_BUFFER_BYTES = 256 * 1024  # ~2 s of 1 Mbit/s video; plenty for pages
+CLOCK_HEADERS = {"date", "last-modified"}
+
+
+def _header_name(name: str | bytes) -> str:
+    return (name.decode("latin-1") if isinstance(name, bytes) else name).lower()
+
+
+def rounded_http_date(now: float | None = None) -> bytes:
+    """The Date header to the minute: exact server time helps fingerprint (clock skew)."""
+    now = time.time() if now is None else now
+    return formatdate(now - now % DATE_PRECISION_SECONDS, usegmt=True).encode("latin-1")
+
+
+class QuietHandler(WSGIHandler):
+    """No access log lines: URLs carry viewer tokens, which are secrets.
+
+    Every socket operation gets a timeout, so a viewer that stops reading (or a client that
+    opens a connection and sends nothing) is dropped instead of holding its greenlet forever.
+
+    No exact clock either: Date is rounded to the minute and Last-Modified is dropped (file
+    ETags, which hold mtimes too, are dropped by app.security), so responses do not reveal the
+    server's clock precisely enough to link an onion service to a host by its clock skew.
+    """
+
+    def handle(self):
+        self.socket.settimeout(self.server.socket_timeout)
+        # Send small writes at once: pages go out as headers + body, and with Nagle's
+        # algorithm a keep-alive client's delayed ACK held the body back about 40 ms.
+        try:
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A fixed send buffer: Linux would grow it to 4 MiB for a client that stops
+            # reading, so each stuck viewer could pin megabytes of kernel memory for a minute
+            # before its writes stall long enough to be dropped.
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        except (OSError, AttributeError):
+            pass
+        super().handle()
+
+    def read_requestline(self):
+        """Idle keep-alive waits up to the socket timeout; once a request starts, its whole head
+        (request line and headers) must arrive within `head_timeout`: a client dribbling one
+        byte at a time (slowloris) cannot hold a connection open for ever."""
+        self.rfile.peek(1)  # the first byte of the next request, or EOF, or socket timeout
+        self._head_deadline = time.monotonic() + self.server.head_timeout
+        with gevent.Timeout(self.server.head_timeout, socket.timeout("request head too slow")):
+            return super().read_requestline()
+
+    def read_request(self, raw_requestline):
+        remaining = max(0.001, self._head_deadline - time.monotonic())
+        with gevent.Timeout(remaining, SlowRequest("request head too slow")):
+            return super().read_request(raw_requestline)
+
+    def _handle_client_error(self, ex):
+        """A malformed or too slow request is the client's fault: answer 400 and log only the
+        kind of problem at debug level (the request line holds tokens, and a hostile client
+        must not be able to fill the log)."""
+        log.debug("bad request: %s", type(ex).__name__)
+        return ("400", BAD_REQUEST)
+
+    def _write(self, data):
+        """Chunked writes without copying: the base class joins size, data and CRLF into a new
+        buffer, which for thousands of viewers of one segment means thousands of copies."""
+        if not data:
+            return
+        if not self.response_use_chunked:
+            self._sendall(data)
+            return
+        parts = [memoryview(b"%x\r\n" % len(data)), memoryview(data), memoryview(b"\r\n")]
+        while parts:
+            sent = self.socket.sendmsg(parts)
+            while parts and sent >= len(parts[0]):
+                sent -= len(parts[0])
+                parts.pop(0)
+            if parts and sent:
+                parts[0] = parts[0][sent:]
+
+    def finalize_headers(self):
+        self.response_headers = [
+            (name, value) for name, value in self.response_headers
+            if _header_name(name) not in CLOCK_HEADERS
+        ]
+        date = rounded_http_date()
+        self.response_headers.append((b"Date", date))
+        self.provided_date = date
+        super().finalize_headers()
+
+    def log_request(self):
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s %s", self.command, self.path.split("?", 1)[0],
+                      (self.status or "").split(" ", 1)[0])
+
+
+class SlowRequest(ValueError):
+    """The request head did not arrive in time (a ValueError: gevent answers 400)."""
+
+
+BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain"
+               b"\r\nContent-Length: 12\r\n\r\nBad request\n")
+
+
+class Server(WSGIServer):
+    """A WSGIServer carrying the two timeouts every QuietHandler reads."""
+
+    def __init__(self, listener, application, socket_timeout: float, head_timeout: float,
+                 **kwargs):
+        super().__init__(listener, application, **kwargs)
+        self.socket_timeout = socket_timeout
+        self.head_timeout = head_timeout
+
+
+def make_server(app: Callable, host: str, port: int, socket_timeout: float,
+                head_timeout: float) -> Server:
+    """socket_timeout: longest wait for one read or write (stream.send_timeout);
+    head_timeout: longest time for a request's head once it started (server.header_timeout)."""
+    raise_file_limit()
+    return Server((host, port), app, socket_timeout, head_timeout, handler_class=QuietHandler,
+                  log=None, backlog=2048, error_log=logging.getLogger("app.web.server.errors"))
+
+
+def raise_file_limit() -> None:
+    """Each viewer is a socket: allow as many as the system lets this process have."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.debug("open file limit raised from %d to %d", soft, hard)
+
+
+def serve_forever(server: WSGIServer, on_stop: Iterable[Callable[[], object]] = (),
+                  stopping: gevent.event.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or `stopping` is set), then stop and run the clean-ups."""
+    stopping = stopping if stopping is not None else gevent.event.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(sig, stopping.set)
+    server.start()
+    try:
+        stopping.wait()
+    finally:
+        log.info("shutting down")
+        server.stop(timeout=2)
+        for callback in on_stop:
+            try:
+                callback()
+            except Exception:  # clean-up must go on whatever one step does
+                log.exception("error during shutdown")

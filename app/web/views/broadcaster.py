@@ -1,0 +1,299 @@
+"""/broadcaster: moderation, word filters, title and the broadcaster's own messages.
+
+Behind HTTP Basic auth (flask-httpauth) with failed logins rate-limited. A proven login gets a
+session cookie (HttpOnly, SameSite=Strict, only sent under /broadcaster); a browser holding it
+skips the password check, so guessers who keep the login locked do not lock the broadcaster
+out. Every form carries a
+per-process CSRF token checked in constant time, and a cross-site Origin is refused, so another
+site cannot make a logged-in broadcaster's browser ban or post.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import tempfile
+from urllib.parse import quote, urlsplit
+
+from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request
+from flask_httpauth import HTTPBasicAuth
+
+from app.community.chat import Chat, Refused, Submission
+from app.community.filters import ACTIONS, FilterError
+from app.community.identity import (
+    BROADCASTER_ID,
+    SESSION_COOKIE,
+    BroadcasterPassword,
+    BroadcasterSessions,
+    identify,
+)
+from app.community.store import StoreUnavailable
+from app.stream.watcher import TITLE_FILE, clean_title
+from app.web.views.chat import user_list
+from app.web.views.errors import store_unavailable
+
+bp = Blueprint("broadcaster", __name__, url_prefix="/broadcaster")
+auth = HTTPBasicAuth(realm="livestream broadcaster")
+
+NOTICES = {
+    "posted": "Message sent.", "hidden": "Message hidden.", "banned": "Viewer banned.",
+    "banned-hidden": "Viewer banned and their messages hidden.", "unbanned": "Ban lifted.",
+    "filter-added": "Filter added.", "filter-removed": "Filter removed.",
+    "title": "Title changed.",
+}
+BANS_SHOWN = 300
+
+
+def init_app(app) -> None:
+    app.extensions["broadcaster_csrf"] = secrets.token_urlsafe(32)
+    app.extensions["broadcaster_sessions"] = BroadcasterSessions()
+    app.register_blueprint(bp)
+
+
+def chat() -> Chat:
+    return current_app.extensions["chat"]
+
+
+def sessions() -> BroadcasterSessions:
+    return current_app.extensions["broadcaster_sessions"]
+
+
+@auth.verify_password
+def verify(username: str, password: str):
+    if sessions().valid(request.cookies.get(SESSION_COOKIE)):
+        g.broadcaster_authenticated = True  # no password check, so no lock can apply
+        return current_app.config["LIVESTREAM"].broadcaster.username
+    if not username and not password:
+        return None  # no credentials yet: the browser is about to ask, not a failed guess
+    checker: BroadcasterPassword = current_app.extensions["broadcaster_password"]
+    if checker.locked_for() > 0:
+        g.login_locked = checker.locked_for()
+        return None
+    if checker.check(username, password):
+        g.broadcaster_authenticated = True
+        g.new_broadcaster_session = sessions().issue()
+        return username
+    return None
+
+
+@bp.after_request
+def hand_out_session(response: Response) -> Response:
+    """After a proven password, the browser gets a session (a cookie only /broadcaster sees)."""
+    session_id = g.pop("new_broadcaster_session", None)
+    if session_id is not None:
+        response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="Strict",
+                            path=bp.url_prefix)
+    return response
+
+
+@auth.error_handler
+def refused(status):
+    locked = g.get("login_locked")
+    if locked:
+        return Response("Too many failed logins. Try again in a minute.\n", 429,
+                        mimetype="text/plain", headers={"Retry-After": str(int(locked) + 1)})
+    return Response("The broadcaster page needs the broadcaster's user name and password.\n",
+                    status, mimetype="text/plain")
+
+
+@bp.before_request
+def check_csrf():
+    """Every POST must carry this process's CSRF token and must not come from another site."""
+    if request.method != "POST":
+        return None
+    if is_cross_site():
+        abort(403, "cross-site request refused")
+    sent = request.form.get("csrf", "")
+    expected = current_app.extensions["broadcaster_csrf"]
+    if not hmac.compare_digest(sent.encode(), expected.encode()):
+        return Response("This form is missing its security token or it is stale (the server "
+                        "restarted). Go back, reload the broadcaster page and try again.\n",
+                        403, mimetype="text/plain")
+    return None
+
+
+@bp.errorhandler(StoreUnavailable)
+def not_saved(error: StoreUnavailable):
+    """Moderation that could not be saved is reported on the page, not lost silently."""
+    if request.method == "POST":
+        return failed("Not saved: the state database is unavailable (locked or the disk is "
+                      "full). Nothing was changed; try again in a minute.")
+    return store_unavailable(error)
+
+
+def is_cross_site() -> bool:
+    """True when the browser says the request comes from another site (or says it garbled)."""
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        return True
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return False  # no Origin (old browsers, privacy settings): the CSRF token decides
+    try:
+        return urlsplit(origin).netloc != request.host
+    except ValueError:  # not a URL at all: certainly not this site
+        return True
+
+
+def done(notice: str, anchor: str = ""):
+    return redirect(f"/broadcaster?notice={notice}{anchor}", 303)
+
+
+@bp.route("", methods=["GET"])
+@auth.login_required
+@identify
+def page():
+    c = chat()
+    store = c.store
+    messages = list(reversed(store.recent_messages(include_hidden=True)))
+    every_ban = sorted(store.bans().values(), key=lambda b: -b.created)
+    bans = every_ban[:BANS_SHOWN]  # one page, however many tokens a word filter has banned
+    names = {}
+    for ban in bans:
+        if ban.kind == "viewer":
+            viewer = store.viewer(ban.value)
+            names[ban.value] = viewer.name if viewer and viewer.name else "Anonymous"
+    error = shown_error()
+    body = render_template(
+        "broadcaster.html", who=g.requester, messages=messages, people=user_list(True),
+        bans=bans, more_bans=len(every_ban) - len(bans), names=names,
+        filters=store.filters(), actions=ACTIONS,
+        csrf=current_app.extensions["broadcaster_csrf"],
+        notice=NOTICES.get(request.args.get("notice", ""), ""), error=error,
+        title=current_app.extensions["stream"].snapshot.title,
+        count=current_app.extensions["audience"].count(), limits=c.settings,
+        broadcaster_id=BROADCASTER_ID)
+    response = current_app.make_response(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+ERROR_LENGTH = 300
+
+
+def error_signature(text: str) -> str:
+    """Keyed with the server secret: only this server can make a link that shows a text."""
+    identities = current_app.extensions["identities"]
+    return identities.derive("broadcaster-error", text.encode()).hex()[:32]
+
+
+def failed(reason: str):
+    """Back to the page with the reason in the link, signed so a crafted link shows nothing."""
+    reason = reason[:ERROR_LENGTH]
+    return redirect(f"/broadcaster?error={quote(reason)}&sig={error_signature(reason)}", 303)
+
+
+def shown_error() -> str:
+    """The error from the link if this server wrote it; anything else is ignored: a link from
+    someone else must not show the broadcaster a message that seems to come from here."""
+    text = request.args.get("error", "")
+    signature = request.args.get("sig", "")
+    if not text or len(text) > ERROR_LENGTH:
+        return ""
+    if not hmac.compare_digest(signature.encode(), error_signature(text).encode()):
+        return ""
+    return text
+
+
+@bp.route("/post", methods=["POST"])
+@auth.login_required
+@identify
+def post():
+    try:
+        chat().post(g.requester, Submission(text=request.form.get("message", "")))
+    except Refused as refused_:
+        return failed(str(refused_))
+    return done("posted")
+
+
+@bp.route("/logout", methods=["POST"])
+@auth.login_required
+def logout():
+    """End this browser's session (the browser may still remember the password itself)."""
+    sessions().end(request.cookies.get(SESSION_COOKIE))
+    g.pop("new_broadcaster_session", None)
+    response = redirect("/", 303)  # not back here: the saved login would open a new session
+    response.delete_cookie(SESSION_COOKIE, path=bp.url_prefix, httponly=True,
+                           samesite="Strict")
+    return response
+
+
+@bp.route("/hide", methods=["POST"])
+@auth.login_required
+def hide():
+    message_id = request.form.get("message_id", type=int)
+    if message_id is None:
+        return failed("No message was chosen to hide.")
+    chat().hide([message_id])
+    return done("hidden")
+
+
+@bp.route("/ban", methods=["POST"])
+@auth.login_required
+def ban():
+    viewer_id = request.form.get("viewer_id", "")
+    if not viewer_id or viewer_id == BROADCASTER_ID:
+        return failed("No viewer was chosen to ban.")
+    hide_all = request.form.get("hide_all") == "1"
+    chat().ban(viewer_id, hide_all=hide_all, note="broadcaster")
+    return done("banned-hidden" if hide_all else "banned")
+
+
+@bp.route("/unban", methods=["POST"])
+@auth.login_required
+def unban():
+    kind = request.form.get("kind", "viewer")
+    value = request.form.get("value", "")
+    if kind == "viewer":
+        chat().unban(value)
+    else:
+        chat().store.remove_ban(kind, value)
+    return done("unbanned")
+
+
+@bp.route("/filters", methods=["POST"])
+@auth.login_required
+def add_filter():
+    f = request.form
+    action = f.get("action", "censor")
+    if action not in ACTIONS:
+        return failed(f"Unknown filter action {action!r}; choose censor, block or ban.")
+    try:
+        chat().add_filter(f.get("pattern", ""), f.get("regex") == "1", f.get("case") == "1",
+                          action)
+    except (FilterError, ValueError) as exc:
+        return failed(f"Filter not added: {exc}.")
+    return done("filter-added")
+
+
+@bp.route("/filters/remove", methods=["POST"])
+@auth.login_required
+def remove_filter():
+    filter_id = request.form.get("filter_id", type=int)
+    if filter_id is not None:
+        chat().remove_filter(filter_id)
+    return done("filter-removed")
+
+
+@bp.route("/title", methods=["POST"])
+@auth.login_required
+def title():
+    config = current_app.config["LIVESTREAM"]
+    text = clean_title(request.form.get("title", ""), "")
+    if not text:
+        return failed("The title is empty.")
+    write_title(config.stream_dir, text)
+    current_app.extensions["stream"].refresh()
+    return done("title")
+
+
+def write_title(directory, text: str) -> None:
+    """Replace title.txt atomically: the watcher never reads half a title."""
+    fd, tmp = tempfile.mkstemp(prefix=".title.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        os.replace(tmp, os.path.join(directory, TITLE_FILE))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

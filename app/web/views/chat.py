@@ -1,0 +1,315 @@
+"""The viewer's chat, every part its own small document that works without JavaScript.
+
+/chat/messages   a live frame: one long HTML response that appends each message as it comes
+                 (or, with ?mode=poll, a page that reloads itself and answers 304 when unchanged)
+/chat/form       the posting form: Post/Redirect/Get with a one-use nonce, captcha when needed
+/chat/users      who is here, watching or not
+/captcha/...     the captcha image and its audio alternative
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+)
+from markupsafe import Markup
+
+from app.community.chat import Chat, Refused, Submission, public
+from app.community.hub import RESYNC, Event, Hub
+from app.community.identity import Requester, identify
+from app.community.presence import Audience
+from app.community.store import Message, StoreUnavailable
+from app.web.limits import Guarded
+from app.web.security import style_nonce
+
+bp = Blueprint("chat", __name__)
+
+KEEPALIVE_SECONDS = 15.0
+CHAT_UNAVAILABLE = ("Chat is temporarily unavailable: the server cannot save messages right "
+                    "now. Your message was not sent; try again in a minute.")
+RENDER_CACHE = 512
+
+
+def chat() -> Chat:
+    return current_app.extensions["chat"]
+
+
+def audience() -> Audience:
+    return current_app.extensions["audience"]
+
+
+def settings():
+    return current_app.config["LIVESTREAM"]
+
+
+class StreamSlots:
+    """Caps live chat frames, in total and per viewer, so memory and sockets stay bounded."""
+
+    def __init__(self, total: int, per_viewer: int):
+        self.total = total
+        self.per_viewer = per_viewer
+        self.open = 0
+        self._by_viewer: dict[str, int] = {}
+
+    def acquire(self, viewer_id: str) -> bool:
+        held = self._by_viewer.get(viewer_id, 0)
+        if self.open >= self.total or held >= self.per_viewer:
+            return False
+        self.open += 1
+        self._by_viewer[viewer_id] = held + 1
+        return True
+
+    def release(self, viewer_id: str) -> None:
+        self.open -= 1
+        held = self._by_viewer.get(viewer_id, 1) - 1
+        if held:
+            self._by_viewer[viewer_id] = held
+        else:
+            self._by_viewer.pop(viewer_id, None)
+
+
+class MessageHTML:
+    """Each message rendered once (escaped by the template), then the same bytes go to every
+    open frame. Kept as Markup, so pages include it without a `|safe` anywhere."""
+
+    def __init__(self, app):
+        self.template = app.jinja_env.get_template("chat/message.html")
+        self._cache: dict[int, Markup] = {}
+        self._events: dict[int, tuple[str, str]] = {}
+
+    def __call__(self, message: Message | dict) -> Markup:
+        data = message if isinstance(message, dict) else public(message)
+        html = self._cache.get(data["id"])
+        if html is None:
+            html = Markup(self.template.render(m=data))
+            self._cache[data["id"]] = html
+            if len(self._cache) > RENDER_CACHE:
+                self._cache.pop(next(iter(self._cache)))
+        return html
+
+    def for_event(self, event: Event) -> tuple[str, str]:
+        """(CSS rules, HTML) to append to an open frame for a `chat` or `hide` event.
+
+        A new message gets `order: -id` so the column-reverse list shows it below the
+        others; a hidden message gets `display: none`. Worked out once per event.
+        """
+        done = self._events.get(event.id)
+        if done is None:
+            data = json.loads(event.data)
+            if event.kind == "chat":
+                done = (f"#m{int(data['id'])}{{order:-{int(data['id'])}}}", self(data))
+            else:
+                done = ("".join(f"#m{int(i)}{{display:none}}" for i in data["ids"]), "")
+            self._events[event.id] = done
+            if len(self._events) > RENDER_CACHE:
+                self._events.pop(next(iter(self._events)))
+        return done
+
+
+def init_app(app) -> None:
+    config = app.config["LIVESTREAM"]
+    app.extensions["chat_slots"] = StreamSlots(config.chat.max_streams,
+                                               config.chat.max_streams_per_viewer)
+    app.extensions["message_html"] = MessageHTML(app)
+    app.register_blueprint(bp)
+
+
+# --- messages --------------------------------------------------------------------------------
+
+@bp.route("/chat/messages")
+@identify
+def messages():
+    who: Requester = g.requester
+    audience().saw(who.viewer_id, who.tag)
+    slots: StreamSlots = current_app.extensions["chat_slots"]
+    if request.args.get("mode") != "poll" and slots.acquire(who.viewer_id):
+        try:
+            return live_frame(who, slots)
+        except BaseException:
+            slots.release(who.viewer_id)  # no frame was handed out: give the slot back
+            raise
+    return poll_frame(who)
+
+
+def poll_frame(who: Requester):
+    etag = f'"{chat().store.last_message_id()}-{chat().hide_version}"'
+    if request.if_none_match.contains_weak(etag.strip('"')):
+        response = Response(status=304)
+    else:
+        response = current_app.make_response(render_template(
+            "chat/messages.html", who=who, html=current_app.extensions["message_html"],
+            messages=list(reversed(chat().store.recent_messages())), live=False,
+            refresh=settings().chat.poll_seconds))
+    response.set_etag(etag.strip('"'))
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def live_frame(who: Requester, slots: StreamSlots):
+    hub: Hub = current_app.extensions["events"]
+    html: MessageHTML = current_app.extensions["message_html"]
+    after = hub.last_id
+    head = render_template("chat/messages.html", who=who, html=html, live=True,
+                           messages=list(reversed(chat().store.recent_messages())),
+                           refresh=2)
+    head = head[:head.rindex("</div>")]  # leave the list open: messages are appended to it
+    nonce = style_nonce()
+    lifetime = settings().chat.stream_seconds
+    wanted = request.args.get("for", type=float)
+    if wanted is not None:  # the offline page closes the frame early so it can refresh
+        lifetime = min(lifetime, max(1.0, wanted))
+    people = audience()
+
+    def body() -> Iterator[bytes]:
+        yield head.encode()
+        deadline = time.monotonic() + lifetime
+        wake = min(KEEPALIVE_SECONDS, lifetime)
+        for event in hub.listen(after, frozenset({"chat", "hide"}), wake):
+            people.saw(who.viewer_id, who.tag)
+            if event is None:
+                yield b"\n"
+            elif event.kind == RESYNC:
+                break  # missed events: end, the page reloads itself with all of them
+            else:
+                rules, markup = html.for_event(event)
+                yield f'<style nonce="{nonce}">{rules}</style>{markup}'.encode()
+            if time.monotonic() > deadline:
+                break
+        yield b"</div></body></html>"
+
+    # Guarded, not try/finally in the generator: a body that never starts (a HEAD request,
+    # a client gone before the first byte) runs no finally, and its slot would never return.
+    return Response(Guarded(body(), lambda: slots.release(who.viewer_id)), mimetype="text/html",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@bp.route("/chat/messages.json")
+def messages_json():
+    data = [public(m) for m in chat().store.recent_messages()]
+    return jsonify({"messages": data, "last_event": current_app.extensions["events"].last_id})
+
+
+# --- posting ---------------------------------------------------------------------------------
+
+def form_page(who: Requester, error: str = "", draft: str = "", status: int = 200,
+              sent: bool = False):
+    c = chat()
+    viewer = c.viewer(who)
+    challenge = None
+    captcha_busy = False
+    if not who.banned and c.needs_captcha(who):
+        challenge = c.captchas.issue(who.viewer_id)
+        captcha_busy = challenge is None
+    body = render_template(
+        "chat/form.html", who=who, viewer=viewer, error=error, draft=draft, sent=sent,
+        nonce=c.nonces.issue(who.viewer_id), challenge=challenge, captcha_busy=captcha_busy,
+        limits=c.settings)
+    response = current_app.make_response((body, status))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/chat/form", methods=["GET"])
+@identify
+def form():
+    who: Requester = g.requester
+    audience().saw(who.viewer_id, who.tag)
+    return form_page(who, sent=request.args.get("sent") == "1")
+
+
+@bp.route("/chat/form", methods=["POST"])
+@identify
+def post():
+    who: Requester = g.requester
+    audience().saw(who.viewer_id, who.tag)
+    f = request.form
+    submission = Submission(
+        text=f.get("message", ""), name=f.get("name"),
+        trip_password=f.get("tripcode", ""), clear_tripcode=f.get("clear_tripcode") == "1",
+        nonce=f.get("nonce", ""), captcha_id=f.get("captcha_id", ""),
+        captcha_answer=f.get("captcha", ""))
+    try:
+        chat().post(who, submission)
+    except StoreUnavailable:
+        return form_page(who, CHAT_UNAVAILABLE, submission.text, status=503)
+    except Refused as refused:
+        if not str(refused):  # a repeated submit of a form already posted
+            return redirect(f"/chat/form?{who.query}&sent=1", 303)
+        return form_page(who, str(refused), submission.text if refused.keep_draft else "",
+                         status=refused.status)
+    return redirect(f"/chat/form?{who.query}&sent=1", 303)
+
+
+# --- captcha ---------------------------------------------------------------------------------
+
+@bp.route("/captcha/<challenge_id>.png")
+@identify
+def captcha_image(challenge_id: str):
+    captchas = chat().captchas
+    data = captchas.image(challenge_id, g.requester.viewer_id) if captchas else None
+    if data is None:
+        abort(404)
+    return Response(data, mimetype="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+@bp.route("/captcha/<challenge_id>.wav")
+@identify
+def captcha_audio(challenge_id: str):
+    captchas = chat().captchas
+    data = captchas.audio(challenge_id, g.requester.viewer_id) if captchas else None
+    if data is None:
+        abort(404)
+    if data is False:
+        return Response("Too many audio captchas were requested just now. Please try again "
+                        "in a minute.\n", 429, mimetype="text/plain",
+                        headers={"Retry-After": "60"})
+    return Response(data, mimetype="audio/wav", headers={"Cache-Control": "private, no-store"})
+
+
+# --- who is here -----------------------------------------------------------------------------
+
+def user_list(include_banned: bool = False, limit: int = 300) -> list[dict]:
+    c = chat()
+    people = []
+    for person in audience().listing()[:limit]:
+        viewer = c.store.viewer(person.viewer_id)
+        banned = c.identities.is_banned(person.viewer_id, viewer)
+        if banned and not include_banned:
+            continue
+        people.append({"viewer_id": person.viewer_id, "tag": person.tag,
+                       "name": (viewer.name if viewer else "") or "Anonymous",
+                       "tripcode": viewer.tripcode if viewer else "",
+                       "colour": c.identities.colour(person.viewer_id),
+                       "watching": person.watching, "banned": banned})
+    return people
+
+
+@bp.route("/chat/users")
+@identify
+def users():
+    who: Requester = g.requester
+    audience().saw(who.viewer_id, who.tag)
+    people = user_list()
+    count = audience().count()
+    digest = hashlib.sha256(repr((count, people)).encode()).hexdigest()[:20]
+    if request.if_none_match.contains_weak(digest):
+        response = Response(status=304)
+    else:
+        response = current_app.make_response(render_template(
+            "chat/users.html", who=who, people=people, count=count, refresh=10))
+    response.set_etag(digest)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
