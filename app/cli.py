@@ -292,20 +292,20 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_play(args: argparse.Namespace, config: Config) -> int:
-    from app.sources import play as sources
+    from app.sources import ffmpeg, options, play
 
     try:
-        options = sources.PlayOptions(
+        chosen = ffmpeg.PlayOptions(
             source=args.source, subs=args.subs, audio=args.audio,
-            start=sources.parse_time(args.start) if args.start else 0.0, loop=args.loop,
-            size=sources.parse_size(args.size) if args.size else None,
-            video_kbps=sources.parse_kbps(args.bitrate) if args.bitrate else None,
+            start=options.parse_time(args.start) if args.start else 0.0, loop=args.loop,
+            size=options.parse_size(args.size) if args.size else None,
+            video_kbps=options.parse_kbps(args.bitrate) if args.bitrate else None,
             preset=args.preset, hwaccel=args.hwaccel, to=args.to)
-        if options.audio is not None and options.audio < 0:
-            raise sources.SourceError("--audio: track numbers start at 0")
-        return sources.play(options, config.stream_dir, config.stream.playlist,
-                            dry_run=args.dry_run)
-    except sources.SourceError as exc:
+        if chosen.audio is not None and chosen.audio < 0:
+            raise options.SourceError("--audio: track numbers start at 0")
+        return play.play(chosen, config.stream_dir, config.stream.playlist,
+                         dry_run=args.dry_run)
+    except options.SourceError as exc:
         print(f"livestream play: {exc}", file=sys.stderr)
         return 2
 
@@ -317,10 +317,10 @@ def run_ingest(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_key(args: argparse.Namespace, config: Config) -> int:
-    from app.sources.rtmp import server as ingest
+    from app.sources.rtmp import keys
 
     try:
-        key = ingest.rotate_key(config.state_dir) if args.new else ingest.load_key(config.state_dir)
+        key = keys.rotate_key(config.state_dir) if args.new else keys.load_key(config.state_dir)
     except (ValueError, OSError) as exc:
         print(f"livestream key: {exc}", file=sys.stderr)
         return 1

@@ -484,7 +484,7 @@ def test_user_data_is_valid_cloud_config_well_under_the_limit():
     assert len(user_data.encode()) < cloud_init.USER_DATA_LIMIT // 2
     doc = yaml.safe_load(user_data)
     files = {f["path"]: f for f in doc["write_files"]}
-    receiver = (PROJECT_DIR / "app" / "cloud_receiver.py").read_text()
+    receiver = (PROJECT_DIR / "app" / "cloud" / "receiver.py").read_text()
     assert files[f"{cloud_init.PREFIX}/receiver.py"]["content"] == receiver
     assert files[f"{cloud_init.PREFIX}/install.sh"]["content"] == cloud_init.INSTALL_SCRIPT
     assert files[cloud_init.DEPLOY_KEY_FILE]["permissions"] == "0600"
@@ -702,7 +702,7 @@ def receivers(tmp_path):
         key_file = run / "deploy.key"
         key_file.write_text(key.hex() + "\n")
         port = port or free_port()
-        argv = [sys.executable, "-I", "-S", str(PROJECT_DIR / "app" / "cloud_receiver.py"),
+        argv = [sys.executable, "-I", "-S", str(PROJECT_DIR / "app" / "cloud" / "receiver.py"),
                 "--key-file", str(key_file), "--dest", str(run / "opt" / "src"),
                 "--host", "127.0.0.1", "--port", str(port), "--timeout", str(timeout)]
         if max_bytes is not None:
@@ -916,7 +916,7 @@ def test_receiver_will_not_overwrite_an_existing_install(tmp_path):
     key_file = tmp_path / "deploy.key"
     key_file.write_text(DEPLOY_KEY.hex())
     result = subprocess.run(
-        [sys.executable, "-I", "-S", str(PROJECT_DIR / "app" / "cloud_receiver.py"),
+        [sys.executable, "-I", "-S", str(PROJECT_DIR / "app" / "cloud" / "receiver.py"),
          "--key-file", str(key_file), "--dest", str(dest), "--host", "127.0.0.1",
          "--port", str(free_port()), "--timeout", "5"],
         capture_output=True, text=True, timeout=30, check=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.sources.rtmp import server as ingest
+from app.sources.rtmp import amf0, keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -235,26 +235,26 @@ def test_key_is_made_once_kept_private_and_rotated(tmp_path):
     assert f"rtmp://127.0.0.1:{config.read_text().split('port = ')[2].split()[0]}/live" in shown[0]
     path = tmp_path / "state" / "ingest.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert ingest.load_key(tmp_path / "state") == keys[2]
+    assert stream_keys.load_key(tmp_path / "state") == keys[2]
 
 
 def test_key_comparison_and_allow_list():
-    assert ingest.key_matches("abc123", "abc123")
-    assert ingest.key_matches("abc123?client=obs", "abc123")
-    assert not ingest.key_matches("abc124", "abc123")
-    assert not ingest.key_matches("", "abc123")
-    allow = ingest.AllowList(["192.0.2.0/24", "2001:db8::1"])
+    assert stream_keys.key_matches("abc123", "abc123")
+    assert stream_keys.key_matches("abc123?client=obs", "abc123")
+    assert not stream_keys.key_matches("abc124", "abc123")
+    assert not stream_keys.key_matches("", "abc123")
+    allow = stream_keys.AllowList(["192.0.2.0/24", "2001:db8::1"])
     assert allow.allows("192.0.2.77") and allow.allows("::ffff:192.0.2.8")
     assert allow.allows("2001:db8::1")
     assert not allow.allows("198.51.100.1") and not allow.allows("2001:db8::2")
-    assert ingest.AllowList([]).allows("203.0.113.9")
+    assert stream_keys.AllowList([]).allows("203.0.113.9")
 
 
 def test_amf0_round_trip():
     values = ["connect", 1.0, {"app": "live", "flag": True, "none": None}, None]
-    assert ingest.amf_decode(ingest.amf_encode(*values)) == values
-    with pytest.raises(ingest.RtmpError):
-        ingest.amf_decode(b"\x02\x00\x10short")
+    assert amf0.amf_decode(amf0.amf_encode(*values)) == values
+    with pytest.raises(amf0.RtmpError):
+        amf0.amf_decode(b"\x02\x00\x10short")
 
 
 @pytest.mark.slow

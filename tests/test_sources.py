@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.sources import play as sources
+from app.sources import ffmpeg, play, probe
+from app.stream import folder
 
 ROOT = Path(__file__).resolve().parents[1]
 GREEN = (0, 255, 0)
@@ -36,7 +37,7 @@ Dialogue: 0,{start},{end},Box,,0,0,0,,{{\\pos(0,0)\\p1}}m 0 0 l 160 0 160 90 0 9
 """
 
 
-def ffmpeg(*args: str) -> None:
+def run_ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True,
                    timeout=60, stdin=subprocess.DEVNULL)
 
@@ -51,16 +52,16 @@ def media(tmp_path_factory) -> dict[str, Path]:
         "external": folder / "it's [a], b;c: box.ass",
         "wrong_type": folder / "notes.txt",
     }
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-f", "lavfi",
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-f", "lavfi",
            "-i", "sine=frequency=440", "-t", "3", "-c:v", "libx264", "-g", "25",
            "-pix_fmt", "yuv420p", "-c:a", "aac", str(files["copy"]))
     embedded = folder / "embedded.ass"
     embedded.write_text(ass_box("0:00:00.00", "0:00:03.00"))
-    ffmpeg("-f", "lavfi", "-i", "color=black:size=320x180:rate=25", "-f", "lavfi",
+    run_ffmpeg("-f", "lavfi", "-i", "color=black:size=320x180:rate=25", "-f", "lavfi",
            "-i", "sine=frequency=440", "-i", str(embedded), "-t", "3", "-map", "0", "-map", "1",
            "-map", "2", "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac",
            "-c:s", "ass", str(files["subbed"]))
-    ffmpeg("-f", "lavfi", "-i", "sine", "-t", "1", "-c:a", "aac", str(files["audio_only"]))
+    run_ffmpeg("-f", "lavfi", "-i", "sine", "-t", "1", "-c:a", "aac", str(files["audio_only"]))
     # Shown only from 1 s: with --start 1 it must be in the very first frame.
     files["external"].write_text(ass_box("0:00:01.00", "0:00:03.00"))
     files["wrong_type"].write_text("not subtitles")
@@ -211,29 +212,29 @@ def _read(path: Path) -> str:
 def test_ensure_endlist_appends_once_for_a_killed_writer(tmp_path):
     playlist = tmp_path / "stream.m3u8"
     playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nstream0.m4s\n")
-    assert sources.ensure_endlist(playlist) is True
-    assert sources.ensure_endlist(playlist) is False
+    assert folder.ensure_endlist(playlist) is True
+    assert folder.ensure_endlist(playlist) is False
     assert playlist.read_text().endswith("stream0.m4s\n#EXT-X-ENDLIST\n")
-    assert sources.ensure_endlist(tmp_path / "absent.m3u8") is False
+    assert folder.ensure_endlist(tmp_path / "absent.m3u8") is False
 
 
 def test_progress_blocks_are_parsed():
     text = ("frame=10\nfps=25.0\nout_time_us=1500000\nspeed=1.01x\nprogress=continue\n"
             "frame=20\nfps=N/A\nout_time_us=N/A\nspeed=N/A\nprogress=end\n")
-    first, last = list(sources.parse_progress(text.splitlines()))
+    first, last = list(play.parse_progress(text.splitlines()))
     assert (first.position, first.speed, first.fps, first.ended) == (1.5, 1.01, 25.0, False)
     assert (last.position, last.speed, last.fps, last.ended) == (0.0, None, None, True)
 
 
 def test_progress_line_format():
-    line = sources.format_progress(3725, 7450, 0.98, width=10)
+    line = play.format_progress(3725, 7450, 0.98, width=10)
     assert line == "01:02:05 / 02:04:10 [#####-----]  50.0%   0.98x"
-    assert sources.format_progress(61, None, None) == "00:01:01 (live)    ---x"
+    assert play.format_progress(61, None, None) == "00:01:01 (live)    ---x"
 
 
 def test_slow_encoding_is_flagged_once_per_slow_period():
     now = [0.0]
-    watch = sources.SpeedWatch(threshold=0.95, window=10, clock=lambda: now[0])
+    watch = play.SpeedWatch(threshold=0.95, window=10, clock=lambda: now[0])
     position = 0.0
     warnings = []
     for step in range(60):  # 30 s at 0.5x, then 30 s at real time
@@ -248,18 +249,18 @@ def test_slow_encoding_is_flagged_once_per_slow_period():
 
 
 def test_filter_values_are_escaped_for_both_parsing_levels():
-    assert sources.escape_filter_value("a:b") == "a\\\\:b"
-    assert sources.escape_filter_value("it's [x],y;z") == "it\\\\\\'s \\[x\\]\\,y\\;z"
+    assert ffmpeg.escape_filter_value("a:b") == "a\\\\:b"
+    assert ffmpeg.escape_filter_value("it's [x],y;z") == "it\\\\\\'s \\[x\\]\\,y\\;z"
 
 
 def test_hardware_encoder_and_rtmp_output(media, tmp_path):
-    info = sources.probe(str(media["copy"]))
-    options = sources.PlayOptions(str(media["copy"]), hwaccel="vaapi",
+    info = probe.probe(str(media["copy"]))
+    options = ffmpeg.PlayOptions(str(media["copy"]), hwaccel="vaapi",
                                   to="rtmp://example.test/live/SECRETKEY")
-    plan = sources.plan_play(info, options, tmp_path)
+    plan = ffmpeg.plan_play(info, options, tmp_path)
     argv = plan.argv
     assert argv[argv.index("-c:v") + 1] == "h264_vaapi"
     assert "-vaapi_device" in argv and argv[argv.index("-vf") + 1].endswith("hwupload")
     assert argv[-3:] == ["-f", "flv", "rtmp://example.test/live/SECRETKEY"]
     assert not plan.copy_video and plan.copy_audio
-    assert sources.redact_url(options.to) == "rtmp://example.test/live/***"
+    assert ffmpeg.redact_url(options.to) == "rtmp://example.test/live/***"

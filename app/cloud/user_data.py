@@ -160,7 +160,8 @@ def bundle(project_dir: Path, config_file: Path) -> bytes:
     for name in SHIPPED_DIRS:
         for path in sorted((project_dir / name).rglob("*")):
             name_in_tar = path.relative_to(project_dir).as_posix()
-            if not path.is_file() or "__pycache__" in path.parts or name_in_tar.startswith(LOCAL_ONLY_DIRS) \
+            if not path.is_file() or "__pycache__" in path.parts \
+                    or name_in_tar.startswith(LOCAL_ONLY_DIRS) \
                     or path.name.endswith(SKIPPED_SUFFIXES):
                 continue
             members.append((name_in_tar, path.read_bytes(), 0o644))

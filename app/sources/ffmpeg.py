@@ -1,0 +1,277 @@
+"""ffmpeg command lines for every source we run, as pure functions returning argv lists.
+
+They can be read, tested and printed (`livestream play --dry-run`) without running anything.
+Every source shares one set of HLS output options (fMP4, 2 s segments, a keyframe at every
+segment start, metadata stripped) so the watcher sees the same layout whoever writes it.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.sources.options import SourceError, format_clock, is_url
+from app.sources.probe import MediaInfo, Track
+from app.stream.folder import INIT_NAME, PLAYLIST_SIZE, SEGMENT_PATTERN, SEGMENT_SECONDS
+
+DEFAULT_PRESET = "veryfast"
+DEFAULT_VIDEO_KBPS = 1500
+DEFAULT_AUDIO_KBPS = 128
+SUBTITLE_FILE_TYPES = (".srt", ".ass", ".ssa", ".vtt")
+# Picture-based subtitle codecs: libass cannot draw them, so they are overlaid instead.
+BITMAP_SUBTITLES = {"hdmv_pgs_subtitle", "dvd_subtitle", "dvb_subtitle", "xsub"}
+COPYABLE_PIXEL_FORMATS = {"yuv420p", "yuvj420p"}  # what every browser decodes
+HARDWARE_ENCODERS = {
+    "vaapi": "h264_vaapi",
+    "nvenc": "h264_nvenc",
+    "videotoolbox": "h264_videotoolbox",
+    "qsv": "h264_qsv",
+    "v4l2m2m": "h264_v4l2m2m",
+    "amf": "h264_amf",
+}
+VAAPI_DEVICE = "/dev/dri/renderD128"
+
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How to encode when copying is not possible."""
+
+    preset: str = DEFAULT_PRESET
+    video_kbps: int = DEFAULT_VIDEO_KBPS
+    audio_kbps: int = DEFAULT_AUDIO_KBPS
+    encoder: str = "libx264"
+    fps: float = 0.0
+    segment_seconds: int = SEGMENT_SECONDS
+
+
+@dataclass(frozen=True)
+class PlayOptions:
+    source: str
+    subs: str | None = None
+    audio: int | None = None
+    start: float = 0.0
+    loop: bool = False
+    size: tuple[int, int] | None = None
+    video_kbps: int | None = None
+    preset: str | None = None
+    hwaccel: str | None = None
+    to: str | None = None
+
+    @property
+    def wants_encoding(self) -> bool:
+        """Any picture setting means the picture must be encoded, never copied."""
+        return bool(self.subs is not None or self.size or self.video_kbps or self.preset
+                    or self.hwaccel)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `play` will do, decided from the probe and the options; shown to the user."""
+
+    argv: list[str]
+    copy_video: bool
+    copy_audio: bool
+    audio: Track | None
+    subtitles: str
+    notes: tuple[str, ...] = field(default=())
+
+
+def hls_output_args(stream_dir: Path, playlist: str = "stream.m3u8",
+                    segment_seconds: int = SEGMENT_SECONDS,
+                    list_size: int = PLAYLIST_SIZE) -> list[str]:
+    """The output half every HLS source shares (the same layout stream.sh writes)."""
+    stream_dir = Path(stream_dir)
+    return [
+        "-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact",
+        "-f", "hls", "-hls_time", str(segment_seconds), "-hls_list_size", str(list_size),
+        "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", INIT_NAME,
+        "-hls_flags", "delete_segments+temp_file+independent_segments",
+        "-hls_segment_filename", str(stream_dir / SEGMENT_PATTERN), str(stream_dir / playlist),
+    ]
+
+
+def rtmp_output_args(url: str) -> list[str]:
+    if not re.match(r"^rtmps?://[^/]+/[^/]+/.+", url):
+        raise SourceError(f"--to {redact_url(url)}: expected rtmp://HOST[:PORT]/live/KEY")
+    return ["-map_metadata", "-1", "-fflags", "+bitexact", "-f", "flv", url]
+
+
+def redact_url(url: str) -> str:
+    """An RTMP URL without its last part (the stream key), fit for messages and logs."""
+    head, sep, _ = url.rpartition("/")
+    return f"{head}/***" if sep and head.count("/") >= 3 else url
+
+
+def hardware_encoder(name: str) -> str:
+    name = name.strip().lower()
+    if name in HARDWARE_ENCODERS.values():
+        return name
+    if name in HARDWARE_ENCODERS:
+        return HARDWARE_ENCODERS[name]
+    known = ", ".join(sorted(HARDWARE_ENCODERS))
+    raise SourceError(f"--hwaccel {name}: unknown; use one of {known} "
+                      f"(or an encoder name such as h264_vaapi)")
+
+
+def video_encoder_args(encoding: Encoding) -> list[str]:
+    """H.264 with a keyframe at every segment boundary, so every segment starts cleanly."""
+    kbps = encoding.video_kbps
+    seg = encoding.segment_seconds
+    args = ["-c:v", encoding.encoder, "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k",
+            "-bufsize", f"{kbps * 2}k"]
+    if encoding.encoder == "libx264":
+        args += ["-preset", encoding.preset, "-profile:v", "high", "-sc_threshold", "0"]
+    elif encoding.encoder == "h264_nvenc":
+        args += ["-forced-idr", "1"]
+    if encoding.fps > 0:
+        keyint = max(1, round(encoding.fps * seg))
+        args += ["-g", str(keyint), "-keyint_min", str(keyint)]
+    args += ["-force_key_frames", f"expr:gte(t,n_forced*{seg})", "-flags:v", "+bitexact"]
+    return args
+
+
+def audio_encoder_args(encoding: Encoding) -> list[str]:
+    return ["-c:a", "aac", "-b:a", f"{encoding.audio_kbps}k", "-ac", "2", "-ar", "48000",
+            "-flags:a", "+bitexact"]
+
+
+def escape_filter_value(value: str) -> str:
+    """Escape a filter option value for both levels ffmpeg parses (option, then graph).
+
+    Without this a path containing ':', ',', "'", '[' or '\\' breaks the graph or, worse,
+    is read as further filter options.
+    """
+    option_level = re.sub(r"([\\':])", r"\\\1", value)
+    return re.sub(r"([\\'\[\],;])", r"\\\1", option_level)
+
+
+def _subtitle_filter(options: PlayOptions, info: MediaInfo) -> tuple[str, str, Track | None]:
+    """-> (libass filter or '', description, bitmap track to overlay or None)."""
+    subs = options.subs
+    if subs is None:
+        return "", "none", None
+    if subs.isdigit():
+        number = int(subs)
+        if number >= len(info.subtitles):
+            raise SourceError(_missing_track("subtitle", "--subs", number, info.subtitles,
+                                             info.source))
+        track = info.subtitles[number]
+        if track.codec in BITMAP_SUBTITLES:
+            return "", f"track {track.describe()} (picture overlay)", track
+        path = escape_filter_value(info.source)
+        return f"subtitles=filename={path}:si={number}", f"track {track.describe()}", None
+    path = Path(subs)
+    if not path.is_file():
+        raise SourceError(f"--subs {subs}: no such subtitle file, and not a track number "
+                          f"(this input has {len(info.subtitles)} subtitle tracks)")
+    if path.suffix.lower() not in SUBTITLE_FILE_TYPES:
+        raise SourceError(f"--subs {subs}: use a subtitle file ending in "
+                          f"{', '.join(SUBTITLE_FILE_TYPES)}")
+    return f"subtitles=filename={escape_filter_value(str(path))}", f"file {path.name}", None
+
+
+def _missing_track(kind: str, flag: str, number: int, tracks: tuple[Track, ...],
+                   source: str) -> str:
+    if not tracks:
+        return f"{flag} {number}: {source} has no {kind} tracks"
+    listing = "; ".join(t.describe() for t in tracks)
+    return (f"{flag} {number}: {source} has {len(tracks)} {kind} track(s), numbered from 0: "
+            f"{listing}")
+
+
+def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
+              playlist: str = "stream.m3u8", ffmpeg: str = "ffmpeg") -> Plan:
+    """Build the ffmpeg command for `livestream play` from what the input holds."""
+    if not info.video:
+        raise SourceError(f"{info.source}: has no video track (audio only?); "
+                          "play needs a picture to stream")
+    if options.audio is not None and options.audio >= len(info.audio):
+        raise SourceError(_missing_track("audio", "--audio", options.audio, info.audio,
+                                         info.source))
+    if info.duration and options.start >= info.duration:
+        raise SourceError(f"--start {format_clock(options.start)} is past the end "
+                          f"({format_clock(info.duration)})")
+    video = info.video[0]
+    audio = info.audio[options.audio or 0] if info.audio else None
+    sub_filter, sub_text, bitmap = _subtitle_filter(options, info)
+    encoder = hardware_encoder(options.hwaccel) if options.hwaccel else "libx264"
+    encoding = Encoding(preset=options.preset or DEFAULT_PRESET,
+                        video_kbps=options.video_kbps or DEFAULT_VIDEO_KBPS,
+                        encoder=encoder, fps=video.fps)
+    copy_video = (not options.wants_encoding and video.codec == "h264"
+                  and video.pix_fmt in COPYABLE_PIXEL_FORMATS)
+    copy_audio = audio is not None and audio.codec == "aac"
+
+    argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning", "-nostats",
+            "-progress", "pipe:1"]
+    if encoder == "h264_vaapi":
+        argv += ["-vaapi_device", VAAPI_DEVICE]
+    if options.loop:
+        argv += ["-stream_loop", "-1"]
+    if is_url(info.source) and info.source.startswith(("http://", "https://")):
+        argv += ["-reconnect", "1", "-reconnect_streamed", "1", "-reconnect_delay_max", "5"]
+    argv.append("-re")
+    if options.start:
+        argv += ["-ss", f"{options.start:.3f}"]
+    argv += ["-i", info.source]
+
+    chain = []
+    if sub_filter:
+        if options.start:  # the subtitle timeline still starts at 0: shift the picture to it
+            chain += [f"setpts=PTS+{options.start:.3f}/TB", sub_filter, "setpts=PTS-STARTPTS"]
+        else:
+            chain.append(sub_filter)
+    if options.size:
+        w, h = options.size
+        chain += [f"scale={w}:{h}:force_original_aspect_ratio=decrease",
+                  f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2", "setsar=1"]
+    if encoder == "h264_vaapi":
+        chain += ["format=nv12", "hwupload"]
+    elif encoder == "h264_qsv":
+        chain.append("format=nv12")
+    else:
+        chain.append("format=yuv420p")
+
+    if copy_video:
+        argv += ["-map", "0:v:0", "-c:v", "copy"]
+    elif bitmap is not None:
+        graph = f"[0:v:0][0:s:{bitmap.number}]overlay=eof_action=pass," + ",".join(chain)
+        argv += ["-filter_complex", graph + "[v]", "-map", "[v]"]
+        argv += video_encoder_args(encoding)
+    else:
+        argv += ["-map", "0:v:0", "-vf", ",".join(chain)] + video_encoder_args(encoding)
+    if audio is not None:
+        argv += ["-map", f"0:a:{audio.number}"]
+        argv += (["-c:a", "copy", "-bsf:a", "aac_adtstoasc"] if copy_audio
+                 else audio_encoder_args(encoding))
+    argv += ["-sn", "-dn"]
+    argv += rtmp_output_args(options.to) if options.to else hls_output_args(stream_dir, playlist)
+
+    notes = []
+    if not copy_video and not options.wants_encoding:
+        notes.append(f"video is {video.codec}/{video.pix_fmt}, not browser-ready H.264: "
+                     "encoding it")
+    if copy_video and video.fps == 0:
+        notes.append("keyframes come from the file as it is; segments follow them")
+    return Plan(argv, copy_video, copy_audio, audio, sub_text, tuple(notes))
+
+
+def ingest_command(stream_dir: Path, playlist: str, copy_video: bool, copy_audio: bool,
+                   has_audio: bool, encoding: Encoding, ffmpeg: str = "ffmpeg") -> list[str]:
+    """FLV on stdin (what an RTMP publisher sends) -> HLS in stream_dir."""
+    argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning", "-nostats",
+            "-f", "flv", "-i", "pipe:0", "-map", "0:v:0"]
+    argv += ["-c:v", "copy"] if copy_video else (["-vf", "format=yuv420p"]
+                                                 + video_encoder_args(encoding))
+    if has_audio:
+        argv += ["-map", "0:a:0"]
+        argv += ["-c:a", "copy"] if copy_audio else audio_encoder_args(encoding)
+    return argv + ["-sn", "-dn"] + hls_output_args(stream_dir, playlist)
+
+
+def shell_line(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
+
+
