@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.sources.rtmp import amf0, keys
+from app.sources.rtmp import amf0
+from app.sources.rtmp import keys as stream_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
