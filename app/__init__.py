@@ -1,86 +1,54 @@
-"""Application factory: configuration in, a wired Flask app out."""
+"""Application factory: configuration in, a wired Flask app with its services out."""
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 
-from flask import Flask
 from flask_compress import Compress
 
-from app.community.hub import Hub, publish_stream_status
+from app.community.captcha import Captchas
+from app.community.chat import Chat
+from app.community.hub import Hub
+from app.community.identity import BroadcasterPassword, BroadcasterSessions, Identities
+from app.community.presence import Audience
+from app.community.store import open_store
 from app.config import PROJECT_DIR, Config
+from app.services import App, Services
 from app.stream.timeline import TimelineBuilder
 from app.stream.watcher import StreamState
 from app.web import security
-from app.web.limits import BodyLimit
+from app.web.limits import BodyLimit, PerViewerLimit, StreamSlots
 from app.web.views import api, broadcaster, chat, errors, events, pages, stream_files
 
+log = logging.getLogger(__name__)
 
-def create_app(config: Config, start_watcher: bool = True) -> Flask:
-    app = Flask(
-        __name__,
-        template_folder=str(PROJECT_DIR / "templates"),
-        static_folder=str(PROJECT_DIR / "static"),
-    )
+
+def create_app(config: Config) -> App:
+    """Build the app and its services; nothing runs until `app.services.start()`."""
+    app = App(__name__, template_folder=str(PROJECT_DIR / "templates"),
+              static_folder=str(PROJECT_DIR / "static"))
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.wsgi_app = BodyLimit(app.wsgi_app, config.server.max_body_bytes)
-    app.config["LIVESTREAM"] = config
     config.stream_dir.mkdir(parents=True, exist_ok=True)
     config.state_dir.mkdir(parents=True, exist_ok=True)
-
-    state = StreamState(config.stream_dir, config.stream)
-    app.extensions["stream"] = state
-    hub = Hub()
-    app.extensions["events"] = hub
-    app.extensions["timeline"] = TimelineBuilder()
-    if start_watcher:
-        state.start()
-        publish_stream_status(state, hub)
-    else:
-        state.refresh()
+    app.services = build_services(config)
+    app.services.message_html = chat.MessageHTML(app)
 
     security.init_app(app)
     init_compression(app)
-    init_community(app, config, hub, start_watcher)
-    stream_files.init_app(app)
-    app.register_blueprint(pages.bp)
-    app.register_blueprint(events.bp)
-    app.register_blueprint(errors.bp)
-    app.register_blueprint(api.bp)
-    chat.init_app(app)
-    broadcaster.init_app(app)
-    logging.getLogger(__name__).debug("app created for %s", config.source)
+    for view in (pages, events, errors, api, stream_files, chat, broadcaster):
+        app.register_blueprint(view.bp)
+    log.debug("app created for %s", config.source)
     return app
 
 
-def init_compression(app: Flask) -> None:
-    """Compress pages and JSON only: never video, and never a streamed response (the live chat
-    frame and server-sent events), where a compressor's buffer would hold messages back."""
-    app.config["COMPRESS_MIMETYPES"] = ["text/html", "application/json"]
-    app.config["COMPRESS_STREAMS"] = False
-    Compress(app)
-
-
-def init_community(app: Flask, config: Config, hub: Hub, start_background: bool) -> None:
-    """The store, identities, presence, captchas and chat: everything beside the video."""
-    from app.community.captcha import Captchas
-    from app.community.chat import Chat
-    from app.community.identity import BroadcasterPassword, Identities
-    from app.community.presence import Audience, publish_viewer_count
-    from app.community.store import open_store
-
+def build_services(config: Config) -> Services:
+    hub = Hub()
     store = open_store(config.state_dir, config.chat.history, config.chat.shown,
                        config.viewers.max_stored, config.viewers.cache_size)
     identities = Identities(store)
-    audience = Audience(config.viewers)
-    captchas = None
-    if config.captcha.enabled:
-        answers = config.captcha.testing_answers_file
-        captchas = Captchas(config.captcha, config.resolve(answers) if answers else None)
-        if answers:
-            logging.getLogger(__name__).warning(
-                "captcha.testing_answers_file is set: captcha answers are written to a file. "
-                "Never use this setting on a real server.")
+    captchas = make_captchas(config)
     password = BroadcasterPassword(store, config.broadcaster)
     if password.generated:
         # Printed to the console once, on purpose not through logging (log files keep it).
@@ -88,11 +56,37 @@ def init_community(app: Flask, config: Config, hub: Hub, start_background: bool)
               f"'{config.broadcaster.username}', password '{password.generated}' "
               "(shown only now; set broadcaster.password in config.toml to choose one)",
               file=sys.stderr, flush=True)
-    app.extensions.update(
-        store=store, identities=identities, audience=audience, captchas=captchas,
-        broadcaster_password=password,
-        chat=Chat(store, identities, hub, config.chat, config.broadcaster, captchas))
-    if start_background:
-        if captchas is not None:
-            captchas.start()
-        publish_viewer_count(audience, hub)
+    return Services(
+        config=config,
+        stream=StreamState(config.stream_dir, config.stream),
+        timeline=TimelineBuilder(),
+        hub=hub,
+        store=store,
+        identities=identities,
+        audience=Audience(config.viewers),
+        captchas=captchas,
+        password=password,
+        chat=Chat(store, identities, hub, config.chat, config.broadcaster, captchas),
+        sessions=BroadcasterSessions(),
+        csrf_token=secrets.token_urlsafe(32),
+        video_slots=PerViewerLimit(config.stream.max_connections_per_viewer),
+        chat_slots=StreamSlots(config.chat.max_streams, config.chat.max_streams_per_viewer),
+    )
+
+
+def make_captchas(config: Config) -> Captchas | None:
+    if not config.captcha.enabled:
+        return None
+    answers = config.captcha.testing_answers_file
+    if answers:
+        log.warning("captcha.testing_answers_file is set: captcha answers are written to a "
+                    "file. Never use this setting on a real server.")
+    return Captchas(config.captcha, config.resolve(answers) if answers else None)
+
+
+def init_compression(app: App) -> None:
+    """Compress pages and JSON only: never video, and never a streamed response (the live chat
+    frame and server-sent events), where a compressor's buffer would hold messages back."""
+    app.config["COMPRESS_MIMETYPES"] = ["text/html", "application/json"]
+    app.config["COMPRESS_STREAMS"] = False
+    Compress(app)

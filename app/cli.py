@@ -95,7 +95,7 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
     from app.web.server import make_server, serve_forever
 
     app = create_app(config)
-    cleanups = [app.extensions["stream"].stop, app.extensions["store"].close]
+    services = app.services
     host = listen_host(config)
     if host != config.server.host:
         log.info("onion mode: listening on %s only (ask for %s with --clearnet or "
@@ -105,25 +105,26 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
                              config.server.header_timeout)
         server.init_socket()
     except OSError as exc:
-        app.extensions["stream"].stop()
+        services.stop()
         print(f"livestream: cannot listen on {host}:{config.server.port}: "
               f"{exc.strerror}. Is another server running? Pick one with --port.",
               file=sys.stderr)
         return 1
+    services.start()
     stopping = gevent.event.Event()
     onion = None
     if config.tor.enabled:
         onion = start_onion(config, stopping)
         if onion is None:
-            app.extensions["stream"].stop()
+            services.stop()
             return 1
-        cleanups.insert(0, onion.stop)
+        services.adopt(onion.stop)
     if config.ingest.enabled:
-        cleanups.insert(0, start_ingest_alongside(config))
+        services.adopt(start_ingest_alongside(config))
     if args.demo:
-        cleanups.insert(0, start_demo_source(config).terminate)
+        services.adopt(start_demo_source(config).terminate)
     log.info("watch at http://%s:%d/", host, config.server.port)
-    serve_forever(server, cleanups, stopping)
+    serve_forever(server, services, stopping)
     return 1 if onion is not None and onion.failed else 0
 
 

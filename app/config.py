@@ -15,6 +15,8 @@ from pathlib import Path
 
 import toml
 
+from app.stream.folder import DEFAULT_PLAYLIST
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_DIR / "config.toml"
 
@@ -37,7 +39,7 @@ class ServerConfig:
 @dataclass
 class StreamConfig:
     dir: str = "stream"
-    playlist: str = "stream.m3u8"
+    playlist: str = DEFAULT_PLAYLIST
     title: str = "Live stream"
     offline_after: float = 8.0
     memory_segments: int = 12

@@ -223,12 +223,12 @@ def test_viewers_who_never_posted_are_not_looked_up_in_the_database_on_every_req
 
     config = from_dict({"server": {"state_dir": str(tmp_path / "state")},
                         "stream": {"dir": str(tmp_path / "stream")}})
-    app = create_app(config, start_watcher=False)
+    app = create_app(config)
     client = app.test_client(use_cookies=False)
-    identities, store = app.extensions["identities"], app.extensions["store"]
+    identities, store = app.services.identities, app.services.store
     tokens = [f"listed-viewer-{i:06d}-xx" for i in range(300)]
     for token in tokens:  # 300 viewers here, none of whom ever posted
-        app.extensions["audience"].saw(identities.viewer_id(token), identities.tag(token))
+        app.services.audience.saw(identities.viewer_id(token), identities.tag(token))
     queries: list[str] = []
     store.db.set_trace_callback(queries.append)
 

@@ -59,7 +59,7 @@ def app(tmp_path_factory):
                     "testing_answers_file": str(folder / "answers.txt")},
         "broadcaster": {"password": BROADCASTER[1], "failed_logins": 1_000_000},
     })
-    application = create_app(config, start_watcher=False)
+    application = create_app(config)
     application.answers_file = folder / "answers.txt"
     return application
 

@@ -503,7 +503,7 @@ def test_500_and_413_pages_hide_the_details(tmp_path):
 
     config = from_dict({"server": {"state_dir": str(tmp_path / "state"), "max_body_bytes": 1000},
                         "stream": {"dir": str(tmp_path / "stream")}})
-    app = create_app(config, start_watcher=False)
+    app = create_app(config)
 
     @app.route("/boom")
     def boom():

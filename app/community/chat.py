@@ -250,9 +250,10 @@ class Chat:
         if hide_all:
             self._announce_hidden(self.store.hide_messages_of(viewer_id))
 
-    def unban(self, viewer_id: str) -> None:
-        self.store.remove_ban("viewer", viewer_id)
-        viewer = self.store.viewer(viewer_id)
+    def unban(self, value: str, kind: str = "viewer") -> None:
+        """Lift a ban; a viewer's ban goes together with the ban on their tripcode."""
+        self.store.remove_ban(kind, value)
+        viewer = self.store.viewer(value) if kind == "viewer" else None
         if viewer and viewer.tripcode:
             self.store.remove_ban("tripcode", viewer.tripcode)
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import gevent
 import gevent.event
 
-from app.stream.watcher import Snapshot, StreamState
-
 
 @dataclass(frozen=True)
 class Event:
@@ -68,23 +66,3 @@ class Hub:
                 position = event.id
                 if kinds is None or event.kind in kinds or event.kind == RESYNC:
                     yield event
-
-
-def status_of(snap: Snapshot) -> dict:
-    return {"status": snap.status, "online": snap.online, "generation": snap.generation,
-            "title": snap.title, "started_at": snap.started_at}
-
-
-def publish_stream_status(state: StreamState, hub: Hub) -> gevent.Greenlet:
-    """Turn stream state changes into `status` events (title, live light, restarts)."""
-
-    def run():
-        last = None
-        while True:
-            current = status_of(state.snapshot)
-            if current != last:
-                hub.publish("status", current)
-                last = current
-            state.wait(30)
-
-    return gevent.spawn(run)

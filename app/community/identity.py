@@ -1,4 +1,4 @@
-"""Who is asking: viewer tokens, public tags, the broadcaster's password, and one decorator.
+"""Who is asking: viewer tokens, public tags, the broadcaster's password and sessions.
 
 A viewer is a random token carried as `?token=` in every link, form and iframe URL (a cookie
 may remember it, but is never needed). Tokens are secrets: the store only keeps an id derived
@@ -14,12 +14,9 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
 
 import gevent
-from flask import current_app, g, make_response, request
 
 from app.community.store import SQLiteStore, Viewer
 from app.config import BroadcasterConfig
@@ -89,34 +86,6 @@ class Identities:
                          banned=not broadcaster and not fresh and self.is_banned(viewer_id),
                          fresh=fresh)
 
-
-def token_from_request() -> str | None:
-    return (request.args.get("token") or request.form.get("token")
-            or request.cookies.get(COOKIE))
-
-
-def identify(view: Callable) -> Callable:
-    """Decide who is asking (viewer, banned viewer, broadcaster) before any view runs.
-
-    The result is `g.requester`; a new viewer gets a fresh token (and, if allowed, a cookie
-    that only remembers it). The broadcaster is whoever passed HTTP Basic auth or holds a
-    broadcaster session.
-    """
-
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        ext = current_app.extensions
-        is_broadcaster = bool(g.get("broadcaster_authenticated"))
-        g.requester = ext["identities"].requester(token_from_request(), is_broadcaster)
-        response = make_response(view(*args, **kwargs))
-        config = current_app.config["LIVESTREAM"]
-        if (config.viewers.set_cookie and request.cookies.get(COOKIE) != g.requester.token
-                and not is_broadcaster):
-            response.set_cookie(COOKIE, g.requester.token, max_age=30 * 86400, httponly=True,
-                                samesite="Strict", path="/")
-        return response
-
-    return wrapper
 
 
 # --- the broadcaster's password --------------------------------------------------------------

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from app.sources.options import SourceError, format_clock, is_url
 from app.sources.probe import MediaInfo, Track
-from app.stream.folder import INIT_NAME, PLAYLIST_SIZE, SEGMENT_PATTERN, SEGMENT_SECONDS
+from app.stream.folder import (
+    DEFAULT_PLAYLIST,
+    INIT_NAME,
+    PLAYLIST_SIZE,
+    SEGMENT_PATTERN,
+    SEGMENT_SECONDS,
+)
 
 DEFAULT_PRESET = "veryfast"
 DEFAULT_VIDEO_KBPS = 1500
@@ -78,7 +84,7 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
 
 
-def hls_output_args(stream_dir: Path, playlist: str = "stream.m3u8",
+def hls_output_args(stream_dir: Path, playlist: str = DEFAULT_PLAYLIST,
                     segment_seconds: int = SEGMENT_SECONDS,
                     list_size: int = PLAYLIST_SIZE) -> list[str]:
     """The output half every HLS source shares (the same layout stream.sh writes)."""
@@ -182,7 +188,7 @@ def _missing_track(kind: str, flag: str, number: int, tracks: tuple[Track, ...],
 
 
 def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
-              playlist: str = "stream.m3u8", ffmpeg: str = "ffmpeg") -> Plan:
+              playlist: str = DEFAULT_PLAYLIST, ffmpeg: str = "ffmpeg") -> Plan:
     """Build the ffmpeg command for `livestream play` from what the input holds."""
     if not info.video:
         raise SourceError(f"{info.source}: has no video track (audio only?); "

@@ -18,7 +18,7 @@ from app.runtime import processes
 from app.sources.ffmpeg import PlayOptions, plan_play, redact_url, shell_line
 from app.sources.options import SourceError, format_clock
 from app.sources.probe import probe
-from app.stream.folder import ENDLIST, ensure_endlist, prepare_stream_dir
+from app.stream.folder import DEFAULT_PLAYLIST, ENDLIST, ensure_endlist, prepare_stream_dir
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _collect_stderr(stream, errors: deque, hide: tuple[str, ...]) -> None:
 
 # ---------------------------------------------------------------- `livestream play`
 
-def play(options: PlayOptions, stream_dir: Path, playlist: str = "stream.m3u8",
+def play(options: PlayOptions, stream_dir: Path, playlist: str = DEFAULT_PLAYLIST,
          dry_run: bool = False, out: TextIO = sys.stderr) -> int:
     """Check the input, explain the plan, then stream it in real time."""
     info = probe(options.source)

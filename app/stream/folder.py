@@ -7,6 +7,7 @@ is over. The watcher, the file views and the sources all take the names from her
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 SEGMENT_SECONDS = 2
@@ -14,10 +15,16 @@ PLAYLIST_SIZE = 15
 INIT_NAME = "init.mp4"
 SEGMENT_PATTERN = "stream%d.m4s"
 ENDLIST = "#EXT-X-ENDLIST"
+DEFAULT_PLAYLIST = "stream.m3u8"
+TITLE_FILE = "title.txt"  # the stream's title, one line; the broadcaster page writes it
+TITLE_MAX = 200
+# what the file views answer with, by suffix
+MIME_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".mp4": "video/mp4",
+              ".m4s": "video/iso.segment"}
 
 
 
-def prepare_stream_dir(stream_dir: Path, playlist: str = "stream.m3u8") -> None:
+def prepare_stream_dir(stream_dir: Path, playlist: str = DEFAULT_PLAYLIST) -> None:
     """A new broadcast starts clean: stale segments from the last one must not be served."""
     stream_dir = Path(stream_dir)
     stream_dir.mkdir(parents=True, exist_ok=True)
@@ -43,3 +50,20 @@ def ensure_endlist(playlist_path: Path) -> bool:
     return True
 
 
+
+
+def clean_title(text: str, default: str) -> str:
+    text = "".join(ch for ch in text if ch.isprintable()).strip()
+    return text[:TITLE_MAX] or default
+
+
+def write_title(stream_dir: Path, text: str) -> None:
+    """Replace title.txt atomically: the watcher never reads half a title."""
+    fd, temp = tempfile.mkstemp(prefix=".title.", dir=stream_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        os.replace(temp, Path(stream_dir) / TITLE_FILE)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -17,12 +17,12 @@ import gevent.event
 import gevent.socket
 
 from app.config import StreamConfig
+from app.stream import folder
 from app.stream import playlist as hls
+from app.stream.folder import TITLE_FILE, TITLE_MAX, clean_title
 
 log = logging.getLogger(__name__)
 
-TITLE_FILE = "title.txt"
-TITLE_MAX = 200
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,6 @@ class Snapshot:
         return "live" if self.online else ("ended" if self.ended else "offline")
 
 
-def clean_title(text: str, default: str) -> str:
-    text = "".join(ch for ch in text if ch.isprintable()).strip()
-    return text[:TITLE_MAX] or default
-
-
 class StreamState:
     """Holds the current Snapshot and wakes everyone waiting when it changes."""
 
@@ -90,6 +85,11 @@ class StreamState:
     def wait(self, timeout: float | None = None) -> bool:
         """Block this greenlet until the next snapshot; False on timeout."""
         return self._changed.wait(timeout)
+
+    def set_title(self, text: str) -> None:
+        """A new title for everyone: written to the folder, seen at once."""
+        folder.write_title(self.directory, text)
+        self.refresh()
 
     # --- writing side (only the watcher calls these) ------------------------------
 

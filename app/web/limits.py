@@ -108,3 +108,29 @@ class Guarded:
 
     def __del__(self) -> None:  # a response dropped without close() still frees its slot
         self.close()
+
+
+class StreamSlots:
+    """Caps live chat frames, in total and per viewer, so memory and sockets stay bounded."""
+
+    def __init__(self, total: int, per_viewer: int):
+        self.total = total
+        self.per_viewer = per_viewer
+        self.open = 0
+        self._by_viewer: dict[str, int] = {}
+
+    def acquire(self, viewer_id: str) -> bool:
+        held = self._by_viewer.get(viewer_id, 0)
+        if self.open >= self.total or held >= self.per_viewer:
+            return False
+        self.open += 1
+        self._by_viewer[viewer_id] = held + 1
+        return True
+
+    def release(self, viewer_id: str) -> None:
+        self.open -= 1
+        held = self._by_viewer.get(viewer_id, 1) - 1
+        if held:
+            self._by_viewer[viewer_id] = held
+        else:
+            self._by_viewer.pop(viewer_id, None)

@@ -3,15 +3,20 @@ from __future__ import annotations
 
 import logging
 import resource
-import signal
 import socket
 import time
-from collections.abc import Callable, Iterable
+import typing
+from collections.abc import Callable
 from email.utils import formatdate
 
 import gevent
 import gevent.event
 from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from app.runtime.signals import stop_event
+
+if typing.TYPE_CHECKING:
+    from app.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -145,20 +150,14 @@ def raise_file_limit() -> None:
         log.debug("open file limit raised from %d to %d", soft, hard)
 
 
-def serve_forever(server: WSGIServer, on_stop: Iterable[Callable[[], object]] = (),
+def serve_forever(server: WSGIServer, services: Services,
                   stopping: gevent.event.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM (or `stopping` is set), then stop and run the clean-ups."""
-    stopping = stopping if stopping is not None else gevent.event.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(sig, stopping.set)
+    """Run until SIGINT/SIGTERM (or `stopping` is set), then stop the server and the services."""
+    stopping = stop_event(stopping)
     server.start()
     try:
         stopping.wait()
     finally:
         log.info("shutting down")
         server.stop(timeout=2)
-        for callback in on_stop:
-            try:
-                callback()
-            except Exception:  # clean-up must go on whatever one step does
-                log.exception("error during shutdown")
+        services.stop()

@@ -28,6 +28,7 @@ from gevent.server import StreamServer
 
 from app.config import Config
 from app.runtime import processes
+from app.runtime.signals import stop_event
 from app.sources import ffmpeg, options
 from app.sources.rtmp.amf0 import UNDEFINED, RtmpError, amf_decode
 from app.sources.rtmp.chunks import (
@@ -294,8 +295,6 @@ def _log_lines(stream) -> None:
 
 def run(config: Config) -> int:
     """`livestream ingest`: serve publishers until SIGINT/SIGTERM."""
-    import signal
-
     if shutil.which("ffmpeg") is None:
         print(f"livestream ingest: ffmpeg is not installed. {options.INSTALL_HINT}",
               file=sys.stderr)
@@ -308,10 +307,7 @@ def run(config: Config) -> int:
               f"{exc.strerror}. Is another ingest running? Pick one with --port.",
               file=sys.stderr)
         return 1
-    stopping = gevent.event.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(sig, stopping.set)
-    stopping.wait()
+    stop_event().wait()
     log.info("stopping the ingest")
     server.stop()
     return 0

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
-from app.community.hub import status_of
-from app.stream.timeline import TimelineBuilder
-from app.stream.watcher import Snapshot, StreamState
+from app.services import services
+from app.stream.status import status_of
+from app.stream.watcher import Snapshot
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -21,12 +21,6 @@ LONG_POLL_SECONDS = 15.0
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def state() -> StreamState:
-    return current_app.extensions["stream"]
-
-
-def timelines() -> TimelineBuilder:
-    return current_app.extensions["timeline"]
 
 
 @bp.route("/clock")
@@ -37,7 +31,7 @@ def clock():
 
 @bp.route("/status")
 def status():
-    snap = state().snapshot
+    snap = services().stream.snapshot
     return jsonify(dict(status_of(snap), now=time.time())), 200, NO_STORE
 
 
@@ -49,12 +43,12 @@ def playlist():
     was_online = request.args.get("online", type=int)
     deadline = time.monotonic() + (LONG_POLL_SECONDS if generation is not None else 0)
     while True:
-        snap = state().snapshot
+        snap = services().stream.snapshot
         remaining = deadline - time.monotonic()
         if remaining <= 0 or is_news(snap, generation, newest, was_online):
             break
-        state().wait(remaining)
-    return jsonify(timelines().get(snap).as_json(time.time())), 200, NO_STORE
+        services().stream.wait(remaining)
+    return jsonify(services().timeline.get(snap).as_json(time.time())), 200, NO_STORE
 
 
 def is_news(snap: Snapshot, generation: int | None, newest: int | None,

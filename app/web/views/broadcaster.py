@@ -10,25 +10,22 @@ site cannot make a logged-in broadcaster's browser ban or post.
 from __future__ import annotations
 
 import hmac
-import os
-import secrets
-import tempfile
 from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request
 from flask_httpauth import HTTPBasicAuth
 
-from app.community.chat import Chat, Refused, Submission
+from app.community.chat import Refused, Submission
 from app.community.filters import ACTIONS, FilterError
 from app.community.identity import (
     BROADCASTER_ID,
     SESSION_COOKIE,
     BroadcasterPassword,
-    BroadcasterSessions,
-    identify,
 )
 from app.community.store import StoreUnavailable
-from app.stream.watcher import TITLE_FILE, clean_title
+from app.services import services
+from app.stream.folder import clean_title
+from app.web.requester import identify
 from app.web.views.chat import user_list
 from app.web.views.errors import store_unavailable
 
@@ -44,34 +41,23 @@ NOTICES = {
 BANS_SHOWN = 300
 
 
-def init_app(app) -> None:
-    app.extensions["broadcaster_csrf"] = secrets.token_urlsafe(32)
-    app.extensions["broadcaster_sessions"] = BroadcasterSessions()
-    app.register_blueprint(bp)
 
-
-def chat() -> Chat:
-    return current_app.extensions["chat"]
-
-
-def sessions() -> BroadcasterSessions:
-    return current_app.extensions["broadcaster_sessions"]
 
 
 @auth.verify_password
 def verify(username: str, password: str):
-    if sessions().valid(request.cookies.get(SESSION_COOKIE)):
+    if services().sessions.valid(request.cookies.get(SESSION_COOKIE)):
         g.broadcaster_authenticated = True  # no password check, so no lock can apply
-        return current_app.config["LIVESTREAM"].broadcaster.username
+        return services().config.broadcaster.username
     if not username and not password:
         return None  # no credentials yet: the browser is about to ask, not a failed guess
-    checker: BroadcasterPassword = current_app.extensions["broadcaster_password"]
+    checker: BroadcasterPassword = services().password
     if checker.locked_for() > 0:
         g.login_locked = checker.locked_for()
         return None
     if checker.check(username, password):
         g.broadcaster_authenticated = True
-        g.new_broadcaster_session = sessions().issue()
+        g.new_broadcaster_session = services().sessions.issue()
         return username
     return None
 
@@ -104,7 +90,7 @@ def check_csrf():
     if is_cross_site():
         abort(403, "cross-site request refused")
     sent = request.form.get("csrf", "")
-    expected = current_app.extensions["broadcaster_csrf"]
+    expected = services().csrf_token
     if not hmac.compare_digest(sent.encode(), expected.encode()):
         return Response("This form is missing its security token or it is stale (the server "
                         "restarted). Go back, reload the broadcaster page and try again.\n",
@@ -142,7 +128,7 @@ def done(notice: str, anchor: str = ""):
 @auth.login_required
 @identify
 def page():
-    c = chat()
+    c = services().chat
     store = c.store
     messages = list(reversed(store.recent_messages(include_hidden=True)))
     every_ban = sorted(store.bans().values(), key=lambda b: -b.created)
@@ -157,10 +143,10 @@ def page():
         "broadcaster.html", who=g.requester, messages=messages, people=user_list(True),
         bans=bans, more_bans=len(every_ban) - len(bans), names=names,
         filters=store.filters(), actions=ACTIONS,
-        csrf=current_app.extensions["broadcaster_csrf"],
+        csrf=services().csrf_token,
         notice=NOTICES.get(request.args.get("notice", ""), ""), error=error,
-        title=current_app.extensions["stream"].snapshot.title,
-        count=current_app.extensions["audience"].count(), limits=c.settings,
+        title=services().stream.snapshot.title,
+        count=services().audience.count(), limits=c.settings,
         broadcaster_id=BROADCASTER_ID)
     response = current_app.make_response(body)
     response.headers["Cache-Control"] = "no-store"
@@ -172,7 +158,7 @@ ERROR_LENGTH = 300
 
 def error_signature(text: str) -> str:
     """Keyed with the server secret: only this server can make a link that shows a text."""
-    identities = current_app.extensions["identities"]
+    identities = services().identities
     return identities.derive("broadcaster-error", text.encode()).hex()[:32]
 
 
@@ -199,7 +185,7 @@ def shown_error() -> str:
 @identify
 def post():
     try:
-        chat().post(g.requester, Submission(text=request.form.get("message", "")))
+        services().chat.post(g.requester, Submission(text=request.form.get("message", "")))
     except Refused as refused_:
         return failed(str(refused_))
     return done("posted")
@@ -209,7 +195,7 @@ def post():
 @auth.login_required
 def logout():
     """End this browser's session (the browser may still remember the password itself)."""
-    sessions().end(request.cookies.get(SESSION_COOKIE))
+    services().sessions.end(request.cookies.get(SESSION_COOKIE))
     g.pop("new_broadcaster_session", None)
     response = redirect("/", 303)  # not back here: the saved login would open a new session
     response.delete_cookie(SESSION_COOKIE, path=bp.url_prefix, httponly=True,
@@ -223,7 +209,7 @@ def hide():
     message_id = request.form.get("message_id", type=int)
     if message_id is None:
         return failed("No message was chosen to hide.")
-    chat().hide([message_id])
+    services().chat.hide([message_id])
     return done("hidden")
 
 
@@ -234,7 +220,7 @@ def ban():
     if not viewer_id or viewer_id == BROADCASTER_ID:
         return failed("No viewer was chosen to ban.")
     hide_all = request.form.get("hide_all") == "1"
-    chat().ban(viewer_id, hide_all=hide_all, note="broadcaster")
+    services().chat.ban(viewer_id, hide_all=hide_all, note="broadcaster")
     return done("banned-hidden" if hide_all else "banned")
 
 
@@ -243,10 +229,7 @@ def ban():
 def unban():
     kind = request.form.get("kind", "viewer")
     value = request.form.get("value", "")
-    if kind == "viewer":
-        chat().unban(value)
-    else:
-        chat().store.remove_ban(kind, value)
+    services().chat.unban(value, kind)
     return done("unbanned")
 
 
@@ -258,8 +241,8 @@ def add_filter():
     if action not in ACTIONS:
         return failed(f"Unknown filter action {action!r}; choose censor, block or ban.")
     try:
-        chat().add_filter(f.get("pattern", ""), f.get("regex") == "1", f.get("case") == "1",
-                          action)
+        services().chat.add_filter(f.get("pattern", ""), f.get("regex") == "1",
+                                   f.get("case") == "1", action)
     except (FilterError, ValueError) as exc:
         return failed(f"Filter not added: {exc}.")
     return done("filter-added")
@@ -270,30 +253,16 @@ def add_filter():
 def remove_filter():
     filter_id = request.form.get("filter_id", type=int)
     if filter_id is not None:
-        chat().remove_filter(filter_id)
+        services().chat.remove_filter(filter_id)
     return done("filter-removed")
 
 
 @bp.route("/title", methods=["POST"])
 @auth.login_required
 def title():
-    config = current_app.config["LIVESTREAM"]
     text = clean_title(request.form.get("title", ""), "")
     if not text:
         return failed("The title is empty.")
-    write_title(config.stream_dir, text)
-    current_app.extensions["stream"].refresh()
+    services().stream.set_title(text)
     return done("title")
 
-
-def write_title(directory, text: str) -> None:
-    """Replace title.txt atomically: the watcher never reads half a title."""
-    fd, tmp = tempfile.mkstemp(prefix=".title.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        os.replace(tmp, os.path.join(directory, TITLE_FILE))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

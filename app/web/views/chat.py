@@ -26,12 +26,13 @@ from flask import (
 )
 from markupsafe import Markup
 
-from app.community.chat import Chat, Refused, Submission, public
+from app.community.chat import Refused, Submission, public
 from app.community.hub import RESYNC, Event, Hub
-from app.community.identity import Requester, identify
-from app.community.presence import Audience
+from app.community.identity import Requester
 from app.community.store import Message, StoreUnavailable
-from app.web.limits import Guarded
+from app.services import services
+from app.web.limits import Guarded, StreamSlots
+from app.web.requester import identify
 from app.web.security import style_nonce
 
 bp = Blueprint("chat", __name__)
@@ -42,42 +43,7 @@ CHAT_UNAVAILABLE = ("Chat is temporarily unavailable: the server cannot save mes
 RENDER_CACHE = 512
 
 
-def chat() -> Chat:
-    return current_app.extensions["chat"]
 
-
-def audience() -> Audience:
-    return current_app.extensions["audience"]
-
-
-def settings():
-    return current_app.config["LIVESTREAM"]
-
-
-class StreamSlots:
-    """Caps live chat frames, in total and per viewer, so memory and sockets stay bounded."""
-
-    def __init__(self, total: int, per_viewer: int):
-        self.total = total
-        self.per_viewer = per_viewer
-        self.open = 0
-        self._by_viewer: dict[str, int] = {}
-
-    def acquire(self, viewer_id: str) -> bool:
-        held = self._by_viewer.get(viewer_id, 0)
-        if self.open >= self.total or held >= self.per_viewer:
-            return False
-        self.open += 1
-        self._by_viewer[viewer_id] = held + 1
-        return True
-
-    def release(self, viewer_id: str) -> None:
-        self.open -= 1
-        held = self._by_viewer.get(viewer_id, 1) - 1
-        if held:
-            self._by_viewer[viewer_id] = held
-        else:
-            self._by_viewer.pop(viewer_id, None)
 
 
 class MessageHTML:
@@ -118,13 +84,6 @@ class MessageHTML:
         return done
 
 
-def init_app(app) -> None:
-    config = app.config["LIVESTREAM"]
-    app.extensions["chat_slots"] = StreamSlots(config.chat.max_streams,
-                                               config.chat.max_streams_per_viewer)
-    app.extensions["message_html"] = MessageHTML(app)
-    app.register_blueprint(bp)
-
 
 # --- messages --------------------------------------------------------------------------------
 
@@ -132,8 +91,8 @@ def init_app(app) -> None:
 @identify
 def messages():
     who: Requester = g.requester
-    audience().saw(who.viewer_id, who.tag)
-    slots: StreamSlots = current_app.extensions["chat_slots"]
+    services().audience.saw(who.viewer_id, who.tag)
+    slots: StreamSlots = services().chat_slots
     if request.args.get("mode") != "poll" and slots.acquire(who.viewer_id):
         try:
             return live_frame(who, slots)
@@ -144,33 +103,33 @@ def messages():
 
 
 def poll_frame(who: Requester):
-    etag = f'"{chat().store.last_message_id()}-{chat().hide_version}"'
+    etag = f'"{services().store.last_message_id()}-{services().chat.hide_version}"'
     if request.if_none_match.contains_weak(etag.strip('"')):
         response = Response(status=304)
     else:
         response = current_app.make_response(render_template(
-            "chat/messages.html", who=who, html=current_app.extensions["message_html"],
-            messages=list(reversed(chat().store.recent_messages())), live=False,
-            refresh=settings().chat.poll_seconds))
+            "chat/messages.html", who=who, html=services().message_html,
+            messages=list(reversed(services().store.recent_messages())), live=False,
+            refresh=services().config.chat.poll_seconds))
     response.set_etag(etag.strip('"'))
     response.headers["Cache-Control"] = "no-cache"
     return response
 
 
 def live_frame(who: Requester, slots: StreamSlots):
-    hub: Hub = current_app.extensions["events"]
-    html: MessageHTML = current_app.extensions["message_html"]
+    hub: Hub = services().hub
+    html: MessageHTML = services().message_html
     after = hub.last_id
     head = render_template("chat/messages.html", who=who, html=html, live=True,
-                           messages=list(reversed(chat().store.recent_messages())),
+                           messages=list(reversed(services().store.recent_messages())),
                            refresh=2)
     head = head[:head.rindex("</div>")]  # leave the list open: messages are appended to it
     nonce = style_nonce()
-    lifetime = settings().chat.stream_seconds
+    lifetime = services().config.chat.stream_seconds
     wanted = request.args.get("for", type=float)
     if wanted is not None:  # the offline page closes the frame early so it can refresh
         lifetime = min(lifetime, max(1.0, wanted))
-    people = audience()
+    people = services().audience
 
     def body() -> Iterator[bytes]:
         yield head.encode()
@@ -197,15 +156,15 @@ def live_frame(who: Requester, slots: StreamSlots):
 
 @bp.route("/chat/messages.json")
 def messages_json():
-    data = [public(m) for m in chat().store.recent_messages()]
-    return jsonify({"messages": data, "last_event": current_app.extensions["events"].last_id})
+    data = [public(m) for m in services().store.recent_messages()]
+    return jsonify({"messages": data, "last_event": services().hub.last_id})
 
 
 # --- posting ---------------------------------------------------------------------------------
 
 def form_page(who: Requester, error: str = "", draft: str = "", status: int = 200,
               sent: bool = False):
-    c = chat()
+    c = services().chat
     viewer = c.viewer(who)
     challenge = None
     captcha_busy = False
@@ -225,7 +184,7 @@ def form_page(who: Requester, error: str = "", draft: str = "", status: int = 20
 @identify
 def form():
     who: Requester = g.requester
-    audience().saw(who.viewer_id, who.tag)
+    services().audience.saw(who.viewer_id, who.tag)
     return form_page(who, sent=request.args.get("sent") == "1")
 
 
@@ -233,7 +192,7 @@ def form():
 @identify
 def post():
     who: Requester = g.requester
-    audience().saw(who.viewer_id, who.tag)
+    services().audience.saw(who.viewer_id, who.tag)
     f = request.form
     submission = Submission(
         text=f.get("message", ""), name=f.get("name"),
@@ -241,7 +200,7 @@ def post():
         nonce=f.get("nonce", ""), captcha_id=f.get("captcha_id", ""),
         captcha_answer=f.get("captcha", ""))
     try:
-        chat().post(who, submission)
+        services().chat.post(who, submission)
     except StoreUnavailable:
         return form_page(who, CHAT_UNAVAILABLE, submission.text, status=503)
     except Refused as refused:
@@ -257,7 +216,7 @@ def post():
 @bp.route("/captcha/<challenge_id>.png")
 @identify
 def captcha_image(challenge_id: str):
-    captchas = chat().captchas
+    captchas = services().chat.captchas
     data = captchas.image(challenge_id, g.requester.viewer_id) if captchas else None
     if data is None:
         abort(404)
@@ -267,7 +226,7 @@ def captcha_image(challenge_id: str):
 @bp.route("/captcha/<challenge_id>.wav")
 @identify
 def captcha_audio(challenge_id: str):
-    captchas = chat().captchas
+    captchas = services().chat.captchas
     data = captchas.audio(challenge_id, g.requester.viewer_id) if captchas else None
     if data is None:
         abort(404)
@@ -281,9 +240,9 @@ def captcha_audio(challenge_id: str):
 # --- who is here -----------------------------------------------------------------------------
 
 def user_list(include_banned: bool = False, limit: int = 300) -> list[dict]:
-    c = chat()
+    c = services().chat
     people = []
-    for person in audience().listing()[:limit]:
+    for person in services().audience.listing()[:limit]:
         viewer = c.store.viewer(person.viewer_id)
         banned = c.identities.is_banned(person.viewer_id, viewer)
         if banned and not include_banned:
@@ -300,9 +259,9 @@ def user_list(include_banned: bool = False, limit: int = 300) -> list[dict]:
 @identify
 def users():
     who: Requester = g.requester
-    audience().saw(who.viewer_id, who.tag)
+    services().audience.saw(who.viewer_id, who.tag)
     people = user_list()
-    count = audience().count()
+    count = services().audience.count()
     digest = hashlib.sha256(repr((count, people)).encode()).hexdigest()[:20]
     if request.if_none_match.contains_weak(digest):
         response = Response(status=304)

@@ -1,17 +1,14 @@
 """/events: the push channel for JavaScript viewers (server-sent events)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
-from app.community.hub import Hub
+from app.services import services
 
 bp = Blueprint("events", __name__)
 
 KEEPALIVE = b": keep-alive\n\n"
 
-
-def hub() -> Hub:
-    return current_app.extensions["events"]
 
 
 @bp.route("/events")
@@ -20,7 +17,7 @@ def events():
     if last_id is None:
         last_id = request.args.get("since", type=int)
 
-    channel = hub()  # resolved now: the body runs after the request context is gone
+    channel = services().hub  # resolved now: the body runs after the request context is gone
 
     def body():
         yield b"retry: 2000\n\n"

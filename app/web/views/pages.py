@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, g, render_template, request
+from flask import Blueprint, g, render_template, request
 
-from app.community.identity import TOKEN_PATTERN, identify
-from app.stream.watcher import StreamState
+from app.community.identity import TOKEN_PATTERN
+from app.services import services
+from app.web.requester import identify
 
 bp = Blueprint("pages", __name__)
 
@@ -18,16 +19,13 @@ OFFLINE_REFRESH_SECONDS = 10  # what the offline page promises: "checks again ev
 OFFLINE_CHAT_SECONDS = OFFLINE_REFRESH_SECONDS // 2
 
 
-def state() -> StreamState:
-    return current_app.extensions["stream"]
-
 
 @bp.route("/")
 @identify
 def index():
-    snap = state().snapshot
+    snap = services().stream.snapshot
     who = g.requester
-    current_app.extensions["audience"].saw(who.viewer_id, who.tag)
+    services().audience.saw(who.viewer_id, who.tag)
     return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS,
                            chat_seconds=OFFLINE_CHAT_SECONDS,
                            reload_after=OFFLINE_REFRESH_SECONDS - OFFLINE_CHAT_SECONDS, who=who)
@@ -47,7 +45,7 @@ def info():
     next to it; given `?token=`, the frame's notices link back with that token themselves.
     Either way a reload never costs a viewer with cookies off their identity.
     """
-    snap = state().snapshot
+    snap = services().stream.snapshot
     page_generation = request.args.get("gen", type=int)
     restarted = snap.online and page_generation is not None and page_generation != snap.generation
     uptime = snap.uptime(time.time())

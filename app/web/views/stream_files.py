@@ -3,20 +3,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, Response, abort, current_app, redirect, send_file
+from flask import Blueprint, Response, abort, redirect, send_file
 
-from app.community.identity import Requester, token_from_request
+from app.community.identity import Requester
+from app.services import services
 from app.stream.fanout import stream_mp4
-from app.stream.watcher import StreamState
+from app.stream.folder import MIME_TYPES
 from app.web.limits import PerViewerLimit
+from app.web.requester import token_from_request
 
 bp = Blueprint("stream_files", __name__)
 
-MIME = {".m3u8": "application/vnd.apple.mpegurl", ".mp4": "video/mp4", ".m4s": "video/iso.segment"}
 
-
-def state() -> StreamState:
-    return current_app.extensions["stream"]
 
 
 def on_video_sent(who: Requester | None = None) -> Callable[[], None]:
@@ -24,28 +22,23 @@ def on_video_sent(who: Requester | None = None) -> Callable[[], None]:
 
     Requests without a token count as one anonymous viewer per connection.
     """
-    who = who or current_app.extensions["identities"].requester(token_from_request())
-    audience = current_app.extensions["audience"]
+    who = who or services().identities.requester(token_from_request())
+    audience = services().audience
     return lambda: audience.saw_video(who.viewer_id, who.tag)
 
-
-def init_app(app) -> None:
-    per_viewer = app.config["LIVESTREAM"].stream.max_connections_per_viewer
-    app.extensions["video_slots"] = PerViewerLimit(per_viewer)
-    app.register_blueprint(bp)
 
 
 @bp.route("/stream.mp4")
 def mp4():
-    config = current_app.config["LIVESTREAM"]
-    who = current_app.extensions["identities"].requester(token_from_request())
-    slots: PerViewerLimit = current_app.extensions["video_slots"]
+    config = services().config
+    who = services().identities.requester(token_from_request())
+    slots: PerViewerLimit = services().video_slots
     if not slots.acquire(who.viewer_id):
         return Response(
             f"This viewer already has {slots.per_viewer} video connections open "
             "(stream.max_connections_per_viewer). Close one and try again.\n", 429,
             mimetype="text/plain", headers={"Cache-Control": "no-store", "Retry-After": "5"})
-    body = stream_mp4(state(), config.server.idle_timeout, on_video_sent(who))
+    body = stream_mp4(services().stream, config.server.idle_timeout, on_video_sent(who))
     if body is None:
         slots.release(who.viewer_id)
         return Response("The stream is offline.\n", 503, mimetype="text/plain",
@@ -57,20 +50,20 @@ def mp4():
 
 @bp.route("/stream.m3u8")
 def playlist_alias():
-    return redirect(f"/stream/{current_app.config['LIVESTREAM'].stream.playlist}", 302)
+    return redirect(f"/stream/{services().config.stream.playlist}", 302)
 
 
 @bp.route("/stream/<name>")
 def stream_file(name: str):
-    snap = state().snapshot
-    if name == current_app.config["LIVESTREAM"].stream.playlist:
+    snap = services().stream.snapshot
+    if name == services().config.stream.playlist:
         if snap.playlist is None:
             abort(404)
-        return Response(snap.playlist, mimetype=MIME[".m3u8"],
+        return Response(snap.playlist, mimetype=MIME_TYPES[".m3u8"],
                         headers={"Cache-Control": "no-cache"})
     if name not in snap.listed:
         abort(404)  # only what the current playlist names: no traversal, no listing
-    mimetype = MIME.get(name[name.rfind("."):], "application/octet-stream")
+    mimetype = MIME_TYPES.get(name[name.rfind("."):], "application/octet-stream")
     immutable = {"Cache-Control": "public, max-age=31536000, immutable"}
     if name == snap.init_name and snap.init is not None:
         return Response(snap.init, mimetype=mimetype, headers={"Cache-Control": "no-cache"})
@@ -79,7 +72,7 @@ def stream_file(name: str):
         on_video_sent()()
     if held is not None:
         return Response(held.data, mimetype=mimetype, headers=immutable)
-    path = state().directory / name
+    path = services().stream.directory / name
     if not path.is_file():
         abort(404)
     response = send_file(path, mimetype=mimetype, conditional=True)

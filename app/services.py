@@ -1,0 +1,93 @@
+"""The one services object: every component the app runs, built by `create_app`, started and
+stopped in one place, and reached by views and the CLI through `services()`.
+
+Building does no work in the background; `start()` starts the watcher, the push publishers and
+the captcha filler, and `stop()` stops them, anything adopted with `adopt()` (the onion
+service, the ingest, a demo source) and closes the store. Tests build an app and start only
+what they need (`services.stream.start()`, say), or everything with `start()`.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import gevent
+from flask import Flask, current_app
+
+from app.community.captcha import Captchas
+from app.community.chat import Chat
+from app.community.hub import Hub
+from app.community.identity import BroadcasterPassword, BroadcasterSessions, Identities
+from app.community.presence import Audience, publish_viewer_count
+from app.community.store import Store
+from app.config import Config
+from app.stream.status import publish_stream_status
+from app.stream.timeline import TimelineBuilder
+from app.stream.watcher import StreamState
+from app.web.limits import PerViewerLimit, StreamSlots
+
+if TYPE_CHECKING:
+    from app.web.views.chat import MessageHTML
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    config: Config
+    stream: StreamState
+    timeline: TimelineBuilder
+    hub: Hub
+    store: Store
+    identities: Identities
+    audience: Audience
+    captchas: Captchas | None
+    password: BroadcasterPassword
+    chat: Chat
+    sessions: BroadcasterSessions
+    csrf_token: str
+    video_slots: PerViewerLimit
+    chat_slots: StreamSlots
+    message_html: MessageHTML | None = None  # needs the app's templates; set by create_app
+    _greenlets: list[gevent.Greenlet] = field(default_factory=list)
+    _adopted: list[Callable[[], object]] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Everything that runs in the background of a serving app."""
+        self.stream.start()
+        self._greenlets.append(publish_stream_status(self.stream, self.hub.publish))
+        self._greenlets.append(publish_viewer_count(self.audience, self.hub))
+        if self.captchas is not None:
+            self.captchas.start()
+
+    def adopt(self, stop: Callable[[], object]) -> None:
+        """A job started beside the app (onion service, ingest, demo source): `stop()` ends
+        it first, newest first."""
+        self._adopted.append(stop)
+
+    def stop(self) -> None:
+        """Stop what was started, in reverse order; every step runs whatever the others do."""
+        steps = [*reversed(self._adopted), lambda: gevent.killall(self._greenlets),
+                 self.stream.stop]
+        if self.captchas is not None:
+            steps.append(self.captchas.stop)
+        steps.append(self.store.close)
+        self._adopted, self._greenlets = [], []
+        for step in steps:
+            try:
+                step()
+            except Exception:  # clean-up must go on whatever one step does
+                log.exception("error while stopping")
+
+
+class App(Flask):
+    """Flask with its services as a typed attribute instead of string keys."""
+
+    services: Services
+
+
+def services() -> Services:
+    """The current app's services (inside a request or an app context)."""
+    return current_app.services  # type: ignore[attr-defined]

@@ -1,0 +1,29 @@
+"""The stream's public status (live light, title, restarts) as push events."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gevent
+
+from app.stream.watcher import Snapshot, StreamState
+
+
+def status_of(snap: Snapshot) -> dict:
+    return {"status": snap.status, "online": snap.online, "generation": snap.generation,
+            "title": snap.title, "started_at": snap.started_at}
+
+
+def publish_stream_status(state: StreamState,
+                          publish: Callable[[str, dict], object]) -> gevent.Greenlet:
+    """Turn stream state changes into `status` events; `publish` is the push hub's."""
+
+    def run():
+        last = None
+        while True:
+            current = status_of(state.snapshot)
+            if current != last:
+                publish("status", current)
+                last = current
+            state.wait(30)
+
+    return gevent.spawn(run)
