@@ -245,10 +245,19 @@ def run_estimate(args: argparse.Namespace, config: Config) -> int:
     return estimate.run(args, config.cloud.prices)
 
 
+def demo_environment(config: Config) -> dict[str, str]:
+    """What stream.sh needs to write the folder this config's server reads: its folder, its
+    playlist name and its lower renditions (NAME:HEIGHT:VIDEO_KBPS:AUDIO_KBPS)."""
+    lower = " ".join(f"{r.name}:{r.height}:{r.video_kbps}:{r.audio_kbps}"
+                     for r in config.stream.renditions[1:])
+    return {"STREAM_DIR": str(config.stream_dir), "PLAYLIST": config.stream.playlist,
+            "RENDITIONS": lower}
+
+
 def start_demo_source(config: Config) -> subprocess.Popen:
     if shutil.which("ffmpeg") is None:
         raise SystemExit("livestream: --demo needs ffmpeg: sudo apt-get install ffmpeg")
-    env = dict(os.environ, STREAM_DIR=str(config.stream_dir))
+    env = dict(os.environ, **demo_environment(config))
     log.info("demo: streaming a test pattern into %s", config.stream_dir)
     return subprocess.Popen([str(PROJECT_DIR / "stream.sh"), "--test"], env=env,
                             stdin=subprocess.DEVNULL)
@@ -305,7 +314,7 @@ def run_play(args: argparse.Namespace, config: Config) -> int:
         if chosen.audio is not None and chosen.audio < 0:
             raise options.SourceError("--audio: track numbers start at 0")
         return play.play(chosen, config.stream_dir, config.stream.playlist,
-                         dry_run=args.dry_run)
+                         dry_run=args.dry_run, renditions=config.stream.renditions)
     except options.SourceError as exc:
         print(f"livestream play: {exc}", file=sys.stderr)
         return 2

@@ -67,6 +67,7 @@ class IngestServer:
         self.allow = AllowList(self.settings.allow)
         self.stream_dir = config.stream_dir
         self.playlist = config.stream.playlist
+        self.renditions = config.stream.renditions
         self.live: str | None = None  # address of the current publisher
         self.live_connection: RtmpConnection | None = None
         self.server = StreamServer((self.settings.host, self.settings.port), self.handle,
@@ -258,11 +259,16 @@ class IngestServer:
         copy_video = codecs["video"] == "h264"
         copy_audio = codecs["audio"] == "aac"
         argv = ffmpeg.ingest_command(self.stream_dir, self.playlist, copy_video, copy_audio,
-                                      codecs["audio"] is not None, self.encoding)
+                                      codecs["audio"] is not None, self.encoding,
+                                      renditions=self.renditions)
         log.info("publisher %s sends %s/%s: %s", peer, codecs["video"], codecs["audio"] or "-",
                  "copying" if copy_video and (copy_audio or not codecs["audio"])
                  else "transcoding")
         folder.prepare_stream_dir(self.stream_dir, self.playlist)
+        if len(self.renditions) > 1:
+            top_kbps = self.encoding.video_kbps + self.encoding.audio_kbps
+            folder.write_master(self.stream_dir,
+                                ffmpeg.variants(self.renditions, self.playlist, top_kbps))
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         gevent.spawn(_log_lines, proc.stderr)
@@ -280,6 +286,9 @@ class IngestServer:
             processes.stop(proc, 5, signal.SIGINT)
         if folder.ensure_endlist(self.stream_dir / self.playlist):
             log.info("added ENDLIST to the playlist ffmpeg left open")
+        for rendition in self.renditions[1:]:
+            folder.ensure_endlist(self.stream_dir / folder.rendition_files(
+                rendition.name, False).playlist)
 
 
 def _status(level: str, code: str, description: str) -> dict:
