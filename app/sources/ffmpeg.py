@@ -11,9 +11,9 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.config import Rendition
 from app.sources.options import SourceError, format_clock, is_url
 from app.sources.probe import MediaInfo, Track
-from app.config import Rendition
 from app.stream.folder import (
     DEFAULT_PLAYLIST,
     PLAYLIST_SIZE,
@@ -335,7 +335,7 @@ def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
     argv += ["-sn", "-dn"]
     argv += rtmp_output_args(options.to) if options.to else hls_output_args(stream_dir, playlist)
     keyframes = SOURCE_KEYFRAMES if copy_video else keyframe_times(encoding.segment_seconds)
-    for rendition, picture_args in zip(lower, lower_video):
+    for rendition, picture_args in zip(lower, lower_video, strict=True):
         argv += lower_rendition_args(stream_dir, rendition, video=picture_args,
                                      audio_map=audio_map, keyframes=keyframes,
                                      preset=encoding.preset, fps=video.fps)

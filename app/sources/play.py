@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from app.config import Rendition
 from app.runtime import processes
 from app.sources.ffmpeg import PlayOptions, plan_play, redact_url, shell_line
 from app.sources.options import SourceError, format_clock
 from app.sources.probe import probe
-from app.config import Rendition
 from app.stream.folder import (
     DEFAULT_PLAYLIST,
     ENDLIST,

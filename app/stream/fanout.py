@@ -21,28 +21,38 @@ HEAD_BYTES = 4 * 1024
 
 
 def stream_mp4(state: StreamState, idle_timeout: float,
-               on_bytes: Callable[[], None] | None = None) -> Iterator[bytes] | None:
-    """Return the byte iterator for a new viewer, or None when nothing is live."""
-    snap = state.snapshot
+               on_bytes: Callable[[], None] | None = None,
+               quality: str | None = None) -> Iterator[bytes] | None:
+    """Return the byte iterator for a new viewer, or None when nothing is live.
+
+    `quality` picks a rendition by name (the top one when it is unknown or not live): the
+    viewer follows that rendition's segments in the same shared snapshot, so a low-quality
+    viewer costs what a high-quality one does, only fewer bytes.
+    """
+    snap = state.snapshot.view(quality)
     if not snap.online or not snap.segments or snap.init is None:
-        return None
+        snap = state.snapshot  # the chosen rendition has nothing yet: the top one
+        if not snap.online or not snap.segments or snap.init is None:
+            return None
     return _follow(state, snap.generation, snap.init, snap.segments[-1].sequence,
-                   idle_timeout, on_bytes or (lambda: None))
+                   idle_timeout, on_bytes or (lambda: None), snap.quality)
 
 
 def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int,
-            idle_timeout: float, on_bytes: Callable[[], None]) -> Iterator[bytes]:
+            idle_timeout: float, on_bytes: Callable[[], None],
+            quality: str = "") -> Iterator[bytes]:
     yield init
     while True:
-        snap = state.snapshot
-        if snap.generation != generation or not snap.online:
+        top = state.snapshot
+        snap = top.view(quality) if quality else top
+        if snap.generation != generation or not snap.online or snap.init != init:
             return  # restarted or ended: finish cleanly so the page can say so
         if snap.segments and next_sequence < snap.segments[0].sequence:
             log.debug("dropping a viewer that fell behind")
             return
         ready = [s for s in snap.segments if s.sequence >= next_sequence]
         if not ready:
-            if not state.wait(idle_timeout) and state.snapshot is snap:
+            if not state.wait(idle_timeout) and state.snapshot is top:
                 return  # nothing new for a long time although still "online"
             continue
         segment = ready[0]

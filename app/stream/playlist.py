@@ -88,3 +88,60 @@ def _safe_name(uri: str) -> str:
     if not uri or "/" in uri or "\\" in uri or uri.startswith(".") or "\0" in uri:
         raise PlaylistError(f"segment name {uri!r} is not a plain file name")
     return uri
+
+
+MAX_VARIANTS = 8  # renditions a master playlist may list; more are ignored
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One rendition a master playlist lists: its name, media playlist and advertised rate."""
+
+    name: str
+    uri: str
+    bandwidth: int
+    resolution: str = ""
+
+
+def parse_master(text: str) -> tuple[Variant, ...]:
+    """The renditions of a master playlist, top first; NAME="..." or the file's stem names one."""
+    lines = [line.strip() for line in text.splitlines()]
+    if not lines or lines[0] != "#EXTM3U":
+        raise PlaylistError("not an HLS playlist (no #EXTM3U header)")
+    found: list[Variant] = []
+    pending: dict[str, str] | None = None
+    for line in lines[1:]:
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            pending = _attributes(line.split(":", 1)[1])
+        elif line and not line.startswith("#") and pending is not None:
+            uri = _safe_name(line)
+            name = pending.get("NAME") or uri.rsplit(".", 1)[0]
+            try:
+                bandwidth = int(pending.get("BANDWIDTH", "0"))
+            except ValueError:
+                raise PlaylistError(f"bad BANDWIDTH for {uri!r}") from None
+            if all(v.name != name and v.uri != uri for v in found):
+                found.append(Variant(name, uri, bandwidth, pending.get("RESOLUTION", "")))
+            pending = None
+            if len(found) == MAX_VARIANTS:
+                break
+    return tuple(found)
+
+
+def _attributes(text: str) -> dict[str, str]:
+    """KEY=VALUE,KEY="VALUE, with commas",... -> dict (quoted values may hold commas)."""
+    result, key, value, quoted, reading_key = {}, "", "", False, True
+    for ch in text + ",":
+        if reading_key:
+            if ch == "=":
+                reading_key = False
+            elif ch != ",":
+                key += ch
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            result[key.strip()] = value.strip()
+            key, value, reading_key = "", "", True
+        else:
+            value += ch
+    return result

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, Response, abort, redirect, send_file
+from flask import Blueprint, Response, abort, redirect, request, send_file
 
 from app.community.identity import Requester
 from app.services import services
 from app.stream.fanout import stream_mp4
-from app.stream.folder import MIME_TYPES
+from app.stream.folder import MASTER_PLAYLIST, MIME_TYPES
 from app.web.limits import PerViewerLimit
 from app.web.requester import token_from_request
 
@@ -38,7 +38,8 @@ def mp4():
             f"This viewer already has {slots.per_viewer} video connections open "
             "(stream.max_connections_per_viewer). Close one and try again.\n", 429,
             mimetype="text/plain", headers={"Cache-Control": "no-store", "Retry-After": "5"})
-    body = stream_mp4(services().stream, config.server.idle_timeout, on_video_sent(who))
+    body = stream_mp4(services().stream, config.server.idle_timeout, on_video_sent(who),
+                      quality=request.args.get("quality"))
     if body is None:
         slots.release(who.viewer_id)
         return Response("The stream is offline.\n", 503, mimetype="text/plain",
@@ -50,22 +51,36 @@ def mp4():
 
 @bp.route("/stream.m3u8")
 def playlist_alias():
-    return redirect(f"/stream/{services().config.stream.playlist}", 302)
+    """HLS players get the master playlist (every rendition) when a source wrote one."""
+    snap = services().stream.snapshot
+    name = MASTER_PLAYLIST if snap.master is not None else services().config.stream.playlist
+    query = request.query_string.decode("ascii", "replace")
+    return redirect(f"/stream/{name}" + (f"?{query}" if query else ""), 302)
 
 
 @bp.route("/stream/<name>")
 def stream_file(name: str):
-    snap = services().stream.snapshot
-    if name == services().config.stream.playlist:
-        if snap.playlist is None:
-            abort(404)
-        return Response(snap.playlist, mimetype=MIME_TYPES[".m3u8"],
+    top = services().stream.snapshot
+    if name == MASTER_PLAYLIST and top.master is not None:
+        return Response(top.master, mimetype=MIME_TYPES[".m3u8"],
                         headers={"Cache-Control": "no-cache"})
-    if name not in snap.listed:
-        abort(404)  # only what the current playlist names: no traversal, no listing
+    for snap in top.views:
+        playlist = (services().config.stream.playlist if snap is top
+                    else next((v.uri for v in top.qualities if v.name == snap.quality), None))
+        if name == playlist:
+            if snap.playlist is None:
+                abort(404)
+            return Response(snap.playlist, mimetype=MIME_TYPES[".m3u8"],
+                            headers={"Cache-Control": "no-cache"})
+        if name in snap.listed:
+            break
+    else:
+        abort(404)  # only what the current playlists name: no traversal, no listing
     mimetype = MIME_TYPES.get(name[name.rfind("."):], "application/octet-stream")
     immutable = {"Cache-Control": "public, max-age=31536000, immutable"}
-    if name == snap.init_name and snap.init is not None:
+    if name == snap.init_name:  # only the scrubbed copy in memory, never the file itself
+        if snap.init is None:
+            abort(404)
         return Response(snap.init, mimetype=mimetype, headers={"Cache-Control": "no-cache"})
     held = snap.segment(name)
     if token_from_request():  # a JS / HLS player fetching segments is watching too
