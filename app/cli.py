@@ -245,19 +245,12 @@ def run_estimate(args: argparse.Namespace, config: Config) -> int:
     return estimate.run(args, config.cloud.prices)
 
 
-def demo_environment(config: Config) -> dict[str, str]:
-    """What stream.sh needs to write the folder this config's server reads: its folder, its
-    playlist name and its lower renditions (NAME:HEIGHT:VIDEO_KBPS:AUDIO_KBPS)."""
-    lower = " ".join(f"{r.name}:{r.height}:{r.video_kbps}:{r.audio_kbps}"
-                     for r in config.stream.renditions[1:])
-    return {"STREAM_DIR": str(config.stream_dir), "PLAYLIST": config.stream.playlist,
-            "RENDITIONS": lower}
-
-
 def start_demo_source(config: Config) -> subprocess.Popen:
     if shutil.which("ffmpeg") is None:
         raise SystemExit("livestream: --demo needs ffmpeg: sudo apt-get install ffmpeg")
-    env = dict(os.environ, **demo_environment(config))
+    from app.sources.ffmpeg import stream_sh_environment
+
+    env = dict(os.environ, **stream_sh_environment(config))
     log.info("demo: streaming a test pattern into %s", config.stream_dir)
     return subprocess.Popen([str(PROJECT_DIR / "stream.sh"), "--test"], env=env,
                             stdin=subprocess.DEVNULL)

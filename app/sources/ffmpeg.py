@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.config import Rendition
+from app.config import Config, Rendition
 from app.sources.options import SourceError, format_clock, is_url
 from app.sources.probe import MediaInfo, Track
 from app.stream.folder import (
@@ -376,6 +376,15 @@ def ingest_command(stream_dir: Path, playlist: str, copy_video: bool, copy_audio
                                      keyframes=keyframes, preset=encoding.preset,
                                      fps=encoding.fps, segment_seconds=encoding.segment_seconds)
     return argv
+
+
+def stream_sh_environment(config: Config) -> dict[str, str]:
+    """What stream.sh needs to write the folder this config's server reads (`serve --demo`):
+    the folder, the playlist name and the lower renditions as NAME:HEIGHT:VIDEO:AUDIO."""
+    lower = " ".join(f"{r.name}:{r.height}:{r.video_kbps}:{r.audio_kbps}"
+                     for r in config.stream.renditions[1:])
+    return {"STREAM_DIR": str(config.stream_dir), "PLAYLIST": config.stream.playlist,
+            "RENDITIONS": lower}
 
 
 def shell_line(argv: list[str]) -> str:

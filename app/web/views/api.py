@@ -42,8 +42,9 @@ def playlist():
     newest = request.args.get("after", type=int)
     was_online = request.args.get("online", type=int)
     deadline = time.monotonic() + (LONG_POLL_SECONDS if generation is not None else 0)
+    quality = request.args.get("quality")
     while True:
-        snap = services().stream.snapshot
+        snap = services().stream.snapshot.view(quality)  # a rendition's own segments and init
         remaining = deadline - time.monotonic()
         if remaining <= 0 or is_news(snap, generation, newest, was_online):
             break

@@ -26,9 +26,34 @@ def index():
     snap = services().stream.snapshot
     who = g.requester
     services().audience.saw(who.viewer_id, who.tag)
+    quality = chosen_quality(snap)
     return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS,
                            chat_seconds=OFFLINE_CHAT_SECONDS,
-                           reload_after=OFFLINE_REFRESH_SECONDS - OFFLINE_CHAT_SECONDS, who=who)
+                           reload_after=OFFLINE_REFRESH_SECONDS - OFFLINE_CHAT_SECONDS, who=who,
+                           quality=quality, qualities=quality_links(snap, quality),
+                           keep=f"&quality={quality}" if quality else "")
+
+
+def chosen_quality(snap) -> str:
+    """?quality=NAME when NAME is a rendition the stream has; "" (the top one) otherwise."""
+    wanted = request.args.get("quality", "")
+    return wanted if any(v.name == wanted for v in snap.qualities[1:]) else ""
+
+
+def quality_links(snap, chosen: str) -> list[dict]:
+    """The qualities offered as plain links (no JavaScript needed): name, rate, chosen?"""
+    if len(snap.qualities) < 2:
+        return []
+    links = []
+    for i, variant in enumerate(snap.qualities):
+        label = variant.name
+        if variant.resolution:
+            label += f" {variant.resolution.rpartition('x')[2]}p"
+        if variant.bandwidth:
+            label += f", {variant.bandwidth / 1e6:.1f} Mbit/s"
+        links.append({"name": "" if i == 0 else variant.name, "label": label,
+                      "chosen": (variant.name == chosen) or (i == 0 and not chosen)})
+    return links
 
 
 def viewer_token() -> str | None:
