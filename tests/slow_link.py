@@ -50,8 +50,9 @@ class SlowLink:
             run("ip", "link", "add", server_dev, "type", "veth", "peer", "name", viewer_dev)
             run("ip", "link", "set", server_dev, "netns", self.server_ns)
             run("ip", "link", "set", viewer_dev, "netns", self.viewer_ns)
-            run("ip", "-n", self.server_ns, "addr", "add", f"{self.server_ip}/30", "dev", server_dev)
-            run("ip", "-n", self.viewer_ns, "addr", "add", f"{self.viewer_ip}/30", "dev", viewer_dev)
+            for ns, ip, dev in ((self.server_ns, self.server_ip, server_dev),
+                                (self.viewer_ns, self.viewer_ip, viewer_dev)):
+                run("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
             run("ip", "-n", self.server_ns, "link", "set", server_dev, "up")
             run("ip", "-n", self.viewer_ns, "link", "set", viewer_dev, "up")
             # Downstream (server -> viewer) at the circuit's rate; a queue of about a second.

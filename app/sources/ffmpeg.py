@@ -277,7 +277,9 @@ def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
                         encoder=encoder, fps=video.fps)
     copy_video = (not options.wants_encoding and video.codec == "h264"
                   and video.pix_fmt in COPYABLE_PIXEL_FORMATS)
-    copy_audio = audio is not None and audio.codec == "aac"
+    # A looped copy of AAC would need aac_adtstoasc, which ffmpeg 5.1 ends after the first
+    # pass (every later packet refused): looped audio is encoded, which costs next to nothing.
+    copy_audio = audio is not None and audio.codec == "aac" and not options.loop
 
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning", "-nostats",
             "-progress", "pipe:1"]
@@ -311,7 +313,9 @@ def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
 
     lower_video: list[list[str]] = []
     if copy_video:
-        argv += ["-map", "0:v:0", "-c:v", "copy"] + STRIP_SEI
+        # ffmpeg 5.1 ends an output bitstream filter at the first loop's end and then refuses
+        # every packet, so a looped copy keeps the file's SEI (the film's encoder, not ours).
+        argv += ["-map", "0:v:0", "-c:v", "copy"] + ([] if options.loop else STRIP_SEI)
         lower_video = [["-map", "0:v:0", "-vf", scale_filter(r.height)] for r in lower]
     elif bitmap is not None or lower:
         # One graph: the picture is drawn once (subtitles, size), then split per rendition.
@@ -344,6 +348,9 @@ def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
     if not copy_video and not options.wants_encoding:
         notes.append(f"video is {video.codec}/{video.pix_fmt}, not browser-ready H.264: "
                      "encoding it")
+    if copy_video and options.loop:
+        notes.append("--loop copies the picture with the file's own encoder notes (SEI); "
+                     "add --preset veryfast to re-encode it without them")
     if copy_video and video.fps == 0:
         notes.append("keyframes come from the file as it is; segments follow them")
     if lower:
