@@ -399,3 +399,30 @@ def test_config_renditions_are_checked():
     ):
         with pytest.raises(ConfigError, match=message):
             from_dict({"stream": {"renditions": bad}})
+
+
+def test_play_loop_keeps_both_renditions_going_past_the_first_pass(tmp_path):
+    """ffmpeg 5.1 ends output bitstream filters when a loop wraps: nothing may depend on one."""
+    movie = tmp_path / "short.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15",
+                    "-f", "lavfi", "-i", "sine", "-t", "2", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-g", "15", "-c:a", "aac", "-shortest", str(movie)],
+                   check=True, timeout=60)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[stream]\ndir = "{tmp_path / "stream"}"\n' + LOW_CONFIG)
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(config), "play",
+                             str(movie), "--loop"], cwd=PROJECT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    folder = tmp_path / "stream"
+    try:
+        def past_two_passes() -> bool:
+            try:
+                return all(starts(folder, name)[-1][0] >= 4 for name in ("stream.m3u8",
+                                                                          "low.m3u8"))
+            except (FileNotFoundError, TypeError, IndexError, hls.PlaylistError):
+                return False
+        wait_for(past_two_passes, 25, 0.5, "segments from the third pass in both renditions")
+    finally:
+        os.killpg(proc.pid, 2)
+        proc.wait(15)
