@@ -144,9 +144,9 @@ def serve(args) -> None:
                    RENDITIONS="low:360:400:64")
         source = subprocess.Popen([str(PROJECT / "stream.sh"), "--test"], env=env,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
-        server = Server(work, work / "stream",
-                        "[viewers]\nmax_present = 100000\n"
-                        "[stream]\nmax_connections_per_viewer = 100000\n").start()
+        server = Server(work, work / "stream",  # the lines go on in its [stream] section
+                        "max_connections_per_viewer = 100000\n"
+                        "[viewers]\nmax_present = 100000\n").start()
         try:
             wait_for(lambda: (work / "stream" / "low.m3u8").exists(), 30, what="renditions")
             server.wait_live()
@@ -188,11 +188,11 @@ def tor(args) -> None:
                    RENDITIONS="low:360:400:64")
         source = subprocess.Popen([str(PROJECT / "stream.sh"), "--test"], env=env,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
-        server = Server(work, work / "stream",
+        server = Server(work, work / "stream",  # the first line goes on in its [stream]
+                        "max_connections_per_viewer = 100000\n"
                         f'[tor]\nenabled = true\nmode = "attach"\n'
                         f'control_port = {state["hs_control_port"]}\nephemeral = true\n'
-                        "[viewers]\nmax_present = 100000\n"
-                        "[stream]\nmax_connections_per_viewer = 100000\n").start()
+                        "[viewers]\nmax_present = 100000\n").start()
         server.wait_live()
         onion = wait_for(lambda: _onion(server.log()), 90, 1, "the onion address")
         socks = f"127.0.0.1:{state['socks_port']}"
