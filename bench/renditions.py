@@ -177,9 +177,12 @@ def tor(args) -> None:
     base = work / "privnet"
     port_base = random.randrange(20000, 49500)
     privnet = [sys.executable, str(PRIVNET), "--base", str(base), "--port-base", str(port_base)]
-    subprocess.run(privnet + ["up"], check=True, timeout=300, stdout=subprocess.DEVNULL)
     source = server = None
     try:
+        up = subprocess.run(privnet + ["up"], timeout=300, capture_output=True, text=True,
+                            check=False)
+        if up.returncode:
+            sys.exit(f"privnet.py up failed (run again: the port base is random):\n{up.stderr}")
         state = json.loads((base / "state.json").read_text())
         pids = json.loads((base / "pids.json").read_text())
         hs_pid = next(pid for name, pid in pids.items() if "hs" in name)
