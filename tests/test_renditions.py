@@ -426,3 +426,46 @@ def test_play_loop_keeps_both_renditions_going_past_the_first_pass(tmp_path):
     finally:
         os.killpg(proc.pid, 2)
         proc.wait(15)
+
+
+STALLS_JS = """() => {
+  const v = document.querySelector('video.player');
+  window.__stalls = []; window.__waitingSince = null;
+  v.addEventListener('waiting', () => { window.__waitingSince = performance.now(); });
+  v.addEventListener('playing', () => {
+    if (window.__waitingSince !== null) {
+      window.__stalls.push((performance.now() - window.__waitingSince) / 1000);
+      window.__waitingSince = null;
+    }
+  });
+}"""
+PLAYER = "document.getElementById('player-controls').dataset"
+VIDEO = "document.querySelector('video.player')"
+
+
+@pytest.mark.slow
+def test_js_player_switches_quality_by_hand_without_a_gap(two_renditions, browser):
+    _, server = two_renditions
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        wait_for(lambda: page.evaluate(f"{PLAYER}.state") == "live"
+                 and page.evaluate(f"{VIDEO}.currentTime") > 1, 30, 0.2, "the MSE player")
+        assert page.evaluate(f"{PLAYER}.quality") == "source", "a fast link stays on top"
+        assert page.evaluate(f"{VIDEO}.videoHeight") == 180
+        page.evaluate(STALLS_JS)
+        options = page.eval_on_selector_all("select.quality option", "os => os.map(o => o.value)")
+        assert options == ["", "source", "low"]
+        page.select_option("select.quality", "low")
+        wait_for(lambda: page.evaluate(f"{PLAYER}.quality") == "low", 10, 0.2, "the switch")
+        wait_for(lambda: page.evaluate(f"{VIDEO}.videoHeight") == 90, 15, 0.2, "low pictures")
+        before = page.evaluate(f"{VIDEO}.currentTime")
+        time.sleep(4)
+        assert page.evaluate(f"{VIDEO}.currentTime") > before + 3, "it plays on"
+        assert all(stall < 1.0 for stall in page.evaluate("window.__stalls"))
+        assert page.evaluate(f"{PLAYER}.auto") == "0", "a choice by hand turns Auto off"
+        page.select_option("select.quality", "")
+        wait_for(lambda: page.evaluate(f"{PLAYER}.auto") == "1", 5, 0.2, "Auto again")
+    finally:
+        context.close()
