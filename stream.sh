@@ -49,7 +49,7 @@ TXT
 
 mode=capture
 case "${1:-}" in
-  --test) mode=test ;;
+  --test) mode="test" ;;
   -h|--help) usage; exit 0 ;;
   "") ;;
   *) echo "stream.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
@@ -108,7 +108,16 @@ x264() {  # x264 KBPS
 }
 
 # The picture is drawn once, then split: one encoder per rendition, the same keyframe times.
-read -r -a lower <<<"$RENDITIONS"
+read -r -a wanted <<<"$RENDITIONS"
+lower=()
+for entry in "${wanted[@]}"; do  # a "lower" rendition as tall as the source would only upscale
+  height=$(cut -d: -f2 <<<"$entry")
+  if [[ "$height" =~ ^[0-9]+$ ]] && [ "$height" -ge "${VIDEO_SIZE#*x}" ]; then
+    echo "stream.sh: skipping rendition '$entry': not smaller than VIDEO_SIZE=$VIDEO_SIZE" >&2
+    continue
+  fi
+  lower+=("$entry")
+done
 graph="[0:v:0]$picture,split=$(( ${#lower[@]} + 1 ))[top]"
 outputs=()
 master="#EXTM3U

@@ -218,6 +218,9 @@ def test_play_argv_copies_top_and_splits_an_encoded_picture(h264_file, tmp_path)
                                                            to="rtmp://h/live/key"),
                                 tmp_path, renditions=renditions)
     assert "low.m3u8" not in " ".join(pushed.argv), "a push sends one rendition"
+    same = builders.plan_play(info, builders.PlayOptions(str(h264_file)), tmp_path,
+                              renditions=[Rendition("source"), Rendition("big", 180, 900, 64)])
+    assert "big.m3u8" not in " ".join(same.argv) and "not encoding big" in " ".join(same.notes)
 
 
 def flv_file(tmp_path: Path, codec: list[str]) -> Path:

@@ -270,6 +270,9 @@ def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
     video = info.video[0]
     audio = info.audio[options.audio or 0] if info.audio else None
     lower = [] if options.to else list((renditions or [])[1:])
+    top_height = options.size[1] if options.size else video.height
+    skipped = [r for r in lower if top_height and r.height >= top_height]
+    lower = [r for r in lower if r not in skipped]  # never upscale into a "lower" quality
     sub_filter, sub_text, bitmap = _subtitle_filter(options, info)
     encoder = hardware_encoder(options.hwaccel) if options.hwaccel else "libx264"
     encoding = Encoding(preset=options.preset or DEFAULT_PRESET,
@@ -353,6 +356,9 @@ def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
                      "add --preset veryfast to re-encode it without them")
     if copy_video and video.fps == 0:
         notes.append("keyframes come from the file as it is; segments follow them")
+    if skipped:
+        notes.append("not encoding " + ", ".join(r.name for r in skipped)
+                     + f": not smaller than the {top_height}p picture")
     if lower:
         notes.append("also encoding " + ", ".join(f"{r.name} ({r.height}p, {r.video_kbps} "
                                                   "kbit/s)" for r in lower))
