@@ -299,6 +299,10 @@ def test_stream_mp4_serves_the_chosen_quality(two_renditions, tmp_path):
         path.write_bytes(data)
         assert probe_video(path)["height"] == height, quality
         assert_clean(data[:4096], f"/stream.mp4?quality={quality}'s init")
+        tags = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                               "format_tags:stream_tags", "-of", "json", str(path)],
+                              capture_output=True, text=True, check=True, timeout=30).stdout
+        assert "encoder" not in tags and "Lav" not in tags, tags
 
 
 def test_master_playlist_and_rendition_files_are_served(two_renditions):
