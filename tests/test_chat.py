@@ -7,7 +7,6 @@ import re
 import signal
 import time
 
-import pytest
 import requests
 from chat_support import (
     BROADCASTER,
@@ -20,15 +19,8 @@ from chat_support import (
 )
 from support import wait_for
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, live_stream):
-    """One chat server for this module, watching the shared live test stream."""
-    srv = chat_server(tmp_path_factory.mktemp("chat"), live_stream.directory,
-                      "[chat]\nmin_interval = 0.3\nwindow_seconds = 30.0\nwindow_messages = 4\n")
-    srv.start()
-    yield srv
-    srv.stop()
+# this module's chat server: the `server` fixture in conftest.py
+CHAT_CONFIG = "[chat]\nmin_interval = 0.3\nwindow_seconds = 30.0\nwindow_messages = 4\n"
 
 
 def test_a_message_posted_through_the_form_reaches_another_viewer(server):

@@ -9,16 +9,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from chat_support import ChatViewer, chat_server
+from chat_support import ChatViewer
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """An offline chat server (no stream) with a small cap on live chat frames."""
-    workdir = tmp_path_factory.mktemp("chat-security")
-    srv = chat_server(workdir, workdir / "stream", "[chat]\nmax_streams = 4\n").start()
-    yield srv
-    srv.stop()
+# this module's chat server: the `server` fixture in conftest.py
+CHAT_CONFIG = "[chat]\nmax_streams = 4\n"
+CHAT_STREAM = "none"  # an offline server: no stream
 
 
 def is_live_frame(response: requests.Response) -> bool:
@@ -228,17 +223,10 @@ def test_broadcaster_page_shows_only_errors_the_server_wrote(server):
 
 
 def test_viewers_who_never_posted_are_not_looked_up_in_the_database_on_every_request(
-        tmp_path):
+        app, client):
     """Every request of a viewer who never posted asked SQLite for their record, and
     /chat/users asked once per listed viewer (up to 300) on every refresh. Run with -s for the
     figures."""
-    from app import create_app
-    from app.config import from_dict
-
-    config = from_dict({"server": {"state_dir": str(tmp_path / "state")},
-                        "stream": {"dir": str(tmp_path / "stream")}})
-    app = create_app(config)
-    client = app.test_client(use_cookies=False)
     identities, store = app.services.identities, app.services.store
     tokens = [f"listed-viewer-{i:06d}-xx" for i in range(300)]
     for token in tokens:  # 300 viewers here, none of whom ever posted

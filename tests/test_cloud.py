@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -34,6 +33,7 @@ import toml
 import yaml
 from fake_digitalocean import FakeDigitalOcean
 from fake_droplet import FakeDroplets
+from support import free_port
 
 from app.cloud import receiver as cloud_receiver
 from app.cloud import user_data as cloud_init
@@ -56,12 +56,6 @@ if mode == "fail":
 if mode == "hang":
     time.sleep(60)
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:
