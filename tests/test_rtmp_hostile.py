@@ -25,13 +25,14 @@ from test_ingest import ROOT, cli, finish, push, wait_for_port
 
 from app import config as configuration
 from app.sources.rtmp.amf0 import RtmpError, amf_encode
-from app.sources.rtmp.chunks import HANDSHAKE_SIZE, PRE_AUTH_MAX_BUFFERED, RtmpConnection
+from app.sources.rtmp.chunks import HANDSHAKE_SIZE, RtmpConnection
 from app.sources.rtmp.server import IngestServer, Refused
 
 FUZZ_EXAMPLES = int(os.environ.get("RTMP_FUZZ_EXAMPLES", "600"))
 # What one unauthenticated peer may cost in Python allocations while its bytes are parsed:
 # the buffered half-messages (32 KiB) plus one message being assembled and decoded.
 MEMORY_BOUND = 160 * 1024
+HELD_BOUND = 32 * 1024  # half-received messages one peer may make us hold before its key
 
 
 # --- building hostile byte streams -------------------------------------------------------
@@ -72,6 +73,9 @@ CONNECT = message(3, 20, amf_encode("connect", 1.0, {"app": "live", "type": "non
 # The probe from the review: a header in the middle of a message shrinks it below what is
 # buffered, so the old parser's remaining size went negative and it read until EOF.
 SHRINK = (chunk(0, 4, 0, 12000, 20, 0, bytes(128)) + chunk(1, 4, 0, 10, 20, 0, b"")
+          + bytes(256 * 1024))
+# Shrunk to one byte less than buffered, the remaining size was exactly -1: "read to EOF".
+TO_EOF = (chunk(0, 4, 0, 12000, 20, 0, bytes(128)) + chunk(1, 4, 0, 127, 20, 0, b"")
           + bytes(256 * 1024))
 
 u24 = st.integers(0, 0xFFFFFF)
@@ -189,6 +193,7 @@ FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
 @FUZZ
 @given(streams)
 @example(HANDSHAKE + SHRINK)
+@example(HANDSHAKE + TO_EOF)
 @example(HANDSHAKE + CONNECT + SHRINK)
 @example(HANDSHAKE + chunk(0, 3, 0, 0xFFFFFF, 20, 0, bytes(128)) + bytes(300 * 1024))
 @example(HANDSHAKE + message(2, 1, struct.pack(">I", 0xFFFFFF))
@@ -200,7 +205,7 @@ FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
          + chunk(3, 3, 0, 0, 0, 0, b"\x00\x00\x00\x01" + bytes(128)))
 def test_pre_key_parser_never_crashes_and_stays_small(ingest, data):
     peak, most = pre_key(ingest, data)
-    assert most <= PRE_AUTH_MAX_BUFFERED, f"held {most} bytes of half-messages before the key"
+    assert most <= HELD_BOUND, f"held {most} bytes of half-messages before the key"
     assert peak < MEMORY_BOUND, f"parsing took {peak} bytes before the key"
 
 
@@ -261,11 +266,17 @@ def client_handshake(sock: socket.socket) -> bytes:
 
 
 ATTACKS = [
-    SHRINK[:-256 * 1024],  # the review's probe, then zeros until the server gives up
+    TO_EOF[:-256 * 1024],  # the review's probe, then zeros until the server gives up
+    SHRINK[:-256 * 1024],
     chunk(0, 3, 0, 0xFFFFFF, 20, 0, bytes(128)),  # one huge message
     message(2, 1, struct.pack(">I", 0xFFFFFF)) + chunk(0, 3, 0, 60000, 9, 0, b""),
     b"".join(chunk(0, c, 0, 16000, 8, 0, bytes(128)) for c in range(2, 70)),  # many streams
     CONNECT + chunk(0, 5, 0xFFFFFF, 4000, 18, 1, b""),  # extended timestamps, media early
+    # within every limit: two half-sent messages held as long as the deadline allows, then
+    # zeros, which parse as endless empty messages
+    CONNECT + b"".join(chunk(0, c, 0, 16000, 8, 0, bytes(128))
+                       + b"".join(basic_header(3, c) + bytes(128) for _ in range(123))
+                       for c in (4, 5)),
 ]
 HOSTILE_PEERS = 16
 HOSTILE_SECONDS = 8.0
