@@ -4,6 +4,7 @@ decode, a network drop that leaves a silent live connection, a second publisher,
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,7 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from test_ingest import ROOT, Running, cli, ended, finish, playlist, push, wait_until
+from test_ingest import (
+    ROOT,
+    Running,
+    cli,
+    ended,
+    finish,
+    playlist,
+    probe_codecs,
+    push,
+    wait_until,
+)
 
 from app.config import StreamConfig
 from app.sources.rtmp.amf0 import amf_decode
@@ -221,3 +232,26 @@ def test_long_segments_do_not_make_the_stream_flap_offline(tmp_path):
     short = StreamState(tmp_path / "short", settings)
     short.refresh()
     assert not short.snapshot.online
+
+
+def gst_publish(url: str, frames: int) -> subprocess.Popen:
+    """GStreamer's own RTMP client (rtmp2sink), H.264 + AAC in FLV."""
+    return subprocess.Popen(
+        ["gst-launch-1.0", "-q", "videotestsrc", f"num-buffers={frames}", "!",
+         "video/x-raw,width=320,height=180,framerate=25/1", "!",
+         "x264enc", "key-int-max=50", "speed-preset=ultrafast", "!", "h264parse", "!",
+         "flvmux", "streamable=true", "name=mux", "!", "rtmp2sink", f"location={url}",
+         "audiotestsrc", f"num-buffers={frames * 1764 // 1024}", "!",
+         "audio/x-raw,rate=44100,channels=2", "!", "voaacenc", "!", "aacparse", "!", "mux."],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.skipif(shutil.which("gst-launch-1.0") is None,
+                    reason="GStreamer is not installed (.ci/setup --test installs it)")
+def test_gstreamer_rtmp2sink_publishes_and_a_wrong_key_is_refused(server):
+    code, out = finish(gst_publish(server.url(), 100))
+    assert code == 0, out
+    assert wait_until(lambda: ended(server)), playlist(server)
+    assert probe_codecs(server) == ["h264", "aac"]
+    code, out = finish(gst_publish(server.url("not-the-key"), 50), timeout=30)
+    assert code != 0, "a wrong key is refused"
