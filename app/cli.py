@@ -292,7 +292,9 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
     play.set_defaults(run=run_play)
 
     ingest = commands.add_parser("ingest", help="accept an RTMP publisher (OBS, VLC, ffmpeg)")
-    ingest.add_argument("--host", dest="ingest_host", help="address to listen on")
+    ingest.add_argument("--host", dest="ingest_host",
+                        help="address to listen on (default every interface; 127.0.0.1 "
+                             "when [tor] enabled)")
     ingest.add_argument("--port", dest="ingest_port", type=int,
                         help="RTMP port (default 1935)")
     ingest.add_argument("--stream-dir", help="folder to write into (env LIVESTREAM_STREAM_DIR)")

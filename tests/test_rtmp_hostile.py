@@ -351,10 +351,14 @@ def silent_holder(port: int, count: int, stop_at: threading.Event, opened: list[
                 except OSError:
                     held_socks.remove(sock)
                     sock.close()
-            while len(held_socks) < count:
+            while len(held_socks) < count and not stop_at.is_set():
                 sock = socket.socket()
-                sock.bind(("127.0.0.2", 0))
-                sock.connect(("127.0.0.1", port))
+                try:
+                    sock.bind(("127.0.0.2", 0))
+                    sock.connect(("127.0.0.1", port))
+                except OSError:
+                    sock.close()
+                    break  # try again on the next round
                 held_socks.append(sock)
                 opened[0] += 1
             stop_at.wait(0.2)

@@ -163,6 +163,8 @@ class IngestServer:
                 if self.live_connection is conn:
                     self.live, self.live_connection = None, None
                     log.info("publisher %s left; ready for the next one", peer)
+                else:
+                    log.info("publisher %s was replaced by %s", peer, self.live)
         finally:
             self.pending.pop(conn, None)
             conn.close()
