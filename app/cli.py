@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="livestream", parents=[common],
         description="Self-hosted live streaming with a chat that works without JavaScript.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_with_options(common))
 
-    serve = commands.add_parser("serve", help="run the web server", parents=[common])
+    serve = commands.add_parser("serve", help="run the web server")
     serve.add_argument("--host", help="address to listen on (env LIVESTREAM_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (env LIVESTREAM_PORT)")
     serve.add_argument("--stream-dir", help="folder ffmpeg writes into (env LIVESTREAM_STREAM_DIR)")
@@ -68,6 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=(args.log_level or config.server.log_level).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return args.run(args, config)
+
+
+def _with_options(common: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
+    """A parser class that takes the global options too, so `livestream key --config X`
+    works as well as `livestream --config X key`, for every command and sub-command."""
+
+    class CommandParser(argparse.ArgumentParser):
+        def __init__(self, *args, parents=(), **kwargs):
+            super().__init__(*args, parents=[*parents, common], **kwargs)
+
+    return CommandParser
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -280,7 +292,9 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
     play.set_defaults(run=run_play)
 
     ingest = commands.add_parser("ingest", help="accept an RTMP publisher (OBS, VLC, ffmpeg)")
-    ingest.add_argument("--host", dest="ingest_host", help="address to listen on")
+    ingest.add_argument("--host", dest="ingest_host",
+                        help="address to listen on (default every interface; 127.0.0.1 "
+                             "when [tor] enabled)")
     ingest.add_argument("--port", dest="ingest_port", type=int,
                         help="RTMP port (default 1935)")
     ingest.add_argument("--stream-dir", help="folder to write into (env LIVESTREAM_STREAM_DIR)")
@@ -325,7 +339,7 @@ def run_key(args: argparse.Namespace, config: Config) -> int:
     except (ValueError, OSError) as exc:
         print(f"livestream key: {exc}", file=sys.stderr)
         return 1
-    host = config.ingest.host if config.ingest.host not in ("0.0.0.0", "::") else "HOST"
+    host = config.ingest.host if config.ingest.host not in ("", "0.0.0.0", "::") else "HOST"
     print(f"server:     rtmp://{host}:{config.ingest.port}/{config.ingest.app}")
     print(f"stream key: {key}")
     if args.new:

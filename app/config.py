@@ -52,7 +52,7 @@ class StreamConfig:
 @dataclass
 class IngestConfig:
     enabled: bool = False
-    host: str = "0.0.0.0"
+    host: str = ""  # empty: 0.0.0.0, or 127.0.0.1 in onion mode
     port: int = 1935
     app: str = "live"
     allow: list[str] = field(default_factory=list)
@@ -62,6 +62,8 @@ class IngestConfig:
     handshake_timeout: float = 10.0
     idle_timeout: float = 15.0
     max_pending: int = 16
+    max_pending_per_address: int = 2
+    takeover_after: float = 3.0
 
 
 @dataclass
@@ -333,6 +335,11 @@ def _check(config: Config, where: str) -> None:
         problems.append("'stream.playlist' must be a file name inside 'stream.dir'")
     if not 0 < config.ingest.port < 65536:
         problems.append("'ingest.port' must be between 1 and 65535")
+    if config.ingest.max_pending < 1 or config.ingest.max_pending_per_address < 1:
+        problems.append("'ingest.max_pending' and 'ingest.max_pending_per_address' must be "
+                        "at least 1")
+    if config.ingest.takeover_after < 0:
+        problems.append("'ingest.takeover_after' must be 0 or more seconds")
     if not config.ingest.app or "/" in config.ingest.app:
         problems.append("'ingest.app' must be one path part such as \"live\"")
     for entry in config.ingest.allow:

@@ -117,10 +117,10 @@ class StreamState:
             self._playlist_key = None
             return replace(snap, online=False, ended=False, segments=(), listed=frozenset(),
                            playlist=None, entries=())
-        fresh = time.time() - st.st_mtime < self.settings.offline_after
+        age = time.time() - st.st_mtime
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if key == self._playlist_key:
-            return replace(snap, online=snap.online and fresh)
+            return replace(snap, online=snap.online and age < self.offline_after(snap))
         raw = path.read_bytes()
         try:
             parsed = hls.parse(raw.decode("utf-8"))
@@ -128,7 +128,14 @@ class StreamState:
             log.warning("ignoring unreadable playlist %s: %s", path.name, exc)
             return replace(snap, online=False)
         self._playlist_key = key
+        fresh = age < self.offline_after(replace(snap, target_duration=parsed.target_duration))
         return self._apply(snap, parsed, raw, fresh)
+
+    def offline_after(self, snap: Snapshot) -> float:
+        """Seconds without a playlist update before the stream counts as offline: at least
+        1.5 segments, since the writer updates the playlist once per segment (OBS's default
+        keyframe interval makes 8-17 s segments, longer than offline_after)."""
+        return max(self.settings.offline_after, 1.5 * snap.target_duration)
 
     def _apply(self, snap: Snapshot, parsed: hls.Playlist, raw: bytes, fresh: bool) -> Snapshot:
         init, init_changed = self._read_init(parsed.init_uri, snap)
