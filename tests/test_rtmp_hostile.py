@@ -26,7 +26,7 @@ from test_ingest import ROOT, cli, finish, push, wait_for_port
 from app import config as configuration
 from app.sources.rtmp.amf0 import RtmpError, amf_encode
 from app.sources.rtmp.chunks import HANDSHAKE_SIZE, RtmpConnection
-from app.sources.rtmp.server import IngestServer, Refused
+from app.sources.rtmp.server import IngestServer, PublishRefused
 
 FUZZ_EXAMPLES = int(os.environ.get("RTMP_FUZZ_EXAMPLES", "600"))
 # What one unauthenticated peer may cost in Python allocations while its bytes are parsed:
@@ -176,7 +176,7 @@ def pre_key(server: IngestServer, data: bytes) -> tuple[int, int]:
         conn.handshake()
         name = server._until_publish(conn)
         server._admit(conn, "192.0.2.1", name)
-    except (RtmpError, EOFError, Refused):
+    except (RtmpError, EOFError, PublishRefused):
         pass  # refusing is the right answer; anything else fails the test
     finally:
         most = max(most, held(conn))

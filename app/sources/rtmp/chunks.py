@@ -32,7 +32,7 @@ MAX_CHUNK_SIZE = 0xFFFFFF  # the largest the spec allows (a message length has 2
 
 
 @dataclass
-class Message:
+class RtmpMessage:
     type: int
     stream_id: int
     timestamp: int
@@ -97,7 +97,7 @@ class RtmpConnection:
         self.sock.sendall(b"\x03" + s1 + c1)
         self.read_exact(HANDSHAKE_SIZE)  # C2 echoes S1; nothing in it to check
 
-    def read_message(self) -> Message:
+    def read_message(self) -> RtmpMessage:
         """Read chunks until one whole message is assembled."""
         while True:
             message = self._read_chunk()
@@ -121,7 +121,7 @@ class RtmpConnection:
             else:
                 return message
 
-    def _read_chunk(self) -> Message | None:
+    def _read_chunk(self) -> RtmpMessage | None:
         first = self.read_exact(1)[0]
         fmt, csid = first >> 6, first & 0x3F
         if csid == 0:
@@ -171,7 +171,7 @@ class RtmpConnection:
         payload = bytes(stream.buffer) + data
         self.buffered -= len(stream.buffer)
         stream.buffer = bytearray()
-        return Message(stream.type, stream.stream_id, stream.timestamp, payload)
+        return RtmpMessage(stream.type, stream.stream_id, stream.timestamp, payload)
 
     def send(self, csid: int, msg_type: int, payload: bytes, stream_id: int = 0) -> None:
         """One message, split into chunks of our outgoing chunk size."""

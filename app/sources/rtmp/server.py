@@ -46,8 +46,8 @@ from app.sources.rtmp.chunks import (
     MSG_WINDOW_ACK,
     OUT_CHUNK_SIZE,
     WINDOW,
-    Message,
     RtmpConnection,
+    RtmpMessage,
 )
 from app.sources.rtmp.flv import (
     H264Format,
@@ -88,7 +88,7 @@ def address_group(peer: str) -> str:
     return str(ip)
 
 
-class Refused(Exception):
+class PublishRefused(Exception):
     """The publisher may not publish; the message goes back to it (and to the log)."""
 
 
@@ -150,7 +150,7 @@ class IngestServer:
                 name = self._until_publish(conn)
             self.pending.pop(conn, None)
             self._admit(conn, peer, name)
-        except Refused as exc:
+        except PublishRefused as exc:
             log.warning("refused publisher %s: %s", peer, exc)
             gevent.sleep(0.5)  # a little friction for anyone guessing keys
         except (RtmpError, EOFError, OSError) as exc:
@@ -210,7 +210,7 @@ class IngestServer:
                     conn.command("_error", txn, None, _status(
                         "error", "NetConnection.Connect.Rejected",
                         f"unknown application; publish to /{self.settings.app}"))
-                    raise Refused(f"unknown application path {app[:40]!r}")
+                    raise PublishRefused(f"unknown application path {app[:40]!r}")
                 conn.send(2, MSG_WINDOW_ACK, struct.pack(">I", WINDOW))
                 conn.send(2, MSG_PEER_BANDWIDTH, struct.pack(">IB", WINDOW, 2))
                 conn.send(2, MSG_SET_CHUNK_SIZE, struct.pack(">I", OUT_CHUNK_SIZE))
@@ -229,10 +229,10 @@ class IngestServer:
                 conn.command("onStatus", 0, None, _status(
                     "error", "NetStream.Play.Failed", "this server only takes publishers"),
                     stream_id=1)
-                raise Refused("tried to play; only publishing is offered")
+                raise PublishRefused("tried to play; only publishing is offered")
 
     @staticmethod
-    def _command(message: Message) -> list:
+    def _command(message: RtmpMessage) -> list:
         if message.type == MSG_COMMAND_AMF0:
             return amf_decode(message.payload)
         if message.type == MSG_COMMAND_AMF3 and message.payload[:1] == b"\x00":
@@ -245,7 +245,7 @@ class IngestServer:
         if not key_matches(name, expected):
             conn.command("onStatus", 0, None, _status(
                 "error", "NetStream.Publish.BadName", "wrong stream key"), stream_id=1)
-            raise Refused("wrong stream key")
+            raise PublishRefused("wrong stream key")
         live = self.live_connection
         if live is not None:  # no yield between this check and the claim below
             silent = time.monotonic() - live.last_read
@@ -255,7 +255,7 @@ class IngestServer:
                 conn.command("onStatus", 0, None, _status(
                     "error", BUSY_CODE, "another publisher is live (server busy); stop it "
                     "or try again after it goes quiet"), stream_id=1)
-                raise Refused(f"another publisher ({self.live}) is live")
+                raise PublishRefused(f"another publisher ({self.live}) is live")
             log.warning("publisher %s takes over from %s, silent for %.1f s", peer, self.live,
                         silent)
             try:
@@ -328,7 +328,7 @@ class IngestServer:
                 self._finish(ffmpeg)
 
     @staticmethod
-    def _tag(message: Message) -> tuple[int, int, bytes] | None:
+    def _tag(message: RtmpMessage) -> tuple[int, int, bytes] | None:
         if message.type in (MSG_AUDIO, MSG_VIDEO):
             return message.type, message.timestamp, message.payload
         if message.type in (MSG_DATA_AMF0, MSG_DATA_AMF3):
