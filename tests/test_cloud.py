@@ -10,6 +10,7 @@ subprocess on 127.0.0.1, against the real upload code and against hostile upload
 from __future__ import annotations
 
 import ast
+import base64
 import gzip
 import http.client
 import io
@@ -41,6 +42,7 @@ from app.cloud.deploy import Cloud, CloudError, read_token
 from app.cloud.digitalocean import ApiError, DigitalOcean
 from app.cloud.upload import UploadError, send_bundle
 from app.config import PROJECT_DIR, load
+from app.onion.keys import new_key
 
 TOKEN = "dop_v1_" + "5ec7e7" * 10  # looks like a real token; must never be shown
 TAG = "livestream-test"
@@ -596,15 +598,34 @@ def test_the_receiver_imports_only_the_standard_library():
     assert modules and modules <= set(sys.stdlib_module_names)
 
 
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory) -> Path:
+    """Wheels of the runtime requirements at the pinned versions (constraints.txt), built
+    once with the .venv's pip from the package index: the install script's offline mode
+    installs from these and nothing else, as the droplet does from PyPI."""
+    folder = tmp_path_factory.mktemp("wheels")
+    requirements = folder / "requirements.txt"
+    requirements.write_text(cloud_init.requirements(PROJECT_DIR / "pyproject.toml"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w",
+         str(folder), "-r", str(requirements), "-c", str(PROJECT_DIR / "constraints.txt")],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder
+
+
 def test_the_install_script_receives_the_bundle_and_builds_a_venv_that_serves_it(
-        tmp_path, project_bundle):
+        tmp_path, project_bundle, wheelhouse):
     """The droplet's install, run here as far as this machine allows: the receiver from the
     user-data takes the bundle from the real upload code on the droplet's HTTP port, the
-    script builds a fresh virtual environment from the same requirements (offline, from the
-    packages already installed), then the server starts on that same port exactly as the
-    systemd unit starts it."""
+    script builds a fresh virtual environment (no access to any other site-packages) from
+    wheels only, with the shipped constraints, then the server starts on that same port
+    exactly as the systemd unit starts it."""
     port = free_port()
-    user_data = cloud_init.render(settings_for(http_port=port, receive_timeout=120))
+    onion_key = "ED25519-V3:" + base64.b64encode(new_key().secret).decode()
+    user_data = cloud_init.render(settings_for(http_port=port, receive_timeout=120,
+                                               onion_key=onion_key,
+                                               broadcaster_password="pw-Secret_1"))
     files = {f["path"]: f["content"] for f in yaml.safe_load(user_data)["write_files"]}
     prefix = tmp_path / "opt"
     prefix.mkdir()
@@ -618,6 +639,7 @@ def test_the_install_script_receives_the_bundle_and_builds_a_venv_that_serves_it
     key_file.chmod(0o600)
     data = tmp_path / "data"
     env = dict(os.environ, LIVESTREAM_OFFLINE="1", LIVESTREAM_PREFIX=str(prefix),
+               LIVESTREAM_WHEELS=str(wheelhouse),
                LIVESTREAM_PYTHON=sys.executable, LIVESTREAM_ENV_FILE=str(env_file),
                LIVESTREAM_DEPLOY_KEY_FILE=str(key_file), LIVESTREAM_RECEIVE_HOST="127.0.0.1",
                LIVESTREAM_DATA_DIR=str(data))
@@ -642,6 +664,27 @@ def test_the_install_script_receives_the_bundle_and_builds_a_venv_that_serves_it
     key_file = data / "state" / "ingest.key"  # where the RTMP ingest looks for its key
     assert key_file.read_text() == "k3y-Secret_value\n"
     assert key_file.stat().st_mode & 0o777 == 0o600
+    # the onion key `cloud up` made is where serve looks for it, owner-only, and gone from
+    # the environment file the services read
+    onion_file = data / "state" / "onion" / "private_key"
+    assert onion_file.read_text() == onion_key + "\n"
+    assert onion_file.stat().st_mode & 0o777 == 0o600
+    assert (data / "state" / "onion").stat().st_mode & 0o777 == 0o700
+    assert "ONION" not in env_file.read_text()
+    assert "LIVESTREAM_BROADCASTER_PASSWORD=pw-Secret_1\n" in env_file.read_text()
+    # a venv of its own: it cannot see this machine's or the .venv's packages
+    isolated = subprocess.run([str(python), "-c", "import sys, flask_httpauth, stem; "
+                               "print(sys.prefix, sys.base_prefix, flask_httpauth.__file__)"],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+    assert str(prefix / "venv") in isolated.split()[2]
+    config_file = prefix / "venv" / "pyvenv.cfg"
+    assert "include-system-site-packages = false" in config_file.read_text()
+    frozen = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True,
+                            text=True, timeout=60, check=True).stdout.lower()
+    for pin in (PROJECT_DIR / "constraints.txt").read_text().splitlines():
+        name = pin.split("==")[0]
+        if pin and not pin.startswith("#") and re.search(rf"^{name}==", frozen, re.M):
+            assert pin.lower() in frozen  # installed at the version the tests passed with
 
     unit_env = dict(os.environ, LIVESTREAM_HOST="127.0.0.1", LIVESTREAM_PORT=str(port),
                     LIVESTREAM_STREAM_DIR=str(data / "stream"),
