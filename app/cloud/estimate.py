@@ -109,7 +109,8 @@ def report(e: Estimate, prices: PriceTable, uplink_mbps: float | None = None) ->
     price = price_of(prices, e.size)
     lines = [
         (f"{e.viewers} viewers, {e.hours:g} h at {e.bitrate_kbps:g} kbit/s on {e.size} "
-        f"(prices checked {prices.checked}: {prices.source})"),
+        f"(prices checked {prices.checked}: {prices.source}; per-second billing checked "
+        f"{prices.billing_checked})"),
         f"  one copy of the stream:  {_size(e.bytes_per_viewer)}",
         f"  total transfer:          {_size(e.total_bytes)} = ({e.viewers} + 1) x one copy",
         f"  droplet outbound:        {_size(e.outbound_bytes)} (inbound, your upload, is free)",
