@@ -148,7 +148,8 @@ def viewer(url: str, stop: threading.Event, got: list[float], index: int) -> Non
         return
 
 
-def run(clip: Path, transcode: bool, count: int, seconds: float, limit_bytes: int) -> dict:
+def run(clip: Path, transcode: bool, count: int, seconds: float, limit_bytes: int,
+        system_tor: bool = False) -> dict:
     work = Path(tempfile.mkdtemp(prefix="droplet-memory-"))
     web_port, rtmp_port = free_port(), free_port()
     stream, state = work / "stream", work / "state"
@@ -167,6 +168,12 @@ def run(clip: Path, transcode: bool, count: int, seconds: float, limit_bytes: in
     services = [subprocess.Popen(group.wrap(cli + args), cwd=PROJECT, stdout=log, stderr=log,
                                  stdin=subprocess.DEVNULL)
                 for args in (["serve", "--onion", "--clearnet"], ["ingest"])]
+    if system_tor:  # what Debian's tor package would run besides ours, offline here
+        (work / "system-tor").mkdir(mode=0o700)
+        services.append(subprocess.Popen(group.wrap(
+            ["tor", "--quiet", "--DisableNetwork", "1", "--SocksPort", "auto",
+             "--DataDirectory", str(work / "system-tor")]), stdout=log, stderr=log,
+            stdin=subprocess.DEVNULL))
     url = f"http://127.0.0.1:{web_port}"
     peak_rss = peak_anon = 0
     stop = threading.Event()
@@ -215,7 +222,8 @@ def run(clip: Path, transcode: bool, count: int, seconds: float, limit_bytes: in
         if receiving is None:
             group.remove()
     result = {
-        "mode": "transcode (libx264)" if transcode else "copy (H.264/AAC in)",
+        "mode": ("transcode (libx264)" if transcode else "copy (H.264/AAC in)")
+        + (" + system tor" if system_tor else ""),
         "peak_charge_mib": group.peak() / MIB, "peak_anon_mib": peak_anon / MIB,
         "peak_rss_mib": peak_rss / MIB, "oom_kills": group.oom_kills(),
         "viewers_receiving": receiving, "viewers": count, "services_alive": all(alive),
@@ -238,13 +246,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--limit-mib", type=int, default=512)
     parser.add_argument("--mode", choices=["copy", "transcode", "both"], default="both")
+    parser.add_argument("--system-tor", action="store_true",
+                        help="also run a second tor, as the tor package's own service would")
     args = parser.parse_args()
     clip = make_clip(30)
     modes = {"copy": [False], "transcode": [True], "both": [False, True]}[args.mode]
     print(f"limit {args.limit_mib} MiB, {args.viewers} viewers, {args.seconds:g} s per run")
     for transcode in modes:
-        r = run(clip, transcode, args.viewers, args.seconds, args.limit_mib * MIB)
-        print(f"{r['mode']:<22} peak charge {r['peak_charge_mib']:6.1f} MiB  "
+        r = run(clip, transcode, args.viewers, args.seconds, args.limit_mib * MIB,
+                args.system_tor)
+        print(f"{r['mode']:<34} peak charge {r['peak_charge_mib']:6.1f} MiB  "
               f"peak anon {r['peak_anon_mib']:6.1f} MiB  peak RSS {r['peak_rss_mib']:6.1f} MiB  "
               f"OOM kills {r['oom_kills']}  viewers receiving {r['viewers_receiving']}/"
               f"{r['viewers']}  services alive {r['services_alive']}  ({r['processes']})",

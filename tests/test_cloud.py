@@ -638,8 +638,10 @@ def test_the_install_script_receives_the_bundle_and_builds_a_venv_that_serves_it
     key_file.write_text(files[cloud_init.DEPLOY_KEY_FILE])
     key_file.chmod(0o600)
     data = tmp_path / "data"
+    # PIP_CONFIG_FILE: this machine's pip settings (extra indexes, find-links) stay out; the
+    # venv gets the wheelhouse and nothing else, as on a fresh machine
     env = dict(os.environ, LIVESTREAM_OFFLINE="1", LIVESTREAM_PREFIX=str(prefix),
-               LIVESTREAM_WHEELS=str(wheelhouse),
+               LIVESTREAM_WHEELS=str(wheelhouse), PIP_CONFIG_FILE=os.devnull,
                LIVESTREAM_PYTHON=sys.executable, LIVESTREAM_ENV_FILE=str(env_file),
                LIVESTREAM_DEPLOY_KEY_FILE=str(key_file), LIVESTREAM_RECEIVE_HOST="127.0.0.1",
                LIVESTREAM_DATA_DIR=str(data))
@@ -999,7 +1001,7 @@ def test_the_droplet_adds_swap_and_stops_the_system_tor_it_does_not_use():
     assert re.search(r"^ExecStart=.* serve --onion --clearnet$", serve, re.MULTILINE)
 
 
-def test_up_prints_a_private_way_into_the_broadcaster_page_once(setup, fake):
+def test_up_prints_a_private_way_into_the_broadcaster_page_once(setup, fake, droplets):
     """Point 2: the password and the onion key are made by `up`; the password is printed
     once, the onion address is the key's, and the droplet refuses /broadcaster in clear."""
     fingerprint = "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa"
@@ -1020,6 +1022,14 @@ def test_up_prints_a_private_way_into_the_broadcaster_page_once(setup, fake):
     assert "http://127.0.0.1:8080/broadcaster" in out
     assert not re.search(rf"http://127\.0\.0\.1:{setup.port}/broadcaster", out)
     assert address not in body["user_data"].replace(env["LIVESTREAM_ONION_KEY"], "")
+    # the printed password opens the droplet's /broadcaster from loopback (as an SSH tunnel
+    # or the onion service arrive), and a wrong one does not
+    page = f"http://127.0.0.1:{setup.port}/broadcaster"
+    assert requests.get(page, auth=("broadcaster", password), timeout=10).status_code == 200
+    assert requests.get(page, auth=("broadcaster", "guess"), timeout=10).status_code == 401
+    (droplet_id,) = fake.live_ids(TAG)
+    key_file = droplets.files(droplet_id) / "var" / "state" / "onion" / "private_key"
+    assert parse_key(key_file.read_bytes(), "droplet").address == address
 
 
 def test_the_broadcaster_page_is_refused_on_a_public_address_when_told(tmp_path):
