@@ -75,7 +75,8 @@ class FakeDroplets:
             onion.mkdir(parents=True, mode=0o700)
             (onion / "private_key").write_text(settings["LIVESTREAM_ONION_KEY"] + "\n")
             (onion / "private_key").chmod(0o600)
-        env = dict(os.environ, **unit_env, LIVESTREAM_HOST="127.0.0.1", LIVESTREAM_PORT=port,
+        env = dict(os.environ, **unit_env)
+        env.update(LIVESTREAM_HOST="127.0.0.1", LIVESTREAM_PORT=port,
                    LIVESTREAM_STREAM_DIR=str(data / "stream"),
                    LIVESTREAM_STATE_DIR=str(data / "state"))
         env.pop("PYTHONPATH", None)

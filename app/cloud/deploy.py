@@ -235,8 +235,10 @@ class Cloud:
                 raise CloudError(f"the API offers no Debian image in region '{s.region}'; "
                                  "set [cloud] image (or --image) to a Debian or Ubuntu slug.")
             return debian[-1][1]
-        if any(i["slug"] == s.image for i in offered) or (
-                s.image not in {i["slug"] for i in offered} and self.api.image(s.image)):
+        if any(i["slug"] == s.image for i in offered):
+            return s.image
+        found = self.api.image(s.image)  # an application or private image, by slug or id
+        if found and s.region in found.get("regions", [s.region]):
             return s.image
         raise CloudError(
             f"DigitalOcean has no image '{s.image}' in region '{s.region}'. Debian images "
