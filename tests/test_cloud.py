@@ -638,9 +638,10 @@ def test_the_install_script_receives_the_bundle_and_builds_a_venv_that_serves_it
     key_file.write_text(files[cloud_init.DEPLOY_KEY_FILE])
     key_file.chmod(0o600)
     data = tmp_path / "data"
-    # PIP_CONFIG_FILE: this machine's pip settings (extra indexes, find-links) stay out; the
-    # venv gets the wheelhouse and nothing else, as on a fresh machine
-    env = dict(os.environ, LIVESTREAM_OFFLINE="1", LIVESTREAM_PREFIX=str(prefix),
+    # this machine's pip settings (config files, PIP_* variables: extra indexes, find-links)
+    # stay out; the venv gets the wheelhouse and nothing else, as on a fresh machine
+    machine = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env = dict(machine, LIVESTREAM_OFFLINE="1", LIVESTREAM_PREFIX=str(prefix),
                LIVESTREAM_WHEELS=str(wheelhouse), PIP_CONFIG_FILE=os.devnull,
                LIVESTREAM_PYTHON=sys.executable, LIVESTREAM_ENV_FILE=str(env_file),
                LIVESTREAM_DEPLOY_KEY_FILE=str(key_file), LIVESTREAM_RECEIVE_HOST="127.0.0.1",

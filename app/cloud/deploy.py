@@ -176,7 +176,12 @@ class Cloud:
             })
         except ApiError as exc:
             if exc.maybe_done:  # the droplet may exist anyway: it must not cost money
-                self.destroy_leftovers(name)
+                try:
+                    self.destroy_leftovers(name)
+                except (ApiError, CloudError) as cleanup:
+                    self.out(f"could not check for a droplet named {name} ({cleanup}); look "
+                             "at https://cloud.digitalocean.com/droplets or run `livestream "
+                             "cloud down`")
             raise
         droplet_id = int(created["id"])
         try:
