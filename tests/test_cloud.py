@@ -1255,3 +1255,43 @@ def test_off_and_archived_droplets_are_listed_costed_and_destroyed(setup, fake):
     down = setup("cloud", "down")
     assert down.returncode == 0 and "destroyed 2 droplet(s)" in down.stdout
     assert not {off, archived} & set(fake.live_ids())
+
+
+def test_the_droplets_serve_publishes_the_onion_address_cloud_up_printed(tmp_path):
+    """Point 2 on the droplet: `serve --onion --clearnet` (the unit's command when [cloud]
+    onion is on) with the key where the install script puts it publishes exactly the
+    address `up` derived from that key and printed; the password from the environment
+    opens /broadcaster over loopback. Real tor, offline (DisableNetwork 1)."""
+    from support import Server
+
+    from app.onion.keys import write_key
+    key = new_key()
+    write_key(tmp_path / "state" / "onion" / "private_key", key)
+    server = Server(tmp_path, tmp_path / "stream", extra_config=(
+        '[tor]\nmode = "launch"\ntorrc = { DisableNetwork = 1 }\n'))
+    environ = {"LIVESTREAM_BROADCASTER_PASSWORD": "pw-from-the-env-file",
+               "LIVESTREAM_BROADCASTER_ALLOW_CLEARNET": "false"}
+    saved = {k: os.environ.get(k) for k in environ}
+    os.environ.update(environ)
+    try:
+        server.start("--onion", "--clearnet")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        hostname = tmp_path / "state" / "onion" / "hostname"
+        deadline = time.monotonic() + 30
+        while not hostname.exists():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        assert hostname.read_text().strip() == key.address
+        page = server.url + "/broadcaster"
+        assert requests.get(page, auth=("broadcaster", "pw-from-the-env-file"),
+                            timeout=10).status_code == 200
+        assert requests.get(page, auth=("broadcaster", "wrong"), timeout=10).status_code == 401
+        assert "pw-from-the-env-file" not in server.log()
+    finally:
+        server.stop()
