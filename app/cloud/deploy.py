@@ -91,7 +91,7 @@ class Deployment:
     watch_url: str
     ingest_url: str
     usd_per_hour: float
-    broadcaster_password: str = ""
+    broadcaster_password: str = dataclasses.field(default="", repr=False)
     onion_address: str | None = None
 
 

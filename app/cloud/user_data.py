@@ -18,7 +18,7 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import toml
@@ -178,14 +178,14 @@ main "$@"
 @dataclass(frozen=True)
 class DropletSettings:
     """Per-droplet values; the stream key and the deploy key (hex) are secrets."""
-    stream_key: str
-    deploy_key: str
+    stream_key: str = field(repr=False)
+    deploy_key: str = field(repr=False)
     http_port: int = 80
     ingest_port: int = 1935
     ingest_args: str = "ingest --host 0.0.0.0 --port {port}"
     receive_timeout: float = 900.0
-    broadcaster_password: str = ""  # made by `cloud up`, shown there once
-    onion_key: str = ""  # ED25519-V3:... made by `cloud up`; moved into the state folder
+    broadcaster_password: str = field(default="", repr=False)  # made by `cloud up`, shown once
+    onion_key: str = field(default="", repr=False)  # ED25519-V3:..., moved to the state folder
     onion: bool = False  # serve also publishes the onion service (its own tor)
     swap_mib: int = 0
 
