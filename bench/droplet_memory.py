@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -230,6 +231,7 @@ def run(clip: Path, transcode: bool, count: int, seconds: float, limit_bytes: in
         "processes": processes,
     }
     group.remove()
+    shutil.rmtree(work, ignore_errors=True)
     return result
 
 
