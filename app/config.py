@@ -109,6 +109,9 @@ class PriceTable:
     """DigitalOcean's published prices, kept in one place with the day they were checked."""
     checked: str = "2025-04-22"
     source: str = "https://docs.digitalocean.com/products/droplets/details/pricing/"
+    # per-second billing (since 2026-01-01; at least 60 s or $0.01): when and where checked
+    billing_checked: str = "2026-12-02"
+    billing_source: str = "https://docs.digitalocean.com/products/billing/"
     hours_per_month: float = 672.0
     overage_usd_per_gib: float = 0.01
     sizes: dict[str, SizePrice] = field(default_factory=_default_sizes)
@@ -120,7 +123,7 @@ class CloudConfig:
     token_file: str = ""
     region: str = "fra1"
     size: str = "cheapest"
-    image: str = "debian-12-x64"
+    image: str = "newest-debian"
     ssh_keys: list[str] = field(default_factory=list)
     tag: str = "livestream"
     http_port: int = 80
@@ -132,6 +135,8 @@ class CloudConfig:
     api_timeout: float = 30.0
     api_retries: int = 5
     retry_seconds: float = 1.0
+    onion: bool = True
+    swap_mib: int = 1024
     prices: PriceTable = field(default_factory=PriceTable)
 
 
@@ -179,6 +184,7 @@ class BroadcasterConfig:
     name: str = "Broadcaster"
     failed_logins: int = 5
     failed_window: float = 60.0
+    allow_clearnet: bool = True
 
 
 @dataclass
@@ -384,6 +390,8 @@ ENVIRONMENT = {
     "LIVESTREAM_STREAM_DIR": "stream.dir",
     "LIVESTREAM_STATE_DIR": "server.state_dir",
     "LIVESTREAM_TOR_PASSWORD": "tor.password",
+    "LIVESTREAM_BROADCASTER_PASSWORD": "broadcaster.password",
+    "LIVESTREAM_BROADCASTER_ALLOW_CLEARNET": "broadcaster.allow_clearnet",
 }
 
 
