@@ -84,7 +84,7 @@ class LRU(OrderedDict):
         return value
 
 
-NONCE_RANDOM = 9
+NONCE_RANDOM = 10  # 10 + 5 + 12 = 27 bytes: 36 base64 characters, no padding
 NONCE_TIME = 5
 NONCE_SIGNATURE = 12
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -18,10 +19,12 @@ from dataclasses import dataclass
 
 import gevent
 
-from app.community.store import SQLiteStore, Store, Viewer
+from app.community.store import SQLiteStore, Store, StoreUnavailable, Viewer
 from app.config import BroadcasterConfig
 
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+log = logging.getLogger(__name__)
+
 COOKIE = "token"
 COLOURS = 24  # readable name colours, classes .c0 .. .c23 in style.css
 BROADCASTER_ID = "broadcaster"
@@ -216,11 +219,22 @@ class BroadcasterSessions:
         session.saved_idle = session.idle_until
         kept = [s for s in self._sessions if self._alive(s, now)] + [session]
         dropped, self._sessions = kept[:-self.limit], kept[-self.limit:]
-        if self.store is not None:
-            self.store.save_session(session.digest, session.idle_until, session.ends)
-            for old in dropped:
-                self.store.remove_session(old.digest)
+        self._write(self.store and (lambda: self.store.save_session(
+            session.digest, session.idle_until, session.ends)))
+        for old in dropped:
+            self._write(self.store and (lambda d=old.digest: self.store.remove_session(d)))
         return session_id
+
+    @staticmethod
+    def _write(step) -> None:
+        """Saving a session is best effort: with the database locked or full the broadcaster
+        still gets in (the session then lasts until the next restart only)."""
+        if step is None:
+            return
+        try:
+            step()
+        except StoreUnavailable:
+            log.warning("could not save the broadcaster session; it lasts until a restart")
 
     def valid(self, session_id: str | None) -> bool:
         """True for a live session id; using it keeps it alive (within its maximum age)."""
@@ -231,15 +245,15 @@ class BroadcasterSessions:
         stale = session.idle_until - session.saved_idle > SESSION_WRITE_SECONDS
         if self.store is not None and stale:
             session.saved_idle = session.idle_until
-            self.store.save_session(session.digest, session.idle_until, session.ends)
+            self._write(lambda: self.store.save_session(session.digest, session.idle_until,
+                                                        session.ends))
         return True
 
     def end(self, session_id: str | None) -> None:
         session = self._find(session_id)
         if session is not None:
             self._sessions.remove(session)
-            if self.store is not None:
-                self.store.remove_session(session.digest)
+            self._write(self.store and (lambda: self.store.remove_session(session.digest)))
 
     def _find(self, session_id: str | None) -> _Session | None:
         if not session_id or len(session_id) > 128:
@@ -250,6 +264,15 @@ class BroadcasterSessions:
         for session in self._sessions:  # every one compared: the time says nothing
             if hmac.compare_digest(session.digest, wanted) and self._alive(session, now):
                 found = session
+        if found is None and self.store is not None:
+            # issued by another process sharing the state (a worker, `serve` after a link)
+            try:
+                stored = self.store.session(wanted)
+            except StoreUnavailable:
+                stored = None
+            if stored is not None and self._alive(_Session(wanted, *stored), now):
+                found = _Session(wanted, stored[0], stored[1], stored[0])
+                self._sessions = [*self._sessions, found][-self.limit:]
         return found
 
     @staticmethod
