@@ -269,8 +269,11 @@ def test_one_token_cannot_run_more_scrypts_than_the_flood_rules_allow(tmp_path):
               f"one scrypt {one_scrypt:.3f} s; flood limit 5 per 30 s")
         assert len(sent) >= 20, "the hammer did not get going"
         assert 303 not in sent
-        assert cpu < 6 * one_scrypt + 2.0, \
-            f"{cpu:.2f} s of CPU: more scrypts ran than the flood rules allow"
+        # at most 5 scrypts (one spare), plus a few ms per form load and refused post
+        allowed = 6 * one_scrypt + 0.004 * len(sent) + 1.0
+        assert cpu < allowed, \
+            f"{cpu:.2f} s of CPU (allowed {allowed:.2f}): more scrypts ran than the flood " \
+            "rules allow"
 
         # blocked posts count in the flood window: 1 posted + 4 blocked fill a window of 5
         counted = ChatViewer(srv)
@@ -328,6 +331,7 @@ def test_push_connections_are_capped_in_total_and_per_viewer(server):
             response.close()
         return response
 
+    wake_listeners(server)  # connections other tests closed give their slots back first
     try:
         assert open_events("push-viewer-00001").status_code == 200
         assert open_events("push-viewer-00001").status_code == 200
@@ -355,15 +359,20 @@ def test_push_connections_are_capped_in_total_and_per_viewer(server):
             response.close()
     # closed connections give their slots back, noticed when a write to them fails (the next
     # event or keep-alive): a few events make that happen now
-    for i in range(3):
-        broadcaster_post(server, "post", message=f"wake the listeners {i}")
-        time.sleep(0.3)
+    wake_listeners(server)
 
     def slot_back() -> bool:
         with requests.get(server.url + "/events?token=push-viewer-00001", stream=True,
                           timeout=5) as response:
             return response.status_code == 200
     wait_for(slot_back, 20, interval=1.0, what="the slots to come back")
+
+
+def wake_listeners(server: Server) -> None:
+    """Publish a few events: a write to a connection the client closed fails, which frees it."""
+    for i in range(3):
+        broadcaster_post(server, "post", message=f"wake the listeners {i}")
+        time.sleep(0.3)
 
 
 # --- finding 11: private state ----------------------------------------------------------------
