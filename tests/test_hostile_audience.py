@@ -399,9 +399,16 @@ def test_state_is_private_to_the_server_user(tmp_path):
     fresh.mkdir()
     srv = hostile_server(fresh, fresh / "stream").start()
     try:
+        made = subprocess.run([sys.executable, "-m", "app.cli", "--config",
+                               str(srv.config_path), "key"], check=False, cwd=PROJECT,
+                              capture_output=True, text=True, timeout=30)
+        assert made.returncode == 0, made.stderr  # the RTMP stream key, a secret too
         assert stat.S_IMODE((fresh / "state").stat().st_mode) == 0o700
+        names = set()
         for path in (fresh / "state").iterdir():
+            names.add(path.name)
             assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path.name
+        assert "livestream.sqlite3" in names and len(names) >= 3, names
     finally:
         srv.stop()
 
