@@ -359,6 +359,9 @@ class SQLiteStore:
         return (row[0], row[1]) if row else None
 
     def save_session(self, digest: bytes, idle_until: float, ends: float) -> None:
+        now = time.time()  # ended sessions go as new ones come: the table stays small
+        self._run("DELETE FROM broadcaster_sessions WHERE idle_until < ? OR ends < ?",
+                  (now, now))
         self._run("INSERT OR REPLACE INTO broadcaster_sessions (digest, idle_until, ends)"
                   " VALUES (?, ?, ?)", (digest, idle_until, ends))
 
