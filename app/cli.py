@@ -58,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
 
     add_cloud_commands(commands)
 
+    owner = commands.add_parser("broadcaster", help="the broadcaster's way in",
+                                parents=[common])
+    owner.add_argument("action", choices=["login-link"],
+                       help="print a one-time login link for /broadcaster (works once, for "
+                            "10 minutes, even while failed logins are locked)")
+    owner.add_argument("--base-url", help="address viewers use, e.g. http://xyz.onion "
+                                          "(default: this machine's server address)")
+    owner.set_defaults(run=run_broadcaster)
+
     args = parser.parse_args(argv)
     args.config = getattr(args, "config", None)
     args.log_level = getattr(args, "log_level", None)
@@ -344,6 +353,35 @@ def run_key(args: argparse.Namespace, config: Config) -> int:
     print(f"stream key: {key}")
     if args.new:
         print("(the old key no longer works)")
+    return 0
+
+
+def run_broadcaster(args: argparse.Namespace, config: Config) -> int:
+    """Print a one-time login link. Anyone who can run this as the server's user owns the
+    machine anyway, so the link needs no password and ignores the failed-login lock."""
+    from app.community.identity import LOGIN_LINK_SECONDS, new_login_link
+    from app.community.store import open_store
+
+    try:
+        store = open_store(config.state_dir, config.chat.history, config.chat.shown,
+                           config.viewers.max_stored, config.viewers.cache_size)
+    except RuntimeError as exc:
+        print(f"livestream broadcaster: {exc}", file=sys.stderr)
+        return 1
+    try:
+        secret = new_login_link(store)
+    finally:
+        store.close()
+    if args.base_url:
+        base = args.base_url.rstrip("/")
+    else:
+        host = config.server.host if config.server.host not in ("0.0.0.0", "::", "") \
+            else "127.0.0.1"
+        base = f"http://{host}:{config.server.port}"
+    # Printed, on purpose not logged: the link is a secret for the person at this terminal.
+    print(f"{base}/broadcaster/login?key={secret}")
+    print(f"(works once, within {LOGIN_LINK_SECONDS / 60:.0f} minutes; over Tor use "
+          "--base-url http://YOUR.onion)", file=sys.stderr)
     return 0
 
 

@@ -155,7 +155,7 @@ class ChatConfig:
     max_streams: int = 5000
     max_streams_per_viewer: int = 3
     nonce_seconds: float = 3600.0
-    nonces_per_viewer: int = 8
+    max_used_nonces: int = 100000
     max_tracked_posters: int = 10000
     max_filters: int = 100
     filter_max_length: int = 200
@@ -195,6 +195,8 @@ class ViewersConfig:
     max_stored: int = 50000
     cache_size: int = 5000
     set_cookie: bool = True
+    max_push: int = 5000
+    max_push_per_viewer: int = 8
 
 
 @dataclass

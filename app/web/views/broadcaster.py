@@ -22,6 +22,7 @@ from app.community.identity import (
     BROADCASTER_ID,
     SESSION_COOKIE,
     BroadcasterPassword,
+    use_login_link,
 )
 from app.community.store import StoreUnavailable
 from app.services import services
@@ -61,6 +62,20 @@ def verify(username: str, password: str):
         g.new_broadcaster_session = services().sessions.issue()
         return username
     return None
+
+
+@bp.route("/login")
+def login_link():
+    """The owner's way in that no guesser can lock: a one-time link printed by
+    `livestream broadcaster login-link` on the server opens a session without the password
+    (and so without the failed-login lock)."""
+    if not use_login_link(services().store, request.args.get("key", "")):
+        return Response("This login link does not work: it was already used, it is more than "
+                        "10 minutes old, or it was cut short. On the server, run `livestream "
+                        "broadcaster login-link` for a new one.\n", 403,
+                        mimetype="text/plain", headers={"Cache-Control": "no-store"})
+    g.new_broadcaster_session = services().sessions.issue()
+    return redirect("/broadcaster", 303)
 
 
 @bp.after_request

@@ -91,7 +91,7 @@ class MessageHTML:
 @identify
 def messages():
     who: Requester = g.requester
-    services().audience.saw(who.viewer_id, who.tag)
+    services().audience.still_here(who.viewer_id)
     slots: StreamSlots = services().chat_slots
     if request.args.get("mode") != "poll" and slots.acquire(who.viewer_id):
         try:
@@ -136,7 +136,7 @@ def live_frame(who: Requester, slots: StreamSlots):
         deadline = time.monotonic() + lifetime
         wake = min(KEEPALIVE_SECONDS, lifetime)
         for event in hub.listen(after, frozenset({"chat", "hide"}), wake):
-            people.saw(who.viewer_id, who.tag)
+            people.still_here(who.viewer_id)
             if event is None:
                 yield b"\n"
             elif event.kind == RESYNC:
@@ -168,7 +168,10 @@ def form_page(who: Requester, error: str = "", draft: str = "", status: int = 20
     viewer = c.viewer(who)
     challenge = None
     captcha_busy = False
-    if not who.banned and c.needs_captcha(who):
+    # A request without a token (made up on the spot for it) never takes a captcha from the
+    # pool: one client could load the form in a loop and leave none for real viewers. The
+    # page's frame carries the token, and a first post from a token-less form gets one then.
+    if not who.banned and not who.fresh and c.needs_captcha(who):
         challenge = c.captchas.issue(who.viewer_id)
         captcha_busy = challenge is None
     body = render_template(
@@ -184,7 +187,7 @@ def form_page(who: Requester, error: str = "", draft: str = "", status: int = 20
 @identify
 def form():
     who: Requester = g.requester
-    services().audience.saw(who.viewer_id, who.tag)
+    services().audience.still_here(who.viewer_id)
     return form_page(who, sent=request.args.get("sent") == "1")
 
 
@@ -192,7 +195,7 @@ def form():
 @identify
 def post():
     who: Requester = g.requester
-    services().audience.saw(who.viewer_id, who.tag)
+    services().audience.still_here(who.viewer_id)
     f = request.form
     submission = Submission(
         text=f.get("message", ""), name=f.get("name"),
@@ -208,6 +211,7 @@ def post():
             return redirect(f"/chat/form?{who.query}&sent=1", 303)
         return form_page(who, str(refused), submission.text if refused.keep_draft else "",
                          status=refused.status)
+    services().audience.saw(who.viewer_id, who.tag)  # a post lists the viewer
     return redirect(f"/chat/form?{who.query}&sent=1", 303)
 
 
@@ -259,7 +263,7 @@ def user_list(include_banned: bool = False, limit: int = 300) -> list[dict]:
 @identify
 def users():
     who: Requester = g.requester
-    services().audience.saw(who.viewer_id, who.tag)
+    services().audience.still_here(who.viewer_id)
     people = user_list()
     count = services().audience.count()
     digest = hashlib.sha256(repr((count, people)).encode()).hexdigest()[:20]

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlencode
 
-from flask import Blueprint, g, render_template, request
+from flask import Blueprint, g, redirect, render_template, request
 
 from app.community.identity import TOKEN_PATTERN
 from app.services import services
-from app.web.requester import identify
+from app.web.requester import cookie_token, identify
 
 bp = Blueprint("pages", __name__)
 
@@ -21,14 +22,25 @@ OFFLINE_CHAT_SECONDS = OFFLINE_REFRESH_SECONDS // 2
 
 
 @bp.route("/")
-@identify
 def index():
+    """The viewer page. A browser whose cookie holds its token gets the page at a clean
+    address (`/?token=` is redirected away), so copying the address bar to invite someone
+    never hands them the chat identity; only cookie-less viewers keep the token in it."""
+    if "token" in request.args and cookie_token():
+        rest = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
+        return redirect("/" + (f"?{urlencode(rest)}" if rest else ""), 303)
+    return page()
+
+
+@identify
+def page():
     snap = services().stream.snapshot
     who = g.requester
-    services().audience.saw(who.viewer_id, who.tag)
+    services().audience.still_here(who.viewer_id)
     return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS,
                            chat_seconds=OFFLINE_CHAT_SECONDS,
-                           reload_after=OFFLINE_REFRESH_SECONDS - OFFLINE_CHAT_SECONDS, who=who)
+                           reload_after=OFFLINE_REFRESH_SECONDS - OFFLINE_CHAT_SECONDS, who=who,
+                           token_in_address="token" in request.args)
 
 
 def viewer_token() -> str | None:
