@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     add_cloud_commands(commands)
 
-    owner = commands.add_parser("broadcaster", help="the broadcaster's way in",
-                                parents=[common])
+    owner = commands.add_parser("broadcaster", help="the broadcaster's way in")
     owner.add_argument("action", choices=["login-link"],
                        help="print a one-time login link for /broadcaster (works once, for "
                             "10 minutes, even while failed logins are locked)")
