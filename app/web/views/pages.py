@@ -12,12 +12,10 @@ from app.web.requester import identify
 bp = Blueprint("pages", __name__)
 
 INFO_REFRESH_SECONDS = 20
-OFFLINE_REFRESH_SECONDS = 10  # what the offline page promises: "checks again every N seconds"
-# A browser starts a meta refresh's countdown only once the page has finished loading, and the
-# live chat frame keeps it loading. Offline, the frame closes after this many seconds and the
-# page's own meta refresh waits the rest, so the page really reloads every N seconds.
-OFFLINE_CHAT_SECONDS = OFFLINE_REFRESH_SECONDS // 2
-
+# What the offline page promises ("checks again every N seconds"). A meta refresh counts down
+# only once the page has loaded; the chat frame enters the live frame by a meta refresh of its
+# own (chat.enter_frame), so the page does finish loading and the countdown is N.
+OFFLINE_REFRESH_SECONDS = 10
 
 
 @bp.route("/")
@@ -26,9 +24,19 @@ def index():
     snap = services().stream.snapshot
     who = g.requester
     services().audience.saw(who.viewer_id, who.tag)
-    return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS,
-                           chat_seconds=OFFLINE_CHAT_SECONDS,
-                           reload_after=OFFLINE_REFRESH_SECONDS - OFFLINE_CHAT_SECONDS, who=who)
+    return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS, who=who,
+                           players=player_addresses(who.query))
+
+
+def player_addresses(query: str) -> list[tuple[str, str]]:
+    """(what, address) pairs to paste into VLC or mpv, carrying `query` (the viewer's token).
+
+    Absolute, as the viewer reached us (the onion address over Tor), so they can be pasted.
+    `query` is where a chosen quality rides too (e.g. "token=...&quality=low").
+    """
+    base = request.host_url.rstrip("/")
+    return [("HLS playlist (VLC, mpv, most players)", f"{base}/stream.m3u8?{query}"),
+            ("One long MP4 (mpv, VLC, browsers)", f"{base}/stream.mp4?{query}")]
 
 
 def viewer_token() -> str | None:
