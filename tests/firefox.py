@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from support import free_port, wait_for
 
 log = logging.getLogger(__name__)
@@ -147,3 +148,19 @@ class Firefox:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+@pytest.fixture(scope="session")
+def firefox(tmp_path_factory):
+    """One Firefox ESR at Tor Browser's Safest level, shared by every test that asks for it.
+
+    Import it into a test module (`from firefox import firefox`). Tests that flip a pref
+    (JavaScript on) must restore it.
+    """
+    pytest.importorskip("marionette_driver")
+    if firefox_path() is None:
+        pytest.fail("firefox-esr is not installed: run .ci/setup --test (apt-get install "
+                    "firefox-esr)")
+    browser = Firefox(tmp_path_factory.mktemp("firefox") / "profile").start()
+    yield browser
+    browser.stop()

@@ -1,6 +1,7 @@
 """The viewer page and its small self-refreshing parts, all usable without JavaScript."""
 from __future__ import annotations
 
+import secrets
 import time
 
 from flask import Blueprint, g, render_template, request
@@ -25,7 +26,8 @@ def index():
     who = g.requester
     services().audience.saw(who.viewer_id, who.tag)
     return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS, who=who,
-                           players=player_addresses(who.query))
+                           players=player_addresses(who.query),
+                           load_id=secrets.token_urlsafe(6))
 
 
 def player_addresses(query: str) -> list[tuple[str, str]]:
