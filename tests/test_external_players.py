@@ -62,7 +62,8 @@ def addresses(server) -> tuple[ChatViewer, dict[str, str]]:
     section = re.search(r'<details class="external-players">(.*?)</details>', page, re.S)
     assert section, "the page has no 'Watch in VLC or mpv' section"
     assert "Watch in VLC or mpv" in section.group(1)
-    found = [html.unescape(v) for v in re.findall(r'value="([^"]+)"', section.group(1))]
+    found = [server.url + html.unescape(v)
+             for v in re.findall(r'<a class="address" href="([^"]+)"', section.group(1))]
     token = re.search(r"/chat/form\?token=([\w-]+)", page).group(1)
     by_kind = {a.split("?")[0].rsplit("/", 1)[-1]: a for a in found}
     assert set(by_kind) == {"stream.m3u8", "stream.mp4"}, found

@@ -214,7 +214,7 @@ def fragment_sequence_offsets(data: bytes) -> tuple[int, ...]:
     A viewer joining mid-stream gets fragments numbered from wherever the encoder is (say 7);
     VLC's mp4 demuxer takes a first number other than the one it expects for a seek and stops.
     Knowing the offsets (found once per segment), each response can renumber its own
-    fragments from 1 by patching four bytes.
+    fragments by patching four bytes.
     """
     offsets = []
     try:

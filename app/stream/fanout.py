@@ -59,7 +59,9 @@ def renumbered(segment: Segment, first_number: int) -> list[bytes | memoryview]:
 def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int,
             idle_timeout: float, on_bytes: Callable[[], None]) -> Iterator[bytes]:
     yield init
-    fragment = 0  # this response's own fragment numbering (see renumbered)
+    # This response's own fragment numbering (see renumbered). VLC 3 expects the first
+    # fragment of a stream it reads to be 0 ("1 != 0" is a discontinuity to it as well).
+    fragment = 0
     while True:
         snap = state.snapshot
         if snap.generation != generation or not snap.online:

@@ -31,14 +31,14 @@ def index():
 
 
 def player_addresses(query: str) -> list[tuple[str, str]]:
-    """(what, address) pairs to paste into VLC or mpv, carrying `query` (the viewer's token).
+    """(what, address) pairs for VLC or mpv, carrying `query` (the viewer's token).
 
-    Absolute, as the viewer reached us (the onion address over Tor), so they can be pasted.
-    `query` is where a chosen quality rides too (e.g. "token=...&quality=low").
+    Relative links: the browser's "Copy Link" turns them into full addresses as the viewer
+    reached us (the onion address over Tor), and the page names no host of its own. `query`
+    is where a chosen quality rides too (e.g. "token=...&quality=low").
     """
-    base = request.host_url.rstrip("/")
-    return [("HLS playlist (VLC, mpv, most players)", f"{base}/stream.m3u8?{query}"),
-            ("One long MP4 (mpv, VLC, browsers)", f"{base}/stream.mp4?{query}")]
+    return [("HLS playlist (VLC, mpv, most players)", f"/stream.m3u8?{query}"),
+            ("One long MP4 (mpv, VLC, browsers)", f"/stream.mp4?{query}")]
 
 
 def viewer_token() -> str | None:
