@@ -90,8 +90,8 @@ def vlc(url: str, scratch: Path, seconds: int = 5) -> tuple[str, int]:
     argv = ["cvlc", "-vv", "--play-and-exit", f"--run-time={seconds}", "--aout=dummy",
             "--vout=yuv", f"--yuv-file={frames}", "--yuv-chroma=I420", "--no-video-title-show",
             url]
-    done = subprocess.run(as_player_user(argv, scratch), capture_output=True, text=True,
-                          timeout=seconds + 40, cwd=scratch, errors="replace")
+    done = subprocess.run(as_player_user(argv, scratch), check=False, capture_output=True,
+                          text=True, timeout=seconds + 40, cwd=scratch, errors="replace")
     count = frames.read_bytes().count(b"FRAME") if frames.exists() else 0
     return done.stdout + done.stderr, count
 
@@ -106,7 +106,7 @@ def mpv(url: str, scratch: Path, frames: int = 3 * FPS) -> tuple[int, str, int]:
     done = subprocess.run(
         ["mpv", "--no-config", "--really-quiet=no", f"--frames={frames}", "--ao=null",
          "--vo=image", "--vo-image-format=jpg", f"--vo-image-outdir={out}", url],
-        capture_output=True, text=True, timeout=60, errors="replace")
+        check=False, capture_output=True, text=True, timeout=60, errors="replace")
     return done.returncode, done.stdout + done.stderr, len(list(out.iterdir()))
 
 
@@ -131,7 +131,7 @@ def test_vlc_user_cannot_read_the_servers_state(server, scratch):
     state = server.workdir / "state"
     assert state.is_dir()
     peek = subprocess.run(["runuser", "-u", "nobody", "--", "ls", str(state)],
-                          capture_output=True, timeout=10)
+                          check=False, capture_output=True, timeout=10)
     assert peek.returncode != 0, "the player's user can list the server's state folder"
 
 
