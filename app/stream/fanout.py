@@ -79,6 +79,6 @@ def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int
         on_bytes()
         pieces = renumbered(segment, fragment)
         fragment += len(segment.fragment_offsets)
-        yield bytes(pieces[0])
+        yield pieces[0]  # this viewer's own copy: no need to freeze it
         gevent.sleep(0)  # let every other woken viewer send its head first
         yield from pieces[1:]
