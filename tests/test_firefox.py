@@ -75,6 +75,26 @@ def test_page_finishes_loading_without_javascript(server, firefox):  # noqa: F81
         "the live chat frame made the page load again"
 
 
+def test_page_finishes_loading_without_javascript_in_chromium(server, nojs_page):
+    started = time.monotonic()
+    nojs_page.goto(server.url + "/", wait_until="load", timeout=5000)
+    assert time.monotonic() - started < 5.0
+    assert nojs_page.evaluate("document.readyState") == "complete"  # read by the driver
+
+
+def test_with_autoplay_allowed_the_video_plays_and_the_page_completes(server, firefox):  # noqa: F811
+    """JavaScript still off but autoplay allowed (as in a browser set up that way): the
+    playing video does not keep the page loading either."""
+    with firefox.client.using_prefs({"media.autoplay.default": 0}):
+        firefox.open(server.url + "/")
+        start = wait_for(lambda: (v := firefox.content_script(VIDEO))["time"] > 0 and v, 10,
+                         0.1, "the video to autoplay")
+        wait_for(lambda: firefox.content_script(VIDEO)["time"] > start["time"] + 2, 10, 0.1,
+                 "the video to advance")
+        assert firefox.ready_state() == "complete" and not firefox.tab_busy()
+        firefox.client.navigate("about:blank")
+
+
 def test_the_chat_streams_into_a_complete_page(server, firefox):  # noqa: F811
     firefox.open(server.url + "/")
     wait_for(lambda: chat_live(firefox), 5, 0.05, "the live chat frame")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterator
 
@@ -120,7 +121,7 @@ def enter_frame(who: Requester):
     """
     live = f"/chat/messages?{who.query}&first=1"
     wanted = request.args.get("for", type=float)
-    if wanted is not None:
+    if wanted is not None and math.isfinite(wanted):
         live += f"&for={max(1, min(int(wanted), 3600))}"
     settings = services().config.chat
     response = current_app.make_response(render_template(
