@@ -31,7 +31,7 @@ def stream_mp4(state: StreamState, idle_timeout: float,
                    idle_timeout, on_bytes or (lambda: None))
 
 
-def renumbered(segment: Segment, first_number: int) -> list[bytes | memoryview]:
+def renumbered(segment: Segment, first_number: int) -> list[bytes | bytearray | memoryview]:
     """The segment as pieces to send, its fragments numbered from `first_number`.
 
     The encoder numbers fragments from the start of the stream; a player reading one long
@@ -42,7 +42,7 @@ def renumbered(segment: Segment, first_number: int) -> list[bytes | memoryview]:
     """
     data = memoryview(segment.data)
     head = bytearray(data[:HEAD_BYTES])
-    pieces: list[bytes | memoryview] = [head]
+    pieces: list[bytes | bytearray | memoryview] = [head]
     cut = len(head)
     for number, offset in enumerate(segment.fragment_offsets, first_number):
         value = struct.pack(">I", number & 0xFFFFFFFF)
