@@ -1,7 +1,8 @@
 """VLC and mpv (Debian's) play the addresses the page gives, joining a stream mid-way.
 
-VLC refuses to run as root, so as root it runs as `nobody` in a scratch folder of its own:
-it reaches the server over HTTP only, and the test checks it cannot read the server's state.
+VLC refuses to run as root, so as root it runs as `nobody` in a scratch folder of its own,
+in a mount namespace where the project, /root and /home are empty: it reaches the server over
+HTTP only, and a test checks it can read neither the server's state nor the project.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from chat_support import ChatViewer, chat_server
-from support import wait_for
+from support import PROJECT, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -46,14 +47,21 @@ def scratch():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+HIDDEN = [p for p in (PROJECT, Path("/root"), Path("/home")) if p.is_dir()]
+
+
 def as_player_user(argv: list[str], home: Path) -> list[str]:
-    """VLC will not run as root: run it as `nobody` with an empty environment."""
+    """VLC will not run as root: run it as `nobody` with an empty environment, the project
+    and the home folders hidden under empty tmpfs mounts in a mount namespace of its own."""
     env = ["env", "-i", f"HOME={home}", "PATH=/usr/bin:/bin", "LANG=C.UTF-8"]
     if os.geteuid() != 0:
         return env + argv
-    if shutil.which("runuser") is None:
-        pytest.fail("runuser (util-linux) is needed to run VLC as an unprivileged user")
-    return ["runuser", "-u", "nobody", "--", *env, *argv]
+    for tool in ("runuser", "unshare"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} (util-linux) is needed to run VLC as an unprivileged user")
+    hide = "".join(f"mount -t tmpfs -o size=1m,mode=0755 none '{p}' && " for p in HIDDEN)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            hide + 'exec runuser -u nobody -- "$@"', "sh", *env, *argv]
 
 
 def addresses(server) -> tuple[ChatViewer, dict[str, str]]:
@@ -125,14 +133,19 @@ def test_vlc_plays_the_playlist_address(server, scratch):
     assert frames >= 3 * FPS, f"VLC decoded {frames} frames\n{log[-3000:]}"
 
 
-def test_vlc_user_cannot_read_the_servers_state(server, scratch):
+def test_vlc_user_cannot_read_the_servers_state_or_the_project(server, scratch):
     if os.geteuid() != 0:
         pytest.skip("VLC runs as this (unprivileged) user already")
     state = server.workdir / "state"
     assert state.is_dir()
-    peek = subprocess.run(["runuser", "-u", "nobody", "--", "ls", str(state)],
-                          check=False, capture_output=True, timeout=10)
-    assert peek.returncode != 0, "the player's user can list the server's state folder"
+    for target in (state, PROJECT / "config.toml", PROJECT / "app"):
+        assert target.exists()
+        peek = subprocess.run(as_player_user(["ls", str(target)], scratch), check=False,
+                              capture_output=True, timeout=10)
+        assert peek.returncode != 0, f"the player's user can read {target}"
+    whoami = subprocess.run(as_player_user(["id", "-un"], scratch), check=False,
+                            capture_output=True, text=True, timeout=10)
+    assert whoami.stdout.strip() == "nobody"
 
 
 @pytest.mark.parametrize("kind", ["stream.mp4", "stream.m3u8"])
