@@ -151,6 +151,8 @@ class ChatConfig:
     window_seconds: float = 30.0
     window_messages: int = 10
     stream_seconds: float = 900.0
+    enter_seconds: float = 1.0
+    first_stream_seconds: float = 10.0
     poll_seconds: int = 4
     max_streams: int = 5000
     max_streams_per_viewer: int = 3

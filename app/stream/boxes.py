@@ -206,3 +206,24 @@ def segment_start(data: bytes, init: InitInfo) -> float | None:
     except struct.error:
         return None
     return None
+
+
+def fragment_sequence_offsets(data: bytes) -> tuple[int, ...]:
+    """Where each top-level moof's mfhd sequence_number sits in a media segment.
+
+    A viewer joining mid-stream gets fragments numbered from wherever the encoder is (say 7);
+    VLC's mp4 demuxer takes a first number other than the one it expects for a seek and stops.
+    Knowing the offsets (found once per segment), each response can renumber its own
+    fragments by patching four bytes.
+    """
+    offsets = []
+    try:
+        for kind, payload, box_end in boxes(data):
+            if kind != b"moof":
+                continue
+            mfhd = first(data, (b"mfhd",), payload, box_end)
+            if mfhd is not None and mfhd[1] - mfhd[0] >= 8:
+                offsets.append(mfhd[0] + 4)  # after version and flags
+    except struct.error:
+        return ()
+    return tuple(offsets)

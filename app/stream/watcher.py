@@ -17,7 +17,7 @@ import gevent.event
 import gevent.socket
 
 from app.config import StreamConfig
-from app.stream import folder
+from app.stream import boxes, folder
 from app.stream import playlist as hls
 from app.stream.folder import TITLE_FILE, TITLE_MAX, clean_title
 
@@ -32,6 +32,8 @@ class Segment:
     duration: float
     data: bytes = field(repr=False)
     seen_at: float = 0.0  # wall clock when the watcher saw it listed: the player's timeline
+    # Offsets of each fragment's sequence number, so /stream.mp4 can renumber per response.
+    fragment_offsets: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,8 @@ class StreamState:
         except FileNotFoundError:
             log.warning("playlist lists a missing segment %s", entry.uri)
             return None
-        return Segment(entry.uri, entry.sequence, entry.duration, data, time.time())
+        return Segment(entry.uri, entry.sequence, entry.duration, data, time.time(),
+                       boxes.fragment_sequence_offsets(data))
 
     def _read_title(self) -> str:
         path = self.directory / TITLE_FILE

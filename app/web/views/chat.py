@@ -1,7 +1,9 @@
 """The viewer's chat, every part its own small document that works without JavaScript.
 
 /chat/messages   a live frame: one long HTML response that appends each message as it comes
-                 (or, with ?mode=poll, a page that reloads itself and answers 304 when unchanged)
+                 (or, with ?mode=poll, a page that reloads itself and answers 304 when unchanged;
+                 with ?mode=enter, a short complete page that moves itself to the live frame,
+                 so the viewer page finishes loading although the live frame never does)
 /chat/form       the posting form: Post/Redirect/Get with a one-use nonce, captcha when needed
 /chat/users      who is here, watching or not
 /captcha/...     the captcha image and its audio alternative
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterator
 
@@ -92,14 +95,39 @@ class MessageHTML:
 def messages():
     who: Requester = g.requester
     services().audience.still_here(who.viewer_id)
+    mode = request.args.get("mode")
+    if mode == "enter":
+        return enter_frame(who)
     slots: StreamSlots = services().chat_slots
-    if request.args.get("mode") != "poll" and slots.acquire(who.viewer_id):
+    if mode != "poll" and slots.acquire(who.viewer_id):
         try:
             return live_frame(who, slots)
         except BaseException:
             slots.release(who.viewer_id)  # no frame was handed out: give the slot back
             raise
     return poll_frame(who)
+
+
+def enter_frame(who: Requester):
+    """The chat frame's first document: short, complete, then a meta refresh to the live frame.
+
+    A page finishes loading only when every frame has; the live frame never ends, so framing
+    it directly kept the whole page loading (tab busy, readyState `interactive`) in a browser
+    without JavaScript. A frame that navigates after the page has loaded does not make it
+    load again, so this page waits `chat.enter_seconds` (the rest of the page loads
+    meanwhile) before moving on. Should the page still be loading then, the first live frame
+    (`first=1`) closes after `chat.first_stream_seconds`, the page completes, and the frame
+    reopens at once, now after the page's load.
+    """
+    live = f"/chat/messages?{who.query}&first=1"
+    wanted = request.args.get("for", type=float)
+    if wanted is not None and math.isfinite(wanted):
+        live += f"&for={max(1, min(int(wanted), 3600))}"
+    settings = services().config.chat
+    response = current_app.make_response(render_template(
+        "chat/enter.html", live=live, delay=max(0, round(settings.enter_seconds))))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def poll_frame(who: Requester):
@@ -120,12 +148,17 @@ def live_frame(who: Requester, slots: StreamSlots):
     hub: Hub = services().hub
     html: MessageHTML = services().message_html
     after = hub.last_id
+    settings = services().config.chat
+    lifetime = settings.stream_seconds
+    refresh, refresh_url = 2, None  # when the frame ends, it reloads itself
+    if request.args.get("first") == "1":  # see enter_frame: short, then the lasting frame
+        lifetime = min(lifetime, settings.first_stream_seconds)
+        refresh, refresh_url = 0, f"/chat/messages?{who.query}"
     head = render_template("chat/messages.html", who=who, html=html, live=True,
                            messages=list(reversed(services().store.recent_messages())),
-                           refresh=2)
+                           refresh=refresh, refresh_url=refresh_url)
     head = head[:head.rindex("</div>")]  # leave the list open: messages are appended to it
     nonce = style_nonce()
-    lifetime = services().config.chat.stream_seconds
     wanted = request.args.get("for", type=float)
     if wanted is not None:  # the offline page closes the frame early so it can refresh
         lifetime = min(lifetime, max(1.0, wanted))

@@ -1,6 +1,7 @@
 """The viewer page and its small self-refreshing parts, all usable without JavaScript."""
 from __future__ import annotations
 
+import secrets
 import time
 from urllib.parse import urlencode
 
@@ -13,12 +14,10 @@ from app.web.requester import cookie_token, identify
 bp = Blueprint("pages", __name__)
 
 INFO_REFRESH_SECONDS = 20
-OFFLINE_REFRESH_SECONDS = 10  # what the offline page promises: "checks again every N seconds"
-# A browser starts a meta refresh's countdown only once the page has finished loading, and the
-# live chat frame keeps it loading. Offline, the frame closes after this many seconds and the
-# page's own meta refresh waits the rest, so the page really reloads every N seconds.
-OFFLINE_CHAT_SECONDS = OFFLINE_REFRESH_SECONDS // 2
-
+# What the offline page promises ("checks again every N seconds"). A meta refresh counts down
+# only once the page has loaded; the chat frame enters the live frame by a meta refresh of its
+# own (chat.enter_frame), so the page does finish loading and the countdown is N.
+OFFLINE_REFRESH_SECONDS = 10
 
 
 @bp.route("/")
@@ -37,10 +36,21 @@ def page():
     snap = services().stream.snapshot
     who = g.requester
     services().audience.still_here(who.viewer_id)
-    return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS,
-                           chat_seconds=OFFLINE_CHAT_SECONDS,
-                           reload_after=OFFLINE_REFRESH_SECONDS - OFFLINE_CHAT_SECONDS, who=who,
-                           token_in_address="token" in request.args)
+    return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS, who=who,
+                           token_in_address="token" in request.args,
+                           players=player_addresses(who.query),
+                           load_id=secrets.token_urlsafe(6))
+
+
+def player_addresses(query: str) -> list[tuple[str, str]]:
+    """(what, address) pairs for VLC or mpv, carrying `query` (the viewer's token).
+
+    Relative links: the browser's "Copy Link" turns them into full addresses as the viewer
+    reached us (the onion address over Tor), and the page names no host of its own. `query`
+    is where a chosen quality rides too (e.g. "token=...&quality=low").
+    """
+    return [("HLS playlist (VLC, mpv, most players)", f"/stream.m3u8?{query}"),
+            ("One long MP4 (mpv, VLC, browsers)", f"/stream.mp4?{query}")]
 
 
 def viewer_token() -> str | None:

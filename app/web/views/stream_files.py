@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, Response, abort, redirect, send_file
+from flask import Blueprint, Response, abort, redirect, request, send_file
 
-from app.community.identity import Requester
+from app.community.identity import TOKEN_PATTERN, Requester
 from app.services import services
 from app.stream.fanout import stream_mp4
 from app.stream.folder import MIME_TYPES
+from app.stream.playlist import with_query
 from app.web.limits import PerViewerLimit
 from app.web.requester import token_from_request
 
@@ -48,9 +49,18 @@ def mp4():
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
+def checked_token() -> str | None:
+    """The address's token when it is well formed: safe to put back into URIs we serve."""
+    token = request.args.get("token")
+    return token if token and TOKEN_PATTERN.fullmatch(token) else None
+
+
 @bp.route("/stream.m3u8")
 def playlist_alias():
-    return redirect(f"/stream/{services().config.stream.playlist}", 302)
+    """The address to paste into VLC or mpv; the token rides along so they count as watching."""
+    token = checked_token()
+    query = f"?token={token}" if token else ""
+    return redirect(f"/stream/{services().config.stream.playlist}{query}", 302)
 
 
 @bp.route("/stream/<name>")
@@ -59,7 +69,10 @@ def stream_file(name: str):
     if name == services().config.stream.playlist:
         if snap.playlist is None:
             abort(404)
-        return Response(snap.playlist, mimetype=MIME_TYPES[".m3u8"],
+        token = checked_token()
+        text = (with_query(snap.playlist.decode("utf-8", "replace"), f"token={token}")
+                if token else snap.playlist)
+        return Response(text, mimetype=MIME_TYPES[".m3u8"],
                         headers={"Cache-Control": "no-cache"})
     if name not in snap.listed:
         abort(404)  # only what the current playlist names: no traversal, no listing
