@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="livestream", parents=[common],
         description="Self-hosted live streaming with a chat that works without JavaScript.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_with_options(common))
 
-    serve = commands.add_parser("serve", help="run the web server", parents=[common])
+    serve = commands.add_parser("serve", help="run the web server")
     serve.add_argument("--host", help="address to listen on (env LIVESTREAM_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (env LIVESTREAM_PORT)")
     serve.add_argument("--stream-dir", help="folder ffmpeg writes into (env LIVESTREAM_STREAM_DIR)")
@@ -57,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
 
     add_cloud_commands(commands)
 
+    owner = commands.add_parser("broadcaster", help="the broadcaster's way in")
+    owner.add_argument("action", choices=["login-link"],
+                       help="print a one-time login link for /broadcaster (works once, for "
+                            "10 minutes, even while failed logins are locked)")
+    owner.add_argument("--base-url", help="address viewers use, e.g. http://xyz.onion "
+                                          "(default: this machine's server address)")
+    owner.set_defaults(run=run_broadcaster)
+
     args = parser.parse_args(argv)
     args.config = getattr(args, "config", None)
     args.log_level = getattr(args, "log_level", None)
@@ -68,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=(args.log_level or config.server.log_level).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return args.run(args, config)
+
+
+def _with_options(common: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
+    """A parser class that takes the global options too, so `livestream key --config X`
+    works as well as `livestream --config X key`, for every command and sub-command."""
+
+    class CommandParser(argparse.ArgumentParser):
+        def __init__(self, *args, parents=(), **kwargs):
+            super().__init__(*args, parents=[*parents, common], **kwargs)
+
+    return CommandParser
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -282,7 +302,9 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
     play.set_defaults(run=run_play)
 
     ingest = commands.add_parser("ingest", help="accept an RTMP publisher (OBS, VLC, ffmpeg)")
-    ingest.add_argument("--host", dest="ingest_host", help="address to listen on")
+    ingest.add_argument("--host", dest="ingest_host",
+                        help="address to listen on (default every interface; 127.0.0.1 "
+                             "when [tor] enabled)")
     ingest.add_argument("--port", dest="ingest_port", type=int,
                         help="RTMP port (default 1935)")
     ingest.add_argument("--stream-dir", help="folder to write into (env LIVESTREAM_STREAM_DIR)")
@@ -327,11 +349,40 @@ def run_key(args: argparse.Namespace, config: Config) -> int:
     except (ValueError, OSError) as exc:
         print(f"livestream key: {exc}", file=sys.stderr)
         return 1
-    host = config.ingest.host if config.ingest.host not in ("0.0.0.0", "::") else "HOST"
+    host = config.ingest.host if config.ingest.host not in ("", "0.0.0.0", "::") else "HOST"
     print(f"server:     rtmp://{host}:{config.ingest.port}/{config.ingest.app}")
     print(f"stream key: {key}")
     if args.new:
         print("(the old key no longer works)")
+    return 0
+
+
+def run_broadcaster(args: argparse.Namespace, config: Config) -> int:
+    """Print a one-time login link. Anyone who can run this as the server's user owns the
+    machine anyway, so the link needs no password and ignores the failed-login lock."""
+    from app.community.identity import LOGIN_LINK_SECONDS, new_login_link
+    from app.community.store import open_store
+
+    try:
+        store = open_store(config.state_dir, config.chat.history, config.chat.shown,
+                           config.viewers.max_stored, config.viewers.cache_size)
+    except RuntimeError as exc:
+        print(f"livestream broadcaster: {exc}", file=sys.stderr)
+        return 1
+    try:
+        secret = new_login_link(store)
+    finally:
+        store.close()
+    if args.base_url:
+        base = args.base_url.rstrip("/")
+    else:
+        host = config.server.host if config.server.host not in ("0.0.0.0", "::", "") \
+            else "127.0.0.1"
+        base = f"http://{host}:{config.server.port}"
+    # Printed, on purpose not logged: the link is a secret for the person at this terminal.
+    print(f"{base}/broadcaster/login?key={secret}")
+    print(f"(works once, within {LOGIN_LINK_SECONDS / 60:.0f} minutes; over Tor use "
+          "--base-url http://YOUR.onion)", file=sys.stderr)
     return 0
 
 

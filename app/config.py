@@ -85,7 +85,7 @@ class StreamConfig:
 @dataclass
 class IngestConfig:
     enabled: bool = False
-    host: str = "0.0.0.0"
+    host: str = ""  # empty: 0.0.0.0, or 127.0.0.1 in onion mode
     port: int = 1935
     app: str = "live"
     allow: list[str] = field(default_factory=list)
@@ -95,6 +95,8 @@ class IngestConfig:
     handshake_timeout: float = 10.0
     idle_timeout: float = 15.0
     max_pending: int = 16
+    max_pending_per_address: int = 2
+    takeover_after: float = 3.0
 
 
 @dataclass
@@ -140,6 +142,9 @@ class PriceTable:
     """DigitalOcean's published prices, kept in one place with the day they were checked."""
     checked: str = "2025-04-22"
     source: str = "https://docs.digitalocean.com/products/droplets/details/pricing/"
+    # per-second billing (since 2026-01-01; at least 60 s or $0.01): when and where checked
+    billing_checked: str = "2026-12-02"
+    billing_source: str = "https://docs.digitalocean.com/products/billing/"
     hours_per_month: float = 672.0
     overage_usd_per_gib: float = 0.01
     sizes: dict[str, SizePrice] = field(default_factory=_default_sizes)
@@ -151,7 +156,7 @@ class CloudConfig:
     token_file: str = ""
     region: str = "fra1"
     size: str = "cheapest"
-    image: str = "debian-12-x64"
+    image: str = "newest-debian"
     ssh_keys: list[str] = field(default_factory=list)
     tag: str = "livestream"
     http_port: int = 80
@@ -163,6 +168,8 @@ class CloudConfig:
     api_timeout: float = 30.0
     api_retries: int = 5
     retry_seconds: float = 1.0
+    onion: bool = True
+    swap_mib: int = 1024
     prices: PriceTable = field(default_factory=PriceTable)
 
 
@@ -177,11 +184,13 @@ class ChatConfig:
     window_seconds: float = 30.0
     window_messages: int = 10
     stream_seconds: float = 900.0
+    enter_seconds: float = 1.0
+    first_stream_seconds: float = 10.0
     poll_seconds: int = 4
     max_streams: int = 5000
     max_streams_per_viewer: int = 3
     nonce_seconds: float = 3600.0
-    nonces_per_viewer: int = 8
+    max_used_nonces: int = 100000
     max_tracked_posters: int = 10000
     max_filters: int = 100
     filter_max_length: int = 200
@@ -210,6 +219,7 @@ class BroadcasterConfig:
     name: str = "Broadcaster"
     failed_logins: int = 5
     failed_window: float = 60.0
+    allow_clearnet: bool = True
 
 
 @dataclass
@@ -220,6 +230,8 @@ class ViewersConfig:
     max_stored: int = 50000
     cache_size: int = 5000
     set_cookie: bool = True
+    max_push: int = 5000
+    max_push_per_viewer: int = 8
 
 
 @dataclass
@@ -367,6 +379,11 @@ def _check(config: Config, where: str) -> None:
     problems += _check_renditions(config.stream)
     if not 0 < config.ingest.port < 65536:
         problems.append("'ingest.port' must be between 1 and 65535")
+    if config.ingest.max_pending < 1 or config.ingest.max_pending_per_address < 1:
+        problems.append("'ingest.max_pending' and 'ingest.max_pending_per_address' must be "
+                        "at least 1")
+    if config.ingest.takeover_after < 0:
+        problems.append("'ingest.takeover_after' must be 0 or more seconds")
     if not config.ingest.app or "/" in config.ingest.app:
         problems.append("'ingest.app' must be one path part such as \"live\"")
     for entry in config.ingest.allow:
@@ -445,6 +462,8 @@ ENVIRONMENT = {
     "LIVESTREAM_STREAM_DIR": "stream.dir",
     "LIVESTREAM_STATE_DIR": "server.state_dir",
     "LIVESTREAM_TOR_PASSWORD": "tor.password",
+    "LIVESTREAM_BROADCASTER_PASSWORD": "broadcaster.password",
+    "LIVESTREAM_BROADCASTER_ALLOW_CLEARNET": "broadcaster.allow_clearnet",
 }
 
 

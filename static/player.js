@@ -4,7 +4,8 @@
  * With Media Source Extensions it plays the HLS segments itself, starting near the live edge,
  * and keeps every viewer at the same point of the stream: the server publishes one timeline
  * (/api/playlist: each segment's media start time and the server time at which media time 0
- * was live), the player measures the server's clock (/api/clock) and steers its playback rate
+ * was live), the player measures the server's clock (/api/clock: seconds on a scale private to
+ * the server process, never the host's wall clock) and steers its playback rate
  * gently towards "server now - origin - delay". It can scrub back through the segments the
  * playlist still lists, and return to live. Without MSE, or when it fails, the page's own
  * /stream.mp4 keeps playing. ?player=plain or ?player=mse picks one explicitly; the choice is
@@ -190,7 +191,7 @@
         query += '&gen=' + tl.generation + '&after=' + last + '&online=' + (tl.online ? 1 : 0);
       }
       var controller = self.controller = new AbortController();
-      getJson('/api/playlist' + query, controller.signal).then(function (next) {
+      getJson(withToken('/api/playlist' + query), controller.signal).then(function (next) {
         failures = 0;
         self.current = next;
         self.onTimeline(next);
@@ -762,7 +763,7 @@
     refresh();
     setInterval(function () { self.tick(); }, 1000);
     if (!window.EventSource) { setInterval(refresh, 10000); return; }
-    var source = new EventSource('/events');
+    var source = new EventSource(withToken('/events'));
     source.addEventListener('status', function (event) { self.setStatus(JSON.parse(event.data)); });
     source.addEventListener('viewers', function (event) {
       var data = JSON.parse(event.data);

@@ -1,8 +1,10 @@
-"""Shared fixtures: one live ffmpeg stream and one server for the whole session."""
+"""Shared fixtures: one live ffmpeg stream and one server for the whole session, a chat
+server per test module, and an in-process app with its test client (flaskr style)."""
 from __future__ import annotations
 
 import pytest
-from support import Server, TestStream
+from chat_support import chat_server
+from support import Server, TestStream, make_app
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +56,32 @@ def nojs_page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory):
+    """This module's chat server (known broadcaster password, readable captcha answers).
+
+    A module says how its server differs: `CHAT_CONFIG` (extra config.toml text) and
+    `CHAT_STREAM` ("live": the shared test stream, the default; "none": an empty folder)."""
+    workdir = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    if getattr(request.module, "CHAT_STREAM", "live") == "live":
+        stream_dir = request.getfixturevalue("live_stream").directory
+    else:
+        stream_dir = workdir / "stream"
+    srv = chat_server(workdir, stream_dir, getattr(request.module, "CHAT_CONFIG", "")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def app(tmp_path):
+    """The app in this process, on a temporary state folder; nothing started."""
+    application = make_app(tmp_path)
+    yield application
+    application.services.stop()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client(use_cookies=False)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import requests
+import toml
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +29,43 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str
             return result
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def write_config(folder: Path, sections: dict | None = None, extra: str = "") -> Path:
+    """folder/config.toml with the state and stream folders inside `folder` (relative
+    paths, resolved against the file) plus `sections` ({"chat": {...}}) and raw `extra`."""
+    data: dict = {"server": {"state_dir": "state"}, "stream": {"dir": "stream"}}
+    for name, values in (sections or {}).items():
+        data.setdefault(name, {}).update(values)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.toml"
+    path.write_text(toml.dumps(data) + extra)
+    return path
+
+
+def livestream(config: Path, *args: str, timeout: float = 60,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would, with this config file."""
+    return subprocess.run([sys.executable, "-m", "app.cli", "--config", str(config), *args],
+                          check=False, cwd=PROJECT, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env=env)
+
+
+def cli(config: Path, *args: str) -> list[str]:
+    """The argv of the CLI with this config file, for Popen."""
+    return [sys.executable, "-m", "app.cli", "--config", str(config), *args]
+
+
+def make_app(folder: Path, sections: dict | None = None):
+    """An app in this process (create_app) on folders inside `folder`; nothing started."""
+    from app import create_app
+    from app.config import from_dict
+
+    data: dict = {"server": {"state_dir": str(folder / "state")},
+                  "stream": {"dir": str(folder / "stream")}}
+    for name, values in (sections or {}).items():
+        data.setdefault(name, {}).update(values)
+    return create_app(from_dict(data))
 
 
 class TestStream:

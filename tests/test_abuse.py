@@ -14,14 +14,8 @@ import requests
 from chat_support import BROADCASTER, ChatViewer, broadcaster_csrf, chat_server, field
 from support import wait_for
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, live_stream):
-    srv = chat_server(tmp_path_factory.mktemp("abuse"), live_stream.directory,
-                      "[chat]\nmin_interval = 0.1\n")
-    srv.start()
-    yield srv
-    srv.stop()
+# this module's chat server: the `server` fixture in conftest.py
+CHAT_CONFIG = "[chat]\nmin_interval = 0.1\n"
 
 
 def cpu_seconds(pid: int) -> float:

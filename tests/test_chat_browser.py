@@ -5,17 +5,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from chat_support import ChatViewer, broadcaster_post, chat_server
+from chat_support import ChatViewer, broadcaster_post
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("chat-browser")
-    srv = chat_server(workdir, workdir / "stream", "[chat]\nmin_interval = 0.1\n").start()
-    yield srv
-    srv.stop()
+# this module's chat server: the `server` fixture in conftest.py
+CHAT_CONFIG = "[chat]\nmin_interval = 0.1\n"
+CHAT_STREAM = "none"  # an offline server: no stream
 
 
 def test_a_viewer_without_javascript_posts_and_another_sees_it(server, browser):

@@ -16,6 +16,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support import make_app
 
 # Every injected payload carries the marker "zqx": its raw form must never come back in HTML.
 PAYLOADS = [
@@ -43,25 +44,24 @@ tokens = st.one_of(st.none(), hostile, st.text("abcXYZ019_-", min_size=16, max_s
 ids = st.one_of(hostile, st.integers(min_value=-2**70, max_value=2**70).map(str),
                 st.sampled_from(["", "0", "-1", "1e309", "nan", "inf", "0x10", " 7 "]))
 BROADCASTER = ("broadcaster", "fuzz-password")
+# the real server process sampled at the end: the `server` fixture in conftest.py
+CHAT_CONFIG = "[chat]\nmin_interval = 0.001\nwindow_messages = 1000\n"
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from app import create_app
-    from app.config import from_dict
-
+    """This module's app: fast flood rules, readable captcha answers, a known password."""
     folder = tmp_path_factory.mktemp("fuzz")
-    config = from_dict({
-        "server": {"state_dir": str(folder / "state"), "max_body_bytes": 65536},
-        "stream": {"dir": str(folder / "stream")},
+    application = make_app(folder, {
+        "server": {"max_body_bytes": 65536},
         "chat": {"min_interval": 0.001, "window_messages": 1000, "tripcode_cost": 16},
         "captcha": {"generate_per_second": 1000.0,
                     "testing_answers_file": str(folder / "answers.txt")},
         "broadcaster": {"password": BROADCASTER[1], "failed_logins": 1_000_000},
     })
-    application = create_app(config)
     application.answers_file = folder / "answers.txt"
-    return application
+    yield application
+    application.services.stop()
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +128,15 @@ def answer_for(app, captcha_id: str) -> str:
 
 GET_PATHS = ["/", "/info", "/events", "/api/clock", "/api/status", "/api/playlist",
              "/chat/messages", "/chat/messages.json", "/chat/form", "/chat/users",
-             "/stream.mp4", "/stream.m3u8", "/static/style.css", "/broadcaster"]
+             "/stream.mp4", "/stream.m3u8", "/static/style.css", "/broadcaster",
+             "/broadcaster/login"]
 header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
 
 
 @FUZZ
 @given(path=st.sampled_from(GET_PATHS), token=tokens,
        params=st.dictionaries(st.sampled_from(["gen", "after", "online", "since", "mode", "for",
-                                               "sent", "notice", "error", "token", "x"]),
+                                               "sent", "notice", "error", "token", "key", "x"]),
                               st.one_of(hostile, ids), max_size=4),
        headers=st.dictionaries(st.sampled_from(["If-None-Match", "Last-Event-ID", "Cookie",
                                                 "Accept-Encoding", "Origin", "Referer", "Range",
@@ -269,15 +270,6 @@ def test_huge_bodies_are_refused_with_413(client, path):
 
 # --- a sample against the real server process ------------------------------------------------
 
-@pytest.fixture(scope="module")
-def real_server(tmp_path_factory, live_stream):
-    from chat_support import chat_server
-
-    srv = chat_server(tmp_path_factory.mktemp("fuzz-real"), live_stream.directory,
-                      "[chat]\nmin_interval = 0.001\nwindow_messages = 1000\n")
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 REAL = settings(max_examples=25, deadline=None, derandomize=True,
@@ -287,10 +279,10 @@ REAL = settings(max_examples=25, deadline=None, derandomize=True,
 @REAL
 @given(message=hostile, name=hostile, path=st.sampled_from(
     ["/", "/info", "/chat/form", "/chat/users", "/chat/messages?mode=poll"]))
-def test_real_server_escapes_posted_markup(real_server, message, name, path):
+def test_real_server_escapes_posted_markup(server, message, name, path):
     from chat_support import ChatViewer
 
-    viewer = ChatViewer(real_server)
+    viewer = ChatViewer(server)
     response = viewer.post(message, name=name)
     assert response.status_code in (303, 400, 403, 429), response.status_code
     page = viewer.get(path)
@@ -307,8 +299,8 @@ def test_real_server_escapes_posted_markup(real_server, message, name, path):
     st.builds(lambda p, h: b"GET " + p + b" HTTP/1.1\r\nHost: x\r\n" + h + b"\r\n\r\n",
               st.binary(min_size=1, max_size=100).filter(lambda b: b" " not in b),
               st.binary(max_size=200))))
-def test_real_server_survives_raw_garbage_on_the_socket(real_server, raw):
-    port = int(real_server.url.rsplit(":", 1)[1])
+def test_real_server_survives_raw_garbage_on_the_socket(server, raw):
+    port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(raw + b"\r\n\r\n")
         sock.shutdown(socket.SHUT_WR)
@@ -320,13 +312,13 @@ def test_real_server_survives_raw_garbage_on_the_socket(real_server, raw):
             pass
     assert not answer.startswith(b"HTTP/1.1 500"), answer[:200]
     assert b"Traceback" not in answer
-    assert requests.get(real_server.url + "/info", timeout=5).status_code == 200
+    assert requests.get(server.url + "/info", timeout=5).status_code == 200
 
 
 @pytest.mark.parametrize("how", ["length", "chunked"])
-def test_real_server_refuses_huge_bodies(real_server, how):
+def test_real_server_refuses_huge_bodies(server, how):
     body = b"message=" + b"x" * 200_000
-    url = real_server.url + "/chat/form"
+    url = server.url + "/chat/form"
     if how == "length":
         response = requests.post(url, data=body, timeout=10,
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -336,17 +328,17 @@ def test_real_server_refuses_huge_bodies(real_server, how):
                                  timeout=10,
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 413
-    assert requests.get(real_server.url + "/info", timeout=5).status_code == 200
+    assert requests.get(server.url + "/info", timeout=5).status_code == 200
 
 
-def test_real_server_bounds_request_line_and_headers(real_server):
-    long_line = requests.get(real_server.url + "/?q=" + "a" * 20_000, timeout=10)
+def test_real_server_bounds_request_line_and_headers(server):
+    long_line = requests.get(server.url + "/?q=" + "a" * 20_000, timeout=10)
     assert long_line.status_code in (400, 414)
     many = {f"X-H{i}": "v" for i in range(300)}
-    assert requests.get(real_server.url + "/info", headers=many, timeout=10).status_code in (
+    assert requests.get(server.url + "/info", headers=many, timeout=10).status_code in (
         200, 400, 431)
     huge = {"X-Huge": "v" * 100_000}
-    assert requests.get(real_server.url + "/info", headers=huge, timeout=10).status_code in (
+    assert requests.get(server.url + "/info", headers=huge, timeout=10).status_code in (
         400, 431)
-    assert requests.get(real_server.url + "/info", timeout=5).status_code == 200
-    assert "Traceback" not in real_server.log()
+    assert requests.get(server.url + "/info", timeout=5).status_code == 200
+    assert "Traceback" not in server.log()

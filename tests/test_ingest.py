@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from support import cli, free_port, write_config
 
 from app.sources.rtmp import amf0
 from app.sources.rtmp import keys as stream_keys
@@ -17,22 +18,10 @@ from app.sources.rtmp import keys as stream_keys
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def write_config(folder: Path, extra: str = "") -> Path:
-    config = folder / "config.toml"
-    config.write_text(f'[server]\nstate_dir = "state"\nport = {free_port()}\n'
-                      f'[stream]\ndir = "stream"\n'
-                      f'[ingest]\nhost = "127.0.0.1"\nport = {free_port()}\n{extra}')
-    return config
-
-
-def cli(config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "app.cli", "--config", str(config), *args]
+def ingest_config(folder: Path, extra: str = "") -> Path:
+    """A config whose last section is [ingest], so `extra` lines land in it."""
+    return write_config(folder, {"server": {"port": free_port()},
+                                "ingest": {"host": "127.0.0.1", "port": free_port()}}, extra)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15) -> None:
@@ -54,7 +43,7 @@ class Running:
         import toml
 
         self.folder = folder
-        self.config = write_config(folder, extra)
+        self.config = ingest_config(folder, extra)
         settings = toml.load(self.config)
         self.port = settings["ingest"]["port"]
         self.web_port = settings["server"]["port"]
@@ -229,7 +218,7 @@ def test_address_not_in_allow_list_is_refused(tmp_path):
 
 
 def test_key_is_made_once_kept_private_and_rotated(tmp_path):
-    config = write_config(tmp_path)
+    config = ingest_config(tmp_path)
     shown = [subprocess.run(cli(config, "key", *args), cwd=ROOT, capture_output=True,
                             text=True, check=True, timeout=30).stdout
              for args in ((), (), ("--new",))]

@@ -25,6 +25,7 @@ import requests
 import stem
 import stem.control
 import stem.process
+from support import free_port, livestream, make_app, write_config
 
 from app.onion import keys as onion_keys
 
@@ -37,32 +38,13 @@ pytestmark = pytest.mark.skipif(shutil.which("tor") is None,
                                 reason="needs tor: sudo apt-get install tor")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
-def write_config(folder: Path, port: int, tor: dict, server: dict | None = None,
+def onion_config(folder: Path, port: int, tor: dict, server: dict | None = None,
                  stream_dir: Path | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    """A config with the onion service on (tor offline unless told otherwise)."""
     tor = {"enabled": True, "torrc": {"DisableNetwork": 1}, **tor}
-    server = {"port": port, "state_dir": "state", **(server or {})}
-    sections = {"server": server, "stream": {"dir": str(stream_dir or folder / "stream")},
-                "tor": tor}
-    text = "".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
-                   for name, values in sections.items())
-    path = folder / "config.toml"
-    path.write_text(text)
-    return path
+    return write_config(folder, {"server": {"port": port, **(server or {})},
+                                 "stream": {"dir": str(stream_dir or folder / "stream")},
+                                 "tor": tor})
 
 
 class Serve:
@@ -224,7 +206,7 @@ def first_launch(tmp_path_factory):
     """One run in launch mode, asked to listen on 0.0.0.0: what it printed, made and did."""
     folder = tmp_path_factory.mktemp("launch")
     port = free_port()
-    config = write_config(folder, port, {"mode": "launch"}, {"host": "0.0.0.0"})
+    config = onion_config(folder, port, {"mode": "launch"}, {"host": "0.0.0.0"})
     with serving(config) as server:
         address = server.address()
         tor_pid = server.tor_pid()
@@ -269,7 +251,7 @@ def test_restart_gives_the_same_address(first_launch):
 
 def test_clearnet_must_be_asked_for(tmp_path):
     port = free_port()
-    config = write_config(tmp_path, port, {"mode": "launch"}, {"host": "0.0.0.0"})
+    config = onion_config(tmp_path, port, {"mode": "launch"}, {"host": "0.0.0.0"})
     with serving(config, "--clearnet") as server:
         server.address()
         assert listening_addresses(port) == {"00000000"}
@@ -280,7 +262,7 @@ def test_attach_mode_publishes_in_the_running_tor_and_removes_on_exit(
         tmp_path, request, auth):
     control_port, controller = request.getfixturevalue(f"{auth}_tor")
     password = PASSWORD if auth == "password" else ""
-    config = write_config(tmp_path, free_port(), {
+    config = onion_config(tmp_path, free_port(), {
         "mode": "attach", "control_port": control_port, "password": password},
         {"log_level": "debug"})
     with serving(config) as server:
@@ -296,7 +278,7 @@ def test_attach_mode_publishes_in_the_running_tor_and_removes_on_exit(
 
 
 def test_wrong_password_is_a_clear_error(tmp_path, password_tor):
-    config = write_config(tmp_path, free_port(), {
+    config = onion_config(tmp_path, free_port(), {
         "mode": "attach", "control_port": password_tor[0], "password": "not the password"})
     server = Serve(config)
     assert server.finish() == 1
@@ -308,7 +290,7 @@ def test_wrong_password_is_a_clear_error(tmp_path, password_tor):
 
 def test_refused_control_port_is_a_clear_error(tmp_path):
     dead_port = free_port()
-    config = write_config(tmp_path, free_port(), {"mode": "attach", "control_port": dead_port})
+    config = onion_config(tmp_path, free_port(), {"mode": "attach", "control_port": dead_port})
     server = Serve(config)
     assert server.finish() == 1
     assert f"cannot connect to tor's control port 127.0.0.1:{dead_port}" in server.stderr
@@ -317,7 +299,7 @@ def test_refused_control_port_is_a_clear_error(tmp_path):
 
 
 def test_missing_tor_says_how_to_install_it(tmp_path):
-    config = write_config(tmp_path, free_port(), {"mode": "launch"})
+    config = onion_config(tmp_path, free_port(), {"mode": "launch"})
     empty_path = tmp_path / "bin"
     empty_path.mkdir()
     server = Serve(config, env=dict(os.environ, PATH=str(empty_path)))
@@ -338,7 +320,7 @@ def test_bad_key_file_is_a_clear_error(tmp_path, content, message):
     else:
         key_file.write_bytes(content)
         key_file.chmod(0o600)
-    config = write_config(tmp_path, free_port(), {"mode": "launch", "key_file": str(key_file)})
+    config = onion_config(tmp_path, free_port(), {"mode": "launch", "key_file": str(key_file)})
     server = Serve(config)
     assert server.finish() == 1
     assert message in server.stderr
@@ -358,7 +340,7 @@ def test_tor_hs_secret_key_file_is_accepted_and_loose_permissions_fixed(tmp_path
 
 
 def test_throwaway_address_is_new_each_run_and_never_stored(tmp_path):
-    config = write_config(tmp_path, free_port(), {"mode": "launch", "ephemeral": True})
+    config = onion_config(tmp_path, free_port(), {"mode": "launch", "ephemeral": True})
     addresses = []
     for _ in range(2):
         with serving(config) as server:
@@ -370,25 +352,20 @@ def test_throwaway_address_is_new_each_run_and_never_stored(tmp_path):
     assert not (tmp_path / "state" / "onion" / "private_key").exists()
 
 
-def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", "--config", str(config), *args],
-                          check=False, cwd=REPO, capture_output=True, text=True, timeout=30)
-
-
 def test_client_authorization(tmp_path, password_tor):
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    config = write_config(tmp_path, free_port(), {
+    config = onion_config(tmp_path, free_port(), {
         "mode": "attach", "control_port": password_tor[0], "password": PASSWORD,
         "client_auth": True})
     refused = Serve(config)
     assert refused.finish() == 1
     assert "add-client" in refused.stderr
 
-    added = run_cli(config, "onion", "add-client", "alice")
+    added = livestream(config, "onion", "add-client", "alice")
     assert added.returncode == 0, added.stderr
-    address = run_cli(config, "onion", "address").stdout.strip()
+    address = livestream(config, "onion", "address").stdout.strip()
     line = re.search(rf"{address[:-6]}:descriptor:x25519:([A-Z2-7]{{52}})", added.stdout)
     assert line, added.stdout
     stored = tmp_path / "state" / "onion" / "authorized_clients" / "alice.auth"
@@ -402,14 +379,14 @@ def test_client_authorization(tmp_path, password_tor):
     with serving(config) as server:
         assert server.address() == address
         assert "client authorization is on" in server.stdout
-    assert "alice" in run_cli(config, "onion", "clients").stdout
-    assert run_cli(config, "onion", "remove-client", "alice").returncode == 0
+    assert "alice" in livestream(config, "onion", "clients").stdout
+    assert livestream(config, "onion", "remove-client", "alice").returncode == 0
     assert not stored.exists()
 
 
 def test_watchdog_restarts_a_killed_tor_with_the_same_address(tmp_path):
     port = free_port()
-    config = write_config(tmp_path, port, {"mode": "launch", "check_interval": 0.2})
+    config = onion_config(tmp_path, port, {"mode": "launch", "check_interval": 0.2})
     with serving(config) as server:
         address = server.address()
         first_pid = server.tor_pid()
@@ -423,7 +400,7 @@ def test_watchdog_restarts_a_killed_tor_with_the_same_address(tmp_path):
 
 
 def test_watchdog_exits_clearly_when_tor_cannot_come_back(tmp_path):
-    config = write_config(tmp_path, free_port(), {
+    config = onion_config(tmp_path, free_port(), {
         "mode": "launch", "check_interval": 0.2, "restart_attempts": 0})
     server = Serve(config)
     try:
@@ -445,7 +422,7 @@ def plain_server(tmp_path_factory):
     """The server without tor: the hardening applies whether or not onion mode is on."""
     folder = tmp_path_factory.mktemp("plain")
     port = free_port()
-    config = write_config(folder, port, {"enabled": False})
+    config = onion_config(folder, port, {"enabled": False})
     with serving(config) as server:
         server.wait_for(r"watch at http://", "stderr")
         yield f"http://127.0.0.1:{port}"
@@ -498,12 +475,7 @@ def test_pages_and_redirects_use_relative_urls_only(plain_server):
 def test_500_and_413_pages_hide_the_details(tmp_path):
     from flask import request
 
-    from app import create_app
-    from app.config import from_dict
-
-    config = from_dict({"server": {"state_dir": str(tmp_path / "state"), "max_body_bytes": 1000},
-                        "stream": {"dir": str(tmp_path / "stream")}})
-    app = create_app(config)
+    app = make_app(tmp_path, {"server": {"max_body_bytes": 1000}})
 
     @app.route("/boom")
     def boom():
@@ -566,7 +538,7 @@ def test_video_through_a_private_tor_network(tmp_path):
     try:
         with private_tor_network(tmp_path / "privnet") as net:
             port = free_port()
-            config = write_config(tmp_path / "app", port, {
+            config = onion_config(tmp_path / "app", port, {
                 "mode": "attach", "control_port": net["hs_control_port"], "torrc": {}},
                 stream_dir=stream_dir)
             with serving(config) as server:

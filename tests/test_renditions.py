@@ -307,8 +307,11 @@ def test_stream_mp4_serves_the_chosen_quality(two_renditions, tmp_path):
 
 def test_master_playlist_and_rendition_files_are_served(two_renditions):
     _, server = two_renditions
-    alias = requests.get(server.url + "/stream.m3u8?token=x", allow_redirects=False, timeout=5)
-    assert alias.status_code == 302 and alias.headers["Location"] == "/stream/master.m3u8?token=x"
+    token = "t" * 22  # well formed: only a checked token is put back into addresses
+    alias = requests.get(server.url + f"/stream.m3u8?token={token}", allow_redirects=False,
+                         timeout=5)
+    assert (alias.status_code == 302
+            and alias.headers["Location"] == f"/stream/master.m3u8?token={token}")
     master = requests.get(server.url + "/stream/master.m3u8", timeout=5)
     assert master.ok and "low.m3u8" in master.text and "stream.m3u8" in master.text
     low = requests.get(server.url + "/stream/low.m3u8", timeout=5)
@@ -319,6 +322,28 @@ def test_master_playlist_and_rendition_files_are_served(two_renditions):
     segment = re.findall(r"^(low-\d+\.m4s)$", low.text, re.M)[-1]
     assert requests.get(server.url + "/stream/" + segment, timeout=5).ok
     assert requests.get(server.url + "/stream/low-999999.m4s", timeout=5).status_code == 404
+
+
+def test_players_get_the_token_on_every_rendition_and_the_chosen_quality(two_renditions):
+    """VLC and mpv: the token reaches every URI the master and a rendition's playlist name,
+    and the page's external-player links keep a chosen quality."""
+    _, server = two_renditions
+    token = "v" * 22
+    master = requests.get(server.url + f"/stream/master.m3u8?token={token}", timeout=5).text
+    uris = [line for line in master.splitlines() if line and not line.startswith("#")]
+    assert sorted(uris) == [f"low.m3u8?token={token}", f"stream.m3u8?token={token}"]
+    low = requests.get(server.url + f"/stream/low.m3u8?token={token}", timeout=5).text
+    assert f'URI="low-init.mp4?token={token}"' in low
+    segments = re.findall(r"^(low-\d+\.m4s)(.*)$", low, re.M)
+    assert segments and all(rest == f"?token={token}" for _, rest in segments)
+    chosen = requests.get(server.url + f"/stream.m3u8?token={token}&quality=low",
+                          allow_redirects=False, timeout=5)
+    assert chosen.headers["Location"] == f"/stream/low.m3u8?token={token}"
+    page = requests.get(server.url + "/?quality=low", timeout=5).text
+    links = re.findall(r'class="address" href="([^"]+)"', page)
+    assert len(links) == 2 and all("&amp;quality=low" in link for link in links), links
+    video = re.search(r'<video class="player" src="([^"]+)"', page).group(1)
+    assert "&amp;quality=low&amp;load=" in video, video
 
 
 def test_api_playlist_per_quality_lines_up(two_renditions):
@@ -339,7 +364,7 @@ def test_page_offers_quality_links_carried_like_the_token(two_renditions):
     _, server = two_renditions
     page = requests.get(server.url + "/?quality=low", timeout=5).text
     token = re.search(r'data-token="([^"]+)"', page)[1]
-    assert f'src="/stream.mp4?token={token}&amp;quality=low"' in page
+    assert f'src="/stream.mp4?token={token}&amp;quality=low&amp;load=' in page
     assert f'href="/?token={token}&amp;quality=low" aria-current="true"' in page
     assert f'href="/?token={token}" data-quality=""' in page
     assert re.search(rf'href="/\?token={token}&amp;quality=low">Reload the page', page)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from support import cli, livestream, write_config
 
 from app.sources import ffmpeg, play, probe
 from app.stream import folder
@@ -66,18 +66,6 @@ def media(tmp_path_factory) -> dict[str, Path]:
     files["external"].write_text(ass_box("0:00:01.00", "0:00:03.00"))
     files["wrong_type"].write_text("not subtitles")
     return files
-
-
-def write_config(folder: Path) -> Path:
-    config = folder / "config.toml"
-    config.write_text('[server]\nstate_dir = "state"\n[stream]\ndir = "stream"\n')
-    return config
-
-
-def livestream(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", "--config", str(config), *args],
-                          check=False, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def played(folder: Path) -> Path:
@@ -190,9 +178,8 @@ def test_bad_inputs_fail_with_a_clear_message(media, tmp_path):
 
 def test_ctrl_c_ends_the_playlist(media, tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "--config", str(write_config(tmp_path)), "play",
-         str(media["copy"]), "--loop"], cwd=ROOT, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cli(write_config(tmp_path), "play", str(media["copy"]), "--loop"), cwd=ROOT,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     playlist = tmp_path / "stream" / "stream.m3u8"
     try:
         deadline = time.monotonic() + 20

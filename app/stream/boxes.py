@@ -15,7 +15,7 @@ CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"m
 
 
 @dataclass(frozen=True)
-class Track:
+class TrackInfo:
     track_id: int
     handler: str  # "vide" or "soun"
     timescale: int
@@ -24,7 +24,7 @@ class Track:
 
 @dataclass(frozen=True)
 class InitInfo:
-    tracks: tuple[Track, ...] = field(default=())
+    tracks: tuple[TrackInfo, ...] = field(default=())
 
     @property
     def codecs(self) -> str:
@@ -39,7 +39,7 @@ class InitInfo:
         return None
 
     @property
-    def main_track(self) -> Track | None:
+    def main_track(self) -> TrackInfo | None:
         """Video when there is video: the track whose key frames start every segment."""
         for track in self.tracks:
             if track.handler == "vide":
@@ -99,7 +99,7 @@ def parse_init(data: bytes) -> InitInfo:
     return InitInfo(tuple(tracks))
 
 
-def _track(data: bytes, start: int, end: int) -> Track | None:
+def _track(data: bytes, start: int, end: int) -> TrackInfo | None:
     tkhd = first(data, (b"tkhd",), start, end)
     mdhd = first(data, (b"mdia", b"mdhd"), start, end)
     hdlr = first(data, (b"mdia", b"hdlr"), start, end)
@@ -114,7 +114,7 @@ def _track(data: bytes, start: int, end: int) -> Track | None:
     codec = _codec(data, stsd[0] + 8, stsd[1]) if stsd else None
     if timescale == 0:
         return None
-    return Track(track_id, handler, timescale, codec)
+    return TrackInfo(track_id, handler, timescale, codec)
 
 
 def _codec(data: bytes, start: int, end: int) -> str | None:
@@ -252,3 +252,24 @@ def _drop(data: bytes, start: int, end: int, top: bool = False) -> bytes:
     if top and offset < end:
         out += data[offset:end]  # whatever did not parse as boxes stays as it was
     return bytes(out)
+
+
+def fragment_sequence_offsets(data: bytes) -> tuple[int, ...]:
+    """Where each top-level moof's mfhd sequence_number sits in a media segment.
+
+    A viewer joining mid-stream gets fragments numbered from wherever the encoder is (say 7);
+    VLC's mp4 demuxer takes a first number other than the one it expects for a seek and stops.
+    Knowing the offsets (found once per segment), each response can renumber its own
+    fragments by patching four bytes.
+    """
+    offsets = []
+    try:
+        for kind, payload, box_end in boxes(data):
+            if kind != b"moof":
+                continue
+            mfhd = first(data, (b"mfhd",), payload, box_end)
+            if mfhd is not None and mfhd[1] - mfhd[0] >= 8:
+                offsets.append(mfhd[0] + 4)  # after version and flags
+    except struct.error:
+        return ()
+    return tuple(offsets)

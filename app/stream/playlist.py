@@ -145,3 +145,23 @@ def _attributes(text: str) -> dict[str, str]:
         else:
             value += ch
     return result
+
+
+def with_query(text: str, query: str) -> str:
+    """The playlist with `?query` on every segment and init URI.
+
+    An HLS player resolves the playlist's relative URIs against the playlist's address but
+    drops its query, so a viewer's `?token=` would not reach the segment requests that count
+    them as watching. `query` must already be URL-safe (a checked token).
+    """
+    out = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#EXT-X-MAP:") and 'URI="' in stripped:
+            head, _, rest = stripped.partition('URI="')
+            uri, _, tail = rest.partition('"')
+            line = f'{head}URI="{uri}?{query}"{tail}'
+        elif stripped and not stripped.startswith("#"):
+            line = f"{stripped}?{query}"
+        out.append(line)
+    return "\n".join(out) + "\n"

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 from app.stream import boxes
 from app.stream import playlist as hls
+from app.stream.clock import StreamClock
 from app.stream.watcher import Snapshot
 
 # Seconds behind the live edge on top of one segment: room for noticing, fetching and
@@ -52,9 +53,13 @@ class Timeline:
     # every rendition: {"name", "bandwidth", "resolution"}, top first, for the player's choice
     qualities: tuple[dict, ...] = ()
 
-    def as_json(self, now: float) -> dict:
+    def as_json(self, clock: StreamClock) -> dict:
+        """For the player: every moment on the public clock (app/stream/clock.py)."""
         data = asdict(self)
-        data["now"] = round(now, 4)
+        data["origin"] = clock.of(self.origin)
+        for segment in data["segments"]:
+            segment["seen_at"] = clock.of(segment["seen_at"])
+        data["now"] = clock.now()
         return data
 
 

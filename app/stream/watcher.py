@@ -32,6 +32,8 @@ class Segment:
     duration: float
     data: bytes = field(repr=False)
     seen_at: float = 0.0  # wall clock when the watcher saw it listed: the player's timeline
+    # Offsets of each fragment's sequence number, so /stream.mp4 can renumber per response.
+    fragment_offsets: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,10 +140,10 @@ class StreamState:
             self._playlist_key = None
             return replace(snap, online=False, ended=False, segments=(), listed=frozenset(),
                            playlist=None, entries=())
-        fresh = time.time() - st.st_mtime < self.settings.offline_after
+        age = time.time() - st.st_mtime
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if key == self._playlist_key:
-            return replace(snap, online=snap.online and fresh)
+            return replace(snap, online=snap.online and age < self.offline_after(snap))
         raw = path.read_bytes()
         try:
             parsed = hls.parse(raw.decode("utf-8"))
@@ -149,6 +151,7 @@ class StreamState:
             log.warning("ignoring unreadable playlist %s: %s", path.name, exc)
             return replace(snap, online=False)
         self._playlist_key = key
+        fresh = age < self.offline_after(replace(snap, target_duration=parsed.target_duration))
         return self._apply(snap, parsed, raw, fresh)
 
     def _with_renditions(self, top: Snapshot) -> Snapshot:
@@ -224,6 +227,12 @@ class StreamState:
                         listed=parsed.uris, target_duration=parsed.target_duration)
         self._media[name], self._media_keys[name] = media, key
         return media
+
+    def offline_after(self, snap: Snapshot) -> float:
+        """Seconds without a playlist update before the stream counts as offline: at least
+        1.5 segments, since the writer updates the playlist once per segment (OBS's default
+        keyframe interval makes 8-17 s segments, longer than offline_after)."""
+        return max(self.settings.offline_after, 1.5 * snap.target_duration)
 
     def _apply(self, snap: Snapshot, parsed: hls.Playlist, raw: bytes, fresh: bool) -> Snapshot:
         init, init_changed = self._read_init(parsed.init_uri, snap)
@@ -304,7 +313,8 @@ class StreamState:
         except FileNotFoundError:
             log.warning("playlist lists a missing segment %s", entry.uri)
             return None
-        return Segment(entry.uri, entry.sequence, entry.duration, data, time.time())
+        return Segment(entry.uri, entry.sequence, entry.duration, data, time.time(),
+                       boxes.fragment_sequence_offsets(data))
 
     def _read_title(self) -> str:
         path = self.directory / TITLE_FILE

@@ -12,6 +12,7 @@ Unauthenticated peers are held to small messages and a deadline, and never touch
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import shutil
 import signal
@@ -20,9 +21,11 @@ import struct
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 
 import gevent
 import gevent.event
+import gevent.lock
 import gevent.pool
 from gevent.server import StreamServer
 
@@ -43,18 +46,49 @@ from app.sources.rtmp.chunks import (
     MSG_WINDOW_ACK,
     OUT_CHUNK_SIZE,
     WINDOW,
-    Message,
     RtmpConnection,
+    RtmpMessage,
 )
-from app.sources.rtmp.flv import audio_codec, flv_header, flv_tag, metadata_body, video_codec
+from app.sources.rtmp.flv import (
+    H264Format,
+    audio_codec,
+    flv_header,
+    flv_tag,
+    h264_format,
+    is_keyframe,
+    metadata_body,
+    video_codec,
+)
 from app.sources.rtmp.keys import AllowList, key_matches, load_key
 from app.stream import folder
 
 log = logging.getLogger(__name__)
 
+KEYFRAME_WARN_MS = 4000  # longer gaps make long HLS segments: late starts, "offline" flaps
+BUSY_CODE = "NetStream.Publish.Rejected"
 
 
-class Refused(Exception):
+def listen_host(config: Config) -> str:
+    """`ingest.host`, or when it is empty: loopback in onion mode, every interface otherwise."""
+    if config.ingest.host:
+        return config.ingest.host
+    return "127.0.0.1" if config.tor.enabled else "0.0.0.0"
+
+
+def address_group(peer: str) -> str:
+    """Who counts as one address for the pending cap: an IPv4 address or an IPv6 /64."""
+    try:
+        ip = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return peer
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class PublishRefused(Exception):
     """The publisher may not publish; the message goes back to it (and to the log)."""
 
 
@@ -70,8 +104,14 @@ class IngestServer:
         self.renditions = config.stream.renditions
         self.live: str | None = None  # address of the current publisher
         self.live_connection: RtmpConnection | None = None
-        self.server = StreamServer((self.settings.host, self.settings.port), self.handle,
-                                   spawn=gevent.pool.Pool(self.settings.max_pending + 1))
+        self.writing = gevent.lock.Semaphore()  # one ffmpeg writes the folder at a time
+        # connections still before `publish`, oldest first: the ones evicted when over a cap
+        self.pending: OrderedDict[RtmpConnection, str] = OrderedDict()
+        self.host = listen_host(config)
+        # room for every pending connection, the live one, one taking over, and the ones
+        # being evicted while they close
+        self.server = StreamServer((self.host, self.settings.port), self.handle,
+                                   spawn=gevent.pool.Pool(2 * self.settings.max_pending + 4))
         self.encoding = ffmpeg.Encoding(preset=self.settings.transcode_preset,
                                          video_kbps=self.settings.transcode_video_kbps,
                                          audio_kbps=self.settings.transcode_audio_kbps)
@@ -79,8 +119,11 @@ class IngestServer:
 
     def start(self) -> None:
         self.server.start()
+        if self.config.tor.enabled and not self.settings.host:
+            log.info("onion mode: the RTMP ingest listens on 127.0.0.1 only; for publishers "
+                     "on other machines set [ingest] host (e.g. \"0.0.0.0\") or --host")
         log.info("RTMP ingest listening on rtmp://%s:%d/%s (key: livestream key)",
-                 self.settings.host, self.server.server_port, self.settings.app)
+                 self.host, self.server.server_port, self.settings.app)
 
     def stop(self) -> None:
         """Stop accepting; end the live publisher so its playlist is ended cleanly."""
@@ -99,26 +142,58 @@ class IngestServer:
             sock.close()
             return
         conn = RtmpConnection(sock)
+        self._make_room(address_group(peer))
+        self.pending[conn] = address_group(peer)
         try:
             with gevent.Timeout(self.settings.handshake_timeout,
                                 RtmpError("handshake/publish took too long")):
                 conn.handshake()
                 name = self._until_publish(conn)
+            self.pending.pop(conn, None)
             self._admit(conn, peer, name)
-        except Refused as exc:
+        except PublishRefused as exc:
             log.warning("refused publisher %s: %s", peer, exc)
             gevent.sleep(0.5)  # a little friction for anyone guessing keys
         except (RtmpError, EOFError, OSError) as exc:
             log.info("RTMP connection from %s dropped: %s", peer, exc)
         else:
             try:
-                self.live_connection = conn
-                self._publish(conn, peer)
+                with self.writing:  # a publisher taken over is still finishing its playlist
+                    self._publish(conn, peer)
             finally:
-                self.live, self.live_connection = None, None
-                log.info("publisher %s left; ready for the next one", peer)
+                if self.live_connection is conn:
+                    self.live, self.live_connection = None, None
+                    log.info("publisher %s left; ready for the next one", peer)
+                else:
+                    log.info("publisher %s was replaced by %s", peer, self.live)
         finally:
+            self.pending.pop(conn, None)
             conn.close()
+
+    def _make_room(self, group: str) -> None:
+        """Silent connections must not keep a real publisher waiting: over the cap for one
+        address, or for all, an old connection still setting up is closed (instead of the
+        new one waiting for a free place, as it did)."""
+        mine = [c for c, g in self.pending.items() if g == group]
+        if len(mine) >= self.settings.max_pending_per_address:
+            self._evict(mine[0], f"more than {self.settings.max_pending_per_address} "
+                                 f"connections setting up from {group}")
+        if len(self.pending) >= self.settings.max_pending:
+            # from the address holding the most, so one address cannot push out the others
+            counts: dict[str, int] = {}
+            for g in self.pending.values():
+                counts[g] = counts.get(g, 0) + 1
+            busiest = max(counts, key=counts.get)
+            oldest = next(c for c, g in self.pending.items() if g == busiest)
+            self._evict(oldest, f"more than {self.settings.max_pending} connections setting up")
+
+    def _evict(self, conn: RtmpConnection, why: str) -> None:
+        group = self.pending.pop(conn)
+        log.info("closing a pending RTMP connection from %s: %s", group, why)
+        try:
+            conn.sock.shutdown(socket.SHUT_RDWR)  # its greenlet sees EOF and cleans up
+        except OSError:
+            pass
 
     def _until_publish(self, conn: RtmpConnection) -> str:
         """Answer connect/createStream until the publisher names its stream (the key)."""
@@ -127,7 +202,8 @@ class IngestServer:
             values = self._command(message)
             if not values:
                 continue
-            name, txn = values[0], values[1] if len(values) > 1 else 0
+            name = values[0]
+            txn = values[1] if len(values) > 1 and isinstance(values[1], float) else 0
             if name == "connect":
                 info = values[2] if len(values) > 2 and isinstance(values[2], dict) else {}
                 app = str(info.get("app", "")).strip("/").split("?", 1)[0]
@@ -135,7 +211,7 @@ class IngestServer:
                     conn.command("_error", txn, None, _status(
                         "error", "NetConnection.Connect.Rejected",
                         f"unknown application; publish to /{self.settings.app}"))
-                    raise Refused(f"unknown application path {app[:40]!r}")
+                    raise PublishRefused(f"unknown application path {app[:40]!r}")
                 conn.send(2, MSG_WINDOW_ACK, struct.pack(">I", WINDOW))
                 conn.send(2, MSG_PEER_BANDWIDTH, struct.pack(">IB", WINDOW, 2))
                 conn.send(2, MSG_SET_CHUNK_SIZE, struct.pack(">I", OUT_CHUNK_SIZE))
@@ -154,10 +230,10 @@ class IngestServer:
                 conn.command("onStatus", 0, None, _status(
                     "error", "NetStream.Play.Failed", "this server only takes publishers"),
                     stream_id=1)
-                raise Refused("tried to play; only publishing is offered")
+                raise PublishRefused("tried to play; only publishing is offered")
 
     @staticmethod
-    def _command(message: Message) -> list:
+    def _command(message: RtmpMessage) -> list:
         if message.type == MSG_COMMAND_AMF0:
             return amf_decode(message.payload)
         if message.type == MSG_COMMAND_AMF3 and message.payload[:1] == b"\x00":
@@ -170,22 +246,36 @@ class IngestServer:
         if not key_matches(name, expected):
             conn.command("onStatus", 0, None, _status(
                 "error", "NetStream.Publish.BadName", "wrong stream key"), stream_id=1)
-            raise Refused("wrong stream key")
-        if self.live is not None:  # no yield between this check and the claim below
-            conn.command("onStatus", 0, None, _status(
-                "error", "NetStream.Publish.BadName", "another publisher is live"), stream_id=1)
-            raise Refused(f"another publisher ({self.live}) is live")
-        self.live = peer
+            raise PublishRefused("wrong stream key")
+        live = self.live_connection
+        if live is not None:  # no yield between this check and the claim below
+            silent = time.monotonic() - live.last_read
+            if silent < self.settings.takeover_after:
+                # OBS has no "server busy" message: every refusal reads "double-check your
+                # stream key" there. Rejected (not BadName) makes its log show why.
+                conn.command("onStatus", 0, None, _status(
+                    "error", BUSY_CODE, "another publisher is live (server busy); stop it "
+                    "or try again after it goes quiet"), stream_id=1)
+                raise PublishRefused(f"another publisher ({self.live}) is live")
+            log.warning("publisher %s takes over from %s, silent for %.1f s", peer, self.live,
+                        silent)
+            try:
+                live.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.live, self.live_connection = peer, conn
         conn.command("onStatus", 0, None, _status(
             "status", "NetStream.Publish.Start", "Publishing."), stream_id=1)
         log.info("publisher %s is live", peer)
 
     def _publish(self, conn: RtmpConnection, peer: str) -> None:
-        conn.max_message = 16 * 1024 * 1024
+        conn.authenticated()
         conn.sock.settimeout(self.settings.idle_timeout)
         pending: list[tuple[int, int, bytes]] = []
         metadata: bytes | None = None
         codecs = {"video": None, "audio": None}
+        picture: H264Format | None = None
+        keyframes = _KeyframeGaps(peer)
         ffmpeg = None
         first_at = time.monotonic()
         try:
@@ -211,11 +301,15 @@ class IngestServer:
                 kind = {MSG_VIDEO: "video", MSG_AUDIO: "audio"}.get(tag[0])
                 if kind and codecs[kind] is None and len(tag[2]) > 1:
                     codecs[kind] = (video_codec if kind == "video" else audio_codec)(tag[2])
+                if kind == "video":
+                    if ffmpeg is None and picture is None:
+                        picture = h264_format(tag[2])
+                    keyframes.see(tag[1], tag[2])
                 if ffmpeg is None:
                     pending.append(tag)
                     if not self._ready(codecs, metadata, pending, first_at):
                         continue
-                    ffmpeg = self._start_ffmpeg(codecs, peer)
+                    ffmpeg = self._start_ffmpeg(codecs, picture, peer)
                     data = flv_header(True, codecs["audio"] is not None)
                     if metadata:
                         data += flv_tag(MSG_DATA_AMF0, 0, metadata)
@@ -235,7 +329,7 @@ class IngestServer:
                 self._finish(ffmpeg)
 
     @staticmethod
-    def _tag(message: Message) -> tuple[int, int, bytes] | None:
+    def _tag(message: RtmpMessage) -> tuple[int, int, bytes] | None:
         if message.type in (MSG_AUDIO, MSG_VIDEO):
             return message.type, message.timestamp, message.payload
         if message.type in (MSG_DATA_AMF0, MSG_DATA_AMF3):
@@ -255,13 +349,21 @@ class IngestServer:
         return (codecs["audio"] is not None or not expects_audio or len(pending) > 300
                 or time.monotonic() - first_at > 3)
 
-    def _start_ffmpeg(self, codecs: dict, peer: str) -> subprocess.Popen:
-        copy_video = codecs["video"] == "h264"
+    def _start_ffmpeg(self, codecs: dict, picture: H264Format | None,
+                      peer: str) -> subprocess.Popen:
+        # H.264 is copied only when browsers can decode it: High 4:4:4, High 10 or 4:2:2
+        # would reach every viewer as a black picture
+        copy_video = codecs["video"] == "h264" and (picture is None or picture.browsers_play)
         copy_audio = codecs["audio"] == "aac"
         argv = ffmpeg.ingest_command(self.stream_dir, self.playlist, copy_video, copy_audio,
                                       codecs["audio"] is not None, self.encoding,
                                       renditions=self.renditions)
-        log.info("publisher %s sends %s/%s: %s", peer, codecs["video"], codecs["audio"] or "-",
+        if codecs["video"] == "h264" and not copy_video:
+            log.warning("publisher %s sends %s, which browsers cannot play: transcoding to "
+                        "H.264 High 4:2:0 8-bit (set the encoder to that to save the CPU)",
+                        peer, picture)
+        log.info("publisher %s sends %s/%s: %s", peer, picture or codecs["video"],
+                 codecs["audio"] or "-",
                  "copying" if copy_video and (copy_audio or not codecs["audio"])
                  else "transcoding")
         folder.prepare_stream_dir(self.stream_dir, self.playlist)
@@ -291,6 +393,30 @@ class IngestServer:
                 rendition.name, False).playlist)
 
 
+class _KeyframeGaps:
+    """Warns when keyframes come more than 4 s apart: every HLS segment starts at one, so
+    OBS's default (keyint 250) makes 8-17 s segments, late starts and a stream that flaps."""
+
+    def __init__(self, peer: str):
+        self.peer = peer
+        self.last: int | None = None
+        self.warned_at: float | None = None
+
+    def see(self, timestamp: int, body: bytes) -> None:
+        if not is_keyframe(body):
+            return
+        if self.last is not None:
+            gap = (timestamp - self.last) & 0xFFFFFFFF
+            now = time.monotonic()
+            if gap > KEYFRAME_WARN_MS and (self.warned_at is None or now - self.warned_at > 60):
+                self.warned_at = now
+                log.warning("publisher %s sends keyframes %.1f s apart: segments get that long, "
+                            "so viewers start late and the stream may look offline between "
+                            "them. Set the keyframe interval to 2 s (OBS: Settings > Output > "
+                            "Keyframe Interval)", self.peer, gap / 1000)
+        self.last = timestamp
+
+
 def _status(level: str, code: str, description: str) -> dict:
     return {"level": level, "code": code, "description": description}
 
@@ -312,7 +438,7 @@ def run(config: Config) -> int:
         server = IngestServer(config)
         server.start()
     except OSError as exc:
-        print(f"livestream ingest: cannot listen on {config.ingest.host}:{config.ingest.port}: "
+        print(f"livestream ingest: cannot listen on {listen_host(config)}:{config.ingest.port}: "
               f"{exc.strerror}. Is another ingest running? Pick one with --port.",
               file=sys.stderr)
         return 1

@@ -5,10 +5,11 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response, abort, redirect, request, send_file
 
-from app.community.identity import Requester
+from app.community.identity import TOKEN_PATTERN, Requester
 from app.services import services
 from app.stream.fanout import stream_mp4
 from app.stream.folder import MASTER_PLAYLIST, MIME_TYPES
+from app.stream.playlist import with_query
 from app.web.limits import PerViewerLimit
 from app.web.requester import token_from_request
 
@@ -49,29 +50,47 @@ def mp4():
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
+def checked_token() -> str | None:
+    """The address's token when it is well formed: safe to put back into URIs we serve."""
+    token = request.args.get("token")
+    return token if token and TOKEN_PATTERN.fullmatch(token) else None
+
+
 @bp.route("/stream.m3u8")
 def playlist_alias():
-    """HLS players get the master playlist (every rendition) when a source wrote one."""
+    """The address to paste into VLC or mpv: the master playlist (every rendition) when a
+    source wrote one, or the one rendition `?quality=` chose. The token rides along (checked,
+    never the raw query) so the player counts as watching."""
     snap = services().stream.snapshot
-    name = MASTER_PLAYLIST if snap.master is not None else services().config.stream.playlist
-    query = request.query_string.decode("ascii", "replace")
-    return redirect(f"/stream/{name}" + (f"?{query}" if query else ""), 302)
+    quality = request.args.get("quality")
+    chosen = next((v.uri for v in snap.qualities[1:] if v.name == quality), None)
+    name = chosen or (MASTER_PLAYLIST if snap.master is not None
+                      else services().config.stream.playlist)
+    token = checked_token()
+    query = f"?token={token}" if token else ""
+    return redirect(f"/stream/{name}{query}", 302)
+
+
+def playlist_response(raw: bytes) -> Response:
+    """A playlist (master or media) as served: with the viewer's checked token on every URI
+    it names, since HLS players drop the playlist's query when they resolve them."""
+    token = checked_token()
+    text = with_query(raw.decode("utf-8", "replace"), f"token={token}") if token else raw
+    return Response(text, mimetype=MIME_TYPES[".m3u8"], headers={"Cache-Control": "no-cache"})
 
 
 @bp.route("/stream/<name>")
 def stream_file(name: str):
     top = services().stream.snapshot
     if name == MASTER_PLAYLIST and top.master is not None:
-        return Response(top.master, mimetype=MIME_TYPES[".m3u8"],
-                        headers={"Cache-Control": "no-cache"})
+        return playlist_response(top.master)
     for snap in top.views:
         playlist = (services().config.stream.playlist if snap is top
                     else next((v.uri for v in top.qualities if v.name == snap.quality), None))
         if name == playlist:
             if snap.playlist is None:
                 abort(404)
-            return Response(snap.playlist, mimetype=MIME_TYPES[".m3u8"],
-                            headers={"Cache-Control": "no-cache"})
+            return playlist_response(snap.playlist)
         if name in snap.listed:
             break
     else:
