@@ -35,18 +35,25 @@ def own_stream(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def browser():
+def playwright():
+    """The one Playwright driver of the session: a second sync_playwright() in the same
+    process refuses to start while this one runs."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright):
     """Headless Chromium shared by every browser test; contexts give each test a fresh profile."""
     from browser import CHROMIUM_ARGS, chromium_path
 
-    playwright_api = pytest.importorskip("playwright.sync_api")
     path = chromium_path()
     if path is None:
         pytest.fail("chromium is not installed: run .ci/setup --test (apt-get install chromium)")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture

@@ -127,10 +127,9 @@ STALLS_JS = """() => {
 }"""
 
 
-def test_js_player_steps_down_on_a_slow_circuit(slow_site, tmp_path):
+def test_js_player_steps_down_on_a_slow_circuit(slow_site, tmp_path, playwright):
     from browser import CHROMIUM_ARGS, chromium_path
 
-    playwright_api = pytest.importorskip("playwright.sync_api")
     chromium = chromium_path()
     if chromium is None:
         pytest.fail("chromium is not installed: run .ci/setup --test")
@@ -138,25 +137,24 @@ def test_js_player_steps_down_on_a_slow_circuit(slow_site, tmp_path):
     wrapper.write_text("#!/bin/sh\nexec " + " ".join(slow_site["link"].in_viewer(chromium))
                        + ' "$@"\n')
     wrapper.chmod(0o755)
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context().new_page()
-            opened = time.monotonic()
-            page.goto(slow_site["base"] + "/", timeout=60000, wait_until="commit")
-            root = "document.getElementById('player-controls').dataset"
-            wait_for(lambda: page.evaluate(f"{root}.quality") == "low", 30, 0.2,
-                     "the player to step down to the low rendition")
-            stepped = time.monotonic() - opened
-            wait_for(lambda: page.evaluate(f"{root}.state") == "live", 30, 0.2, "playback")
-            page.evaluate(STALLS_JS)
-            start = page.evaluate("document.querySelector('video.player').currentTime")
-            time.sleep(30)
-            played = page.evaluate("document.querySelector('video.player').currentTime") - start
-            stalls = page.evaluate("window.__stalls")
-            quality = page.evaluate(f"{root}.quality")
-        finally:
-            browser.close()
+    browser = playwright.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)
+    try:
+        page = browser.new_context().new_page()
+        opened = time.monotonic()
+        page.goto(slow_site["base"] + "/", timeout=60000, wait_until="commit")
+        root = "document.getElementById('player-controls').dataset"
+        wait_for(lambda: page.evaluate(f"{root}.quality") == "low", 30, 0.2,
+                 "the player to step down to the low rendition")
+        stepped = time.monotonic() - opened
+        wait_for(lambda: page.evaluate(f"{root}.state") == "live", 30, 0.2, "playback")
+        page.evaluate(STALLS_JS)
+        start = page.evaluate("document.querySelector('video.player').currentTime")
+        time.sleep(30)
+        played = page.evaluate("document.querySelector('video.player').currentTime") - start
+        stalls = page.evaluate("window.__stalls")
+        quality = page.evaluate(f"{root}.quality")
+    finally:
+        browser.close()
     print(f"js: low after {stepped:.1f} s; then {played:.1f} s played in 30 s, stalls {stalls}")
     assert stepped < 15
     assert quality == "low", "it stays low: the top does not fit"
