@@ -99,7 +99,7 @@ class Party:
         self.out = out
         self.infos: list[MediaInfo] = []
         self.state = _State(position=items[0].start if items else 0.0, starts_at=starts_at)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.wake = threading.Event()
         self.pending: list[tuple[str, str]] = []
         self.proc: subprocess.Popen | None = None
@@ -109,6 +109,7 @@ class Party:
         self.hold_written = 0.0
         self.server = control.ControlServer(self.state_dir, self.command)
         self.last_change: float | None = None  # monotonic time the last control arrived
+        self.stopping = threading.Event()  # SIGTERM: end like Ctrl-C (ENDLIST, no marker)
 
     # --- set-up -----------------------------------------------------------------------
 
@@ -164,6 +165,12 @@ class Party:
         if proc is not None:
             processes.stop(proc, 10.0, signal.SIGINT)
         self.wake.set()
+        deadline = time.monotonic() + 10  # answer with the new state once the loop took it
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.pending:
+                    break
+            time.sleep(0.02)
         return {"ok": True, "status": self.status()}
 
     def status(self) -> dict:
@@ -185,6 +192,7 @@ class Party:
             prepare_stream_dir(self.stream_dir, self.playlist)
             (self.stream_dir / HOLD_FILE).unlink(missing_ok=True)
         self.server.start()
+        previous = signal.signal(signal.SIGTERM, lambda *_: self._terminate())
         self.out.write(f"watch party: {len(self.items)} item(s); control it with `livestream "
                        f"party pause|resume|seek +30|next|prev|status` or on /broadcaster\n")
         try:
@@ -193,6 +201,7 @@ class Party:
         except KeyboardInterrupt:
             status = 130
         finally:
+            signal.signal(signal.SIGTERM, previous)
             self.server.stop()
             if not self.base.to:
                 self._hold("")
@@ -207,7 +216,7 @@ class Party:
         if not self.base.to:
             write_marker(self.stream_dir, COUNTDOWN_FILE, f"{starts_at:.0f}")
         self.out.write(f"starting in {format_clock(starts_at - time.time())}\n")
-        while time.time() < starts_at:
+        while time.time() < starts_at and not self.stopping.is_set():
             time.sleep(min(1.0, max(0.0, starts_at - time.time())))
         with self.lock:
             self.state.starts_at = None
@@ -216,10 +225,13 @@ class Party:
     def _loop(self) -> int:
         failures = 0
         while self.state.index < len(self.items):
-            with self.lock:
+            if self.stopping.is_set():
+                return 143
+            with self.lock:  # taken and applied at once: a status never sees it half done
                 commands, self.pending = self.pending, []
+                if commands:
+                    self._apply(commands)
             if commands:
-                self._apply(commands)
                 continue
             if self.state.paused:
                 self._hold("host")
@@ -227,8 +239,8 @@ class Party:
                 self.wake.clear()
                 continue
             status = self._run_current()
-            if status == 130:
-                return 130
+            if status == 130 or self.stopping.is_set():
+                return 143 if self.stopping.is_set() else 130
             with self.lock:
                 moved = bool(self.pending)
             if moved:
@@ -271,6 +283,15 @@ class Party:
                 self.state.running_since = None
         self._account(position, elapsed)
         return status
+
+    def _terminate(self) -> None:
+        """SIGTERM (systemd, kill): stop ffmpeg and let the main loop end the stream."""
+        self.stopping.set()
+        self.wake.set()
+        with self.lock:
+            proc = self.proc
+        if proc is not None:
+            processes.stop(proc, 10.0, signal.SIGINT)
 
     def _started(self, proc: subprocess.Popen) -> None:
         with self.lock:
