@@ -292,3 +292,50 @@ def test_each_item_keeps_its_own_choices(clips, tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-s"]))
+
+
+def test_controls_move_through_the_queue(clips, tmp_path):
+    """The controller's bookkeeping for each control, on real probed files (no ffmpeg run)."""
+    from app.sources.ffmpeg import PlayOptions
+    from app.sources.party.runner import Party
+
+    first, second = clips
+    items = [queue.Item(str(first)), queue.Item(str(second), start=2.0)]
+    party = Party(items, PlayOptions(source=str(first)), tmp_path / "stream", tmp_path / "state")
+    (tmp_path / "stream").mkdir()
+    party.check()
+    assert party.size == (320, 180) and party.fps == 25
+    party.state.position = 5.0
+    party._apply([("pause", ""), ("seek", "-10")])
+    assert (party.state.index, party.state.position, party.state.paused) == (0, 0.0, True)
+    assert (tmp_path / "stream" / "paused").read_text().strip() == "host"
+    party._apply([("seek", "0:08"), ("resume", "")])
+    assert (party.state.position, party.state.paused) == (8.0, False)
+    assert (tmp_path / "stream" / "paused").read_text().strip() == "seek"  # until it writes
+    party._apply([("next", "")])
+    assert (party.state.index, party.state.position) == (1, 2.0)  # the item's own --start
+    party._apply([("next", "")])
+    assert party.state.index == 1  # the last item: to its last second
+    assert party.state.position == pytest.approx(5.0, abs=0.2)
+    party._apply([("prev", "")])
+    assert (party.state.index, party.state.position) == (0, 0.0)
+    status = party.status()
+    assert [i["name"] for i in status["items"]] == ["first", "second"]
+    assert status["state"] == "playing" and status["items"][1]["duration"] == pytest.approx(6, 0.1)
+
+
+def test_a_stale_hold_marker_is_ignored(tmp_path):
+    """A `play` that died while paused must not keep the stream 'online' for ever."""
+    import os
+
+    from app.stream import folder
+
+    folder.write_marker(tmp_path, folder.HOLD_FILE, "host")
+    assert folder.read_hold(tmp_path) == "host"
+    old = time.time() - folder.HOLD_FRESH_SECONDS - 1
+    os.utime(tmp_path / folder.HOLD_FILE, (old, old))
+    assert folder.read_hold(tmp_path) == ""
+    folder.write_marker(tmp_path, folder.HOLD_FILE, "anything")
+    assert folder.read_hold(tmp_path) == ""
+    folder.write_marker(tmp_path, folder.COUNTDOWN_FILE, "1900000000")
+    assert folder.read_countdown(tmp_path) == 1900000000.0

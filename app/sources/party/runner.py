@@ -153,6 +153,9 @@ class Party:
             except SourceError as exc:
                 raise control.ControlError(f"seek {argument}: {exc}") from exc
         with self.lock:
+            if self.state.starts_at is not None:
+                raise control.ControlError("the party has not started yet (countdown); "
+                                           "controls work once it plays")
             if name == "pause" and self.state.paused:
                 return {"ok": True, "status": self.status(), "note": "already paused"}
             if name == "resume" and not self.state.paused:
