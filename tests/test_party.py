@@ -124,6 +124,14 @@ def test_pause_seek_and_queue_keep_one_open_stream(clips, tmp_path):
         wait_for(lambda: viewer.arrivals, 10, what="the first bytes")
         time.sleep(2.5)
 
+        forged = requests.post(server.url + "/broadcaster/party", auth=BROADCASTER,
+                               data={"action": "pause", "csrf": "guess"}, timeout=10,
+                               allow_redirects=False)
+        assert forged.status_code == 403  # the broadcaster forms' CSRF check applies
+        anonymous = requests.post(server.url + "/broadcaster/party", data={"action": "pause"},
+                                  timeout=10, allow_redirects=False)
+        assert anonymous.status_code in (401, 403)
+        assert control.send(tmp_path / "state", "status")["status"]["paused"] is False
         pressed = time.monotonic()
         answer = broadcaster_post(server, "party", action="pause")
         assert answer.status_code == 303 and "error" not in answer.headers["Location"]
