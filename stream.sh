@@ -25,7 +25,9 @@ SEGMENT_SECONDS=${SEGMENT_SECONDS:-2}
 PLAYLIST_SIZE=${PLAYLIST_SIZE:-15}
 DISPLAY_INPUT=${DISPLAY_INPUT:-${DISPLAY:-:0.0}+0,0}
 AUDIO_INPUT=${AUDIO_INPUT:-default}
-CLOCK=${CLOCK:-1}
+PLAYLIST=${PLAYLIST:-stream.m3u8}
+RENDITIONS=${RENDITIONS-low:360:400:64}
+CLOCK=${CLOCK:-0}
 DURATION=${DURATION:-}
 LOGLEVEL=${LOGLEVEL:-warning}
 
@@ -37,13 +39,17 @@ Settings (environment variables) and their current values:
   VIDEO_SIZE=$VIDEO_SIZE  FRAMERATE=$FRAMERATE  VIDEO_BITRATE=$VIDEO_BITRATE
   AUDIO_BITRATE=$AUDIO_BITRATE  PRESET=$PRESET  SEGMENT_SECONDS=$SEGMENT_SECONDS
   PLAYLIST_SIZE=$PLAYLIST_SIZE  DISPLAY_INPUT=$DISPLAY_INPUT  AUDIO_INPUT=$AUDIO_INPUT
-  CLOCK=$CLOCK (1 draws the time in the corner)  DURATION=${DURATION:-unlimited} (seconds)
+  PLAYLIST=$PLAYLIST (the top rendition's playlist; config.toml's stream.playlist)
+  RENDITIONS=${RENDITIONS:-none} (lower qualities NAME:HEIGHT:VIDEO_KBPS:AUDIO_KBPS, space
+    separated, as config.toml's [[stream.renditions]]; empty writes the source quality only)
+  CLOCK=$CLOCK (1 draws the time in UTC in the corner; off by default: a clock in local time
+    would tell every viewer the streamer's time zone)  DURATION=${DURATION:-unlimited} (seconds)
 TXT
 }
 
 mode=capture
 case "${1:-}" in
-  --test) mode=test ;;
+  --test) mode="test" ;;
   -h|--help) usage; exit 0 ;;
   "") ;;
   *) echo "stream.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
@@ -55,40 +61,101 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
   exit 127
 fi
 
-if [ "$mode" = test ]; then
-  inputs=(-re -f lavfi -i "testsrc2=size=$VIDEO_SIZE:rate=$FRAMERATE"
-          -re -f lavfi -i "sine=frequency=440:beep_factor=4:sample_rate=48000")
-else
-  inputs=(-thread_queue_size 512 -f x11grab -framerate "$FRAMERATE" -video_size "$VIDEO_SIZE"
-          -i "$DISPLAY_INPUT" -thread_queue_size 512 -f pulse -i "$AUDIO_INPUT")
-fi
 
-filters="format=yuv420p"
+case "$PLAYLIST" in
+  */*|.*|"") echo "stream.sh: PLAYLIST=$PLAYLIST must be a plain file name such as stream.m3u8" >&2
+             exit 2 ;;
+esac
+
+picture="format=yuv420p"
 if [ "$CLOCK" = 1 ]; then
-  filters="drawtext=text='%{localtime\\:%H\\\\\\:%M\\\\\\:%S}':x=16:y=h/14:fontsize=h/20:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=8,$filters"
+  # gmtime, never localtime: the picture must not give away the streamer's time zone.
+  picture="drawtext=text='%{gmtime\\:%H\\\\\\:%M\\\\\\:%S} UTC':x=16:y=h/14:fontsize=h/20:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=8,$picture"
 fi
 
 keyint=$(( ${FRAMERATE%%/*} * SEGMENT_SECONDS ))
+keyframes="expr:gte(t,n_forced*$SEGMENT_SECONDS)"
 mkdir -p "$STREAM_DIR"
 # A new broadcast starts clean: stale segments from the last one must not be served.
-rm -f "$STREAM_DIR"/stream*.m4s "$STREAM_DIR"/stream*.tmp "$STREAM_DIR"/init.mp4 "$STREAM_DIR"/stream.m3u8
+rm -f "$STREAM_DIR"/*.m4s "$STREAM_DIR"/*.tmp "$STREAM_DIR"/init.mp4 "$STREAM_DIR"/*-init.mp4 \
+      "$STREAM_DIR"/*.m3u8
 
-limit=()
+limit=()  # on every input, so every rendition's output ends with it
 [ -n "$DURATION" ] && limit=(-t "$DURATION")
 
+if [ "$mode" = test ]; then
+  inputs=(-re "${limit[@]}" -f lavfi -i "testsrc2=size=$VIDEO_SIZE:rate=$FRAMERATE"
+          -re "${limit[@]}" -f lavfi -i "sine=frequency=440:beep_factor=4:sample_rate=48000")
+else
+  inputs=(-thread_queue_size 512 "${limit[@]}" -f x11grab -framerate "$FRAMERATE"
+          -video_size "$VIDEO_SIZE" -i "$DISPLAY_INPUT"
+          -thread_queue_size 512 "${limit[@]}" -f pulse -i "$AUDIO_INPUT")
+fi
+
+# The output options every rendition shares: fMP4 HLS, metadata and x264's SEI (its version
+# and options: a fingerprint of this machine) stripped.
+hls() {  # hls INIT SEGMENT_PATTERN PLAYLIST
+  echo -map_metadata -1 -map_chapters -1 -fflags +bitexact \
+    -f hls -hls_time "$SEGMENT_SECONDS" -hls_list_size "$PLAYLIST_SIZE" \
+    -hls_segment_type fmp4 -hls_fmp4_init_filename "$1" \
+    -hls_flags delete_segments+temp_file+independent_segments \
+    -hls_segment_filename "$STREAM_DIR/$2" "$STREAM_DIR/$3"
+}
+x264() {  # x264 KBPS
+  echo -c:v libx264 -preset "$PRESET" -tune zerolatency -b:v "$1" -maxrate "$1" -bufsize "$1" \
+    -g "$keyint" -keyint_min "$keyint" -sc_threshold 0 -force_key_frames "$keyframes" \
+    -flags:v +bitexact -bsf:v filter_units=remove_types=6
+}
+
+# The picture is drawn once, then split: one encoder per rendition, the same keyframe times.
+read -r -a wanted <<<"$RENDITIONS"
+lower=()
+for entry in "${wanted[@]}"; do  # a "lower" rendition as tall as the source would only upscale
+  height=$(cut -d: -f2 <<<"$entry")
+  if [[ "$height" =~ ^[0-9]+$ ]] && [ "$height" -ge "${VIDEO_SIZE#*x}" ]; then
+    echo "stream.sh: skipping rendition '$entry': not smaller than VIDEO_SIZE=$VIDEO_SIZE" >&2
+    continue
+  fi
+  lower+=("$entry")
+done
+graph="[0:v:0]$picture,split=$(( ${#lower[@]} + 1 ))[top]"
+outputs=()
+master="#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-STREAM-INF:BANDWIDTH=$(( (${VIDEO_BITRATE%k} + ${AUDIO_BITRATE%k}) * 1000 )),RESOLUTION=$VIDEO_SIZE,NAME=\"source\"
+$PLAYLIST"
+for i in "${!lower[@]}"; do
+  IFS=: read -r name height vkbps akbps <<<"${lower[$i]}"
+  if ! [[ "$name" =~ ^[a-z][a-z0-9]{0,15}$ && "$height" =~ ^[0-9]+$ && "$vkbps" =~ ^[0-9]+$
+          && "$akbps" =~ ^[0-9]+$ ]]; then
+    echo "stream.sh: RENDITIONS entry '${lower[$i]}' is not NAME:HEIGHT:VIDEO_KBPS:AUDIO_KBPS" \
+         "(e.g. low:360:400:64)" >&2
+    exit 2
+  fi
+  graph+="[in$i]"
+  scaled+=";[in$i]scale=-2:$height:flags=bicubic,setsar=1,format=yuv420p[v$i]"
+  # shellcheck disable=SC2207
+  outputs+=(-map "[v$i]" $(x264 "${vkbps}k") -map 1:a:0 -c:a aac -b:a "${akbps}k" -ac 2
+            -flags:a +bitexact $(hls "$name-init.mp4" "$name-%d.m4s" "$name.m3u8"))
+  width=$(( ${VIDEO_SIZE%x*} * height / ${VIDEO_SIZE#*x} / 2 * 2 ))
+  master+="
+#EXT-X-STREAM-INF:BANDWIDTH=$(( (vkbps + akbps) * 1000 )),RESOLUTION=${width}x$height,NAME=\"$name\"
+$name.m3u8"
+done
+graph+=";[top]null[v]${scaled:-}"
+if [ ${#lower[@]} -gt 0 ]; then
+  printf '%s\n' "$master" >"$STREAM_DIR/master.m3u8.tmp"
+  mv "$STREAM_DIR/master.m3u8.tmp" "$STREAM_DIR/master.m3u8"
+fi
+
 set +e
-ffmpeg -hide_banner -nostdin -loglevel "$LOGLEVEL" "${inputs[@]}" "${limit[@]}" \
-  -map 0:v:0 -map 1:a:0 -vf "$filters" \
-  -c:v libx264 -preset "$PRESET" -tune zerolatency -b:v "$VIDEO_BITRATE" \
-  -maxrate "$VIDEO_BITRATE" -bufsize "$VIDEO_BITRATE" \
-  -g "$keyint" -keyint_min "$keyint" -sc_threshold 0 \
-  -force_key_frames "expr:gte(t,n_forced*$SEGMENT_SECONDS)" \
-  -c:a aac -b:a "$AUDIO_BITRATE" -ac 2 \
-  -map_metadata -1 -map_chapters -1 -fflags +bitexact -flags:v +bitexact -flags:a +bitexact \
-  -f hls -hls_time "$SEGMENT_SECONDS" -hls_list_size "$PLAYLIST_SIZE" \
-  -hls_segment_type fmp4 -hls_fmp4_init_filename init.mp4 \
-  -hls_flags delete_segments+temp_file+independent_segments \
-  -hls_segment_filename "$STREAM_DIR/stream%d.m4s" "$STREAM_DIR/stream.m3u8"
+# shellcheck disable=SC2046
+ffmpeg -hide_banner -nostdin -loglevel "$LOGLEVEL" "${inputs[@]}" \
+  -filter_complex "$graph" \
+  -map "[v]" $(x264 "$VIDEO_BITRATE") -map 1:a:0 -c:a aac -b:a "$AUDIO_BITRATE" -ac 2 \
+  -flags:a +bitexact $(hls init.mp4 "stream%d.m4s" "$PLAYLIST") \
+  "${outputs[@]}"
 status=$?
 set -e
 if [ $status -ne 0 ] && [ $status -ne 255 ]; then

@@ -12,9 +12,10 @@ from app.community.chat import Chat
 from app.community.hub import Hub
 from app.community.identity import BroadcasterPassword, BroadcasterSessions, Identities
 from app.community.presence import Audience
-from app.community.store import open_store
+from app.community.store import open_store, private_dir
 from app.config import PROJECT_DIR, Config
 from app.services import App, Services
+from app.stream.clock import StreamClock
 from app.stream.timeline import TimelineBuilder
 from app.stream.watcher import StreamState
 from app.web import security
@@ -31,7 +32,7 @@ def create_app(config: Config) -> App:
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.wsgi_app = BodyLimit(app.wsgi_app, config.server.max_body_bytes)
     config.stream_dir.mkdir(parents=True, exist_ok=True)
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.state_dir)
     app.services = build_services(config)
     app.services.message_html = chat.MessageHTML(app)
 
@@ -67,10 +68,12 @@ def build_services(config: Config) -> Services:
         captchas=captchas,
         password=password,
         chat=Chat(store, identities, hub, config.chat, config.broadcaster, captchas),
-        sessions=BroadcasterSessions(),
+        sessions=BroadcasterSessions(store),
         csrf_token=secrets.token_urlsafe(32),
         video_slots=PerViewerLimit(config.stream.max_connections_per_viewer),
         chat_slots=StreamSlots(config.chat.max_streams, config.chat.max_streams_per_viewer),
+        push_slots=StreamSlots(config.viewers.max_push, config.viewers.max_push_per_viewer),
+        clock=StreamClock(),
     )
 
 

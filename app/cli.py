@@ -58,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
 
     add_cloud_commands(commands)
 
+    owner = commands.add_parser("broadcaster", help="the broadcaster's way in")
+    owner.add_argument("action", choices=["login-link"],
+                       help="print a one-time login link for /broadcaster (works once, for "
+                            "10 minutes, even while failed logins are locked)")
+    owner.add_argument("--base-url", help="address viewers use, e.g. http://xyz.onion "
+                                          "(default: this machine's server address)")
+    owner.set_defaults(run=run_broadcaster)
+
     from app.sources.party.queue import split_play_argv
 
     argv, later_items = split_play_argv(list(sys.argv[1:] if argv is None else argv))
@@ -264,7 +272,9 @@ def run_estimate(args: argparse.Namespace, config: Config) -> int:
 def start_demo_source(config: Config) -> subprocess.Popen:
     if shutil.which("ffmpeg") is None:
         raise SystemExit("livestream: --demo needs ffmpeg: sudo apt-get install ffmpeg")
-    env = dict(os.environ, STREAM_DIR=str(config.stream_dir))
+    from app.sources.ffmpeg import stream_sh_environment
+
+    env = dict(os.environ, **stream_sh_environment(config))
     log.info("demo: streaming a test pattern into %s", config.stream_dir)
     return subprocess.Popen([str(PROJECT_DIR / "stream.sh"), "--test"], env=env,
                             stdin=subprocess.DEVNULL)
@@ -348,7 +358,7 @@ def run_play(args: argparse.Namespace, config: Config) -> int:
         if chosen.audio is not None and chosen.audio < 0:
             raise options.SourceError("--audio: track numbers start at 0")
         return play.play(chosen, config.stream_dir, config.stream.playlist,
-                         dry_run=args.dry_run)
+                         dry_run=args.dry_run, renditions=config.stream.renditions)
     except options.SourceError as exc:
         print(f"livestream play: {exc}", file=sys.stderr)
         return 2
@@ -372,13 +382,15 @@ def run_party_play(args: argparse.Namespace, config: Config) -> int:
         preset=args.preset, hwaccel=args.hwaccel, to=args.to)
     starts_at = timeline.start_time(args.start_at, args.start_in)
     party = runner.Party(items, base, config.stream_dir, config.state_dir,
-                         config.stream.playlist, starts_at=starts_at)
+                         config.stream.playlist, starts_at=starts_at,
+                         renditions=None if args.to else config.stream.renditions)
     party.check()
     print(f"queue:\n{runner.describe(items, party.infos)}", file=sys.stderr)
     if args.dry_run:
         for item, info in zip(items, party.infos, strict=True):
             argv = runner.run_argv(info, item, base, item.start, 0.0, 0, party.size, party.fps,
-                                   config.stream_dir, config.stream.playlist)
+                                   config.stream_dir, config.stream.playlist,
+                                   party.renditions)
             print(ffmpeg.shell_line(argv))
         return 0
     if args.to:
@@ -433,6 +445,35 @@ def run_key(args: argparse.Namespace, config: Config) -> int:
     print(f"stream key: {key}")
     if args.new:
         print("(the old key no longer works)")
+    return 0
+
+
+def run_broadcaster(args: argparse.Namespace, config: Config) -> int:
+    """Print a one-time login link. Anyone who can run this as the server's user owns the
+    machine anyway, so the link needs no password and ignores the failed-login lock."""
+    from app.community.identity import LOGIN_LINK_SECONDS, new_login_link
+    from app.community.store import open_store
+
+    try:
+        store = open_store(config.state_dir, config.chat.history, config.chat.shown,
+                           config.viewers.max_stored, config.viewers.cache_size)
+    except RuntimeError as exc:
+        print(f"livestream broadcaster: {exc}", file=sys.stderr)
+        return 1
+    try:
+        secret = new_login_link(store)
+    finally:
+        store.close()
+    if args.base_url:
+        base = args.base_url.rstrip("/")
+    else:
+        host = config.server.host if config.server.host not in ("0.0.0.0", "::", "") \
+            else "127.0.0.1"
+        base = f"http://{host}:{config.server.port}"
+    # Printed, on purpose not logged: the link is a secret for the person at this terminal.
+    print(f"{base}/broadcaster/login?key={secret}")
+    print(f"(works once, within {LOGIN_LINK_SECONDS / 60:.0f} minutes; over Tor use "
+          "--base-url http://YOUR.onion)", file=sys.stderr)
     return 0
 
 

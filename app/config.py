@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import toml
 
-from app.stream.folder import DEFAULT_PLAYLIST
+from app.stream.folder import DEFAULT_PLAYLIST, MASTER_PLAYLIST
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_DIR / "config.toml"
@@ -37,6 +38,30 @@ class ServerConfig:
 
 
 @dataclass
+class Rendition:
+    """One quality every source writes into stream/ (see [[stream.renditions]] in config.toml).
+
+    The first is the source quality: height and video_kbps 0 mean "as it comes" (copied when
+    the input is already browser-ready H.264/AAC). Each further one is encoded from it, for
+    viewers whose connection (a slow Tor circuit) cannot carry the top one.
+    """
+
+    name: str
+    height: int = 0
+    video_kbps: int = 0
+    audio_kbps: int = 0
+
+    @property
+    def bandwidth(self) -> int:
+        """Bits per second for the master playlist (0 when it is the unknown source rate)."""
+        return (self.video_kbps + self.audio_kbps) * 1000
+
+
+def _default_renditions() -> list[Rendition]:
+    return [Rendition("source"), Rendition("low", height=360, video_kbps=400, audio_kbps=64)]
+
+
+@dataclass
 class StreamConfig:
     dir: str = "stream"
     playlist: str = DEFAULT_PLAYLIST
@@ -47,6 +72,14 @@ class StreamConfig:
     send_timeout: float = 20.0
     max_connections_per_viewer: int = 4
     poll_interval: float = 0.25
+    renditions: list[Rendition] = field(default_factory=_default_renditions)
+
+    def rendition(self, name: str | None) -> Rendition:
+        """The rendition called `name`, or the top one for an unknown or missing name."""
+        for rendition in self.renditions:
+            if rendition.name == name:
+                return rendition
+        return self.renditions[0]
 
 
 @dataclass
@@ -109,6 +142,9 @@ class PriceTable:
     """DigitalOcean's published prices, kept in one place with the day they were checked."""
     checked: str = "2025-04-22"
     source: str = "https://docs.digitalocean.com/products/droplets/details/pricing/"
+    # per-second billing (since 2026-01-01; at least 60 s or $0.01): when and where checked
+    billing_checked: str = "2026-12-02"
+    billing_source: str = "https://docs.digitalocean.com/products/billing/"
     hours_per_month: float = 672.0
     overage_usd_per_gib: float = 0.01
     sizes: dict[str, SizePrice] = field(default_factory=_default_sizes)
@@ -120,7 +156,7 @@ class CloudConfig:
     token_file: str = ""
     region: str = "fra1"
     size: str = "cheapest"
-    image: str = "debian-12-x64"
+    image: str = "newest-debian"
     ssh_keys: list[str] = field(default_factory=list)
     tag: str = "livestream"
     http_port: int = 80
@@ -132,6 +168,8 @@ class CloudConfig:
     api_timeout: float = 30.0
     api_retries: int = 5
     retry_seconds: float = 1.0
+    onion: bool = True
+    swap_mib: int = 1024
     prices: PriceTable = field(default_factory=PriceTable)
 
 
@@ -146,11 +184,13 @@ class ChatConfig:
     window_seconds: float = 30.0
     window_messages: int = 10
     stream_seconds: float = 900.0
+    enter_seconds: float = 1.0
+    first_stream_seconds: float = 10.0
     poll_seconds: int = 4
     max_streams: int = 5000
     max_streams_per_viewer: int = 3
     nonce_seconds: float = 3600.0
-    nonces_per_viewer: int = 8
+    max_used_nonces: int = 100000
     max_tracked_posters: int = 10000
     max_filters: int = 100
     filter_max_length: int = 200
@@ -179,6 +219,7 @@ class BroadcasterConfig:
     name: str = "Broadcaster"
     failed_logins: int = 5
     failed_window: float = 60.0
+    allow_clearnet: bool = True
 
 
 @dataclass
@@ -189,6 +230,8 @@ class ViewersConfig:
     max_stored: int = 50000
     cache_size: int = 5000
     set_cookie: bool = True
+    max_push: int = 5000
+    max_push_per_viewer: int = 8
 
 
 @dataclass
@@ -333,6 +376,7 @@ def _check(config: Config, where: str) -> None:
         problems.append("'stream.offline_after' must be positive")
     if "/" in config.stream.playlist:
         problems.append("'stream.playlist' must be a file name inside 'stream.dir'")
+    problems += _check_renditions(config.stream)
     if not 0 < config.ingest.port < 65536:
         problems.append("'ingest.port' must be between 1 and 65535")
     if config.ingest.max_pending < 1 or config.ingest.max_pending_per_address < 1:
@@ -362,6 +406,40 @@ def _check(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: " + "; ".join(problems))
 
 
+RENDITION_NAME = re.compile(r"[a-z][a-z0-9]{0,15}")
+
+
+def _check_renditions(stream: StreamConfig) -> list[str]:
+    """The first rendition is the source; every other one needs a size and bitrates."""
+    if not stream.renditions:
+        return ["'stream.renditions' needs at least one entry (the source quality)"]
+    problems = []
+    names = [r.name for r in stream.renditions]
+    reserved = {Path(stream.playlist).stem, Path(MASTER_PLAYLIST).stem}
+    for rendition in stream.renditions:
+        where = f"'stream.renditions' entry \"{rendition.name}\""
+        if not RENDITION_NAME.fullmatch(rendition.name):
+            problems.append(f"{where}: a name is 1-16 lowercase letters or digits, starting "
+                            "with a letter (it becomes file names and ?quality=NAME)")
+        elif names.count(rendition.name) > 1:
+            problems.append(f"{where}: the name is used twice")
+        elif rendition is not stream.renditions[0] and rendition.name in reserved:
+            problems.append(f"{where}: the name is taken by the playlist files; pick another")
+    top, lower = stream.renditions[0], stream.renditions[1:]
+    if top.height or top.video_kbps:
+        problems.append(f"'stream.renditions' entry \"{top.name}\": the first entry is the "
+                        "source quality; leave its height and video_kbps out (0)")
+    for rendition in lower:
+        if not (rendition.height >= 90 and rendition.height % 2 == 0
+                and 50 <= rendition.video_kbps <= 100_000 and 16 <= rendition.audio_kbps <= 512):
+            problems.append(f"'stream.renditions' entry \"{rendition.name}\": needs an even "
+                            "height of at least 90, video_kbps 50-100000 and audio_kbps 16-512")
+    heights = [r.height for r in lower]
+    if heights != sorted(heights, reverse=True):
+        problems.append("'stream.renditions': list the lower qualities from high to low")
+    return problems
+
+
 def _check_community(config: Config) -> list[str]:
     """Every cap on an in-memory collection must be a positive number."""
     problems = []
@@ -384,6 +462,8 @@ ENVIRONMENT = {
     "LIVESTREAM_STREAM_DIR": "stream.dir",
     "LIVESTREAM_STATE_DIR": "server.state_dir",
     "LIVESTREAM_TOR_PASSWORD": "tor.password",
+    "LIVESTREAM_BROADCASTER_PASSWORD": "broadcaster.password",
+    "LIVESTREAM_BROADCASTER_ALLOW_CLEARNET": "broadcaster.allow_clearnet",
 }
 
 

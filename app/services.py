@@ -23,6 +23,7 @@ from app.community.identity import BroadcasterPassword, BroadcasterSessions, Ide
 from app.community.presence import Audience, publish_viewer_count
 from app.community.store import Store
 from app.config import Config
+from app.stream.clock import StreamClock
 from app.stream.status import publish_stream_status
 from app.stream.timeline import TimelineBuilder
 from app.stream.watcher import StreamState
@@ -50,6 +51,8 @@ class Services:
     csrf_token: str
     video_slots: PerViewerLimit
     chat_slots: StreamSlots
+    push_slots: StreamSlots  # /events and long-polled /api/playlist
+    clock: StreamClock
     message_html: MessageHTML | None = None  # needs the app's templates; set by create_app
     _greenlets: list[gevent.Greenlet] = field(default_factory=list)
     _adopted: list[Callable[[], object]] = field(default_factory=list)
@@ -57,7 +60,7 @@ class Services:
     def start(self) -> None:
         """Everything that runs in the background of a serving app."""
         self.stream.start()
-        self._greenlets.append(publish_stream_status(self.stream, self.hub.publish))
+        self._greenlets.append(publish_stream_status(self.stream, self.hub.publish, self.clock))
         self._greenlets.append(publish_viewer_count(self.audience, self.hub))
         if self.captchas is not None:
             self.captchas.start()

@@ -66,7 +66,8 @@
         data.messages.forEach(add);
         if (frame.parentNode) { frame.parentNode.replaceChild(box, frame); }
         if (source) { source.close(); }
-        source = new EventSource("/events?since=" + encodeURIComponent(data.last_event));
+        source = new EventSource("/events?since=" + encodeURIComponent(data.last_event) +
+          "&token=" + encodeURIComponent(token));
         source.addEventListener("chat", function (e) { add(JSON.parse(e.data)); });
         source.addEventListener("hide", function (e) { hide(JSON.parse(e.data).ids || []); });
         source.addEventListener("viewers", function (e) { showCount(JSON.parse(e.data).count); });

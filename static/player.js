@@ -4,7 +4,8 @@
  * With Media Source Extensions it plays the HLS segments itself, starting near the live edge,
  * and keeps every viewer at the same point of the stream: the server publishes one timeline
  * (/api/playlist: each segment's media start time and the server time at which media time 0
- * was live), the player measures the server's clock (/api/clock) and steers its playback rate
+ * was live), the player measures the server's clock (/api/clock: seconds on a scale private to
+ * the server process, never the host's wall clock) and steers its playback rate
  * gently towards "server now - origin - delay". It can scrub back through the segments the
  * playlist still lists, and return to live. Without MSE, or when it fails, the page's own
  * /stream.mp4 keeps playing. ?player=plain or ?player=mse picks one explicitly; the choice is
@@ -31,6 +32,13 @@
   var START_TIMEOUT_MS = 20000;  // live but nothing playing by then: MSE is not working here
   var CLOCK_SAMPLES = 5;
   var CLOCK_RESYNC_MS = 60000;
+  // Renditions: a segment that takes more than this share of its own duration to arrive means
+  // the connection cannot carry this quality; step down at once (before the buffer runs dry).
+  var SLOW_FETCH_SHARE = 0.7;
+  var UP_HEADROOM = 2.0;         // step up when measured throughput is this many times the next rate
+  var UP_AFTER_SEGMENTS = 3;     // ... for this many segments in a row
+  var UP_HOLD_MS = 15000;        // and never sooner than this after stepping down
+  var QUALITY_KEY = 'livestream-quality';
 
   /* ---------------------------------------------------------------- small helpers */
 
@@ -162,24 +170,34 @@
     this.current = null;
     this.controller = null;
     this.stopped = false;
+    this.quality = '';           // the rendition whose segments the player appends
   }
+
+  /** Follow another rendition's timeline from now on (asked for at once, no long poll). */
+  TimelineFeed.prototype.switchTo = function (quality) {
+    if (quality === this.quality) { return; }
+    this.quality = quality;
+    this.current = null;
+    this.poke();
+  };
 
   TimelineFeed.prototype.start = function () {
     var self = this, failures = 0;
     (function loop() {
       if (self.stopped) { return; }
-      var tl = self.current, query = '';
+      var tl = self.current, query = '?quality=' + encodeURIComponent(self.quality);
       if (tl) {
         var last = tl.segments.length ? tl.segments[tl.segments.length - 1].sequence : -1;
-        query = '?gen=' + tl.generation + '&after=' + last + '&online=' + (tl.online ? 1 : 0);
+        query += '&gen=' + tl.generation + '&after=' + last + '&online=' + (tl.online ? 1 : 0);
       }
-      self.controller = new AbortController();
-      getJson('/api/playlist' + query, self.controller.signal).then(function (next) {
+      var controller = self.controller = new AbortController();
+      getJson(withToken('/api/playlist' + query), controller.signal).then(function (next) {
         failures = 0;
         self.current = next;
         self.onTimeline(next);
         loop();
-      }).catch(function () {
+      }).catch(function (error) {
+        if (error && error.name === 'AbortError' && !self.current) { loop(); return; }  // switched
         failures += 1;
         sleep(Math.min(5000, 500 * failures)).then(loop);
       });
@@ -221,6 +239,13 @@
     this.failures = 0;
     this.onlineSince = null;
     this.dead = false;
+    this.quality = null;         // the rendition the source buffer was last given an init of
+    this.codecs = null;
+    this.auto = true;            // choose the rendition by measured throughput
+    this.upStreak = 0;
+    this.lastDownAt = -Infinity;
+    this.throughput = null;      // bits per second, the last segment fetch
+    this.onQuality = null;       // (name) -> ask the feed for that rendition's timeline
     this.bindVideo();
   }
 
@@ -315,7 +340,46 @@
     if (tl.generation !== this.generation || !this.mediaSource) {
       this.attach(tl);  // first start, or the stream restarted: its media time begins anew
     } else {
+      if (this.quality !== null && tl.quality !== this.quality) {
+        // Another rendition: its init segment first, then its segments from the next
+        // sequence on. What is buffered stays, so the picture never stops at the switch.
+        this.initPending = true;
+      }
       this.pump();
+    }
+  };
+
+  /** The renditions on offer, top first: [{name, bandwidth, resolution}]. */
+  MsePlayer.prototype.qualities = function () {
+    return (this.tl && this.tl.qualities) || [];
+  };
+
+  /** Ask for rendition `name`; `manual` (the viewer's choice) turns automatic choice off. */
+  MsePlayer.prototype.choose = function (name, manual) {
+    if (manual !== undefined) { this.auto = !manual; }
+    try { sessionStorage.setItem(QUALITY_KEY, this.auto ? '' : name); } catch (e) { /* private mode */ }
+    this.upStreak = 0;
+    if (this.onQuality) { this.onQuality(name); }
+  };
+
+  /** After each segment: step down when it came too slowly, up when there is room to spare. */
+  MsePlayer.prototype.adapt = function (seg, bytes, seconds) {
+    var list = this.qualities();
+    if (!this.auto || list.length < 2 || !seg) { return; }
+    var at = -1;
+    for (var i = 0; i < list.length; i++) { if (list[i].name === this.tl.quality) { at = i; } }
+    if (at < 0) { return; }
+    this.throughput = bytes * 8 / Math.max(seconds, 0.001);
+    if (seconds > seg.duration * SLOW_FETCH_SHARE && at < list.length - 1) {
+      this.lastDownAt = performance.now();
+      this.choose(list[at + 1].name);
+      return;
+    }
+    var higher = at > 0 ? list[at - 1] : null;
+    var needed = higher && higher.bandwidth ? higher.bandwidth * UP_HEADROOM : Infinity;
+    this.upStreak = this.throughput > needed ? this.upStreak + 1 : 0;
+    if (higher && this.upStreak >= UP_AFTER_SEGMENTS && performance.now() - this.lastDownAt > UP_HOLD_MS) {
+      this.choose(higher.name);
     }
   };
 
@@ -381,10 +445,22 @@
       uri = seg.uri;
     }
     this.busy = true;
+    var fetchedFrom = performance.now(), quality = tl.quality, codecs = tl.codecs;
     this.fetchBytes(uri).then(function (data) {
       if (buffer !== self.buffer) { return; }
+      var seconds = (performance.now() - fetchedFrom) / 1000;
+      if (!seg && self.codecs && codecs !== self.codecs && buffer.changeType) {
+        buffer.changeType('video/mp4; codecs="' + codecs + '"');  // e.g. High -> Main profile
+      }
       return self.append(data).then(function () {
-        if (seg) { self.appended.set(seg.sequence, seg); } else { self.initPending = false; }
+        if (seg) {
+          self.appended.set(seg.sequence, seg);
+          self.adapt(seg, data.byteLength, seconds);
+        } else {
+          self.initPending = false;
+          self.quality = quality;
+          self.codecs = codecs;
+        }
         self.failures = 0;
       });
     }).catch(function (error) {
@@ -511,7 +587,8 @@
     var video = this.video, fresh = this.generation !== null && tl.generation !== this.generation;
     var idle = video.ended || video.error || video.networkState === HTMLMediaElement.NETWORK_NO_SOURCE;
     if (tl.online && (fresh || idle || !video.getAttribute('src'))) {
-      video.src = withToken('/stream.mp4');
+      var quality = new URLSearchParams(location.search).get('quality');
+      video.src = withToken('/stream.mp4' + (quality ? '?quality=' + encodeURIComponent(quality) : ''));
       video.play().catch(function () { /* the viewer presses play */ });
     }
     if (tl.online) {
@@ -534,8 +611,12 @@
     this.modeText = el('span', { 'class': 'mode-text' });
     this.switchLink = el('a', { 'class': 'switch-player', 'data-player-switch': '' });
     this.note = el('p', { 'class': 'player-note', hidden: '' });
+    this.qualitySelect = el('select', { 'class': 'quality', 'aria-label': 'Quality', hidden: '' });
+    this.qualitySelect.addEventListener('change', function () {
+      if (self.onQuality) { self.onQuality(self.qualitySelect.value); }
+    });
     root.appendChild(el('div', { 'class': 'controls-row' },
-      [this.goLiveButton, this.scrub, this.behind]));
+      [this.goLiveButton, this.scrub, this.behind, this.qualitySelect]));
     root.appendChild(el('div', { 'class': 'controls-row small' }, [this.modeText, this.switchLink]));
     root.appendChild(this.note);
     this.dragging = false;
@@ -578,6 +659,7 @@
       return;
     }
     this.message('');
+    this.showQualities(player);
     var edge = player.edge();
     if (!player.started || edge === null) { root.dataset.state = 'starting'; this.behind.textContent = 'Starting…'; return; }
     var behind = Math.max(0, edge - video.currentTime);
@@ -591,6 +673,27 @@
       this.scrub.max = edge.toFixed(1);
       this.scrub.value = video.currentTime.toFixed(1);
     }
+  };
+
+  /** The rendition menu: "Auto" plus every quality; data-quality says which one plays. */
+  Ui.prototype.showQualities = function (player) {
+    var list = player.qualities(), select = this.qualitySelect, root = this.root;
+    select.hidden = list.length < 2;
+    if (select.hidden) { return; }
+    var names = ['auto'].concat(list.map(function (q) { return q.name; }));
+    if (select.dataset.names !== names.join(' ')) {
+      select.textContent = '';
+      select.appendChild(el('option', { value: '', text: 'Auto' }));
+      list.forEach(function (q) {
+        var label = q.name + (q.resolution ? ' ' + q.resolution.split('x')[1] + 'p' : '');
+        select.appendChild(el('option', { value: q.name, text: label }));
+      });
+      select.dataset.names = names.join(' ');
+    }
+    if (document.activeElement !== select) { select.value = player.auto ? '' : player.tl.quality; }
+    root.dataset.quality = player.quality || '';
+    root.dataset.auto = player.auto ? '1' : '0';
+    if (player.throughput) { root.dataset.throughput = String(Math.round(player.throughput)); }
   };
 
   Ui.prototype.showPlain = function (player) {
@@ -660,7 +763,7 @@
     refresh();
     setInterval(function () { self.tick(); }, 1000);
     if (!window.EventSource) { setInterval(refresh, 10000); return; }
-    var source = new EventSource('/events');
+    var source = new EventSource(withToken('/events'));
     source.addEventListener('status', function (event) { self.setStatus(JSON.parse(event.data)); });
     source.addEventListener('viewers', function (event) {
       var data = JSON.parse(event.data);
@@ -680,7 +783,15 @@
     return video;
   }
 
+  /** A quality the viewer picked earlier in this tab (or ?quality= in the address). */
+  function rememberedQuality() {
+    var asked = new URLSearchParams(location.search).get('quality');
+    if (asked) { return asked; }
+    try { return sessionStorage.getItem(QUALITY_KEY) || ''; } catch (e) { return ''; }
+  }
+
   function main() {
+    var startQuality = rememberedQuality();
     var choice = playerChoice();
     keepChoice(choice);
     var clock = new ServerClock();
@@ -709,6 +820,11 @@
       if (!player) {
         if (wantMse()) {
           player = new MsePlayer(video, clock, ui, usePlain);
+          player.onQuality = function (name) { feed.switchTo(name); };
+          ui.onQuality = function (name) {
+            if (name) { player.choose(name, true); } else { player.auto = true; player.choose(feed.quality, false); }
+          };
+          if (startQuality) { player.auto = false; }
           ui.setMode('mse');
           ui.onGoLive = function () { if (player.goLive) { player.goLive(); } };
           ui.onScrub = function (time) { if (player.scrubTo) { player.scrubTo(time); } };
@@ -733,6 +849,7 @@
       if (video && window.MediaSource) { video.removeAttribute('src'); video.load(); }
     }
     info.connect();
+    feed.quality = startQuality;
     clock.sync().then(function () {
       setInterval(function () { clock.sync(); }, CLOCK_RESYNC_MS);
       feed.start();

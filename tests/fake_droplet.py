@@ -4,8 +4,10 @@ The fake API hands each created droplet's body to `boot`: it writes the user-dat
 under a private root, runs the real receiver from them on the droplet's HTTP port (read from
 the environment file, as the install script does), and once the receiver has the bundle
 and has exited, starts `livestream serve` from the unpacked bundle on the same port, as the
-systemd unit would (with this machine's Python instead of a fresh virtualenv; the offline
-install test in test_cloud.py covers the virtualenv). Destroying the droplet stops it all.
+systemd unit would, with the environment file's settings (with this machine's Python
+instead of a fresh virtualenv, and without the onion service, which needs the internet; the
+offline install test in test_cloud.py covers the virtualenv and the key files). Destroying
+the droplet stops it all.
 """
 from __future__ import annotations
 
@@ -64,7 +66,17 @@ class FakeDroplets:
         if code != 0 or not self.serve:
             return
         data = self.files(droplet_id) / "var"
-        env = dict(os.environ, LIVESTREAM_HOST="127.0.0.1", LIVESTREAM_PORT=port,
+        # the unit's EnvironmentFile, as systemd passes it (the broadcaster's password and
+        # allow_clearnet among it), with the addresses and folders of this machine on top;
+        # the onion key goes into the state folder as the install script puts it there
+        unit_env = {k: v for k, v in settings.items() if k != "LIVESTREAM_ONION_KEY"}
+        if settings.get("LIVESTREAM_ONION_KEY"):
+            onion = data / "state" / "onion"
+            onion.mkdir(parents=True, mode=0o700)
+            (onion / "private_key").write_text(settings["LIVESTREAM_ONION_KEY"] + "\n")
+            (onion / "private_key").chmod(0o600)
+        env = dict(os.environ, **unit_env)
+        env.update(LIVESTREAM_HOST="127.0.0.1", LIVESTREAM_PORT=port,
                    LIVESTREAM_STREAM_DIR=str(data / "stream"),
                    LIVESTREAM_STATE_DIR=str(data / "state"))
         env.pop("PYTHONPATH", None)

@@ -10,6 +10,7 @@ subprocess on 127.0.0.1, against the real upload code and against hostile upload
 from __future__ import annotations
 
 import ast
+import base64
 import gzip
 import http.client
 import io
@@ -41,6 +42,7 @@ from app.cloud.deploy import Cloud, CloudError, read_token
 from app.cloud.digitalocean import ApiError, DigitalOcean
 from app.cloud.upload import UploadError, send_bundle
 from app.config import PROJECT_DIR, load
+from app.onion.keys import new_key
 
 TOKEN = "dop_v1_" + "5ec7e7" * 10  # looks like a real token; must never be shown
 TAG = "livestream-test"
@@ -147,8 +149,10 @@ def test_up_creates_one_tagged_droplet_waits_and_prints_urls(setup, fake, drople
     assert_no_token(result)
     assert fake.count("POST", "/v2/droplets") == 1
     body = fake.created_bodies[0]
-    # cheapest size *offered in fra1* (the fake's cheaper 512 MB one is not)
-    assert (body["size"], body["region"], body["tags"]) == ("s-1vcpu-1gb", "fra1", [TAG])
+    # the cheapest size offered in fra1: the 512 MB one, as the real API lists it
+    # (docs/benchmarks.md "Cloud droplet memory": the services fit in 512 MiB)
+    assert (body["size"], body["region"], body["tags"]) == ("s-1vcpu-512mb-10gb", "fra1",
+                                                            [TAG])
     key = stream_key_of(body)
     assert len(key) >= 20
     out = result.stdout
@@ -157,7 +161,7 @@ def test_up_creates_one_tagged_droplet_waits_and_prints_urls(setup, fake, drople
     assert "  uploaded (" in out
     assert f"watch at http://127.0.0.1:{setup.port}/" in out
     assert f"rtmp://127.0.0.1/live/{key}" in out
-    assert "$0.00893 per started hour" in out
+    assert "$0.00595 per hour, billed per second (at least 60 s or $0.01)" in out
     (droplet_id,) = fake.live_ids(TAG)
     assert fake.droplets[droplet_id]["status"] == "active"
     # the droplet got the project through the receiver, which then made way for the server
@@ -285,6 +289,7 @@ def test_client_repr_and_errors_hide_the_token(fake):
 def test_rate_limit_waits_for_retry_after_then_succeeds(fake):
     waits = []
     client = DigitalOcean(TOKEN, fake.url, sleep=waits.append)
+    fake.max_per_page = 2
     fake.fail_next("GET", "/v2/sizes", 429, headers={"Retry-After": "7"}, body={
         "id": "too_many_requests", "message": "API Rate limit exceeded."})
     assert len(client.sizes()) == 5
@@ -340,6 +345,7 @@ def test_pagination_follows_next_links(fake):
     for _ in range(5):
         fake.add_droplet(TAG)
     fake.add_droplet("someone-else")
+    fake.max_per_page = 2
     client = DigitalOcean(TOKEN, fake.url)
     ids = [d["id"] for d in client.droplets(TAG)]
     assert sorted(ids) == sorted(fake.live_ids(TAG)) and len(ids) == 5
@@ -368,7 +374,7 @@ def test_status_shows_uptime_and_cost_so_far(setup, fake):
     row = result.stdout.splitlines()[1]
     assert "active" in row and "127.0.0.1" in row and "s-1vcpu-1gb" in row
     assert "1 h 30 min" in row or "1 h 29 min" in row
-    assert "$0.0179" in row  # two started hours x $0.00893
+    assert "$0.0134" in row  # 5400 s billed per second at $0.00893/h
 
 
 def test_status_says_unknown_cost_for_a_size_without_a_price(setup, fake):
@@ -541,7 +547,8 @@ def test_a_key_placeholder_in_ingest_args_is_expanded_by_systemd_not_by_us():
 def test_install_script_receives_first_then_uses_distribution_packages_and_wheels():
     script = cloud_init.INSTALL_SCRIPT
     assert re.search(r"apt-get .*install .*\n?.*ffmpeg tor python3-venv", script)
-    assert "--prefer-binary -r" in script and "requirements.txt" in script
+    assert re.search(r'--prefer-binary -c "\$prefix/src/constraints.txt" -r '
+                     r'"\$prefix/src/requirements.txt"', script)
     assert "systemctl enable --now livestream-serve.service livestream-ingest.service" in script
     main = script[script.index("main() {"):]
     assert main.index("receive_bundle") < main.index("install_system_packages") \
@@ -585,15 +592,34 @@ def test_the_receiver_imports_only_the_standard_library():
     assert modules and modules <= set(sys.stdlib_module_names)
 
 
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory) -> Path:
+    """Wheels of the runtime requirements at the pinned versions (constraints.txt), built
+    once with the .venv's pip from the package index: the install script's offline mode
+    installs from these and nothing else, as the droplet does from PyPI."""
+    folder = tmp_path_factory.mktemp("wheels")
+    requirements = folder / "requirements.txt"
+    requirements.write_text(cloud_init.requirements(PROJECT_DIR / "pyproject.toml"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w",
+         str(folder), "-r", str(requirements), "-c", str(PROJECT_DIR / "constraints.txt")],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder
+
+
 def test_the_install_script_receives_the_bundle_and_builds_a_venv_that_serves_it(
-        tmp_path, project_bundle):
+        tmp_path, project_bundle, wheelhouse):
     """The droplet's install, run here as far as this machine allows: the receiver from the
     user-data takes the bundle from the real upload code on the droplet's HTTP port, the
-    script builds a fresh virtual environment from the same requirements (offline, from the
-    packages already installed), then the server starts on that same port exactly as the
-    systemd unit starts it."""
+    script builds a fresh virtual environment (no access to any other site-packages) from
+    wheels only, with the shipped constraints, then the server starts on that same port
+    exactly as the systemd unit starts it."""
     port = free_port()
-    user_data = cloud_init.render(settings_for(http_port=port, receive_timeout=120))
+    onion_key = "ED25519-V3:" + base64.b64encode(new_key().secret).decode()
+    user_data = cloud_init.render(settings_for(http_port=port, receive_timeout=120,
+                                               onion_key=onion_key,
+                                               broadcaster_password="pw-Secret_1"))
     files = {f["path"]: f["content"] for f in yaml.safe_load(user_data)["write_files"]}
     prefix = tmp_path / "opt"
     prefix.mkdir()
@@ -606,7 +632,11 @@ def test_the_install_script_receives_the_bundle_and_builds_a_venv_that_serves_it
     key_file.write_text(files[cloud_init.DEPLOY_KEY_FILE])
     key_file.chmod(0o600)
     data = tmp_path / "data"
-    env = dict(os.environ, LIVESTREAM_OFFLINE="1", LIVESTREAM_PREFIX=str(prefix),
+    # this machine's pip settings (config files, PIP_* variables: extra indexes, find-links)
+    # stay out; the venv gets the wheelhouse and nothing else, as on a fresh machine
+    machine = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env = dict(machine, LIVESTREAM_OFFLINE="1", LIVESTREAM_PREFIX=str(prefix),
+               LIVESTREAM_WHEELS=str(wheelhouse), PIP_CONFIG_FILE=os.devnull,
                LIVESTREAM_PYTHON=sys.executable, LIVESTREAM_ENV_FILE=str(env_file),
                LIVESTREAM_DEPLOY_KEY_FILE=str(key_file), LIVESTREAM_RECEIVE_HOST="127.0.0.1",
                LIVESTREAM_DATA_DIR=str(data))
@@ -631,6 +661,27 @@ def test_the_install_script_receives_the_bundle_and_builds_a_venv_that_serves_it
     key_file = data / "state" / "ingest.key"  # where the RTMP ingest looks for its key
     assert key_file.read_text() == "k3y-Secret_value\n"
     assert key_file.stat().st_mode & 0o777 == 0o600
+    # the onion key `cloud up` made is where serve looks for it, owner-only, and gone from
+    # the environment file the services read
+    onion_file = data / "state" / "onion" / "private_key"
+    assert onion_file.read_text() == onion_key + "\n"
+    assert onion_file.stat().st_mode & 0o777 == 0o600
+    assert (data / "state" / "onion").stat().st_mode & 0o777 == 0o700
+    assert "ONION" not in env_file.read_text()
+    assert "LIVESTREAM_BROADCASTER_PASSWORD=pw-Secret_1\n" in env_file.read_text()
+    # a venv of its own: it cannot see this machine's or the .venv's packages
+    isolated = subprocess.run([str(python), "-c", "import sys, flask_httpauth, stem; "
+                               "print(sys.prefix, sys.base_prefix, flask_httpauth.__file__)"],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+    assert str(prefix / "venv") in isolated.split()[2]
+    config_file = prefix / "venv" / "pyvenv.cfg"
+    assert "include-system-site-packages = false" in config_file.read_text()
+    frozen = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True,
+                            text=True, timeout=60, check=True).stdout.lower()
+    for pin in (PROJECT_DIR / "constraints.txt").read_text().splitlines():
+        name = pin.split("==")[0]
+        if pin and not pin.startswith("#") and re.search(rf"^{name}==", frozen, re.M):
+            assert pin.lower() in frozen  # installed at the version the tests passed with
 
     unit_env = dict(os.environ, LIVESTREAM_HOST="127.0.0.1", LIVESTREAM_PORT=str(port),
                     LIVESTREAM_STREAM_DIR=str(data / "stream"),
@@ -917,3 +968,324 @@ def test_receiver_will_not_overwrite_an_existing_install(tmp_path):
     assert result.returncode == 1
     assert "already holds files" in result.stderr
     assert (dest / "keep.txt").read_text() == "mine"
+
+
+# ---- issue 14: a droplet that fits, a private way in, per-second costs, a strict fake ------
+
+def env_of(body: dict) -> dict[str, str]:
+    content = user_data_files(body)[cloud_init.ENV_FILE]["content"]
+    return dict(line.split("=", 1) for line in content.splitlines())
+
+
+def test_the_droplet_adds_swap_and_stops_the_system_tor_it_does_not_use():
+    """Point 1: the 512 MB default (docs/benchmarks.md) gets swap before apt runs, and the
+    tor package's own daemon is stopped: serve launches the tor of the onion service."""
+    script = cloud_init.INSTALL_SCRIPT
+    main = script[script.index("main() {"):]
+    assert main.index("make_swap") < main.index("install_system_packages")
+    install = script[script.index("install_system_packages() {"):
+                     script.index("make_virtualenv() {")]
+    assert install.index("apt-get") < install.index("systemctl disable --now tor.service")
+    assert "swapon /swapfile" in script and "mkswap /swapfile" in script
+    settings = load(PROJECT_DIR / "config.toml").cloud
+    assert settings.size == "cheapest" and settings.swap_mib >= 512
+    user_data = cloud_init.render(settings_for(swap_mib=settings.swap_mib, onion=True))
+    files = {f["path"]: f["content"] for f in yaml.safe_load(user_data)["write_files"]}
+    assert f"LIVESTREAM_SWAP_MIB={settings.swap_mib}\n" in files[cloud_init.ENV_FILE]
+    serve = files["/etc/systemd/system/livestream-serve.service"]
+    assert re.search(r"^ExecStart=.* serve --onion --clearnet$", serve, re.MULTILINE)
+
+
+def test_up_prints_a_private_way_into_the_broadcaster_page_once(setup, fake, droplets):
+    """Point 2: the password and the onion key are made by `up`; the password is printed
+    once, the onion address is the key's, and the droplet refuses /broadcaster in clear."""
+    fingerprint = "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa"
+    result = setup("cloud", "up", ssh_keys=[fingerprint])
+    assert result.returncode == 0, result.stderr
+    body = fake.created_bodies[0]
+    assert body["ssh_keys"] == [fingerprint]
+    env = env_of(body)
+    password = env["LIVESTREAM_BROADCASTER_PASSWORD"]
+    assert len(password) >= 20
+    assert env["LIVESTREAM_BROADCASTER_ALLOW_CLEARNET"] == "false"
+    from app.onion.keys import parse_key
+    address = parse_key(env["LIVESTREAM_ONION_KEY"].encode(), "env").address
+    out = result.stdout
+    assert out.count(password) == 1 and password not in result.stderr
+    assert f"through Tor: http://{address}/broadcaster" in out
+    assert f"ssh -N -L 8080:127.0.0.1:{setup.port} root@127.0.0.1" in out
+    assert "http://127.0.0.1:8080/broadcaster" in out
+    assert not re.search(rf"http://127\.0\.0\.1:{setup.port}/broadcaster", out)
+    assert address not in body["user_data"].replace(env["LIVESTREAM_ONION_KEY"], "")
+    # the printed password opens the droplet's /broadcaster from loopback (as an SSH tunnel
+    # or the onion service arrive), and a wrong one does not
+    page = f"http://127.0.0.1:{setup.port}/broadcaster"
+    assert requests.get(page, auth=("broadcaster", password), timeout=10).status_code == 200
+    assert requests.get(page, auth=("broadcaster", "guess"), timeout=10).status_code == 401
+    (droplet_id,) = fake.live_ids(TAG)
+    key_file = droplets.files(droplet_id) / "var" / "state" / "onion" / "private_key"
+    assert parse_key(key_file.read_bytes(), "droplet").address == address
+
+
+def test_the_broadcaster_page_is_refused_on_a_public_address_when_told(tmp_path):
+    """Point 2, the server side: allow_clearnet = false offers /broadcaster to loopback
+    peers only (the onion service and SSH tunnels arrive from there)."""
+    from app import create_app
+    from app.config import from_dict
+
+    def client(allow: bool):
+        config = from_dict({"server": {"state_dir": str(tmp_path / f"state{allow}")},
+                            "stream": {"dir": str(tmp_path / "stream")},
+                            "broadcaster": {"password": "pw", "allow_clearnet": allow}})
+        return create_app(config).test_client(use_cookies=False)
+
+    auth = {"Authorization": "Basic " + base64.b64encode(b"broadcaster:pw").decode()}
+    private = client(False)
+    for public in ("203.0.113.9", "::ffff:203.0.113.9", "2001:db8::1"):
+        answer = private.get("/broadcaster", headers=auth,
+                             environ_base={"REMOTE_ADDR": public})
+        assert answer.status_code == 404, public
+        assert b"onion address or an SSH tunnel" in answer.data
+    for loopback in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        answer = private.get("/broadcaster", headers=auth,
+                             environ_base={"REMOTE_ADDR": loopback})
+        assert answer.status_code == 200, loopback
+    assert private.get("/", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 200
+    assert client(True).get("/broadcaster", headers=auth, environ_base={
+        "REMOTE_ADDR": "203.0.113.9"}).status_code == 200  # the default is unchanged
+    from app.config import environment_overrides
+    assert environment_overrides({"LIVESTREAM_BROADCASTER_ALLOW_CLEARNET": "false",
+                                  "LIVESTREAM_BROADCASTER_PASSWORD": "x"}) == {
+        "broadcaster.allow_clearnet": "false", "broadcaster.password": "x"}
+
+
+def test_status_bills_per_second_with_the_minimum(setup, fake):
+    """Point 3: 2.5 h on the cheapest size is $0.0149 (not three started hours); a droplet
+    a few seconds old costs the $0.01 minimum."""
+    now = datetime.now(timezone.utc)
+    fake.add_droplet(TAG, created_at=now - timedelta(hours=2.5), size="s-1vcpu-512mb-10gb")
+    fake.add_droplet(TAG, created_at=now - timedelta(seconds=5))
+    result = setup("cloud", "status")
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()[1:3]
+    assert "$0.0149" in first and "2 h 30 min" in first
+    assert second.rstrip().endswith("$0.0100")
+
+
+def test_a_server_error_on_create_destroys_the_droplet_it_made_anyway(setup, fake):
+    """Point 4: the 500 came after the droplet was made; it is found by tag and name and
+    destroyed before the error is reported."""
+    fake.create_then_fail(500)
+    result = setup("cloud", "up")
+    assert result.returncode == 1
+    assert "500" in result.stderr and "server error" in result.stderr
+    assert fake.count("POST", "/v2/droplets") == 1  # never repeated
+    assert fake.count("DELETE", "/v2/droplets/") == 1
+    assert fake.live_ids() == []
+    assert "destroying them so they do not cost money" in result.stdout
+    assert result.stdout.index("destroyed 1 droplet(s)") < len(result.stdout)
+    assert ("GET", "/v2/droplets", {"tag_name": TAG, "per_page": "200", "page": "1"}) \
+        in fake.queries  # looked up by tag (tag_name and name cannot be combined)
+
+
+def test_a_server_error_on_create_that_made_nothing_is_reported_plainly(setup, fake):
+    fake.fail_next("POST", "/v2/droplets", 503)
+    result = setup("cloud", "up")
+    assert result.returncode == 1 and "503" in result.stderr
+    assert "no droplet named livestream-" in result.stdout
+    assert fake.count("DELETE", "/v2/droplets/") == 0
+
+
+def test_a_locked_droplet_is_deleted_once_unlocked_and_only_then_reported(setup, fake):
+    """Point 5: DELETE on a locked droplet is refused (422); down waits and retries."""
+    droplet_id = fake.add_droplet(TAG)["id"]
+    fake.lock_deletes(droplet_id, 2)
+    result = setup("cloud", "down")
+    assert result.returncode == 0, result.stderr
+    assert fake.count("DELETE", "/v2/droplets/") == 3
+    assert result.stdout.count("is locked by an action; trying again") == 2
+    assert "destroyed 1 droplet(s)" in result.stdout
+    assert fake.live_ids() == [] and droplet_id not in fake.droplets
+
+
+def test_a_droplet_locked_for_good_is_never_reported_destroyed(setup, fake):
+    droplet_id = fake.add_droplet(TAG)["id"]
+    fake.lock_deletes(droplet_id, 10**6)
+    result = setup("cloud", "down", ready_timeout=1.0)
+    assert result.returncode == 1
+    assert "destroyed" not in result.stdout
+    assert f"{droplet_id} are still there after deletion (locked or still listed)" \
+        in result.stderr
+    assert droplet_id in fake.live_ids()
+
+
+def test_the_default_image_is_the_newest_debian_the_api_offers(setup, fake):
+    """Point 6: debian-13-x64 from GET /v2/images?type=distribution, not a fixed slug."""
+    result = setup("cloud", "up")
+    assert result.returncode == 0, result.stderr
+    assert fake.created_bodies[0]["image"] == "debian-13-x64"
+    assert ("GET", "/v2/images", {"type": "distribution", "per_page": "200", "page": "1"}) \
+        in fake.queries
+    fake.images = [i for i in fake.images if i["slug"] != "debian-13-x64"]
+    assert setup("cloud", "down").returncode == 0  # frees the droplet's port
+    again = setup("cloud", "up")
+    assert again.returncode == 0, again.stderr
+    assert fake.created_bodies[1]["image"] == "debian-12-x64"
+
+
+def test_a_configured_image_that_does_not_exist_fails_before_creating(setup, fake):
+    result = setup("cloud", "up", "--image", "debian-11-x64")
+    assert result.returncode == 1
+    assert "no image 'debian-11-x64'" in result.stderr
+    assert "debian-13-x64, debian-12-x64" in result.stderr and "--image" in result.stderr
+    assert fake.count("POST", "/v2/droplets") == 0
+    assert setup("cloud", "up", "--image", "ubuntu-24-04-x64").returncode == 0
+    assert fake.created_bodies[0]["image"] == "ubuntu-24-04-x64"
+
+
+def test_constraints_pin_every_runtime_dependency_at_the_tested_version(project_bundle):
+    """Point 7: constraints.txt holds the versions installed here (the tests pass with
+    them), every runtime requirement is pinned, and the bundle ships it."""
+    from importlib import metadata
+    pins = {}
+    for line in (PROJECT_DIR / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name] = version
+    for dep in toml.load(PROJECT_DIR / "pyproject.toml")["project"]["dependencies"]:
+        name = re.split(r"[<>=;\[ ]", dep, maxsplit=1)[0].lower().replace("_", "-")
+        assert name in pins, dep
+        assert metadata.version(name) == pins[name], name
+    with tarfile.open(fileobj=io.BytesIO(project_bundle)) as tar:
+        assert tar.extractfile("constraints.txt").read() == \
+            (PROJECT_DIR / "constraints.txt").read_bytes()
+
+
+# ---- point 8: the fake is as strict as the specification -------------------------------------
+
+def create_body(**overrides) -> dict:
+    return dict({"name": "livestream-1", "region": "fra1", "size": "s-1vcpu-512mb-10gb",
+                 "image": "debian-13-x64", "tags": [TAG]}, **overrides)
+
+
+@pytest.mark.parametrize("overrides,why", [
+    ({"name": "has space"}, "valid hostname characters"),
+    ({"name": "trailing-dash-"}, "valid hostname characters"),
+    ({"name": "under_score"}, "valid hostname characters"),
+    ({"name": "x" * 256}, "valid hostname characters"),
+    ({"tags": ["live stream"]}, "Tags may contain"),
+    ({"tags": ["t" * 256]}, "Tags may contain"),
+    ({"user_data": "#!/bin/sh\n" + "x" * (64 * 1024)}, "64 KiB"),
+    ({"image": "debian-11-x64"}, "invalid image"),
+    ({"ssh_keys": [1234]}, "invalid SSH key"),
+    ({"size": "512mb"}, "not available in this region"),
+    ({"image": None}, "image is required"),
+])
+def test_the_fake_refuses_what_the_specification_refuses(fake, overrides, why):
+    client = DigitalOcean(TOKEN, fake.url, retries=0)
+    with pytest.raises(ApiError) as caught:
+        client.create_droplet(create_body(**overrides))
+    assert caught.value.status == 422 and why in str(caught.value)
+    assert fake.live_ids() == []
+
+
+def test_the_fake_accepts_a_valid_request_and_locks_a_new_droplet(fake):
+    client = DigitalOcean(TOKEN, fake.url, retries=0)
+    made = client.create_droplet(create_body(ssh_keys=[512189],
+                                             user_data="x" * (64 * 1024)))
+    assert made["status"] == "new" and made["locked"] is True and made["memory"] == 512
+    assert client.droplet(made["id"])["status"] == "new"
+    assert client.droplet(made["id"])["locked"] is False  # active now
+
+
+def test_single_page_answers_have_empty_links_and_a_total(fake):
+    answer = requests.get(fake.url + "/v2/sizes", headers={"Authorization": f"Bearer {TOKEN}"},
+                          timeout=5).json()
+    assert answer["links"] == {} and answer["meta"]["total"] == len(answer["sizes"])
+    assert "fra1" in next(s for s in answer["sizes"]
+                          if s["slug"] == "s-1vcpu-512mb-10gb")["regions"]
+    combined = requests.get(fake.url + "/v2/droplets", params={"tag_name": TAG, "name": "x"},
+                            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert combined.status_code == 400
+
+
+def test_the_401_body_is_the_real_one(fake):
+    answer = requests.get(fake.url + "/v2/droplets", headers={"Authorization": "Bearer nope"},
+                          timeout=5)
+    assert answer.status_code == 401
+    assert answer.json() == {"id": "Unauthorized", "message": "Unable to authenticate you"}
+    assert answer.headers["ratelimit-limit"] == "5000"
+
+
+def test_a_429_with_only_ratelimit_reset_is_waited_out(fake):
+    waits = []
+    client = DigitalOcean(TOKEN, fake.url, sleep=waits.append, retry_seconds=0.5)
+    fake.rate_limit_next("GET", "/v2/images", reset_in=12)
+    assert [i["slug"] for i in client.distribution_images()][:2] == ["debian-12-x64",
+                                                                      "debian-13-x64"]
+    assert len(waits) == 1 and 10 <= waits[0] <= 12
+    fake.rate_limit_next("GET", "/v2/images", reset_in=-30)  # a reset already past
+    client.distribution_images()
+    assert waits[1] == 0.5  # never a busy loop
+
+
+def test_an_unknown_ssh_key_fails_before_creating(setup, fake):
+    result = setup("cloud", "up", "--ssh-key", "aa:bb:cc")
+    assert result.returncode == 1
+    assert "aa:bb:cc are not on your DigitalOcean account" in result.stderr
+    assert fake.count("POST", "/v2/droplets") == 0
+
+
+def test_off_and_archived_droplets_are_listed_costed_and_destroyed(setup, fake):
+    now = datetime.now(timezone.utc)
+    off = fake.add_droplet(TAG, created_at=now - timedelta(hours=2), status="off")["id"]
+    archived = fake.add_droplet(TAG, created_at=now - timedelta(hours=1),
+                                status="archive")["id"]
+    result = setup("cloud", "status")
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()[1:]
+    assert "off" in rows[0] and "$0.0179" in rows[0]  # a droplet that is off still costs
+    assert "archive" in rows[1] and " - " in rows[1]  # no address
+    down = setup("cloud", "down")
+    assert down.returncode == 0 and "destroyed 2 droplet(s)" in down.stdout
+    assert not {off, archived} & set(fake.live_ids())
+
+
+def test_the_droplets_serve_publishes_the_onion_address_cloud_up_printed(tmp_path):
+    """Point 2 on the droplet: `serve --onion --clearnet` (the unit's command when [cloud]
+    onion is on) with the key where the install script puts it publishes exactly the
+    address `up` derived from that key and printed; the password from the environment
+    opens /broadcaster over loopback. Real tor, offline (DisableNetwork 1)."""
+    from support import Server
+
+    from app.onion.keys import write_key
+    key = new_key()
+    write_key(tmp_path / "state" / "onion" / "private_key", key)
+    server = Server(tmp_path, tmp_path / "stream", extra_config=(
+        '[tor]\nmode = "launch"\ntorrc = { DisableNetwork = 1 }\n'))
+    environ = {"LIVESTREAM_BROADCASTER_PASSWORD": "pw-from-the-env-file",
+               "LIVESTREAM_BROADCASTER_ALLOW_CLEARNET": "false"}
+    saved = {k: os.environ.get(k) for k in environ}
+    os.environ.update(environ)
+    try:
+        server.start("--onion", "--clearnet")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        hostname = tmp_path / "state" / "onion" / "hostname"
+        deadline = time.monotonic() + 30
+        while not hostname.exists():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        assert hostname.read_text().strip() == key.address
+        page = server.url + "/broadcaster"
+        assert requests.get(page, auth=("broadcaster", "pw-from-the-env-file"),
+                            timeout=10).status_code == 200
+        assert requests.get(page, auth=("broadcaster", "wrong"), timeout=10).status_code == 401
+        assert "pw-from-the-env-file" not in server.log()
+    finally:
+        server.stop()

@@ -5,7 +5,7 @@ Worked example (10 viewers, 2 h, 1300 kbit/s, cheapest size $4/month, $0.00595/h
   total         = (10 + 1) * 1.17e9               = 12.87e9 bytes
   outbound      = 10 * 1.17e9                     = 11.7e9 bytes per session
   uplink 20 Mbit/s / 1.3 Mbit/s = 15.38           -> 15 viewers
-  session       = 2 started hours * $0.00595      = $0.0119
+  session       = 7200 s * $0.00595 / 3600        = $0.0119 (billed per second)
   month (4x)    = 8 hours * $0.00595              = $0.0476
   transfer      = 4 * 11.7e9 / 2^30               = 43.5859 GiB
   allowance     = 500 GiB * 8 / 672               = 5.9524 GiB
@@ -32,7 +32,7 @@ def test_worked_example_matches_the_hand_computed_figures():
     assert e.total_bytes == 12_870_000_000
     assert e.outbound_bytes == 11_700_000_000
     assert e.max_viewers_on_uplink == 15
-    assert e.billed_hours == 2
+    assert e.billed_seconds == 7200
     assert e.session_usd == pytest.approx(0.0119)
     assert e.month_usd == pytest.approx(0.0476)
     assert e.month_outbound_gib == pytest.approx(43.5859, abs=1e-4)
@@ -50,10 +50,14 @@ def test_small_stream_stays_inside_the_allowance():
     assert not e.allowance_exceeded and e.overage_usd == 0
 
 
-def test_every_started_hour_is_billed():
-    assert estimate(5, 0.25, 1000, PRICES).billed_hours == 1
-    assert estimate(5, 2.01, 1000, PRICES).billed_hours == 3
-    assert estimate(5, 3.0, 1000, PRICES).billed_hours == 3
+def test_billed_per_second_with_a_minimum_of_60_s_or_a_cent():
+    """Since 1 January 2026: 2.5 h on the cheapest size is $0.0149, not 3 started hours."""
+    assert estimate(5, 2.5, 1000, PRICES).session_usd == pytest.approx(0.0148750)
+    assert estimate(5, 2.5, 1000, PRICES).billed_seconds == 9000
+    assert estimate(5, 0.25, 1000, PRICES).session_usd == 0.01  # the $0.01 minimum
+    assert estimate(5, 10 / 3600, 1000, PRICES).billed_seconds == 60  # the 60 s minimum
+    assert estimate(5, 3.0, 1000, PRICES, size="s-2vcpu-4gb").session_usd == \
+        pytest.approx(3 * 0.03571)
 
 
 def test_month_is_capped_at_the_monthly_price_and_full_allowance():
@@ -93,8 +97,8 @@ def test_price_table_comes_from_config(tmp_path):
     cfg.write_text('[cloud.prices]\nchecked = "2030-01-01"\n[cloud.prices.sizes]\n'
                    '"tiny" = { usd_per_month = 2, usd_per_hour = 0.003, transfer_gib = 100 }\n')
     prices = load(cfg).cloud.prices
-    e = estimate(2, 1, 1000, prices)
-    assert e.size == "tiny" and e.session_usd == pytest.approx(0.003)
+    e = estimate(2, 4, 1000, prices)  # 4 h: above the $0.01 minimum charge
+    assert e.size == "tiny" and e.session_usd == pytest.approx(0.012)
     cfg.write_text('[cloud.prices.sizes]\n"tiny" = { usd_per_month = 2 }\n')
     with pytest.raises(ConfigError, match="missing usd_per_hour, transfer_gib"):
         load(cfg)
@@ -114,6 +118,7 @@ def test_cli_prints_the_figures():
     assert "$0.0119" in out and "$0.05 for 8 droplet-hours" in out
     assert "EXCEEDED by 37.63 GiB" in out and "$0.38 extra" in out
     assert "prices checked 2025-04-22" in out
+    assert "7200 s billed per second" in out and "at least 60 s or $0.01" in out
 
 
 def test_cli_rejects_bad_numbers_clearly():

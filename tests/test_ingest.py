@@ -64,7 +64,10 @@ class Running:
         return f"rtmp://127.0.0.1:{self.port}/{app}/{key or self.key}"
 
     def segments(self) -> list[str]:
-        return sorted(p.name for p in self.stream.glob("*.m4s")) if self.stream.exists() else []
+        # the top rendition's segments (the low rendition writes low-N.m4s beside them)
+        if not self.stream.exists():
+            return []
+        return sorted(p.name for p in self.stream.glob("stream*.m4s"))
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
+import re
 import secrets
 import shlex
 import signal
@@ -32,13 +32,17 @@ import requests
 
 from app.cloud import receiver, user_data
 from app.cloud.digitalocean import TOKEN_HELP, ApiError, DigitalOcean
-from app.cloud.estimate import price_of
+from app.cloud.estimate import droplet_cost, price_of
 from app.cloud.upload import UploadError, send_bundle
 from app.config import DEFAULT_CONFIG, PROJECT_DIR, CloudConfig, Config
+from app.onion.keys import KEY_TYPE, new_key
 from app.runtime import processes
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "DIGITALOCEAN_TOKEN"
+NEWEST_DEBIAN = "newest-debian"  # [cloud] image: the newest Debian the API offers
+DEBIAN_SLUG = re.compile(r"^debian-(\d+)-x64$")
+CLEANUP_LOOKS = 3  # listings searched for a droplet a failed create may have made
 
 
 class CloudError(Exception):
@@ -74,10 +78,10 @@ class Droplet:
         return max(0.0, (now - self.created).total_seconds())
 
     def cost_so_far(self, now: datetime) -> float | None:
-        """Droplets are billed per started hour, at least one."""
+        """Billed per second since 2026-01-01, at least 60 s or $0.01 (estimate.py)."""
         if self.usd_per_hour is None:
             return None
-        return max(1, math.ceil(self.uptime_seconds(now) / 3600)) * self.usd_per_hour
+        return droplet_cost(self.uptime_seconds(now), self.usd_per_hour)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class Deployment:
     watch_url: str
     ingest_url: str
     usd_per_hour: float
+    broadcaster_password: str = dataclasses.field(default="", repr=False)
+    onion_address: str | None = None
 
 
 def read_token(api_key: str | None, token_file: Path | None,
@@ -149,17 +155,34 @@ class Cloud:
                 f"a droplet tagged '{s.tag}' already exists: {listing}. Use it, destroy it with "
                 "`livestream cloud down`, or pass --another to create one more.")
         size, usd_per_hour = self.choose_size()
+        image = self.choose_image()
+        self.check_ssh_keys()
         stream_key = secrets.token_urlsafe(18)
         deploy_key = secrets.token_bytes(receiver.KEY_BYTES)  # only the user-data has it
-        user_data, bundle = self.prepare(stream_key, deploy_key)
+        # the way into /broadcaster: a password made here and shown once, and an onion key
+        # made here, so the address is known before the droplet exists
+        password = secrets.token_urlsafe(15)
+        onion = new_key() if s.onion else None
+        user_data, bundle = self.prepare(stream_key, deploy_key, password=password,
+                                         onion_key=onion and f"{KEY_TYPE}:{onion.blob}")
         name = "livestream-" + time.strftime("%Y%m%d-%H%M%S")
-        self.out(f"creating droplet {name}: {size} in {s.region}, {s.image}, "
-                 f"${usd_per_hour:g}/hour")
-        created = self.api.create_droplet({
-            "name": name, "region": s.region, "size": size, "image": s.image,
-            "ssh_keys": [int(k) if k.isdigit() else k for k in s.ssh_keys],
-            "tags": [s.tag], "user_data": user_data, "ipv6": False, "monitoring": False,
-        })
+        self.out(f"creating droplet {name}: {size} in {s.region}, {image}, "
+                 f"${usd_per_hour:g}/hour billed per second")
+        try:
+            created = self.api.create_droplet({
+                "name": name, "region": s.region, "size": size, "image": image,
+                "ssh_keys": [int(k) if k.isdigit() else k for k in s.ssh_keys],
+                "tags": [s.tag], "user_data": user_data, "ipv6": False, "monitoring": False,
+            })
+        except ApiError as exc:
+            if exc.maybe_done:  # the droplet may exist anyway: it must not cost money
+                try:
+                    self.destroy_leftovers(name)
+                except (ApiError, CloudError) as cleanup:
+                    self.out(f"could not check for a droplet named {name} ({cleanup}); look "
+                             "at https://cloud.digitalocean.com/droplets or run `livestream "
+                             "cloud down`")
+            raise
         droplet_id = int(created["id"])
         try:
             droplet = self.wait_until_active(droplet_id)
@@ -174,15 +197,88 @@ class Cloud:
             droplet=droplet, stream_key=stream_key,
             watch_url=self.http_url(droplet.ip),
             ingest_url=self.rtmp_url(droplet.ip, stream_key),
-            usd_per_hour=usd_per_hour,
+            usd_per_hour=usd_per_hour, broadcaster_password=password,
+            onion_address=onion.address if onion else None,
         )
         self.out(f"ready: watch at {deployment.watch_url}")
         self.out(f"push your stream to {deployment.ingest_url}")
         self.out(f"  (OBS: server {self.rtmp_url(droplet.ip, '')[:-1]}, "
                  f"stream key {stream_key})")
-        self.out(f"costs ${usd_per_hour:g} per started hour; destroy it with "
-                 "`livestream cloud down`")
+        self.print_private_way(deployment)
+        self.out(f"costs ${usd_per_hour:g} per hour, billed per second (at least 60 s or "
+                 "$0.01); destroy it with `livestream cloud down`")
         return deployment
+
+    def print_private_way(self, deployment: Deployment) -> None:
+        """How to reach /broadcaster without plain HTTP; the password is shown this once."""
+        ip, port = deployment.droplet.ip, self.settings.http_port
+        self.out("broadcaster page (the public address refuses it, so the password never "
+                 "crosses the internet in clear):")
+        if deployment.onion_address:
+            self.out(f"  through Tor: http://{deployment.onion_address}/broadcaster "
+                     "(Tor Browser; published a minute or two after the server starts)")
+        if self.settings.ssh_keys:
+            self.out(f"  through SSH: ssh -N -L 8080:127.0.0.1:{port} root@{ip} , then "
+                     "http://127.0.0.1:8080/broadcaster")
+        if not deployment.onion_address and not self.settings.ssh_keys:
+            self.out("  no private way in: set [cloud] onion = true or add an SSH key "
+                     "([cloud] ssh_keys) next time")
+        self.out(f"  user {self.config.broadcaster.username}, password "
+                 f"{deployment.broadcaster_password} (shown only now; not stored here)")
+
+    def choose_image(self) -> str:
+        """The configured image slug, checked against the API, or the newest Debian it
+        offers: a retired or mistyped slug fails here, before anything is created."""
+        s = self.settings
+        offered = [i for i in self.api.distribution_images()
+                   if i.get("slug") and i.get("status", "available") == "available"
+                   and s.region in i.get("regions", [s.region])]
+        debian = sorted((int(m.group(1)), i["slug"]) for i in offered
+                        if (m := DEBIAN_SLUG.match(i["slug"])))
+        if s.image in ("", NEWEST_DEBIAN):
+            if not debian:
+                raise CloudError(f"the API offers no Debian image in region '{s.region}'; "
+                                 "set [cloud] image (or --image) to a Debian or Ubuntu slug.")
+            return debian[-1][1]
+        if any(i["slug"] == s.image for i in offered):
+            return s.image
+        found = self.api.image(s.image)  # an application or private image, by slug or id
+        if found and s.region in found.get("regions", [s.region]):
+            return s.image
+        raise CloudError(
+            f"DigitalOcean has no image '{s.image}' in region '{s.region}'. Debian images "
+            f"offered: {', '.join(slug for _, slug in reversed(debian)) or 'none'}. Set "
+            f"[cloud] image (or --image) to one of them, or to \"{NEWEST_DEBIAN}\".")
+
+    def check_ssh_keys(self) -> None:
+        """Every configured SSH key must be on the account (by id or fingerprint)."""
+        if not self.settings.ssh_keys:
+            return
+        known = set()
+        for key in self.api.ssh_keys():
+            known |= {str(key.get("id")), str(key.get("fingerprint"))}
+        unknown = [k for k in self.settings.ssh_keys if k not in known]
+        if unknown:
+            raise CloudError(
+                f"SSH key(s) {', '.join(unknown)} are not on your DigitalOcean account; add "
+                "them at https://cloud.digitalocean.com/account/security or use the id or "
+                "fingerprint `doctl compute ssh-key list` shows ([cloud] ssh_keys, --ssh-key).")
+
+    def destroy_leftovers(self, name: str) -> None:
+        """After a create that failed without a clear refusal: find a droplet with our tag
+        and this name (looking a few times, as a new droplet may be listed late) and destroy
+        it, so the error we report does not leave a droplet running."""
+        for look in range(CLEANUP_LOOKS):
+            found = [int(d["id"]) for d in self.api.droplets(self.settings.tag)
+                     if d.get("name") == name]
+            if found:
+                self.out(f"the create failed but made droplet(s) {', '.join(map(str, found))}"
+                         "; destroying them so they do not cost money")
+                self.destroy(found)
+                return
+            if look + 1 < CLEANUP_LOOKS:
+                self.sleep(self.settings.poll_interval)
+        self.out(f"the create failed; no droplet named {name} was made")
 
     def choose_size(self) -> tuple[str, float]:
         """The configured size, or the cheapest one offered in the region, checked against
@@ -210,7 +306,8 @@ class Cloud:
                          + ", ".join(z["slug"] for z in sorted(
                              in_region, key=lambda z: z["price_hourly"])[:5]))
 
-    def prepare(self, stream_key: str, deploy_key: bytes) -> tuple[str, bytes]:
+    def prepare(self, stream_key: str, deploy_key: bytes, password: str = "",
+                onion_key: str | None = None) -> tuple[str, bytes]:
         """(user-data, bundle): the small fixed first stage and the project it will receive.
         Both are checked here, before a droplet exists."""
         s = self.settings
@@ -224,6 +321,8 @@ class Cloud:
             document = user_data.render(user_data.DropletSettings(
                 stream_key=stream_key, deploy_key=deploy_key.hex(), http_port=s.http_port,
                 ingest_port=s.ingest_port, ingest_args=s.ingest_args,
+                broadcaster_password=password, onion_key=onion_key or "", onion=s.onion,
+                swap_mib=s.swap_mib,
                 # outlive our own upload attempts, which start once the droplet is active
                 receive_timeout=s.ready_timeout + 300))
         except ValueError as exc:
@@ -299,19 +398,30 @@ class Cloud:
         return len(droplets)
 
     def destroy(self, ids: list[int]) -> None:
+        """Delete each droplet, again while it is locked by an action, and say "destroyed"
+        only once the API no longer lists any of them (all bounded by one deadline)."""
+        to_delete = list(ids)
         for droplet_id in ids:
             self.out(f"destroying droplet {droplet_id}")
-            self.api.delete_droplet(droplet_id)
         started = time.monotonic()
         while True:
+            for droplet_id in list(to_delete):
+                try:
+                    self.api.delete_droplet(droplet_id)
+                    to_delete.remove(droplet_id)
+                except ApiError as exc:
+                    if not exc.locked:
+                        raise
+                    self.out(f"  droplet {droplet_id} is locked by an action; trying again")
             left = [d["id"] for d in self.api.droplets(self.settings.tag) if d["id"] in ids]
-            if not left:
+            if not left and not to_delete:
                 self.out(f"destroyed {len(ids)} droplet(s); billing has stopped")
                 return
             if time.monotonic() - started > min(self.settings.ready_timeout, 300):
                 raise CloudError(
-                    f"droplet(s) {', '.join(map(str, left))} are still listed after deletion; "
-                    "run `livestream cloud down` again or check "
+                    f"droplet(s) {', '.join(map(str, sorted(set(left + to_delete))))} are "
+                    "still there after deletion (locked or still listed); run `livestream "
+                    "cloud down` again in a minute or check "
                     "https://cloud.digitalocean.com/droplets")
             self.sleep(self.settings.poll_interval)
 

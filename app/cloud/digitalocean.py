@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 import requests
 
@@ -33,6 +34,16 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.error_id = error_id
+
+    @property
+    def locked(self) -> bool:
+        """The droplet is locked by an action in progress: the same call may work later."""
+        return self.status == 422 and "locked" in str(self).lower()
+
+    @property
+    def maybe_done(self) -> bool:
+        """No answer or a server error: the request may have been carried out anyway."""
+        return self.status is None or self.status >= 500
 
 
 class DigitalOcean:
@@ -64,6 +75,21 @@ class DigitalOcean:
     def droplets(self, tag: str) -> list[dict]:
         return list(self.paginate("/v2/droplets", "droplets", {"tag_name": tag}))
 
+    def distribution_images(self) -> list[dict]:
+        return list(self.paginate("/v2/images", "images", {"type": "distribution"}))
+
+    def image(self, slug_or_id: str) -> dict | None:
+        """One image by slug or id; None when the API has no such image."""
+        try:
+            return self.request("GET", f"/v2/images/{quote(str(slug_or_id), safe='')}")["image"]
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def ssh_keys(self) -> list[dict]:
+        return list(self.paginate("/v2/account/keys", "ssh_keys"))
+
     def droplet(self, droplet_id: int) -> dict:
         return self.request("GET", f"/v2/droplets/{int(droplet_id)}")["droplet"]
 
@@ -71,7 +97,8 @@ class DigitalOcean:
         return self.request("POST", "/v2/droplets", json=body, expect=(202,))["droplet"]
 
     def delete_droplet(self, droplet_id: int) -> bool:
-        """Destroy one droplet; False when it was already gone."""
+        """Destroy one droplet; False when it was already gone. A droplet still locked by an
+        action is refused with 422 (ApiError.locked says so); the caller waits and retries."""
         try:
             self.request("DELETE", f"/v2/droplets/{int(droplet_id)}", expect=(204,))
         except ApiError as exc:
@@ -145,7 +172,8 @@ class DigitalOcean:
             return min(MAX_WAIT, float(retry_after))
         reset = response.headers.get("ratelimit-reset", "")
         if response.status_code == 429 and reset.strip().isdigit():
-            return min(MAX_WAIT, max(0.0, int(reset) - time.time()))
+            # the real 429 carries only this (a Unix time); never spin on a past one
+            return min(MAX_WAIT, max(self.retry_seconds, int(reset) - time.time()))
         return self._backoff(attempt)
 
 
@@ -172,6 +200,12 @@ def _error(response: requests.Response, method: str, url: str) -> ApiError:
         hint = "The token lacks permission; it needs read and write scope. " + TOKEN_HELP
     elif status == 429:
         hint = "Rate limited even after retries; wait a minute and try again."
+    elif status == 422 and "locked" in lowered:
+        hint = "The droplet is busy with an action; wait a minute and try again."
+    elif status == 422 and "ssh key" in lowered:
+        hint = ("Use the id or fingerprint of a key on your account "
+                "(https://cloud.digitalocean.com/account/security, or `doctl compute ssh-key "
+                "list`) in [cloud] ssh_keys or --ssh-key.")
     elif status == 422 and "limit" in lowered:
         hint = ("Your account's droplet limit is reached: destroy a droplet "
                 "(`livestream cloud down` for ours) or ask DigitalOcean to raise the limit.")

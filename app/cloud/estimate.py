@@ -27,7 +27,7 @@ class Estimate:
     total_bytes: float  # (viewers + 1) x one copy: what crosses the network per session
     outbound_bytes: float  # viewers x one copy: what DigitalOcean counts (inbound is free)
     max_viewers_on_uplink: int | None
-    billed_hours: int  # per session: every started hour is billed, at least one
+    billed_seconds: int  # per session: per second, at least MIN_BILLED_SECONDS
     session_usd: float
     month_hours: float
     month_usd: float
@@ -39,6 +39,18 @@ class Estimate:
     @property
     def allowance_exceeded(self) -> bool:
         return self.overage_gib > 0
+
+
+# DigitalOcean bills droplets per second since 1 January 2026, with a minimum charge of
+# 60 seconds or $0.01, whichever is more (rule checked: see [cloud.prices] billing_checked).
+MIN_BILLED_SECONDS = 60
+MIN_CHARGE_USD = 0.01
+
+
+def droplet_cost(seconds: float, usd_per_hour: float) -> float:
+    """What a droplet that existed `seconds` costs: per second, at least 60 s or $0.01."""
+    billed = max(MIN_BILLED_SECONDS, math.ceil(seconds - 1e-9))
+    return max(MIN_CHARGE_USD, billed * usd_per_hour / 3600)
 
 
 def price_of(prices: PriceTable, size: str) -> SizePrice:
@@ -69,9 +81,9 @@ def estimate(viewers: int, hours: float, bitrate_kbps: float, prices: PriceTable
     price = price_of(prices, slug)
 
     bytes_per_viewer = bitrate_kbps * 1000 / 8 * hours * 3600
-    billed_hours = max(1, math.ceil(hours - 1e-9))
-    session_usd = billed_hours * price.usd_per_hour
-    month_hours = billed_hours * sessions_per_month
+    billed_seconds = max(MIN_BILLED_SECONDS, math.ceil(hours * 3600 - 1e-6))
+    session_usd = droplet_cost(billed_seconds, price.usd_per_hour)
+    month_hours = billed_seconds / 3600 * sessions_per_month
     month_usd = min(session_usd * sessions_per_month, price.usd_per_month)
     month_outbound_gib = sessions_per_month * viewers * bytes_per_viewer / GIB
     accrued_hours = min(month_hours, prices.hours_per_month)
@@ -85,7 +97,7 @@ def estimate(viewers: int, hours: float, bitrate_kbps: float, prices: PriceTable
         outbound_bytes=viewers * bytes_per_viewer,
         max_viewers_on_uplink=(None if uplink_mbps is None
                                else math.floor(uplink_mbps * 1000 / bitrate_kbps + 1e-9)),
-        billed_hours=billed_hours, session_usd=session_usd,
+        billed_seconds=billed_seconds, session_usd=session_usd,
         month_hours=month_hours, month_usd=month_usd,
         month_outbound_gib=month_outbound_gib, allowance_gib=allowance_gib,
         overage_gib=overage_gib, overage_usd=overage_gib * prices.overage_usd_per_gib,
@@ -97,7 +109,8 @@ def report(e: Estimate, prices: PriceTable, uplink_mbps: float | None = None) ->
     price = price_of(prices, e.size)
     lines = [
         (f"{e.viewers} viewers, {e.hours:g} h at {e.bitrate_kbps:g} kbit/s on {e.size} "
-        f"(prices checked {prices.checked}: {prices.source})"),
+        f"(prices checked {prices.checked}: {prices.source}; per-second billing checked "
+        f"{prices.billing_checked})"),
         f"  one copy of the stream:  {_size(e.bytes_per_viewer)}",
         f"  total transfer:          {_size(e.total_bytes)} = ({e.viewers} + 1) x one copy",
         f"  droplet outbound:        {_size(e.outbound_bytes)} (inbound, your upload, is free)",
@@ -106,8 +119,9 @@ def report(e: Estimate, prices: PriceTable, uplink_mbps: float | None = None) ->
         lines.append(f"  uplink {uplink_mbps:g} Mbit/s carries at most "
                      f"{e.max_viewers_on_uplink} viewers when you serve from home")
     lines += [
-        (f"  droplet this session:    ${e.session_usd:.4f} ({e.billed_hours} started h x "
-        f"${price.usd_per_hour:g}/h; it is destroyed afterwards)"),
+        (f"  droplet this session:    ${e.session_usd:.4f} ({e.billed_seconds} s billed per "
+        f"second at ${price.usd_per_hour:g}/h, at least 60 s or $0.01; it is destroyed "
+        "afterwards)"),
         (f"  per month, {e.sessions_per_month} sessions:   ${e.month_usd:.2f} for "
         f"{e.month_hours:g} droplet-hours (kept on all month: ${price.usd_per_month:.2f})"),
         (f"  monthly transfer:        {e.month_outbound_gib:.2f} GiB outbound; allowance earned "

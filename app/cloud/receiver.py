@@ -41,9 +41,11 @@ import io
 import logging
 import os
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -191,11 +193,36 @@ class Receiver:
         return receipt(self.key, envelope)
 
 
-def handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+def handler_for(receiver: Receiver,
+                connection_seconds: float = CONNECTION_SECONDS) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        timeout = CONNECTION_SECONDS
+        timeout = connection_seconds  # per read: a silent client
         server_version = "livestream-receiver"
         sys_version = ""
+
+        def setup(self) -> None:
+            """A total deadline per connection, not only per read: a client that drips a byte
+            just inside every read timeout would otherwise hold the one-shot port for ever
+            (it serves one connection at a time) and make the deploy time out."""
+            super().setup()
+            self._watchdog = threading.Timer(connection_seconds, self._cut)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+        def _cut(self) -> None:
+            log.warning("closed a connection from %s after %.0f s (the most one connection "
+                        "may take)", self.client_address[0], connection_seconds)
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+            except OSError:
+                pass  # already closed
+
+        def finish(self) -> None:
+            self._watchdog.cancel()
+            try:
+                super().finish()
+            except OSError:
+                pass  # the watchdog cut the connection under the writer
 
         def do_GET(self) -> None:
             if self.path == "/challenge":
@@ -247,9 +274,10 @@ def handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(receiver: Receiver, host: str, port: int, timeout: float) -> int:
+def serve(receiver: Receiver, host: str, port: int, timeout: float,
+          connection_seconds: float = CONNECTION_SECONDS) -> int:
     """Answer requests until one good upload arrived (0) or timeout seconds passed (2)."""
-    with HTTPServer((host, port), handler_for(receiver)) as server:
+    with HTTPServer((host, port), handler_for(receiver, connection_seconds)) as server:
         log.info("waiting up to %.0f s for the bundle on %s port %d", timeout, host, port)
         deadline = time.monotonic() + timeout
         while not receiver.done:
@@ -282,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds to wait for a valid upload before giving up")
     parser.add_argument("--max-bytes", type=int, default=MAX_BUNDLE_BYTES)
+    parser.add_argument("--connection-seconds", type=float, default=CONNECTION_SECONDS,
+                        help="the most one connection may take, however it sends")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="cloud-receiver: %(levelname)s %(message)s")
@@ -295,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                   args.dest)
         return 1
     try:
-        return serve(Receiver(key, args.dest, args.max_bytes), args.host, args.port, args.timeout)
+        return serve(Receiver(key, args.dest, args.max_bytes), args.host, args.port, args.timeout,
+                     args.connection_seconds)
     except OSError as exc:
         log.error("cannot listen on %s port %d: %s", args.host, args.port, exc.strerror)
         return 1

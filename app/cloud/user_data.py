@@ -18,7 +18,7 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import toml
@@ -32,7 +32,7 @@ ENV_FILE = "/etc/livestream/env"
 DEPLOY_KEY_FILE = "/etc/livestream/deploy.key"
 RECEIVER_SOURCE = Path(receiver.__file__).read_text()
 SHIPPED_DIRS = ("app", "templates", "static")
-SHIPPED_FILES = ("stream.sh", "pyproject.toml")
+SHIPPED_FILES = ("stream.sh", "pyproject.toml", "constraints.txt")
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 # the droplet never deploys droplets (the receiver comes in the user-data, not the bundle)
 LOCAL_ONLY_DIRS = ("app/cloud/",)
@@ -43,8 +43,8 @@ INSTALL_SCRIPT = r"""#!/usr/bin/env bash
 # `livestream cloud up` (the one-shot receiver on the public HTTP port, standard library
 # only, so it runs on the python3 the image ships for cloud-init), then installs packages.
 # LIVESTREAM_OFFLINE=1 (used by the tests) receives and unpacks the bundle, builds the
-# virtual environment from already installed packages and writes the stream key: no apt,
-# no users, no systemd.
+# virtual environment from the wheels in LIVESTREAM_WHEELS (no index) and writes the
+# stream and onion keys: no swap, no apt, no users, no systemd.
 set -euo pipefail
 
 prefix="${LIVESTREAM_PREFIX:-/opt/livestream}"
@@ -54,6 +54,7 @@ key_file="${LIVESTREAM_DEPLOY_KEY_FILE:-/etc/livestream/deploy.key}"
 receive_host="${LIVESTREAM_RECEIVE_HOST:-0.0.0.0}"
 python="${LIVESTREAM_PYTHON:-python3}"
 offline="${LIVESTREAM_OFFLINE:-0}"
+wheels="${LIVESTREAM_WHEELS:-}"
 
 say() { echo "livestream-install: $*"; }
 setting() { sed -n "s/^$1=//p" "$env_file"; }
@@ -69,24 +70,45 @@ receive_bundle() {
   rm -f "$key_file"  # it has done its job
 }
 
+make_swap() {
+  # a 512 MB droplet has no swap: a swap file keeps apt and a transcoding ingest from
+  # meeting the OOM killer (docs/benchmarks.md, "Cloud droplet memory")
+  local mib
+  mib="$(setting LIVESTREAM_SWAP_MIB)"
+  [ "${mib:-0}" -gt 0 ] || return 0
+  if [ -n "$(swapon --show=NAME --noheadings)" ]; then return 0; fi
+  say "adding ${mib} MiB of swap"
+  fallocate -l "${mib}M" /swapfile || dd if=/dev/zero of=/swapfile bs=1M count="$mib"
+  chmod 600 /swapfile
+  mkswap /swapfile >/dev/null
+  swapon /swapfile
+  echo '/swapfile none swap sw 0 0' >>/etc/fstab
+  sysctl -q vm.swappiness=10
+}
+
 install_system_packages() {
   say "installing ffmpeg, tor and python3-venv"
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 update -q
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
     ffmpeg tor python3-venv ca-certificates
+  # the tor package starts a system tor; livestream serve launches its own for the onion
+  # service, so the system one would only take memory
+  systemctl disable --now tor.service >/dev/null 2>&1 || true
 }
 
 make_virtualenv() {
   say "creating the virtual environment in $prefix/venv"
+  # the versions the tests passed with (constraints.txt), from PyPI or, offline, from a
+  # folder of wheels and nothing else
+  "$python" -m venv "$prefix/venv"
   if [ "$offline" = 1 ]; then
-    "$python" -m venv --system-site-packages "$prefix/venv"
     "$prefix/venv/bin/python" -m pip install -q --disable-pip-version-check --no-index \
+      --find-links "$wheels" -c "$prefix/src/constraints.txt" \
       -r "$prefix/src/requirements.txt"
   else
-    "$python" -m venv "$prefix/venv"
     "$prefix/venv/bin/python" -m pip install -q --disable-pip-version-check \
-      --prefer-binary -r "$prefix/src/requirements.txt"
+      --prefer-binary -c "$prefix/src/constraints.txt" -r "$prefix/src/requirements.txt"
   fi
 }
 
@@ -108,6 +130,21 @@ seed_stream_key() {
   fi
 }
 
+seed_onion_key() {
+  # the onion key `cloud up` made (it printed the address): into the state folder, owner
+  # only, and out of the environment file, so the services never see it there
+  local key
+  key="$(setting LIVESTREAM_ONION_KEY)"
+  [ -n "$key" ] || return 0
+  mkdir -p "$data_dir/state"
+  install -d -m 0700 "$data_dir/state/onion"
+  (umask 077 && printf '%s\n' "$key" >"$data_dir/state/onion/private_key")
+  sed -i '/^LIVESTREAM_ONION_KEY=/d' "$env_file"
+  if [ "$offline" != 1 ]; then
+    chown -R livestream:livestream "$data_dir/state/onion"
+  fi
+}
+
 start_services() {
   say "starting livestream-serve and livestream-ingest"
   systemctl daemon-reload
@@ -115,15 +152,20 @@ start_services() {
 }
 
 main() {
+  if [ "$offline" != 1 ]; then
+    make_swap
+  fi
   receive_bundle
   if [ "$offline" = 1 ]; then
     make_virtualenv
     seed_stream_key
+    seed_onion_key
   else
     install_system_packages
     make_virtualenv
     create_service_user
     seed_stream_key
+    seed_onion_key
     start_services
   fi
   say "done"
@@ -136,12 +178,16 @@ main "$@"
 @dataclass(frozen=True)
 class DropletSettings:
     """Per-droplet values; the stream key and the deploy key (hex) are secrets."""
-    stream_key: str
-    deploy_key: str
+    stream_key: str = field(repr=False)
+    deploy_key: str = field(repr=False)
     http_port: int = 80
     ingest_port: int = 1935
     ingest_args: str = "ingest --host 0.0.0.0 --port {port}"
     receive_timeout: float = 900.0
+    broadcaster_password: str = field(default="", repr=False)  # made by `cloud up`, shown once
+    onion_key: str = field(default="", repr=False)  # ED25519-V3:..., moved to the state folder
+    onion: bool = False  # serve also publishes the onion service (its own tor)
+    swap_mib: int = 0
 
 
 def requirements(pyproject: Path) -> str:
@@ -189,14 +235,23 @@ def bundle(project_dir: Path, config_file: Path) -> bytes:
 def environment(settings: DropletSettings) -> str:
     """The environment file (root-only): where to listen, where to write, the stream key,
     and how long the receiver waits for the bundle."""
-    return "".join(f"{key}={value}\n" for key, value in (
+    pairs = [
         ("LIVESTREAM_HOST", "0.0.0.0"),
         ("LIVESTREAM_PORT", settings.http_port),
         ("LIVESTREAM_STREAM_DIR", f"{DATA_DIR}/stream"),
         ("LIVESTREAM_STATE_DIR", f"{DATA_DIR}/state"),
         ("LIVESTREAM_STREAM_KEY", settings.stream_key),
         ("LIVESTREAM_RECEIVE_TIMEOUT", round(settings.receive_timeout)),
-    ))
+        ("LIVESTREAM_SWAP_MIB", settings.swap_mib),
+        # the droplet serves plain HTTP on the internet: /broadcaster only over loopback
+        # (the onion service, an SSH tunnel)
+        ("LIVESTREAM_BROADCASTER_ALLOW_CLEARNET", "false"),
+    ]
+    if settings.broadcaster_password:
+        pairs.append(("LIVESTREAM_BROADCASTER_PASSWORD", settings.broadcaster_password))
+    if settings.onion_key:
+        pairs.append(("LIVESTREAM_ONION_KEY", settings.onion_key))
+    return "".join(f"{key}={value}\n" for key, value in pairs)
 
 
 def unit(description: str, livestream_args: str, low_port: bool) -> str:
@@ -242,7 +297,8 @@ def render(settings: DropletSettings) -> str:
         (ENV_FILE, "0600", environment(settings)),
         (DEPLOY_KEY_FILE, "0600", settings.deploy_key + "\n"),
         ("/etc/systemd/system/livestream-serve.service", "0644",
-         unit("livestream web server", "serve", low_port=settings.http_port < 1024)),
+         unit("livestream web server", "serve --onion --clearnet" if settings.onion
+              else "serve", low_port=settings.http_port < 1024)),
         ("/etc/systemd/system/livestream-ingest.service", "0644",
          unit("livestream RTMP ingest", ingest_args(settings),
               low_port=settings.ingest_port < 1024)),

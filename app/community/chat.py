@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
 import time
 import unicodedata
@@ -83,34 +84,76 @@ class LRU(OrderedDict):
         return value
 
 
-class Nonces:
-    """One-use form nonces, so a double submit posts once and a stale form is told so."""
+NONCE_RANDOM = 10  # 10 + 5 + 12 = 27 bytes: 36 base64 characters, no padding
+NONCE_TIME = 5
+NONCE_SIGNATURE = 12
 
-    def __init__(self, per_viewer: int, lifetime: float, viewers: int):
-        self.per_viewer = per_viewer
+
+class Nonces:
+    """One-use form nonces, so a double submit posts once and a stale form is told so.
+
+    A nonce carries its own proof: random bytes, the moment it was issued (hidden under a pad
+    derived from the random bytes, so the form does not show the host's clock) and an HMAC of
+    both with the viewer's id. Checking needs no memory of having issued it, so no number of
+    form loads can push an open form's nonce out. Memory is spent only on nonces that were
+    used, each until it would have expired anyway, capped at `max_used` (beyond that the
+    oldest used one is forgotten: at worst one double submit posts twice, and the flood rules
+    still count it).
+    """
+
+    def __init__(self, identities: Identities, lifetime: float, max_used: int):
+        self.identities = identities
         self.lifetime = lifetime
-        self._fresh: LRU = LRU(viewers)
-        self._used: LRU = LRU(viewers)
+        self.max_used = max_used
+        self._used: OrderedDict[bytes, float] = OrderedDict()  # signature -> expiry (wall)
+
+    def _pad(self, random: bytes) -> bytes:
+        return self.identities.derive("form-nonce-time", random)[:NONCE_TIME]
+
+    def _sign(self, viewer_id: str, random: bytes, issued: bytes) -> bytes:
+        return self.identities.derive("form-nonce", viewer_id.encode() + b"\0" + random
+                                      + issued)[:NONCE_SIGNATURE]
 
     def issue(self, viewer_id: str) -> str:
-        nonce = secrets.token_urlsafe(12)
-        held = self._fresh.get_or_add(viewer_id, OrderedDict)
-        held[nonce] = time.monotonic() + self.lifetime
-        while len(held) > self.per_viewer:
-            held.popitem(last=False)
-        return nonce
+        random = secrets.token_bytes(NONCE_RANDOM)
+        issued = int(time.time()).to_bytes(NONCE_TIME, "big")
+        hidden = bytes(a ^ b for a, b in zip(issued, self._pad(random), strict=True))
+        raw = random + hidden + self._sign(viewer_id, random, issued)
+        return base64.urlsafe_b64encode(raw).decode()
 
     def use(self, viewer_id: str, nonce: str) -> str:
         """"ok" the first time, "used" for a repeat, "unknown" for a stale or made-up nonce."""
-        held = self._fresh.get(viewer_id, {})
-        expires = held.pop(nonce, None) if nonce else None
-        used = self._used.get_or_add(viewer_id, lambda: deque(maxlen=self.per_viewer))
-        if expires is not None and expires > time.monotonic():
-            used.append(nonce)
-            return "ok"
-        if nonce and nonce in used:
+        try:
+            raw = base64.urlsafe_b64decode(nonce.encode()) if 0 < len(nonce) <= 64 else b""
+        except (ValueError, UnicodeError):
+            raw = b""
+        if len(raw) != NONCE_RANDOM + NONCE_TIME + NONCE_SIGNATURE:
+            return "unknown"
+        random, hidden = raw[:NONCE_RANDOM], raw[NONCE_RANDOM:NONCE_RANDOM + NONCE_TIME]
+        signature = raw[NONCE_RANDOM + NONCE_TIME:]
+        issued = bytes(a ^ b for a, b in zip(hidden, self._pad(random), strict=True))
+        if not hmac.compare_digest(signature, self._sign(viewer_id, random, issued)):
+            return "unknown"
+        now = time.time()
+        expires = int.from_bytes(issued, "big") + self.lifetime
+        if not now <= expires:
+            return "unknown"
+        self._forget_expired(now)
+        if signature in self._used:
             return "used"
-        return "unknown"
+        self._used[signature] = expires
+        while len(self._used) > self.max_used:
+            self._used.popitem(last=False)
+        return "ok"
+
+    def _forget_expired(self, now: float) -> None:
+        # Insertion order is use order, not expiry order; an entry used long after issue may
+        # expire earlier than its neighbours: it is then forgotten a little late, never early.
+        while self._used:
+            signature, expires = next(iter(self._used.items()))
+            if expires >= now:
+                break
+            del self._used[signature]
 
 
 class Chat:
@@ -123,8 +166,7 @@ class Chat:
         self.settings = settings
         self.broadcaster = broadcaster
         self.captchas = captchas
-        self.nonces = Nonces(settings.nonces_per_viewer, settings.nonce_seconds,
-                             settings.max_tracked_posters)
+        self.nonces = Nonces(identities, settings.nonce_seconds, settings.max_used_nonces)
         self._posted: LRU = LRU(settings.max_tracked_posters)
         self._trip_salt = store.secret("tripcode-salt", 16)
         self._filters = WordFilters(store.filters(), settings.filter_max_length)
@@ -153,6 +195,9 @@ class Chat:
     # --- posting -----------------------------------------------------------------------
 
     def post(self, who: Requester, form: Submission) -> Message:
+        """Cheap refusals first, the tripcode's scrypt last: the attempt is counted in the
+        flood window before any slow work, so one token cannot buy more scrypts than the flood
+        rules allow messages (even with messages a filter blocks)."""
         if who.banned:
             raise Refused(BANNED, draft=False, status=403)
         if not who.broadcaster:
@@ -164,32 +209,37 @@ class Chat:
                               "Please send it again.")
         viewer = self.viewer(who)
         if self.needs_captcha(who):
+            if not form.captcha_id:
+                raise Refused("Please solve the captcha below to send your message.")
             if not self.captchas.check(form.captcha_id, who.viewer_id, form.captcha_answer):
                 raise Refused("The captcha was not solved correctly. Please try the new one.")
             viewer = replace(viewer, verified=True)
             self.store.save_viewer(viewer)
         text = clean_text(form.text)
         self._check_limits(text)
-        viewer = self._update_identity(viewer, form)
-        if self.identities.is_banned(who.viewer_id, viewer):
-            raise Refused(BANNED, draft=False, status=403)
+        if not who.broadcaster:
+            self._check_flood(who, viewer)  # counts this attempt, whatever happens next
+        name = viewer.name if form.name is None else clean_name(form.name,
+                                                                 self.settings.name_max)
         verdict = self._filters.apply(text)
-        name_verdict = self._filters.apply(viewer.name)
+        name_verdict = self._filters.apply(name)
         if "ban" in (verdict.action, name_verdict.action) and not who.broadcaster:
             self.ban(who.viewer_id, note="word filter")
             raise Refused("That message broke a rule of this chat and you have been banned.",
                           draft=False, status=403)
         if "block" in (verdict.action, name_verdict.action) and not who.broadcaster:
             raise Refused("Your message contains a word that is not allowed here.")
-        if not who.broadcaster:
-            self._check_flood(who, viewer)
+        viewer = self._update_identity(replace(viewer, name=name), form)
+        if self.identities.is_banned(who.viewer_id, viewer):
+            raise Refused(BANNED, draft=False, status=403)
         viewer = replace(viewer, last_seen=time.time())
         if not who.broadcaster:
             self.store.save_viewer(viewer)
+        signed = "" if who.broadcaster or not form.trip_password else viewer.tripcode
         message = Message(
             0, BROADCASTER_ID if who.broadcaster else who.viewer_id,
             self.broadcaster.name if who.broadcaster else (name_verdict.text or ANONYMOUS),
-            "" if who.broadcaster else who.tag, "" if who.broadcaster else viewer.tripcode,
+            "" if who.broadcaster else who.tag, signed,
             who.colour, verdict.text, time.time(), broadcaster=who.broadcaster)
         stored = self.store.add_message(message)
         self.hub.publish("chat", public(stored))
@@ -207,14 +257,17 @@ class Chat:
                           f"{s.max_lines}.")
 
     def _update_identity(self, viewer: Viewer, form: Submission) -> Viewer:
-        name = viewer.name if form.name is None else clean_name(form.name,
-                                                                 self.settings.name_max)
-        tripcode = viewer.tripcode
+        """A tripcode signs only a message whose sender typed its password this time.
+
+        The viewer record keeps the last proven tripcode for moderation (a ban follows it)
+        and for the user list, never as a right: whoever else holds the same token (a link
+        someone was lured into, a shared address) cannot sign with it.
+        """
+        if form.trip_password:
+            return replace(viewer, tripcode=self.tripcode(form.trip_password[:256]))
         if form.clear_tripcode:
-            tripcode = ""
-        elif form.trip_password:
-            tripcode = self.tripcode(form.trip_password[:256])
-        return replace(viewer, name=name, tripcode=tripcode)
+            return replace(viewer, tripcode="")
+        return viewer
 
     def _check_flood(self, who: Requester, viewer: Viewer) -> None:
         s = self.settings

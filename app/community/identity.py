@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -18,10 +19,12 @@ from dataclasses import dataclass
 
 import gevent
 
-from app.community.store import SQLiteStore, Viewer
+from app.community.store import SQLiteStore, Store, StoreUnavailable, Viewer
 from app.config import BroadcasterConfig
 
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+log = logging.getLogger(__name__)
+
 COOKIE = "token"
 COLOURS = 24  # readable name colours, classes .c0 .. .c23 in style.css
 BROADCASTER_ID = "broadcaster"
@@ -168,6 +171,8 @@ SESSION_COOKIE = "broadcaster_session"
 SESSION_IDLE_SECONDS = 12 * 3600  # unused this long, a session ends
 SESSION_MAX_SECONDS = 3 * 86400  # however busy, a session ends after this
 MAX_SESSIONS = 16  # browsers logged in at once; the oldest is dropped beyond this
+SESSION_WRITE_SECONDS = 300.0  # a busy session's idle deadline is saved at most this often
+LOGIN_LINK_SECONDS = 600.0  # a one-time login link works this long, once
 
 
 @dataclass
@@ -175,58 +180,121 @@ class _Session:
     digest: bytes
     idle_until: float
     ends: float
+    saved_idle: float = 0.0
+
+
+def session_digest(secret: str) -> bytes:
+    """Only this is stored, so a copy of the database holds no session or link."""
+    return hashlib.sha256(b"broadcaster-session\0" + secret.encode()).digest()
 
 
 class BroadcasterSessions:
-    """Browsers that proved the password once, so they never meet the password check again.
+    """Browsers that proved themselves once (password or login link), so they never meet the
+    password check again.
 
     Failed logins are limited for everybody at once (over Tor there is no client address), so
     anyone can keep the password check locked; a browser holding a session is not affected.
-    Only a digest of each random session id is kept, in memory and capped: a restart logs
-    everyone out, and the browser's saved login opens a new session on its next request.
+    Sessions are kept in the state database as digests of their random ids (wall-clock
+    deadlines), so a restart does not log the broadcaster out into a locked password check.
     """
 
-    def __init__(self, idle_seconds: float = SESSION_IDLE_SECONDS,
+    def __init__(self, store: Store | None = None, idle_seconds: float = SESSION_IDLE_SECONDS,
                  max_seconds: float = SESSION_MAX_SECONDS, limit: int = MAX_SESSIONS):
+        self.store = store
         self.idle_seconds = idle_seconds
         self.max_seconds = max_seconds
         self.limit = limit
-        self._sessions: list[_Session] = []
+        now = time.time()
+        loaded = store.sessions() if store is not None else []
+        self._sessions: list[_Session] = [
+            _Session(d, idle, ends, idle) for d, idle, ends in sorted(loaded, key=lambda r: r[2])
+            if self._alive(_Session(d, idle, ends), now)][-limit:]
 
     def issue(self) -> str:
         """A new session id for the browser's cookie (call only after a proven login)."""
-        now = time.monotonic()
+        now = time.time()
         session_id = secrets.token_urlsafe(32)
-        self._sessions = [s for s in self._sessions if self._alive(s, now)]
-        self._sessions.append(_Session(_digest(session_id), now + self.idle_seconds,
-                                       now + self.max_seconds))
-        del self._sessions[:-self.limit]
+        session = _Session(session_digest(session_id), now + self.idle_seconds,
+                           now + self.max_seconds)
+        session.saved_idle = session.idle_until
+        kept = [s for s in self._sessions if self._alive(s, now)] + [session]
+        dropped, self._sessions = kept[:-self.limit], kept[-self.limit:]
+        self._write(self.store and (lambda: self.store.save_session(
+            session.digest, session.idle_until, session.ends)))
+        for old in dropped:
+            self._write(self.store and (lambda d=old.digest: self.store.remove_session(d)))
         return session_id
+
+    @staticmethod
+    def _write(step) -> None:
+        """Saving a session is best effort: with the database locked or full the broadcaster
+        still gets in (the session then lasts until the next restart only)."""
+        if step is None:
+            return
+        try:
+            step()
+        except StoreUnavailable:
+            log.warning("could not save the broadcaster session; it lasts until a restart")
 
     def valid(self, session_id: str | None) -> bool:
         """True for a live session id; using it keeps it alive (within its maximum age)."""
         session = self._find(session_id)
         if session is None:
             return False
-        session.idle_until = time.monotonic() + self.idle_seconds
+        session.idle_until = time.time() + self.idle_seconds
+        stale = session.idle_until - session.saved_idle > SESSION_WRITE_SECONDS
+        if self.store is not None and stale:
+            session.saved_idle = session.idle_until
+            self._write(lambda: self.store.save_session(session.digest, session.idle_until,
+                                                        session.ends))
         return True
 
     def end(self, session_id: str | None) -> None:
         session = self._find(session_id)
         if session is not None:
             self._sessions.remove(session)
+            self._write(self.store and (lambda: self.store.remove_session(session.digest)))
 
     def _find(self, session_id: str | None) -> _Session | None:
         if not session_id or len(session_id) > 128:
             return None
-        wanted = _digest(session_id)
-        now = time.monotonic()
+        wanted = session_digest(session_id)
+        now = time.time()
         found = None
         for session in self._sessions:  # every one compared: the time says nothing
             if hmac.compare_digest(session.digest, wanted) and self._alive(session, now):
                 found = session
+        if found is None and self.store is not None:
+            # issued by another process sharing the state (a worker, `serve` after a link)
+            try:
+                stored = self.store.session(wanted)
+            except StoreUnavailable:
+                stored = None
+            if stored is not None and self._alive(_Session(wanted, *stored), now):
+                found = _Session(wanted, stored[0], stored[1], stored[0])
+                self._sessions = [*self._sessions, found][-self.limit:]
         return found
 
     @staticmethod
     def _alive(session: _Session, now: float) -> bool:
         return now < session.idle_until and now < session.ends
+
+
+# --- the owner's way in: one-time login links --------------------------------------------------
+
+def new_login_link(store: Store, seconds: float = LOGIN_LINK_SECONDS) -> str:
+    """A random secret for `livestream broadcaster login-link`; only its digest is stored.
+
+    Whoever can run commands as the server's user owns the machine, so this way in needs no
+    password and is not subject to the failed-login lock that guessers can keep closed.
+    """
+    secret = secrets.token_urlsafe(32)
+    store.add_login_link(session_digest("login-link\0" + secret), time.time() + seconds)
+    return secret
+
+
+def use_login_link(store: Store, secret: str) -> bool:
+    """True once for a live link (then it is gone), False for anything else."""
+    if not secret or len(secret) > 128:
+        return False
+    return store.use_login_link(session_digest("login-link\0" + secret), time.time())

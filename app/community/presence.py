@@ -2,8 +2,11 @@
 
 A viewer is *watching* when they received video (a /stream.mp4 segment or a segment file) in
 the last `watching_seconds`; they are *present* while any of their requests or open chat
-frames showed a sign of life in the last `present_seconds`. Entries are kept in least recently
-seen order, expire, and are capped at `max_present`, so memory stays bounded whatever clients do.
+frames showed a sign of life in the last `present_seconds`. Only receiving video or posting
+puts a viewer on the list: page and form loads cost nothing to fake (any client can invent
+tokens), so they only keep someone already listed present (`still_here`). Entries are kept in
+least recently seen order, expire, and are capped at `max_present`, so memory stays bounded
+whatever clients do.
 """
 from __future__ import annotations
 
@@ -49,8 +52,16 @@ class Audience:
         return entry
 
     def saw(self, viewer_id: str, tag: str) -> None:
-        """Any sign of life: a page, a chat frame keep-alive, a post."""
+        """A sign of life that costs the viewer something (a post): lists them."""
         self._touch(viewer_id, tag, time.monotonic())
+
+    def still_here(self, viewer_id: str) -> None:
+        """A cheap sign of life (a page, a form, a chat frame keep-alive): keeps a listed
+        viewer present, never adds one, so anonymous load cannot fill or flush the list."""
+        entry = self._entries.get(viewer_id)
+        if entry is not None:
+            self._entries.move_to_end(viewer_id)
+            entry.last_seen = time.monotonic()
 
     def saw_video(self, viewer_id: str, tag: str) -> None:
         now = time.monotonic()

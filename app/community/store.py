@@ -9,6 +9,7 @@ instances) would implement the same methods.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import sqlite3
 import time
@@ -93,6 +94,12 @@ class Store(Protocol):
     def add_filter(self, pattern: str, is_regex: bool, case_sensitive: bool,
                    action: str) -> Filter: ...
     def remove_filter(self, filter_id: int) -> None: ...
+    def sessions(self) -> list[tuple[bytes, float, float]]: ...
+    def session(self, digest: bytes) -> tuple[float, float] | None: ...
+    def save_session(self, digest: bytes, idle_until: float, ends: float) -> None: ...
+    def remove_session(self, digest: bytes) -> None: ...
+    def add_login_link(self, digest: bytes, expires: float) -> None: ...
+    def use_login_link(self, digest: bytes, now: float) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -110,6 +117,9 @@ CREATE INDEX IF NOT EXISTS viewers_seen ON viewers (last_seen);
 CREATE TABLE IF NOT EXISTS bans (
     kind TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL, note TEXT NOT NULL,
     PRIMARY KEY (kind, value));
+CREATE TABLE IF NOT EXISTS broadcaster_sessions (
+    digest BLOB PRIMARY KEY, idle_until REAL NOT NULL, ends REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS login_links (digest BLOB PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS filters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, pattern TEXT NOT NULL, is_regex INTEGER NOT NULL,
     case_sensitive INTEGER NOT NULL, action TEXT NOT NULL, created REAL NOT NULL);
@@ -337,6 +347,38 @@ class SQLiteStore:
                                " FROM filters ORDER BY id")
         return [Filter(r[0], r[1], bool(r[2]), bool(r[3]), r[4], r[5]) for r in rows]
 
+    # --- broadcaster sessions and one-time login links (only digests are stored) ----------
+
+    def sessions(self) -> list[tuple[bytes, float, float]]:
+        rows = self._run("SELECT digest, idle_until, ends FROM broadcaster_sessions")
+        return [(bytes(r[0]), r[1], r[2]) for r in rows]
+
+    def session(self, digest: bytes) -> tuple[float, float] | None:
+        row = self._run("SELECT idle_until, ends FROM broadcaster_sessions WHERE digest = ?",
+                        (digest,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def save_session(self, digest: bytes, idle_until: float, ends: float) -> None:
+        now = time.time()  # ended sessions go as new ones come: the table stays small
+        self._run("DELETE FROM broadcaster_sessions WHERE idle_until < ? OR ends < ?",
+                  (now, now))
+        self._run("INSERT OR REPLACE INTO broadcaster_sessions (digest, idle_until, ends)"
+                  " VALUES (?, ?, ?)", (digest, idle_until, ends))
+
+    def remove_session(self, digest: bytes) -> None:
+        self._run("DELETE FROM broadcaster_sessions WHERE digest = ?", (digest,))
+
+    def add_login_link(self, digest: bytes, expires: float) -> None:
+        self._run("DELETE FROM login_links WHERE expires < ?", (time.time(),))
+        self._run("INSERT INTO login_links (digest, expires) VALUES (?, ?)", (digest, expires))
+
+    def use_login_link(self, digest: bytes, now: float) -> bool:
+        """True once for a live link: the row is deleted by the same statement that finds it,
+        so two uses at once (even from two processes) cannot both succeed."""
+        cur = self._run("DELETE FROM login_links WHERE digest = ? AND expires >= ?",
+                        (digest, now))
+        return cur.rowcount == 1
+
     def close(self) -> None:
         self.db.close()
 
@@ -355,10 +397,37 @@ def _message(row) -> Message:
                    bool(broadcaster), bool(hidden))
 
 
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """The state folder holds the server secret, the tripcode salt, the broadcaster's password
+    hash and the chat log: only the user running the server may list or read it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    os.chmod(path, PRIVATE_DIR)  # mkdir's mode is cut by the umask and ignored for old folders
+    return path
+
+
+def private_database(path: Path) -> None:
+    """Create the SQLite file (and fix its journal files) as 0600 before SQLite opens it.
+
+    SQLite gives the -wal and -shm files the mode of the database file, so a database
+    created 0600 keeps all three private; an older, readable one is tightened here too.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        extra = Path(f"{path}{suffix}")
+        if extra.exists():
+            os.chmod(extra, PRIVATE_FILE)
+
+
 def open_store(state_dir: Path, chat_history: int, shown: int, max_viewers: int,
                cache_size: int) -> SQLiteStore:
-    path = Path(state_dir) / "livestream.sqlite3"
+    path = private_dir(state_dir) / "livestream.sqlite3"
     try:
+        private_database(path)
         return SQLiteStore(path, chat_history, shown, max_viewers, cache_size)
     except sqlite3.DatabaseError as exc:
         raise RuntimeError(f"cannot open the state database {path}: {exc}. Check the folder is "

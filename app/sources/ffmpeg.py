@@ -11,14 +11,15 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.config import Config, Rendition
 from app.sources.options import SourceError, format_clock, is_url
 from app.sources.probe import MediaInfo, Track
 from app.stream.folder import (
     DEFAULT_PLAYLIST,
-    INIT_NAME,
     PLAYLIST_SIZE,
-    SEGMENT_PATTERN,
     SEGMENT_SECONDS,
+    Variant,
+    rendition_files,
 )
 
 DEFAULT_PRESET = "veryfast"
@@ -37,6 +38,13 @@ HARDWARE_ENCODERS = {
     "amf": "h264_amf",
 }
 VAAPI_DEVICE = "/dev/dri/renderD128"
+# Every H.264 we write, copied or encoded, loses its SEI units: x264 writes its version and
+# every option into one (a fingerprint of the streamer's machine), and nothing a viewer's
+# player needs is in them (every segment starts with an IDR frame).
+STRIP_SEI = ["-bsf:v", "filter_units=remove_types=6"]
+# Lower renditions of a copied picture take their keyframes where the source has them, so
+# their segments are cut at the same times; x264 adds none of its own in between.
+SOURCE_KEYFRAMES = "source"
 
 
 
@@ -82,20 +90,70 @@ class Plan:
     audio: Track | None
     subtitles: str
     notes: tuple[str, ...] = field(default=())
+    variants: tuple[Variant, ...] = field(default=())  # the master playlist; () for one
 
 
 def hls_output_args(stream_dir: Path, playlist: str = DEFAULT_PLAYLIST,
                     segment_seconds: int = SEGMENT_SECONDS,
-                    list_size: int = PLAYLIST_SIZE) -> list[str]:
-    """The output half every HLS source shares (the same layout stream.sh writes)."""
+                    list_size: int = PLAYLIST_SIZE, rendition: str | None = None) -> list[str]:
+    """The output half every HLS source shares (the same layout stream.sh writes).
+
+    `rendition` names a lower rendition (its own files); None is the top one.
+    """
     stream_dir = Path(stream_dir)
+    files = rendition_files(rendition or "", rendition is None, playlist)
     return [
         "-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact",
         "-f", "hls", "-hls_time", str(segment_seconds), "-hls_list_size", str(list_size),
-        "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", INIT_NAME,
+        "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", files.init,
         "-hls_flags", "delete_segments+temp_file+independent_segments",
-        "-hls_segment_filename", str(stream_dir / SEGMENT_PATTERN), str(stream_dir / playlist),
+        "-hls_segment_filename", str(stream_dir / files.segment_pattern),
+        str(stream_dir / files.playlist),
     ]
+
+
+def lower_rendition_args(stream_dir: Path, rendition: Rendition, *, video: list[str],
+                         audio_map: str | None, keyframes: str, preset: str, fps: float,
+                         segment_seconds: int = SEGMENT_SECONDS) -> list[str]:
+    """One more HLS output of the same input: a smaller picture at a lower bitrate.
+
+    `video` maps (and filters) the picture, e.g. ["-map", "0:v:0", "-vf", "scale=..."];
+    `keyframes` is the -force_key_frames value of the top rendition (or "source" when the top
+    is copied), so every rendition cuts its segments at the same media times.
+    """
+    kbps = rendition.video_kbps
+    args = list(video) + ["-c:v", "libx264", "-preset", preset, "-profile:v", "main",
+                          "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps * 2}k",
+                          "-sc_threshold", "0", "-force_key_frames", keyframes,
+                          "-flags:v", "+bitexact"] + STRIP_SEI
+    if keyframes == SOURCE_KEYFRAMES:
+        args += ["-g", "100000"]  # only the source's keyframes, or the segments drift apart
+    elif fps > 0:
+        keyint = max(1, round(fps * segment_seconds))
+        args += ["-g", str(keyint), "-keyint_min", str(keyint)]
+    if audio_map is not None:
+        args += ["-map", audio_map, "-c:a", "aac", "-b:a", f"{rendition.audio_kbps}k",
+                 "-ac", "2", "-ar", "48000", "-flags:a", "+bitexact"]
+    return args + ["-sn", "-dn"] + hls_output_args(stream_dir, segment_seconds=segment_seconds,
+                                                   rendition=rendition.name)
+
+
+def scale_filter(height: int) -> str:
+    """Fit the height, keep the aspect (even width), as browsers' 4:2:0 decoders need."""
+    return f"scale=-2:{height}:flags=bicubic,setsar=1,format=yuv420p"
+
+
+def variants(renditions: list[Rendition], playlist: str, top_kbps: int,
+             top_size: tuple[int, int] | None = None) -> list[Variant]:
+    """What the master playlist lists: the top rendition, then every lower one."""
+    top, lower = renditions[0], renditions[1:]
+    width, height = top_size or (0, 0)
+    listed = [Variant(top.name, playlist, max(1, top_kbps) * 1000, width, height)]
+    for rendition in lower:
+        scaled = (round(width * rendition.height / height / 2) * 2) if height else 0
+        listed.append(Variant(rendition.name, rendition_files(rendition.name, False).playlist,
+                              rendition.bandwidth, scaled, rendition.height if scaled else 0))
+    return listed
 
 
 def rtmp_output_args(url: str) -> list[str]:
@@ -134,8 +192,13 @@ def video_encoder_args(encoding: Encoding) -> list[str]:
     if encoding.fps > 0:
         keyint = max(1, round(encoding.fps * seg))
         args += ["-g", str(keyint), "-keyint_min", str(keyint)]
-    args += ["-force_key_frames", f"expr:gte(t,n_forced*{seg})", "-flags:v", "+bitexact"]
-    return args
+    args += ["-force_key_frames", keyframe_times(seg), "-flags:v", "+bitexact"]
+    return args + STRIP_SEI
+
+
+def keyframe_times(segment_seconds: int) -> str:
+    """A keyframe at every segment boundary (the same expression for every rendition)."""
+    return f"expr:gte(t,n_forced*{segment_seconds})"
 
 
 def audio_encoder_args(encoding: Encoding) -> list[str]:
@@ -188,8 +251,13 @@ def _missing_track(kind: str, flag: str, number: int, tracks: tuple[Track, ...],
 
 
 def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
-              playlist: str = DEFAULT_PLAYLIST, ffmpeg: str = "ffmpeg") -> Plan:
-    """Build the ffmpeg command for `livestream play` from what the input holds."""
+              playlist: str = DEFAULT_PLAYLIST, ffmpeg: str = "ffmpeg",
+              renditions: list[Rendition] | None = None) -> Plan:
+    """Build the ffmpeg command for `livestream play` from what the input holds.
+
+    `renditions` (config's stream.renditions) adds one encoded HLS output per lower quality;
+    a push to RTMP (--to) writes only the top one (the receiving ingest makes the others).
+    """
     if not info.video:
         raise SourceError(f"{info.source}: has no video track (audio only?); "
                           "play needs a picture to stream")
@@ -201,6 +269,10 @@ def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
                           f"({format_clock(info.duration)})")
     video = info.video[0]
     audio = info.audio[options.audio or 0] if info.audio else None
+    lower = [] if options.to else list((renditions or [])[1:])
+    top_height = options.size[1] if options.size else video.height
+    skipped = [r for r in lower if top_height and r.height >= top_height]
+    lower = [r for r in lower if r not in skipped]  # never upscale into a "lower" quality
     sub_filter, sub_text, bitmap = _subtitle_filter(options, info)
     encoder = hardware_encoder(options.hwaccel) if options.hwaccel else "libx264"
     encoding = Encoding(preset=options.preset or DEFAULT_PRESET,
@@ -208,7 +280,9 @@ def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
                         encoder=encoder, fps=video.fps)
     copy_video = (not options.wants_encoding and video.codec == "h264"
                   and video.pix_fmt in COPYABLE_PIXEL_FORMATS)
-    copy_audio = audio is not None and audio.codec == "aac"
+    # A looped copy of AAC would need aac_adtstoasc, which ffmpeg 5.1 ends after the first
+    # pass (every later packet refused): looped audio is encoded, which costs next to nothing.
+    copy_audio = audio is not None and audio.codec == "aac" and not options.loop
 
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning", "-nostats",
             "-progress", "pipe:1"]
@@ -223,58 +297,107 @@ def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
         argv += ["-ss", f"{options.start:.3f}"]
     argv += ["-i", info.source]
 
-    chain = []
+    picture = []  # what the top picture gets before its pixel format
     if sub_filter:
         if options.start:  # the subtitle timeline still starts at 0: shift the picture to it
-            chain += [f"setpts=PTS+{options.start:.3f}/TB", sub_filter, "setpts=PTS-STARTPTS"]
+            picture += [f"setpts=PTS+{options.start:.3f}/TB", sub_filter, "setpts=PTS-STARTPTS"]
         else:
-            chain.append(sub_filter)
+            picture.append(sub_filter)
     if options.size:
         w, h = options.size
-        chain += [f"scale={w}:{h}:force_original_aspect_ratio=decrease",
-                  f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2", "setsar=1"]
+        picture += [f"scale={w}:{h}:force_original_aspect_ratio=decrease",
+                    f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2", "setsar=1"]
     if encoder == "h264_vaapi":
-        chain += ["format=nv12", "hwupload"]
+        pixels = ["format=nv12", "hwupload"]
     elif encoder == "h264_qsv":
-        chain.append("format=nv12")
+        pixels = ["format=nv12"]
     else:
-        chain.append("format=yuv420p")
+        pixels = ["format=yuv420p"]
 
+    lower_video: list[list[str]] = []
     if copy_video:
-        argv += ["-map", "0:v:0", "-c:v", "copy"]
-    elif bitmap is not None:
-        graph = f"[0:v:0][0:s:{bitmap.number}]overlay=eof_action=pass," + ",".join(chain)
-        argv += ["-filter_complex", graph + "[v]", "-map", "[v]"]
-        argv += video_encoder_args(encoding)
+        # ffmpeg 5.1 ends an output bitstream filter at the first loop's end and then refuses
+        # every packet, so a looped copy keeps the file's SEI (the film's encoder, not ours).
+        argv += ["-map", "0:v:0", "-c:v", "copy"] + ([] if options.loop else STRIP_SEI)
+        lower_video = [["-map", "0:v:0", "-vf", scale_filter(r.height)] for r in lower]
+    elif bitmap is not None or lower:
+        # One graph: the picture is drawn once (subtitles, size), then split per rendition.
+        head = (f"[0:v:0][0:s:{bitmap.number}]overlay=eof_action=pass" if bitmap is not None
+                else "[0:v:0]null")
+        graph = ",".join([head] + picture) + f",split={1 + len(lower)}[top]"
+        graph += "".join(f"[in{i}]" for i in range(len(lower)))
+        graph += ";[top]" + ",".join(pixels) + "[v]"
+        for i, rendition in enumerate(lower):
+            graph += f";[in{i}]{scale_filter(rendition.height)}[v{i}]"
+            lower_video.append(["-map", f"[v{i}]"])
+        argv += ["-filter_complex", graph, "-map", "[v]"] + video_encoder_args(encoding)
     else:
-        argv += ["-map", "0:v:0", "-vf", ",".join(chain)] + video_encoder_args(encoding)
+        argv += ["-map", "0:v:0", "-vf", ",".join(picture + pixels)]
+        argv += video_encoder_args(encoding)
+    audio_map = f"0:a:{audio.number}" if audio is not None else None
     if audio is not None:
-        argv += ["-map", f"0:a:{audio.number}"]
+        argv += ["-map", audio_map]
         argv += (["-c:a", "copy", "-bsf:a", "aac_adtstoasc"] if copy_audio
                  else audio_encoder_args(encoding))
     argv += ["-sn", "-dn"]
     argv += rtmp_output_args(options.to) if options.to else hls_output_args(stream_dir, playlist)
+    keyframes = SOURCE_KEYFRAMES if copy_video else keyframe_times(encoding.segment_seconds)
+    for rendition, picture_args in zip(lower, lower_video, strict=True):
+        argv += lower_rendition_args(stream_dir, rendition, video=picture_args,
+                                     audio_map=audio_map, keyframes=keyframes,
+                                     preset=encoding.preset, fps=video.fps)
 
     notes = []
     if not copy_video and not options.wants_encoding:
         notes.append(f"video is {video.codec}/{video.pix_fmt}, not browser-ready H.264: "
                      "encoding it")
+    if copy_video and options.loop:
+        notes.append("--loop copies the picture with the file's own encoder notes (SEI); "
+                     "add --preset veryfast to re-encode it without them")
     if copy_video and video.fps == 0:
         notes.append("keyframes come from the file as it is; segments follow them")
-    return Plan(argv, copy_video, copy_audio, audio, sub_text, tuple(notes))
+    if skipped:
+        notes.append("not encoding " + ", ".join(r.name for r in skipped)
+                     + f": not smaller than the {top_height}p picture")
+    if lower:
+        notes.append("also encoding " + ", ".join(f"{r.name} ({r.height}p, {r.video_kbps} "
+                                                  "kbit/s)" for r in lower))
+    size = options.size or ((video.width, video.height) if video.width else None)
+    top_kbps = encoding.video_kbps + encoding.audio_kbps  # a copied file: about that
+    listed = tuple(variants([renditions[0]] + lower, playlist, top_kbps, size)) if lower else ()
+    return Plan(argv, copy_video, copy_audio, audio, sub_text, tuple(notes), listed)
 
 
 def ingest_command(stream_dir: Path, playlist: str, copy_video: bool, copy_audio: bool,
-                   has_audio: bool, encoding: Encoding, ffmpeg: str = "ffmpeg") -> list[str]:
-    """FLV on stdin (what an RTMP publisher sends) -> HLS in stream_dir."""
+                   has_audio: bool, encoding: Encoding, ffmpeg: str = "ffmpeg",
+                   renditions: list[Rendition] | None = None) -> list[str]:
+    """FLV on stdin (what an RTMP publisher sends) -> HLS in stream_dir, one output per
+    rendition: the top one copied when it can be, the lower ones always encoded."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning", "-nostats",
             "-f", "flv", "-i", "pipe:0", "-map", "0:v:0"]
-    argv += ["-c:v", "copy"] if copy_video else (["-vf", "format=yuv420p"]
-                                                 + video_encoder_args(encoding))
+    argv += ["-c:v", "copy"] + STRIP_SEI if copy_video else (["-vf", "format=yuv420p"]
+                                                             + video_encoder_args(encoding))
     if has_audio:
         argv += ["-map", "0:a:0"]
         argv += ["-c:a", "copy"] if copy_audio else audio_encoder_args(encoding)
-    return argv + ["-sn", "-dn"] + hls_output_args(stream_dir, playlist)
+    argv += ["-sn", "-dn"] + hls_output_args(stream_dir, playlist)
+    keyframes = SOURCE_KEYFRAMES if copy_video else keyframe_times(encoding.segment_seconds)
+    for rendition in (renditions or [])[1:]:
+        argv += lower_rendition_args(stream_dir, rendition,
+                                     video=["-map", "0:v:0", "-vf", scale_filter(rendition.height)],
+                                     audio_map="0:a:0" if has_audio else None,
+                                     keyframes=keyframes, preset=encoding.preset,
+                                     fps=encoding.fps, segment_seconds=encoding.segment_seconds)
+    return argv
+
+
+def stream_sh_environment(config: Config) -> dict[str, str]:
+    """What stream.sh needs to write the folder this config's server reads (`serve --demo`):
+    the folder, the playlist name and the lower renditions as NAME:HEIGHT:VIDEO:AUDIO."""
+    lower = " ".join(f"{r.name}:{r.height}:{r.video_kbps}:{r.audio_kbps}"
+                     for r in config.stream.renditions[1:])
+    return {"STREAM_DIR": str(config.stream_dir), "PLAYLIST": config.stream.playlist,
+            "RENDITIONS": lower}
 
 
 def shell_line(argv: list[str]) -> str:

@@ -14,11 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from app.config import Rendition
 from app.runtime import processes
 from app.sources.ffmpeg import PlayOptions, plan_play, redact_url, shell_line
 from app.sources.options import SourceError, format_clock
 from app.sources.probe import probe
-from app.stream.folder import DEFAULT_PLAYLIST, ENDLIST, ensure_endlist, prepare_stream_dir
+from app.stream.folder import (
+    DEFAULT_PLAYLIST,
+    ENDLIST,
+    ensure_endlist,
+    prepare_stream_dir,
+    write_master,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,10 +211,11 @@ def _collect_stderr(stream, errors: deque, hide: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------- `livestream play`
 
 def play(options: PlayOptions, stream_dir: Path, playlist: str = DEFAULT_PLAYLIST,
-         dry_run: bool = False, out: TextIO = sys.stderr) -> int:
+         dry_run: bool = False, out: TextIO = sys.stderr,
+         renditions: list[Rendition] | None = None) -> int:
     """Check the input, explain the plan, then stream it in real time."""
     info = probe(options.source)
-    plan = plan_play(info, options, stream_dir, playlist)
+    plan = plan_play(info, options, stream_dir, playlist, renditions=renditions)
     if options.hwaccel and not dry_run:
         _check_encoder(plan.argv[plan.argv.index("-c:v") + 1])
     if dry_run:
@@ -225,10 +233,15 @@ def play(options: PlayOptions, stream_dir: Path, playlist: str = DEFAULT_PLAYLIS
     out.writelines(f"  note: {note}\n" for note in plan.notes)
     if not options.to:
         prepare_stream_dir(Path(stream_dir), playlist)
+        if plan.variants:
+            write_master(Path(stream_dir), list(plan.variants))
     playlist_path = None if options.to else Path(stream_dir) / playlist
-    return run_ffmpeg(plan.argv, duration=info.duration, offset=options.start,
-                      playlist_path=playlist_path, out=out,
-                      hide=(options.to,) if options.to else ())
+    status = run_ffmpeg(plan.argv, duration=info.duration, offset=options.start,
+                        playlist_path=playlist_path, out=out,
+                        hide=(options.to,) if options.to else ())
+    for variant in plan.variants[1:]:  # the lower renditions end with the top one
+        ensure_endlist(Path(stream_dir) / variant.playlist)
+    return status
 
 
 def _check_encoder(encoder: str) -> None:

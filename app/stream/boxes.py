@@ -206,3 +206,70 @@ def segment_start(data: bytes, init: InitInfo) -> float | None:
     except struct.error:
         return None
     return None
+
+
+# ------------------------------------------------------------------ scrubbing the init segment
+
+COMPRESSOR_NAME_AT = 42  # in a visual sample entry's payload: the 32-byte compressor name
+COMPRESSOR_NAME_SIZE = 32
+VISUAL_ENTRIES = {b"avc1", b"avc3", b"hvc1", b"hev1", b"av01", b"vp09"}
+
+
+def scrub_init(data: bytes) -> bytes:
+    """The init segment without what names the writer's software and version.
+
+    ffmpeg's HLS muxer leaves `encoder: Lavf59.27.100` in moov/udta even with +bitexact (its
+    inner mp4 muxer never gets the flag), and the sample entry's compressor name says
+    "Lavc libx264"; OBS writes its own. Viewers need neither: udta boxes are dropped and the
+    compressor name blanked. Anything that does not parse is returned unchanged.
+    """
+    try:
+        blanked = bytearray(data)
+        for start, end in find(data, (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd")):
+            for kind, payload, entry_end in boxes(data, start + 8, end):
+                name_at = payload + COMPRESSOR_NAME_AT
+                if kind in VISUAL_ENTRIES and name_at + COMPRESSOR_NAME_SIZE <= entry_end:
+                    blanked[name_at:name_at + COMPRESSOR_NAME_SIZE] = bytes(COMPRESSOR_NAME_SIZE)
+        return _drop(bytes(blanked), 0, len(blanked), top=True)
+    except struct.error:
+        return data
+
+
+def _drop(data: bytes, start: int, end: int, top: bool = False) -> bytes:
+    """The boxes between start and end again, without udta, sizes fixed on the way up."""
+    out = bytearray()
+    offset = start
+    for kind, payload, box_end in boxes(data, start, end):
+        header = data[offset:payload]
+        offset = box_end
+        if kind == b"udta":
+            continue
+        if kind in (b"moov", b"trak"):
+            body = _drop(data, payload, box_end)
+            out += struct.pack(">I4s", 8 + len(body), kind) + body
+        else:
+            out += header + data[payload:box_end]
+    if top and offset < end:
+        out += data[offset:end]  # whatever did not parse as boxes stays as it was
+    return bytes(out)
+
+
+def fragment_sequence_offsets(data: bytes) -> tuple[int, ...]:
+    """Where each top-level moof's mfhd sequence_number sits in a media segment.
+
+    A viewer joining mid-stream gets fragments numbered from wherever the encoder is (say 7);
+    VLC's mp4 demuxer takes a first number other than the one it expects for a seek and stops.
+    Knowing the offsets (found once per segment), each response can renumber its own
+    fragments by patching four bytes.
+    """
+    offsets = []
+    try:
+        for kind, payload, box_end in boxes(data):
+            if kind != b"moof":
+                continue
+            mfhd = first(data, (b"mfhd",), payload, box_end)
+            if mfhd is not None and mfhd[1] - mfhd[0] >= 8:
+                offsets.append(mfhd[0] + 4)  # after version and flags
+    except struct.error:
+        return ()
+    return tuple(offsets)

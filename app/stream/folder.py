@@ -3,12 +3,20 @@
 ffmpeg (stream.sh, `livestream play`, the RTMP ingest) and OBS write fMP4 HLS into one folder:
 an init segment, numbered media segments and a playlist, ended with ENDLIST when the broadcast
 is over. The watcher, the file views and the sources all take the names from here.
+
+Renditions: the top one (the source quality) keeps the single-rendition names (the configured
+playlist, init.mp4, stream%d.m4s), so a folder with one playlist (OBS) is simply a stream with
+one rendition. Each lower rendition NAME writes NAME.m3u8, NAME-init.mp4 and NAME-%d.m4s, cut at
+the same keyframe times, so segment N of every rendition covers the same media time. The
+master playlist (master.m3u8) lists them all for HLS players and tells the watcher which
+renditions exist.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 SEGMENT_SECONDS = 2
@@ -17,6 +25,7 @@ INIT_NAME = "init.mp4"
 SEGMENT_PATTERN = "stream%d.m4s"
 ENDLIST = "#EXT-X-ENDLIST"
 DEFAULT_PLAYLIST = "stream.m3u8"
+MASTER_PLAYLIST = "master.m3u8"
 TITLE_FILE = "title.txt"  # the stream's title, one line; the broadcaster page writes it
 TITLE_MAX = 200
 # Watch party (app/sources/party): while this file exists and is fresh the writer is holding
@@ -31,14 +40,66 @@ MIME_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".mp4": "video/mp4",
 
 
 
+@dataclass(frozen=True)
+class RenditionFiles:
+    """The three names one rendition writes into the stream folder."""
+
+    playlist: str
+    init: str
+    segment_pattern: str  # printf-style, as ffmpeg's -hls_segment_filename takes it
+
+
+def rendition_files(name: str, top: bool, playlist: str = DEFAULT_PLAYLIST) -> RenditionFiles:
+    """The file names of rendition `name`; the top one keeps the single-rendition names."""
+    if top:
+        return RenditionFiles(playlist, INIT_NAME, SEGMENT_PATTERN)
+    return RenditionFiles(f"{name}.m3u8", f"{name}-init.mp4", f"{name}-%d.m4s")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One line of the master playlist: what an HLS player (and the watcher) may choose."""
+
+    name: str
+    playlist: str
+    bandwidth: int  # bits per second, video and audio together
+    width: int = 0
+    height: int = 0
+
+
+def master_playlist(variants: list[Variant]) -> str:
+    """The master playlist text, top rendition first (HLS players take the first to start)."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for variant in variants:
+        attributes = f"BANDWIDTH={variant.bandwidth}"
+        if variant.width and variant.height:
+            attributes += f",RESOLUTION={variant.width}x{variant.height}"
+        attributes += f',NAME="{variant.name}"'
+        lines += [f"#EXT-X-STREAM-INF:{attributes}", variant.playlist]
+    return "\n".join(lines) + "\n"
+
+
+def write_master(stream_dir: Path, variants: list[Variant]) -> None:
+    """Written once when a broadcast starts, atomically: the watcher never reads half of it."""
+    path = Path(stream_dir) / MASTER_PLAYLIST
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(master_playlist(variants))
+    os.replace(temp, path)
+
+
 def prepare_stream_dir(stream_dir: Path, playlist: str = DEFAULT_PLAYLIST) -> None:
-    """A new broadcast starts clean: stale segments from the last one must not be served."""
+    """A new broadcast starts clean: stale segments from the last one must not be served.
+
+    Every playlist, segment and init segment goes, whichever rendition wrote it, so a
+    rendition dropped from the config does not linger in the master playlist's place.
+    """
     stream_dir = Path(stream_dir)
     stream_dir.mkdir(parents=True, exist_ok=True)
     for path in stream_dir.iterdir():
         name = path.name
         if (name in (INIT_NAME, playlist, playlist + ".tmp")
-                or (name.startswith("stream") and name.endswith((".m4s", ".tmp")))):
+                or name.endswith((".m4s", ".m3u8", ".m3u8.tmp", "-init.mp4"))
+                or (name.startswith("stream") and name.endswith(".tmp"))):
             path.unlink(missing_ok=True)
 
 

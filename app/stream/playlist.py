@@ -88,3 +88,80 @@ def _safe_name(uri: str) -> str:
     if not uri or "/" in uri or "\\" in uri or uri.startswith(".") or "\0" in uri:
         raise PlaylistError(f"segment name {uri!r} is not a plain file name")
     return uri
+
+
+MAX_VARIANTS = 8  # renditions a master playlist may list; more are ignored
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One rendition a master playlist lists: its name, media playlist and advertised rate."""
+
+    name: str
+    uri: str
+    bandwidth: int
+    resolution: str = ""
+
+
+def parse_master(text: str) -> tuple[Variant, ...]:
+    """The renditions of a master playlist, top first; NAME="..." or the file's stem names one."""
+    lines = [line.strip() for line in text.splitlines()]
+    if not lines or lines[0] != "#EXTM3U":
+        raise PlaylistError("not an HLS playlist (no #EXTM3U header)")
+    found: list[Variant] = []
+    pending: dict[str, str] | None = None
+    for line in lines[1:]:
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            pending = _attributes(line.split(":", 1)[1])
+        elif line and not line.startswith("#") and pending is not None:
+            uri = _safe_name(line)
+            name = pending.get("NAME") or uri.rsplit(".", 1)[0]
+            try:
+                bandwidth = int(pending.get("BANDWIDTH", "0"))
+            except ValueError:
+                raise PlaylistError(f"bad BANDWIDTH for {uri!r}") from None
+            if all(v.name != name and v.uri != uri for v in found):
+                found.append(Variant(name, uri, bandwidth, pending.get("RESOLUTION", "")))
+            pending = None
+            if len(found) == MAX_VARIANTS:
+                break
+    return tuple(found)
+
+
+def _attributes(text: str) -> dict[str, str]:
+    """KEY=VALUE,KEY="VALUE, with commas",... -> dict (quoted values may hold commas)."""
+    result, key, value, quoted, reading_key = {}, "", "", False, True
+    for ch in text + ",":
+        if reading_key:
+            if ch == "=":
+                reading_key = False
+            elif ch != ",":
+                key += ch
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            result[key.strip()] = value.strip()
+            key, value, reading_key = "", "", True
+        else:
+            value += ch
+    return result
+
+
+def with_query(text: str, query: str) -> str:
+    """The playlist with `?query` on every segment and init URI.
+
+    An HLS player resolves the playlist's relative URIs against the playlist's address but
+    drops its query, so a viewer's `?token=` would not reach the segment requests that count
+    them as watching. `query` must already be URL-safe (a checked token).
+    """
+    out = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#EXT-X-MAP:") and 'URI="' in stripped:
+            head, _, rest = stripped.partition('URI="')
+            uri, _, tail = rest.partition('"')
+            line = f'{head}URI="{uri}?{query}"{tail}'
+        elif stripped and not stripped.startswith("#"):
+            line = f"{stripped}?{query}"
+        out.append(line)
+    return "\n".join(out) + "\n"

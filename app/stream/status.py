@@ -5,22 +5,24 @@ from collections.abc import Callable
 
 import gevent
 
+from app.stream.clock import StreamClock
 from app.stream.watcher import Snapshot, StreamState
 
 
-def status_of(snap: Snapshot) -> dict:
+def status_of(snap: Snapshot, clock: StreamClock) -> dict:
+    """What anyone may know; the start is on the player's clock, never the host's."""
     return {"status": snap.status, "online": snap.online, "generation": snap.generation,
-            "title": snap.title, "started_at": snap.started_at}
+            "title": snap.title, "started_at": clock.of(snap.started_at)}
 
 
-def publish_stream_status(state: StreamState,
-                          publish: Callable[[str, dict], object]) -> gevent.Greenlet:
+def publish_stream_status(state: StreamState, publish: Callable[[str, dict], object],
+                          clock: StreamClock) -> gevent.Greenlet:
     """Turn stream state changes into `status` events; `publish` is the push hub's."""
 
     def run():
         last = None
         while True:
-            current = status_of(state.snapshot)
+            current = status_of(state.snapshot, clock)
             if current != last:
                 publish("status", current)
                 last = current

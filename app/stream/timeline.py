@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 from app.stream import boxes
 from app.stream import playlist as hls
+from app.stream.clock import StreamClock
 from app.stream.watcher import Snapshot
 
 # Seconds behind the live edge on top of one segment: room for noticing, fetching and
@@ -48,16 +49,42 @@ class Timeline:
     origin: float | None  # server time at which media time 0 was live
     delay: float  # how far behind the live edge every viewer aims to play
     segments: tuple[TimedSegment, ...]
+    quality: str = ""  # the rendition these segments belong to ("" with a single one)
+    # every rendition: {"name", "bandwidth", "resolution"}, top first, for the player's choice
+    qualities: tuple[dict, ...] = ()
 
-    def as_json(self, now: float) -> dict:
+    def as_json(self, clock: StreamClock) -> dict:
+        """For the player: every moment on the public clock (app/stream/clock.py)."""
         data = asdict(self)
-        data["now"] = round(now, 4)
+        data["origin"] = clock.of(self.origin)
+        for segment in data["segments"]:
+            segment["seen_at"] = clock.of(segment["seen_at"])
+        data["now"] = clock.now()
         return data
 
 
 class TimelineBuilder:
-    """Builds the timeline once per snapshot; every request between two snapshots shares it."""
+    """One timeline per rendition and snapshot; every request between two snapshots shares it.
 
+    Renditions are cut at the same media times, so their timelines line up segment by
+    segment and a player may switch between them at any sequence number.
+    """
+
+    def __init__(self) -> None:
+        self._builders: dict[str, _RenditionTimeline] = {}
+
+    def get(self, snap: Snapshot) -> Timeline:
+        """`snap` is a rendition's view (Snapshot.view); its name picks the cached builder."""
+        names = {v.name for v in snap.qualities} | {""}
+        for gone in [name for name in self._builders if name not in names]:
+            del self._builders[gone]  # bounded by the renditions the master lists
+        builder = self._builders.get(snap.quality)
+        if builder is None:
+            builder = self._builders[snap.quality] = _RenditionTimeline()
+        return builder.get(snap)
+
+
+class _RenditionTimeline:
     def __init__(self) -> None:
         self._snapshot: Snapshot | None = None
         self._timeline: Timeline | None = None
@@ -87,6 +114,9 @@ class TimelineBuilder:
             init=STREAM_PREFIX + snap.init_name if snap.init_name else None,
             codecs=self._init.codecs, origin=origin,
             delay=round(longest + DELAY_MARGIN, 3), segments=segments,
+            quality=snap.quality,
+            qualities=tuple({"name": v.name, "bandwidth": v.bandwidth,
+                             "resolution": v.resolution} for v in snap.qualities),
         )
 
     def _media_starts(self, snap: Snapshot, held: dict) -> dict[int, float]:

@@ -17,7 +17,7 @@ import gevent.event
 import gevent.socket
 
 from app.config import StreamConfig
-from app.stream import folder
+from app.stream import boxes, folder
 from app.stream import playlist as hls
 from app.stream.folder import TITLE_FILE, TITLE_MAX, clean_title
 
@@ -32,6 +32,8 @@ class Segment:
     duration: float
     data: bytes = field(repr=False)
     seen_at: float = 0.0  # wall clock when the watcher saw it listed: the player's timeline
+    # Offsets of each fragment's sequence number, so /stream.mp4 can renumber per response.
+    fragment_offsets: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,23 @@ class Snapshot:
     target_duration: float = 2.0
     hold: str = ""  # folder.HOLD_FILE: "host" (paused by the host), "seek", or "" (playing)
     starts_at: float | None = None  # folder.COUNTDOWN_FILE: when the host's queue starts
+    # Renditions (see folder.py): this snapshot is the top one's view; `lower` holds one view
+    # per lower rendition (the same status, their own init and segments), read the same way.
+    quality: str = ""
+    qualities: tuple[hls.Variant, ...] = ()  # every rendition the master lists, top first
+    lower: tuple[Snapshot, ...] = field(default=(), repr=False)
+    master: bytes | None = field(default=None, repr=False)
+
+    def view(self, quality: str | None) -> Snapshot:
+        """The view of rendition `quality`; the top one for None or a name not live now."""
+        for view in self.lower:
+            if view.quality == quality:
+                return view
+        return self
+
+    @property
+    def views(self) -> tuple[Snapshot, ...]:
+        return (self, *self.lower)
 
     def segment(self, name: str) -> Segment | None:
         for seg in self.segments:
@@ -82,8 +101,12 @@ class StreamState:
         self.snapshot = Snapshot(title=settings.title)
         self._changed = gevent.event.Event()
         self._playlist_key = None
-        self._init_key = None
+        self._init_keys: dict[str, tuple] = {}  # per rendition playlist name
         self._title_key = None
+        self._master_key = None
+        self._variants: tuple[hls.Variant, ...] = ()
+        self._media: dict[str, Snapshot] = {}  # lower renditions' last read, by playlist name
+        self._media_keys: dict[str, tuple] = {}
         self._greenlet = None
 
     # --- reading side ---------------------------------------------------------------
@@ -109,7 +132,7 @@ class StreamState:
     def refresh(self) -> None:
         """Re-read what changed on disk; never raises for a broken stream."""
         try:
-            self._publish(self._read())
+            self._publish(self._with_renditions(self._read()))
         except OSError as exc:
             log.warning("stream folder unreadable: %s", exc)
             self._publish(replace(self.snapshot, online=False, segments=(), listed=frozenset()))
@@ -140,6 +163,81 @@ class StreamState:
         fresh = bool(snap.hold) or age < self.offline_after(
             replace(snap, target_duration=parsed.target_duration))
         return self._apply(snap, parsed, raw, fresh)
+
+    def _with_renditions(self, top: Snapshot) -> Snapshot:
+        """Attach the lower renditions the master playlist lists (each read like the top)."""
+        master, variants = self._read_master()
+        lower = []
+        for variant in variants:
+            if variant.uri == self.settings.playlist:
+                continue
+            media = self._read_rendition(variant.uri, top)
+            lower.append(replace(
+                media, online=top.online, ended=top.ended, generation=top.generation,
+                started_at=top.started_at, title=top.title, hold=top.hold,
+                starts_at=top.starts_at, quality=variant.name,
+                qualities=variants, lower=(), master=None))
+        names = {v.uri for v in variants}
+        for gone in [k for k in self._media if k not in names]:
+            del self._media[gone], self._media_keys[gone]
+        top_name = next((v.name for v in variants if v.uri == self.settings.playlist), "")
+        return replace(top, quality=top_name, qualities=variants, lower=tuple(lower),
+                       master=master)
+
+    def _read_master(self) -> tuple[bytes | None, tuple[hls.Variant, ...]]:
+        """master.m3u8, when a source wrote one: which renditions exist. None: only the top."""
+        path = self.directory / folder.MASTER_PLAYLIST
+        try:
+            st = path.stat()
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if key == self._master_key:
+                return self.snapshot.master, self._variants
+            if st.st_size > 64 * 1024:
+                raise hls.PlaylistError("over 64 KiB")
+            raw = path.read_bytes()
+            variants = hls.parse_master(raw.decode("utf-8"))
+        except FileNotFoundError:
+            self._master_key, self._variants = None, ()
+            return None, ()
+        except (hls.PlaylistError, UnicodeDecodeError) as exc:
+            log.warning("ignoring unreadable master playlist: %s", exc)
+            self._master_key, self._variants = None, ()
+            return None, ()
+        if not any(v.uri == self.settings.playlist for v in variants):
+            log.warning("the master playlist does not list %s; serving that one alone",
+                        self.settings.playlist)
+            variants = ()
+        self._master_key, self._variants = key, variants
+        return raw, variants
+
+    def _read_rendition(self, name: str, top: Snapshot) -> Snapshot:
+        """One lower rendition's playlist, init and new segments; unchanged files are not
+        read again, and a restart of the top rendition starts it afresh too."""
+        previous = self._media.get(name)
+        if previous is not None and previous.generation != top.generation:
+            previous = None
+        path = self.directory / name
+        try:
+            st = path.stat()
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if previous is not None and key == self._media_keys.get(name):
+                return previous
+            raw = path.read_bytes()
+            parsed = hls.parse(raw.decode("utf-8"))
+        except FileNotFoundError:
+            return Snapshot(generation=top.generation)
+        except (hls.PlaylistError, UnicodeDecodeError) as exc:
+            log.warning("ignoring unreadable playlist %s: %s", name, exc)
+            return previous or Snapshot(generation=top.generation)
+        base = previous or Snapshot(generation=top.generation)
+        init, changed = self._read_init(parsed.init_uri, base, name)
+        known = {} if changed else {s.sequence: s for s in base.segments}
+        media = replace(base, generation=top.generation, init=init,
+                        init_name=parsed.init_uri, segments=self._read_segments(
+                            parsed.entries, known), playlist=raw, entries=parsed.entries,
+                        listed=parsed.uris, target_duration=parsed.target_duration)
+        self._media[name], self._media_keys[name] = media, key
+        return media
 
     def offline_after(self, snap: Snapshot) -> float:
         """Seconds without a playlist update before the stream counts as offline: at least
@@ -180,19 +278,20 @@ class StreamState:
             target_duration=parsed.target_duration,
         )
 
-    def _read_init(self, name: str | None, snap: Snapshot) -> tuple[bytes | None, bool]:
+    def _read_init(self, name: str | None, snap: Snapshot,
+                   rendition: str = "") -> tuple[bytes | None, bool]:
         if name is None:
             return None, False
         try:
             st = (self.directory / name).stat()
             key = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if key == self._init_key and snap.init is not None:
+            if key == self._init_keys.get(rendition) and snap.init is not None:
                 return snap.init, False
-            data = (self.directory / name).read_bytes()
+            data = boxes.scrub_init((self.directory / name).read_bytes())
         except FileNotFoundError:
             log.warning("playlist names a missing init segment %s", name)
             return None, False
-        self._init_key = key
+        self._init_keys[rendition] = key
         return data, snap.init is not None and data != snap.init
 
     def _init_mtime(self, name: str | None) -> float:
@@ -225,7 +324,8 @@ class StreamState:
         except FileNotFoundError:
             log.warning("playlist lists a missing segment %s", entry.uri)
             return None
-        return Segment(entry.uri, entry.sequence, entry.duration, data, time.time())
+        return Segment(entry.uri, entry.sequence, entry.duration, data, time.time(),
+                       boxes.fragment_sequence_offsets(data))
 
     def _read_title(self) -> str:
         path = self.directory / TITLE_FILE
@@ -273,8 +373,8 @@ class StreamState:
         flags = inotify_simple.flags
         mask = (flags.CLOSE_WRITE | flags.MOVED_TO | flags.DELETE | flags.CREATE
                 | flags.DELETE_SELF | flags.MOVE_SELF)
-        interesting = {self.settings.playlist, TITLE_FILE, folder.HOLD_FILE,
-                       folder.COUNTDOWN_FILE}
+        interesting = {self.settings.playlist, TITLE_FILE, folder.MASTER_PLAYLIST,
+                       folder.HOLD_FILE, folder.COUNTDOWN_FILE}
         with inotify_simple.INotify() as notifier:
             watching = False
             next_check = 0.0
@@ -291,7 +391,7 @@ class StreamState:
                 if any(e.mask & (flags.IGNORED | flags.DELETE_SELF | flags.MOVE_SELF)
                        for e in events):
                     watching = False  # the folder went away; watch it again once it is back
-                if any(e.name in interesting for e in events):
+                if any(e.name in interesting or e.name.endswith(".m3u8") for e in events):
                     self.refresh()
                 if time.monotonic() >= next_check:  # staleness: the writer may have died
                     next_check = time.monotonic() + 1.0

@@ -1,7 +1,13 @@
 """The one decorator that decides who is asking, for every view that needs to know.
 
-The token comes from the link (`?token=`), the form, or the cookie that may remember it; the
-broadcaster is whoever passed HTTP Basic auth or holds a broadcaster session.
+The token comes from the cookie that may remember it, else the link (`?token=`) or the form;
+the broadcaster is whoever passed HTTP Basic auth or holds a broadcaster session.
+
+The cookie wins over a link: a link `/?token=CHOSEN` from someone else must not silently swap
+the identity a browser already has for one its author also holds (token fixation). Such a
+link then simply opens the viewer's own identity. Viewers without cookies carry the token in
+their links only, so for them the link is the identity (and tripcodes still need their
+password on every message, so a lured viewer's tripcode cannot be borrowed).
 """
 from __future__ import annotations
 
@@ -10,13 +16,18 @@ from functools import wraps
 
 from flask import g, make_response, request
 
-from app.community.identity import COOKIE
+from app.community.identity import COOKIE, TOKEN_PATTERN
 from app.services import services
 
 
+def cookie_token() -> str | None:
+    """The well-formed token this browser's cookie remembers, if any."""
+    token = request.cookies.get(COOKIE)
+    return token if token and TOKEN_PATTERN.fullmatch(token) else None
+
+
 def token_from_request() -> str | None:
-    return (request.args.get("token") or request.form.get("token")
-            or request.cookies.get(COOKIE))
+    return cookie_token() or request.args.get("token") or request.form.get("token")
 
 
 def identify(view: Callable) -> Callable:

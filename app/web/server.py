@@ -64,7 +64,12 @@ class QuietHandler(WSGIHandler):
     def read_requestline(self):
         """Idle keep-alive waits up to the socket timeout; once a request starts, its whole head
         (request line and headers) must arrive within `head_timeout`: a client dribbling one
-        byte at a time (slowloris) cannot hold a connection open for ever."""
+        byte at a time (slowloris) cannot hold a connection open for ever.
+
+        Between two requests of one connection the greenlet yields: requests pipelined in a
+        buffer are otherwise served back to back without ever waiting on the socket, so one
+        flooding connection starved every other viewer (real pages timed out after 5 s)."""
+        gevent.sleep(0)
         self.rfile.peek(1)  # the first byte of the next request, or EOF, or socket timeout
         self._head_deadline = time.monotonic() + self.server.head_timeout
         with gevent.Timeout(self.server.head_timeout, socket.timeout("request head too slow")):

@@ -19,10 +19,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
+from app.config import Rendition
 from app.runtime import processes
 from app.sources.ffmpeg import (
     DEFAULT_PRESET,
     Encoding,
+    Plan,
     PlayOptions,
     audio_encoder_args,
     plan_play,
@@ -41,7 +43,9 @@ from app.stream.folder import (
     PLAYLIST_SIZE,
     ensure_endlist,
     prepare_stream_dir,
+    rendition_files,
     write_marker,
+    write_master,
     write_title,
 )
 
@@ -54,26 +58,39 @@ DEFAULT_FPS = 25.0
 
 def run_argv(info: MediaInfo, item: Item, base: PlayOptions, position: float,
              offset: float, start_number: int, size: tuple[int, int], fps: float,
-             stream_dir: Path, playlist: str) -> list[str]:
-    """The ffmpeg command for one run: plan_play's, held to the party's one output format."""
+             stream_dir: Path, playlist: str,
+             renditions: list[Rendition] | None = None) -> list[str]:
+    """The ffmpeg command for one run: plan_play's (every configured rendition), held to the
+    party's one output format, each output continuing the numbering and the media time."""
+    return _run_plan(info, item, base, position, offset, start_number, size, fps, stream_dir,
+                     playlist, renditions)[0]
+
+
+def _run_plan(info: MediaInfo, item: Item, base: PlayOptions, position: float,
+              offset: float, start_number: int, size: tuple[int, int], fps: float,
+              stream_dir: Path, playlist: str,
+              renditions: list[Rendition] | None) -> tuple[list[str], Plan]:
     options = replace(base, source=item.source, subs=item.subs, audio=item.audio,
                       start=position, size=size, preset=base.preset or DEFAULT_PRESET,
                       loop=False)
-    plan = plan_play(info, options, stream_dir, playlist)
+    plan = plan_play(info, options, stream_dir, playlist, renditions=renditions)
     argv = list(plan.argv)
     if plan.copy_audio:  # copied AAC keeps the file's rate and layout: the init would change
         at = argv.index("-c:a")
         argv[at:at + 4] = audio_encoder_args(Encoding())
-    out = argv.index("-map_metadata")  # where the shared output options begin
-    argv[out:out] = ["-r", f"{fps:g}", "-output_ts_offset", f"{offset:.3f}"]
-    if base.to:
-        return argv
-    at = argv.index("-hls_flags")
-    argv[at + 1] += "+omit_endlist"
-    at = argv.index("-f", out)
-    argv[at + 2:at + 2] = ["-hls_segment_options", "movflags=+frag_discont",
-                           "-start_number", str(start_number)]
-    return argv
+    # Every output (the top one, then each lower rendition) begins its shared options at
+    # -map_metadata; each gets the same frame rate, time offset and segment numbering.
+    outputs = [i for i, arg in enumerate(argv) if arg == "-map_metadata"]
+    for out in reversed(outputs):
+        extra = ["-r", f"{fps:g}", "-output_ts_offset", f"{offset:.3f}"]
+        if not base.to:
+            at = argv.index("-hls_flags", out)
+            argv[at + 1] += "+omit_endlist"
+            at = argv.index("-f", out)
+            argv[at + 2:at + 2] = ["-hls_segment_options", "movflags=+frag_discont",
+                                   "-start_number", str(start_number)]
+        argv[out:out] = extra
+    return argv, plan
 
 
 @dataclass
@@ -90,8 +107,10 @@ class Party:
 
     def __init__(self, items: list[Item], base: PlayOptions, stream_dir: Path,
                  state_dir: Path, playlist: str = DEFAULT_PLAYLIST, out: TextIO = sys.stderr,
-                 starts_at: float | None = None):
+                 starts_at: float | None = None, renditions: list[Rendition] | None = None):
         self.items = items
+        self.renditions = list(renditions or [])
+        self.variants: tuple = ()  # the master playlist, from the first item's plan
         self.base = base
         self.stream_dir = Path(stream_dir)
         self.state_dir = Path(state_dir)
@@ -124,10 +143,13 @@ class Party:
                 raise SourceError(f"{item.source}: every item needs an audio track, or none "
                                   f"does ({self.items[0].source} "
                                   f"{'has' if first.audio else 'has none'})")
-            plan_play(info, replace(self.base, source=item.source, subs=item.subs,
-                                    audio=item.audio, start=item.start, loop=False,
-                                    preset=self.base.preset or DEFAULT_PRESET,
-                                    size=self.size), self.stream_dir, self.playlist)
+            plan = plan_play(info, replace(self.base, source=item.source, subs=item.subs,
+                                           audio=item.audio, start=item.start, loop=False,
+                                           preset=self.base.preset or DEFAULT_PRESET,
+                                           size=self.size), self.stream_dir, self.playlist,
+                             renditions=self.renditions)
+            if not self.variants:
+                self.variants = plan.variants  # the same size for every item: the same list
 
     @property
     def size(self) -> tuple[int, int]:
@@ -194,6 +216,10 @@ class Party:
         if not self.base.to:
             prepare_stream_dir(self.stream_dir, self.playlist)
             (self.stream_dir / HOLD_FILE).unlink(missing_ok=True)
+            if self.variants:
+                write_master(self.stream_dir, list(self.variants))
+                self.out.write("renditions: " + ", ".join(v.name for v in self.variants)
+                               + " (every one continues across pauses and seeks)\n")
         self.server.start()
         previous = signal.signal(signal.SIGTERM, lambda *_: self._terminate())
         self.out.write(f"watch party: {len(self.items)} item(s); control it with `livestream "
@@ -210,6 +236,8 @@ class Party:
                 self._hold("")
                 (self.stream_dir / COUNTDOWN_FILE).unlink(missing_ok=True)
                 ensure_endlist(self.stream_dir / self.playlist)
+                for variant in self.variants[1:]:  # the lower renditions end with the top
+                    ensure_endlist(self.stream_dir / variant.playlist)
         return status
 
     def _countdown(self) -> None:
@@ -263,7 +291,7 @@ class Party:
         index, position = self.state.index, self.state.position
         item, info = self.items[index], self.infos[index]
         argv = run_argv(info, item, self.base, position, self.offset, self.next_number,
-                        self.size, self.fps, self.stream_dir, self.playlist)
+                        self.size, self.fps, self.stream_dir, self.playlist, self.renditions)
         if not self.base.to:
             write_title(self.stream_dir, item.name if len(self.items) == 1
                         else f"{item.name} ({index + 1}/{len(self.items)})")
@@ -315,6 +343,10 @@ class Party:
         last, media_end = end
         with self.lock:
             self.state.position = position + max(0.0, media_end - self.offset)
+        for variant in self.variants[1:]:  # a lower rendition may have cut one more segment
+            lower = listed_last(self.stream_dir, variant.playlist)
+            if lower is not None:
+                last = max(last, lower)
         self.next_number = last + 1
         self.offset = media_end + TIMESTAMP_GAP
         self._clean_old_segments()
@@ -378,10 +410,14 @@ class Party:
     def _clean_old_segments(self) -> None:
         """ffmpeg deletes only its own run's old segments; drop earlier runs' ones too."""
         keep_from = self.next_number - 2 * PLAYLIST_SIZE
-        for path in self.stream_dir.glob("stream*.m4s"):
-            number = path.stem[len("stream"):]
-            if number.isdigit() and int(number) < keep_from:
-                path.unlink(missing_ok=True)
+        patterns = ["stream%d.m4s"] + [rendition_files(v.name, False).segment_pattern
+                                       for v in self.variants[1:]]
+        for pattern in patterns:
+            head, tail = pattern.split("%d")
+            for path in self.stream_dir.glob(f"{head}*{tail}"):
+                number = path.name[len(head):len(path.name) - len(tail)]
+                if number.isdigit() and int(number) < keep_from:
+                    path.unlink(missing_ok=True)
 
 
 def describe(items: list[Item], infos: list[MediaInfo]) -> str:

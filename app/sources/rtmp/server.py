@@ -101,6 +101,7 @@ class IngestServer:
         self.allow = AllowList(self.settings.allow)
         self.stream_dir = config.stream_dir
         self.playlist = config.stream.playlist
+        self.renditions = config.stream.renditions
         self.live: str | None = None  # address of the current publisher
         self.live_connection: RtmpConnection | None = None
         self.writing = gevent.lock.Semaphore()  # one ffmpeg writes the folder at a time
@@ -355,7 +356,8 @@ class IngestServer:
         copy_video = codecs["video"] == "h264" and (picture is None or picture.browsers_play)
         copy_audio = codecs["audio"] == "aac"
         argv = ffmpeg.ingest_command(self.stream_dir, self.playlist, copy_video, copy_audio,
-                                      codecs["audio"] is not None, self.encoding)
+                                      codecs["audio"] is not None, self.encoding,
+                                      renditions=self.renditions)
         if codecs["video"] == "h264" and not copy_video:
             log.warning("publisher %s sends %s, which browsers cannot play: transcoding to "
                         "H.264 High 4:2:0 8-bit (set the encoder to that to save the CPU)",
@@ -365,6 +367,10 @@ class IngestServer:
                  "copying" if copy_video and (copy_audio or not codecs["audio"])
                  else "transcoding")
         folder.prepare_stream_dir(self.stream_dir, self.playlist)
+        if len(self.renditions) > 1:
+            top_kbps = self.encoding.video_kbps + self.encoding.audio_kbps
+            folder.write_master(self.stream_dir,
+                                ffmpeg.variants(self.renditions, self.playlist, top_kbps))
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         gevent.spawn(_log_lines, proc.stderr)
@@ -382,6 +388,9 @@ class IngestServer:
             processes.stop(proc, 5, signal.SIGINT)
         if folder.ensure_endlist(self.stream_dir / self.playlist):
             log.info("added ENDLIST to the playlist ffmpeg left open")
+        for rendition in self.renditions[1:]:
+            folder.ensure_endlist(self.stream_dir / folder.rendition_files(
+                rendition.name, False).playlist)
 
 
 class _KeyframeGaps:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from app.services import services
 from app.stream.status import status_of
 from app.stream.watcher import Snapshot
+from app.web.limits import StreamSlots
+from app.web.requester import token_from_request
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -25,14 +27,31 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 @bp.route("/clock")
 def clock():
-    """The server's wall clock, for players to align with it (NTP style, over a few tries)."""
-    return jsonify(now=time.time()), 200, NO_STORE
+    """The server's public clock, for players to align with it (NTP style, over a few tries);
+    never the host's wall clock (app/stream/clock.py)."""
+    return jsonify(now=services().clock.now()), 200, NO_STORE
 
 
 @bp.route("/status")
 def status():
     snap = services().stream.snapshot
-    return jsonify(dict(status_of(snap), now=time.time())), 200, NO_STORE
+    clock = services().clock
+    return jsonify(dict(status_of(snap, clock), now=clock.now())), 200, NO_STORE
+
+
+def push_holder() -> str:
+    """Whom a long push connection counts against: the viewer's id, or one shared bucket for
+    every request without a token (the page's own scripts always send the token)."""
+    token = token_from_request()
+    return services().identities.requester(token).viewer_id if token else ""
+
+
+def too_many_push(slots: StreamSlots) -> Response:
+    return Response(
+        f"Too many live updates are open ({slots.total} in all, {slots.per_viewer} per "
+        "viewer: viewers.max_push, viewers.max_push_per_viewer). Close a tab, or wait and "
+        "try again.\n", 429, mimetype="text/plain",
+        headers={"Cache-Control": "no-store", "Retry-After": "5"})
 
 
 @bp.route("/playlist")
@@ -41,14 +60,24 @@ def playlist():
     generation = request.args.get("gen", type=int)
     newest = request.args.get("after", type=int)
     was_online = request.args.get("online", type=int)
-    deadline = time.monotonic() + (LONG_POLL_SECONDS if generation is not None else 0)
-    while True:
-        snap = services().stream.snapshot
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or is_news(snap, generation, newest, was_online):
-            break
-        services().stream.wait(remaining)
-    return jsonify(services().timeline.get(snap).as_json(time.time())), 200, NO_STORE
+    quality = request.args.get("quality")
+    snap = services().stream.snapshot.view(quality)  # a rendition's own segments and init
+    if generation is not None and not is_news(snap, generation, newest, was_online):
+        slots: StreamSlots = services().push_slots
+        holder = push_holder()
+        if not slots.acquire(holder):
+            return too_many_push(slots)
+        try:
+            deadline = time.monotonic() + LONG_POLL_SECONDS
+            while True:
+                snap = services().stream.snapshot.view(quality)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or is_news(snap, generation, newest, was_online):
+                    break
+                services().stream.wait(remaining)
+        finally:
+            slots.release(holder)
+    return jsonify(services().timeline.get(snap).as_json(services().clock)), 200, NO_STORE
 
 
 def is_news(snap: Snapshot, generation: int | None, newest: int | None,

@@ -10,6 +10,7 @@ site cannot make a logged-in broadcaster's browser ban or post.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request
@@ -21,6 +22,7 @@ from app.community.identity import (
     BROADCASTER_ID,
     SESSION_COOKIE,
     BroadcasterPassword,
+    use_login_link,
 )
 from app.community.store import StoreUnavailable
 from app.services import services
@@ -62,6 +64,20 @@ def verify(username: str, password: str):
     return None
 
 
+@bp.route("/login")
+def login_link():
+    """The owner's way in that no guesser can lock: a one-time link printed by
+    `livestream broadcaster login-link` on the server opens a session without the password
+    (and so without the failed-login lock)."""
+    if not use_login_link(services().store, request.args.get("key", "")):
+        return Response("This login link does not work: it was already used, it is more than "
+                        "10 minutes old, or it was cut short. On the server, run `livestream "
+                        "broadcaster login-link` for a new one.\n", 403,
+                        mimetype="text/plain", headers={"Cache-Control": "no-store"})
+    g.new_broadcaster_session = services().sessions.issue()
+    return redirect("/broadcaster", 303)
+
+
 @bp.after_request
 def hand_out_session(response: Response) -> Response:
     """After a proven password, the browser gets a session (a cookie only /broadcaster sees)."""
@@ -80,6 +96,28 @@ def refused(status):
                         mimetype="text/plain", headers={"Retry-After": str(int(locked) + 1)})
     return Response("The broadcaster page needs the broadcaster's user name and password.\n",
                     status, mimetype="text/plain")
+
+
+@bp.before_request
+def private_way_only():
+    """With [broadcaster] allow_clearnet = false (a droplet on the open internet), the page
+    and its password are only offered to loopback peers: the onion service and an SSH
+    tunnel arrive from 127.0.0.1, a browser on the public address does not, so the password
+    and the session cookie never cross the internet in clear."""
+    if services().config.broadcaster.allow_clearnet or _is_loopback(request.remote_addr):
+        return None
+    return Response("The broadcaster page is not offered on this public address. Open it "
+                    "through the onion address or an SSH tunnel (`livestream cloud up` "
+                    "printed both).\n", 404, mimetype="text/plain")
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 @bp.before_request

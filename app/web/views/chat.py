@@ -1,7 +1,9 @@
 """The viewer's chat, every part its own small document that works without JavaScript.
 
 /chat/messages   a live frame: one long HTML response that appends each message as it comes
-                 (or, with ?mode=poll, a page that reloads itself and answers 304 when unchanged)
+                 (or, with ?mode=poll, a page that reloads itself and answers 304 when unchanged;
+                 with ?mode=enter, a short complete page that moves itself to the live frame,
+                 so the viewer page finishes loading although the live frame never does)
 /chat/form       the posting form: Post/Redirect/Get with a one-use nonce, captcha when needed
 /chat/users      who is here, watching or not
 /captcha/...     the captcha image and its audio alternative
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterator
 
@@ -91,15 +94,40 @@ class MessageHTML:
 @identify
 def messages():
     who: Requester = g.requester
-    services().audience.saw(who.viewer_id, who.tag)
+    services().audience.still_here(who.viewer_id)
+    mode = request.args.get("mode")
+    if mode == "enter":
+        return enter_frame(who)
     slots: StreamSlots = services().chat_slots
-    if request.args.get("mode") != "poll" and slots.acquire(who.viewer_id):
+    if mode != "poll" and slots.acquire(who.viewer_id):
         try:
             return live_frame(who, slots)
         except BaseException:
             slots.release(who.viewer_id)  # no frame was handed out: give the slot back
             raise
     return poll_frame(who)
+
+
+def enter_frame(who: Requester):
+    """The chat frame's first document: short, complete, then a meta refresh to the live frame.
+
+    A page finishes loading only when every frame has; the live frame never ends, so framing
+    it directly kept the whole page loading (tab busy, readyState `interactive`) in a browser
+    without JavaScript. A frame that navigates after the page has loaded does not make it
+    load again, so this page waits `chat.enter_seconds` (the rest of the page loads
+    meanwhile) before moving on. Should the page still be loading then, the first live frame
+    (`first=1`) closes after `chat.first_stream_seconds`, the page completes, and the frame
+    reopens at once, now after the page's load.
+    """
+    live = f"/chat/messages?{who.query}&first=1"
+    wanted = request.args.get("for", type=float)
+    if wanted is not None and math.isfinite(wanted):
+        live += f"&for={max(1, min(int(wanted), 3600))}"
+    settings = services().config.chat
+    response = current_app.make_response(render_template(
+        "chat/enter.html", live=live, delay=max(0, round(settings.enter_seconds))))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def poll_frame(who: Requester):
@@ -120,12 +148,17 @@ def live_frame(who: Requester, slots: StreamSlots):
     hub: Hub = services().hub
     html: MessageHTML = services().message_html
     after = hub.last_id
+    settings = services().config.chat
+    lifetime = settings.stream_seconds
+    refresh, refresh_url = 2, None  # when the frame ends, it reloads itself
+    if request.args.get("first") == "1":  # see enter_frame: short, then the lasting frame
+        lifetime = min(lifetime, settings.first_stream_seconds)
+        refresh, refresh_url = 0, f"/chat/messages?{who.query}"
     head = render_template("chat/messages.html", who=who, html=html, live=True,
                            messages=list(reversed(services().store.recent_messages())),
-                           refresh=2)
+                           refresh=refresh, refresh_url=refresh_url)
     head = head[:head.rindex("</div>")]  # leave the list open: messages are appended to it
     nonce = style_nonce()
-    lifetime = services().config.chat.stream_seconds
     wanted = request.args.get("for", type=float)
     if wanted is not None:  # the offline page closes the frame early so it can refresh
         lifetime = min(lifetime, max(1.0, wanted))
@@ -136,7 +169,7 @@ def live_frame(who: Requester, slots: StreamSlots):
         deadline = time.monotonic() + lifetime
         wake = min(KEEPALIVE_SECONDS, lifetime)
         for event in hub.listen(after, frozenset({"chat", "hide"}), wake):
-            people.saw(who.viewer_id, who.tag)
+            people.still_here(who.viewer_id)
             if event is None:
                 yield b"\n"
             elif event.kind == RESYNC:
@@ -168,7 +201,10 @@ def form_page(who: Requester, error: str = "", draft: str = "", status: int = 20
     viewer = c.viewer(who)
     challenge = None
     captcha_busy = False
-    if not who.banned and c.needs_captcha(who):
+    # A request without a token (made up on the spot for it) never takes a captcha from the
+    # pool: one client could load the form in a loop and leave none for real viewers. The
+    # page's frame carries the token, and a first post from a token-less form gets one then.
+    if not who.banned and not who.fresh and c.needs_captcha(who):
         challenge = c.captchas.issue(who.viewer_id)
         captcha_busy = challenge is None
     body = render_template(
@@ -184,7 +220,7 @@ def form_page(who: Requester, error: str = "", draft: str = "", status: int = 20
 @identify
 def form():
     who: Requester = g.requester
-    services().audience.saw(who.viewer_id, who.tag)
+    services().audience.still_here(who.viewer_id)
     return form_page(who, sent=request.args.get("sent") == "1")
 
 
@@ -192,7 +228,7 @@ def form():
 @identify
 def post():
     who: Requester = g.requester
-    services().audience.saw(who.viewer_id, who.tag)
+    services().audience.still_here(who.viewer_id)
     f = request.form
     submission = Submission(
         text=f.get("message", ""), name=f.get("name"),
@@ -208,6 +244,7 @@ def post():
             return redirect(f"/chat/form?{who.query}&sent=1", 303)
         return form_page(who, str(refused), submission.text if refused.keep_draft else "",
                          status=refused.status)
+    services().audience.saw(who.viewer_id, who.tag)  # a post lists the viewer
     return redirect(f"/chat/form?{who.query}&sent=1", 303)
 
 
@@ -259,7 +296,7 @@ def user_list(include_banned: bool = False, limit: int = 300) -> list[dict]:
 @identify
 def users():
     who: Requester = g.requester
-    services().audience.saw(who.viewer_id, who.tag)
+    services().audience.still_here(who.viewer_id)
     people = user_list()
     count = services().audience.count()
     digest = hashlib.sha256(repr((count, people)).encode()).hexdigest()[:20]

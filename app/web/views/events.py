@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from app.services import services
+from app.web.limits import Guarded, StreamSlots
+from app.web.views.api import push_holder, too_many_push
 
 bp = Blueprint("events", __name__)
 
@@ -18,11 +20,16 @@ def events():
         last_id = request.args.get("since", type=int)
 
     channel = services().hub  # resolved now: the body runs after the request context is gone
+    slots: StreamSlots = services().push_slots
+    holder = push_holder()
+    if not slots.acquire(holder):
+        return too_many_push(slots)
 
     def body():
         yield b"retry: 2000\n\n"
         for event in channel.listen(last_id):
             yield KEEPALIVE if event is None else event.sse()
 
-    return Response(body(), mimetype="text/event-stream",
+    # Guarded: the slot comes back however the response ends (even before its first byte)
+    return Response(Guarded(body(), lambda: slots.release(holder)), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

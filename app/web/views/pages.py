@@ -1,34 +1,81 @@
 """The viewer page and its small self-refreshing parts, all usable without JavaScript."""
 from __future__ import annotations
 
+import secrets
 import time
+from urllib.parse import urlencode
 
-from flask import Blueprint, g, render_template, request
+from flask import Blueprint, g, redirect, render_template, request
 
 from app.community.identity import TOKEN_PATTERN
 from app.services import services
-from app.web.requester import identify
+from app.web.requester import cookie_token, identify
 
 bp = Blueprint("pages", __name__)
 
 INFO_REFRESH_SECONDS = 20
-OFFLINE_REFRESH_SECONDS = 10  # what the offline page promises: "checks again every N seconds"
-# A browser starts a meta refresh's countdown only once the page has finished loading, and the
-# live chat frame keeps it loading. Offline, the frame closes after this many seconds and the
-# page's own meta refresh waits the rest, so the page really reloads every N seconds.
-OFFLINE_CHAT_SECONDS = OFFLINE_REFRESH_SECONDS // 2
-
+# What the offline page promises ("checks again every N seconds"). A meta refresh counts down
+# only once the page has loaded; the chat frame enters the live frame by a meta refresh of its
+# own (chat.enter_frame), so the page does finish loading and the countdown is N.
+OFFLINE_REFRESH_SECONDS = 10
 
 
 @bp.route("/")
-@identify
 def index():
+    """The viewer page. A browser whose cookie holds its token gets the page at a clean
+    address (`/?token=` is redirected away), so copying the address bar to invite someone
+    never hands them the chat identity; only cookie-less viewers keep the token in it."""
+    if "token" in request.args and cookie_token():
+        rest = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
+        return redirect("/" + (f"?{urlencode(rest)}" if rest else ""), 303)
+    return page()
+
+
+@identify
+def page():
     snap = services().stream.snapshot
     who = g.requester
-    services().audience.saw(who.viewer_id, who.tag)
-    return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS,
-                           chat_seconds=OFFLINE_CHAT_SECONDS,
-                           reload_after=OFFLINE_REFRESH_SECONDS - OFFLINE_CHAT_SECONDS, who=who)
+    services().audience.still_here(who.viewer_id)
+    quality = chosen_quality(snap)
+    keep = f"&quality={quality}" if quality else ""
+    return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS, who=who,
+                           token_in_address="token" in request.args,
+                           quality=quality, qualities=quality_links(snap, quality), keep=keep,
+                           players=player_addresses(who.query + keep),
+                           load_id=secrets.token_urlsafe(6))
+
+
+def chosen_quality(snap) -> str:
+    """?quality=NAME when NAME is a rendition the stream has; "" (the top one) otherwise."""
+    wanted = request.args.get("quality", "")
+    return wanted if any(v.name == wanted for v in snap.qualities[1:]) else ""
+
+
+def quality_links(snap, chosen: str) -> list[dict]:
+    """The qualities offered as plain links (no JavaScript needed): name, rate, chosen?"""
+    if len(snap.qualities) < 2:
+        return []
+    links = []
+    for i, variant in enumerate(snap.qualities):
+        label = variant.name
+        if variant.resolution:
+            label += f" {variant.resolution.rpartition('x')[2]}p"
+        if variant.bandwidth:
+            label += f", {variant.bandwidth / 1e6:.1f} Mbit/s"
+        links.append({"name": "" if i == 0 else variant.name, "label": label,
+                      "chosen": (variant.name == chosen) or (i == 0 and not chosen)})
+    return links
+
+
+def player_addresses(query: str) -> list[tuple[str, str]]:
+    """(what, address) pairs for VLC or mpv, carrying `query` (the viewer's token).
+
+    Relative links: the browser's "Copy Link" turns them into full addresses as the viewer
+    reached us (the onion address over Tor), and the page names no host of its own. `query`
+    is where a chosen quality rides too (e.g. "token=...&quality=low").
+    """
+    return [("HLS playlist (VLC, mpv, most players)", f"/stream.m3u8?{query}"),
+            ("One long MP4 (mpv, VLC, browsers)", f"/stream.mp4?{query}")]
 
 
 def viewer_token() -> str | None:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, Response, abort, redirect, send_file
+from flask import Blueprint, Response, abort, redirect, request, send_file
 
-from app.community.identity import Requester
+from app.community.identity import TOKEN_PATTERN, Requester
 from app.services import services
 from app.stream.fanout import stream_mp4
-from app.stream.folder import MIME_TYPES
+from app.stream.folder import MASTER_PLAYLIST, MIME_TYPES
+from app.stream.playlist import with_query
 from app.web.limits import PerViewerLimit
 from app.web.requester import token_from_request
 
@@ -38,7 +39,8 @@ def mp4():
             f"This viewer already has {slots.per_viewer} video connections open "
             "(stream.max_connections_per_viewer). Close one and try again.\n", 429,
             mimetype="text/plain", headers={"Cache-Control": "no-store", "Retry-After": "5"})
-    body = stream_mp4(services().stream, config.server.idle_timeout, on_video_sent(who))
+    body = stream_mp4(services().stream, config.server.idle_timeout, on_video_sent(who),
+                      quality=request.args.get("quality"))
     if body is None:
         slots.release(who.viewer_id)
         return Response("The stream is offline.\n", 503, mimetype="text/plain",
@@ -48,24 +50,56 @@ def mp4():
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
+def checked_token() -> str | None:
+    """The address's token when it is well formed: safe to put back into URIs we serve."""
+    token = request.args.get("token")
+    return token if token and TOKEN_PATTERN.fullmatch(token) else None
+
+
 @bp.route("/stream.m3u8")
 def playlist_alias():
-    return redirect(f"/stream/{services().config.stream.playlist}", 302)
+    """The address to paste into VLC or mpv: the master playlist (every rendition) when a
+    source wrote one, or the one rendition `?quality=` chose. The token rides along (checked,
+    never the raw query) so the player counts as watching."""
+    snap = services().stream.snapshot
+    quality = request.args.get("quality")
+    chosen = next((v.uri for v in snap.qualities[1:] if v.name == quality), None)
+    name = chosen or (MASTER_PLAYLIST if snap.master is not None
+                      else services().config.stream.playlist)
+    token = checked_token()
+    query = f"?token={token}" if token else ""
+    return redirect(f"/stream/{name}{query}", 302)
+
+
+def playlist_response(raw: bytes) -> Response:
+    """A playlist (master or media) as served: with the viewer's checked token on every URI
+    it names, since HLS players drop the playlist's query when they resolve them."""
+    token = checked_token()
+    text = with_query(raw.decode("utf-8", "replace"), f"token={token}") if token else raw
+    return Response(text, mimetype=MIME_TYPES[".m3u8"], headers={"Cache-Control": "no-cache"})
 
 
 @bp.route("/stream/<name>")
 def stream_file(name: str):
-    snap = services().stream.snapshot
-    if name == services().config.stream.playlist:
-        if snap.playlist is None:
-            abort(404)
-        return Response(snap.playlist, mimetype=MIME_TYPES[".m3u8"],
-                        headers={"Cache-Control": "no-cache"})
-    if name not in snap.listed:
-        abort(404)  # only what the current playlist names: no traversal, no listing
+    top = services().stream.snapshot
+    if name == MASTER_PLAYLIST and top.master is not None:
+        return playlist_response(top.master)
+    for snap in top.views:
+        playlist = (services().config.stream.playlist if snap is top
+                    else next((v.uri for v in top.qualities if v.name == snap.quality), None))
+        if name == playlist:
+            if snap.playlist is None:
+                abort(404)
+            return playlist_response(snap.playlist)
+        if name in snap.listed:
+            break
+    else:
+        abort(404)  # only what the current playlists name: no traversal, no listing
     mimetype = MIME_TYPES.get(name[name.rfind("."):], "application/octet-stream")
     immutable = {"Cache-Control": "public, max-age=31536000, immutable"}
-    if name == snap.init_name and snap.init is not None:
+    if name == snap.init_name:  # only the scrubbed copy in memory, never the file itself
+        if snap.init is None:
+            abort(404)
         return Response(snap.init, mimetype=mimetype, headers={"Cache-Control": "no-cache"})
     held = snap.segment(name)
     if token_from_request():  # a JS / HLS player fetching segments is watching too

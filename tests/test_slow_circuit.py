@@ -1,0 +1,164 @@
+"""A viewer on a slow circuit (1 Mbit/s, ~300 ms RTT, like many Tor circuits) in a network
+namespace of its own: on the top rendition it falls behind, on the low one it keeps up, and the
+JavaScript player steps down by itself.
+
+The source is `livestream play --loop` of a 720p file at about 1.7 Mbit/s (copied) with the
+default low rendition (360p, 400 + 64 kbit/s) encoded beside it; the server runs in a second
+namespace on the far side of the shaped veth pair. Figures go to docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from slow_link import SlowLink, available
+from support import PROJECT, wait_for
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+
+
+def lag_growth(result: dict) -> tuple[float, float]:
+    """(seconds behind live gained per second, final lag) from (wall, media) samples.
+
+    lag = how much more wall time than media time has passed since the first fragment."""
+    samples = result["samples"]
+    assert len(samples) >= 3, result
+    (w0, m0), (w1, m1) = samples[0], samples[-1]
+    lag = (w1 - w0) - (m1 - m0)
+    return lag / max(w1 - w0, 1e-6), lag
+
+
+@pytest.fixture(scope="module")
+def slow_site(tmp_path_factory):
+    why = available()
+    if why:
+        pytest.skip(why)
+    work = tmp_path_factory.mktemp("slow")
+    movie = work / "movie.mp4"
+    # Noise keeps x264 from undershooting: the top rendition really is ~1.7 Mbit/s.
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=1280x720:rate=25,noise=alls=12:allf=t", "-f", "lavfi", "-i",
+                    "sine=frequency=500:sample_rate=48000", "-t", "20", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-b:v", "1600k", "-maxrate", "1600k",
+                    "-bufsize", "1600k", "-g", "50", "-keyint_min", "50", "-c:a", "aac",
+                    "-b:a", "128k", "-shortest", str(movie)], check=True, timeout=120)
+    link = SlowLink(rate_kbit=1000, rtt_ms=300)
+    port = random.randrange(20000, 50000)
+    config = work / "config.toml"
+    config.write_text(f'[server]\nhost = "{link.server_ip}"\nport = {port}\n'
+                      f'state_dir = "{work / "state"}"\n[stream]\ndir = "{work / "stream"}"\n')
+    source = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(config), "play",
+                               str(movie), "--loop"], cwd=PROJECT, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    server_log = (work / "server.log").open("wb")
+    server = subprocess.Popen(link.in_server(sys.executable, "-m", "app.cli", "--config",
+                                             str(config), "serve"),
+                              cwd=PROJECT, stdin=subprocess.DEVNULL, stdout=server_log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: (work / "stream" / "low.m3u8").exists()
+                 and (work / "stream" / "low.m3u8").read_text().count("#EXTINF") >= 3,
+                 60, what="both renditions")
+        base = link.relay(random.randrange(20000, 50000), port)
+        yield {"link": link, "base": base, "work": work}
+    finally:
+        for proc in (server, source):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        link.close()
+
+
+def watch(site: dict, quality: str, seconds: float) -> dict:
+    link = site["link"]
+    done = subprocess.run(link.in_viewer(sys.executable, str(HERE / "lag_viewer.py"),
+                                         f"{site['base']}/stream.mp4?quality={quality}",
+                                         str(seconds)),
+                          capture_output=True, text=True, timeout=seconds + 60, check=True)
+    result = json.loads(done.stdout)
+    assert "error" not in result, result
+    return result
+
+
+def test_top_rendition_falls_behind_on_a_slow_circuit(slow_site):
+    result = watch(slow_site, "source", 25)
+    rate, lag = lag_growth(result)
+    throughput = result["bytes"] * 8 / result["elapsed"] / 1000
+    print(f"top: {throughput:.0f} kbit/s received, falls behind {rate:.2f} s per s "
+          f"({lag:.1f} s after {result['elapsed']:.0f} s)")
+    assert throughput < 1100, "the link really is about 1 Mbit/s"
+    assert rate > 0.15, "1.7 Mbit/s does not fit through 1 Mbit/s"
+
+
+def test_low_rendition_keeps_up_for_a_minute(slow_site):
+    result = watch(slow_site, "low", 60)
+    rate, lag = lag_growth(result)
+    throughput = result["bytes"] * 8 / result["elapsed"] / 1000
+    print(f"low: {throughput:.0f} kbit/s, first byte after {result['first_byte']:.2f} s, "
+          f"lag change {lag:+.1f} s over {result['elapsed']:.0f} s")
+    assert not result["ended_early"], "the server never dropped it"
+    assert result["elapsed"] >= 59
+    assert lag < 3.0 and rate < 0.05, "it keeps up with live"
+
+
+STALLS_JS = """() => {
+  const v = document.querySelector('video.player');
+  window.__stalls = []; window.__waitingSince = null;
+  v.addEventListener('waiting', () => { window.__waitingSince = performance.now(); });
+  v.addEventListener('playing', () => {
+    if (window.__waitingSince !== null) {
+      window.__stalls.push((performance.now() - window.__waitingSince) / 1000);
+      window.__waitingSince = null;
+    }
+  });
+}"""
+
+
+def test_js_player_steps_down_on_a_slow_circuit(slow_site, tmp_path):
+    from browser import CHROMIUM_ARGS, chromium_path
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = chromium_path()
+    if chromium is None:
+        pytest.fail("chromium is not installed: run .ci/setup --test")
+    wrapper = tmp_path / "chromium-in-netns"
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(slow_site["link"].in_viewer(chromium))
+                       + ' "$@"\n')
+    wrapper.chmod(0o755)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context().new_page()
+            opened = time.monotonic()
+            page.goto(slow_site["base"] + "/", timeout=60000, wait_until="commit")
+            root = "document.getElementById('player-controls').dataset"
+            wait_for(lambda: page.evaluate(f"{root}.quality") == "low", 30, 0.2,
+                     "the player to step down to the low rendition")
+            stepped = time.monotonic() - opened
+            wait_for(lambda: page.evaluate(f"{root}.state") == "live", 30, 0.2, "playback")
+            page.evaluate(STALLS_JS)
+            start = page.evaluate("document.querySelector('video.player').currentTime")
+            time.sleep(30)
+            played = page.evaluate("document.querySelector('video.player').currentTime") - start
+            stalls = page.evaluate("window.__stalls")
+            quality = page.evaluate(f"{root}.quality")
+        finally:
+            browser.close()
+    print(f"js: low after {stepped:.1f} s; then {played:.1f} s played in 30 s, stalls {stalls}")
+    assert stepped < 15
+    assert quality == "low", "it stays low: the top does not fit"
+    assert played > 27, "it plays on in real time"
+    assert all(stall < 1.0 for stall in stalls), stalls
