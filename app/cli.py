@@ -66,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
                                           "(default: this machine's server address)")
     owner.set_defaults(run=run_broadcaster)
 
+    from app.sources.party.queue import split_play_argv
+
+    argv, later_items = split_play_argv(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
+    args.later_items = later_items  # `play a.mkv --subs 0 -- b.mkv ...`: the watch party queue
     args.config = getattr(args, "config", None)
     args.log_level = getattr(args, "log_level", None)
     try:
@@ -283,7 +287,9 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
         description="Stream a movie or URL in real time into the stream folder (or to a remote "
                     "RTMP ingest with --to). H.264/AAC input is copied without re-encoding "
                     "unless an option needs a new picture.")
-    play.add_argument("source", metavar="FILE|URL")
+    play.add_argument("source", metavar="FILE|URL", nargs="+",
+                      help="one or more files, URLs or .m3u lists; `--` starts a new group "
+                           "with its own --subs/--audio/--start (a watch party queue)")
     play.add_argument("--subs", metavar="N|PATH",
                       help="burn in subtitle track N (from 0) or a .srt/.ass/.vtt file")
     play.add_argument("--audio", type=int, metavar="N", help="audio track number (from 0)")
@@ -299,7 +305,23 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
     play.add_argument("--stream-dir", help="folder to write into (env LIVESTREAM_STREAM_DIR)")
     play.add_argument("--dry-run", action="store_true",
                       help="check the input and print the ffmpeg command, run nothing")
+    play.add_argument("--party", action="store_true",
+                      help="take host controls (pause, seek) even for one file; implied by "
+                           "several files, an .m3u, --start-at or --in")
+    play.add_argument("--start-at", metavar="HH:MM",
+                      help="show a countdown and start for everyone at this time of day")
+    play.add_argument("--in", dest="start_in", metavar="5m",
+                      help="show a countdown and start after this long (90s, 5m, 1h30m)")
     play.set_defaults(run=run_play)
+
+    party = commands.add_parser(
+        "party", help="control the running watch party (pause, resume, seek, next, prev)",
+        description="Send a control to the `livestream play` queue running on this machine "
+                    "(a Unix socket in the state folder that only your user can open).")
+    party.add_argument("action", choices=["pause", "resume", "seek", "next", "prev", "status"])
+    party.add_argument("target", nargs="?",
+                       help="for seek: +30, -10 (relative) or 1:02:03 (in the current item)")
+    party.set_defaults(run=run_party)
 
     ingest = commands.add_parser("ingest", help="accept an RTMP publisher (OBS, VLC, ffmpeg)")
     ingest.add_argument("--host", dest="ingest_host",
@@ -318,10 +340,17 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_play(args: argparse.Namespace, config: Config) -> int:
     from app.sources import ffmpeg, options, play
+    from app.sources.party import queue
 
+    party = (args.party or len(args.source) > 1 or bool(args.later_items)
+             or args.start_at or args.start_in or queue.is_playlist_file(args.source[0]))
     try:
+        if party and not args.loop:
+            return run_party_play(args, config)
+        if party:
+            raise options.SourceError("--loop plays one file; a queue cannot loop yet")
         chosen = ffmpeg.PlayOptions(
-            source=args.source, subs=args.subs, audio=args.audio,
+            source=args.source[0], subs=args.subs, audio=args.audio,
             start=options.parse_time(args.start) if args.start else 0.0, loop=args.loop,
             size=options.parse_size(args.size) if args.size else None,
             video_kbps=options.parse_kbps(args.bitrate) if args.bitrate else None,
@@ -333,6 +362,68 @@ def run_play(args: argparse.Namespace, config: Config) -> int:
     except options.SourceError as exc:
         print(f"livestream play: {exc}", file=sys.stderr)
         return 2
+
+
+def run_party_play(args: argparse.Namespace, config: Config) -> int:
+    """`play` with host controls: the queue runs as one stream (app/sources/party)."""
+    from app.sources import ffmpeg, options
+    from app.sources.party import control, queue, runner, timeline
+
+    start = options.parse_time(args.start) if args.start else 0.0
+    if args.audio is not None and args.audio < 0:
+        raise options.SourceError("--audio: track numbers start at 0")
+    items = queue.expand(args.source, args.subs, args.audio, start)
+    for group in args.later_items:
+        items += queue.parse_group(group)
+    base = ffmpeg.PlayOptions(
+        source=items[0].source,
+        size=options.parse_size(args.size) if args.size else None,
+        video_kbps=options.parse_kbps(args.bitrate) if args.bitrate else None,
+        preset=args.preset, hwaccel=args.hwaccel, to=args.to)
+    starts_at = timeline.start_time(args.start_at, args.start_in)
+    party = runner.Party(items, base, config.stream_dir, config.state_dir,
+                         config.stream.playlist, starts_at=starts_at,
+                         renditions=None if args.to else config.stream.renditions)
+    party.check()
+    print(f"queue:\n{runner.describe(items, party.infos)}", file=sys.stderr)
+    if args.dry_run:
+        for item, info in zip(items, party.infos, strict=True):
+            argv = runner.run_argv(info, item, base, item.start, 0.0, 0, party.size, party.fps,
+                                   config.stream_dir, config.stream.playlist,
+                                   party.renditions)
+            print(ffmpeg.shell_line(argv))
+        return 0
+    if args.to:
+        print("note: with --to the controls stay on this machine (this play process); each "
+              "pause or seek restarts the stream on the server, so viewers reload",
+              file=sys.stderr)
+    try:
+        return party.run()
+    except control.ControlError as exc:
+        print(f"livestream play: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_party(args: argparse.Namespace, config: Config) -> int:
+    """`livestream party ACTION`: one control for the running queue, then its status."""
+    from app.sources.options import format_clock
+    from app.sources.party import control
+
+    if args.action == "seek" and not args.target:
+        print("livestream party seek: give a target: +30, -10 or 1:02:03", file=sys.stderr)
+        return 2
+    try:
+        reply = control.send(config.state_dir, args.action, args.target or "")
+    except control.ControlError as exc:
+        print(f"livestream party {args.action}: {exc}", file=sys.stderr)
+        return 1
+    status = reply["status"]
+    for number, item in enumerate(status["items"]):
+        mark = ">" if number == status["index"] else " "
+        where = (f"{format_clock(status['position'])} / " if number == status["index"] else "")
+        print(f"{mark} {number + 1}. {item['name']}  {where}{format_clock(item['duration'])}")
+    print(status["state"])
+    return 0
 
 
 def run_ingest(args: argparse.Namespace, config: Config) -> int:

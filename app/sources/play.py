@@ -127,17 +127,21 @@ SLOW_ADVICE = ("viewers will see stalls. Try --preset ultrafast, a smaller --siz
 def run_ffmpeg(argv: list[str], *, duration: float | None = None, offset: float = 0.0,
                playlist_path: Path | None = None, out: TextIO = sys.stderr,
                stop_timeout: float = 10.0, watch: SpeedWatch | None = None,
-               hide: tuple[str, ...] = ()) -> int:
+               hide: tuple[str, ...] = (),
+               started: Callable[[subprocess.Popen], None] | None = None) -> int:
     """Run ffmpeg with a progress line; on exit or Ctrl-C make sure the playlist is ended.
 
     ffmpeg runs in its own session so a terminal's Ctrl-C reaches only us; we then ask it to
     stop once (SIGINT: it finishes the segment and writes ENDLIST itself) and kill it if it
     does not within `stop_timeout`. Strings in `hide` (an RTMP URL with its key) are masked
-    in ffmpeg's messages before they are shown or logged.
+    in ffmpeg's messages before they are shown or logged. `started` gets the process as
+    soon as it runs (the watch party stops it to pause or seek).
     """
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="replace",
                             start_new_session=True)
+    if started is not None:
+        started(proc)
     errors: deque[str] = deque(maxlen=20)
     interactive = out.isatty()
     watch = watch or SpeedWatch()

@@ -81,8 +81,8 @@ def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int
             return
         ready = [s for s in snap.segments if s.sequence >= next_sequence]
         if not ready:
-            if not state.wait(idle_timeout) and state.snapshot is top:
-                return  # nothing new for a long time although still "online"
+            if not state.wait(idle_timeout) and state.snapshot is top and not top.hold:
+                return  # nothing new for a long time although still "online" (not paused)
             continue
         segment = ready[0]
         next_sequence = segment.sequence + 1

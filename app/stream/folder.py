@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,12 @@ DEFAULT_PLAYLIST = "stream.m3u8"
 MASTER_PLAYLIST = "master.m3u8"
 TITLE_FILE = "title.txt"  # the stream's title, one line; the broadcaster page writes it
 TITLE_MAX = 200
+# Watch party (app/sources/party): while this file exists and is fresh the writer is holding
+# the stream on purpose (paused by the host, or switching position), so the watcher keeps it
+# online and /stream.mp4 responses stay open. Its one line says why: "host" or "seek".
+HOLD_FILE = "paused"
+HOLD_FRESH_SECONDS = 15.0  # the writer rewrites it every few seconds; older means it died
+COUNTDOWN_FILE = "starts_at"  # unix time the host's queue starts for everyone
 # what the file views answer with, by suffix
 MIME_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".mp4": "video/mp4",
               ".m4s": "video/iso.segment"}
@@ -128,3 +135,37 @@ def write_title(stream_dir: Path, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def write_marker(stream_dir: Path, name: str, text: str) -> None:
+    """Replace a one-line marker file (HOLD_FILE, COUNTDOWN_FILE) atomically."""
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", dir=stream_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        os.replace(temp, Path(stream_dir) / name)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def read_hold(stream_dir: Path, now: float | None = None) -> str:
+    """Why the writer holds the stream ("host", "seek"), or "" when it does not (or died)."""
+    path = Path(stream_dir) / HOLD_FILE
+    try:
+        if (now or time.time()) - path.stat().st_mtime > HOLD_FRESH_SECONDS:
+            return ""
+        with path.open("rb") as handle:
+            reason = handle.read(32).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    return reason if reason in ("host", "seek") else ""
+
+
+def read_countdown(stream_dir: Path) -> float | None:
+    """When the host's queue starts (unix time), if a countdown is set."""
+    try:
+        with (Path(stream_dir) / COUNTDOWN_FILE).open("rb") as handle:
+            return float(handle.read(32).decode("ascii"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None

@@ -52,6 +52,8 @@ class Snapshot:
     started_at: float | None = None  # wall clock, from the init segment's mtime
     title: str = ""
     target_duration: float = 2.0
+    hold: str = ""  # folder.HOLD_FILE: "host" (paused by the host), "seek", or "" (playing)
+    starts_at: float | None = None  # folder.COUNTDOWN_FILE: when the host's queue starts
     # Renditions (see folder.py): this snapshot is the top one's view; `lower` holds one view
     # per lower rendition (the same status, their own init and segments), read the same way.
     quality: str = ""
@@ -80,6 +82,10 @@ class Snapshot:
         if not self.online or self.started_at is None:
             return None
         return max(0.0, (now or time.time()) - self.started_at)
+
+    @property
+    def paused(self) -> bool:
+        return self.online and self.hold == "host"
 
     @property
     def status(self) -> str:
@@ -132,7 +138,9 @@ class StreamState:
             self._publish(replace(self.snapshot, online=False, segments=(), listed=frozenset()))
 
     def _read(self) -> Snapshot:
-        snap = replace(self.snapshot, title=self._read_title())
+        snap = replace(self.snapshot, title=self._read_title(),
+                       hold=folder.read_hold(self.directory),
+                       starts_at=folder.read_countdown(self.directory))
         path = self.directory / self.settings.playlist
         try:
             st = path.stat()
@@ -143,7 +151,8 @@ class StreamState:
         age = time.time() - st.st_mtime
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if key == self._playlist_key:
-            return replace(snap, online=snap.online and age < self.offline_after(snap))
+            return replace(snap, online=snap.online and (bool(snap.hold)
+                                                         or age < self.offline_after(snap)))
         raw = path.read_bytes()
         try:
             parsed = hls.parse(raw.decode("utf-8"))
@@ -151,7 +160,8 @@ class StreamState:
             log.warning("ignoring unreadable playlist %s: %s", path.name, exc)
             return replace(snap, online=False)
         self._playlist_key = key
-        fresh = age < self.offline_after(replace(snap, target_duration=parsed.target_duration))
+        fresh = bool(snap.hold) or age < self.offline_after(
+            replace(snap, target_duration=parsed.target_duration))
         return self._apply(snap, parsed, raw, fresh)
 
     def _with_renditions(self, top: Snapshot) -> Snapshot:
@@ -164,7 +174,8 @@ class StreamState:
             media = self._read_rendition(variant.uri, top)
             lower.append(replace(
                 media, online=top.online, ended=top.ended, generation=top.generation,
-                started_at=top.started_at, title=top.title, quality=variant.name,
+                started_at=top.started_at, title=top.title, hold=top.hold,
+                starts_at=top.starts_at, quality=variant.name,
                 qualities=variants, lower=(), master=None))
         names = {v.uri for v in variants}
         for gone in [k for k in self._media if k not in names]:
@@ -362,7 +373,8 @@ class StreamState:
         flags = inotify_simple.flags
         mask = (flags.CLOSE_WRITE | flags.MOVED_TO | flags.DELETE | flags.CREATE
                 | flags.DELETE_SELF | flags.MOVE_SELF)
-        interesting = {self.settings.playlist, TITLE_FILE, folder.MASTER_PLAYLIST}
+        interesting = {self.settings.playlist, TITLE_FILE, folder.MASTER_PLAYLIST,
+                       folder.HOLD_FILE, folder.COUNTDOWN_FILE}
         with inotify_simple.INotify() as notifier:
             watching = False
             next_check = 0.0

@@ -304,3 +304,6 @@ def title():
     services().stream.set_title(text)
     return done("title")
 
+
+
+from app.web.views import party as _party  # noqa: E402,F401  the watch party's forms

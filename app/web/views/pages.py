@@ -96,8 +96,13 @@ def info():
     page_generation = request.args.get("gen", type=int)
     restarted = snap.online and page_generation is not None and page_generation != snap.generation
     uptime = snap.uptime(time.time())
+    refresh = INFO_REFRESH_SECONDS
+    countdown = None
+    if not snap.online and snap.starts_at is not None and snap.starts_at > time.time():
+        countdown = int(snap.starts_at - time.time()) + 1  # the watch party's --start-at/--in
+        refresh = max(1, min(refresh, countdown))  # be back on time for the start
     return render_template(
         "info.html", snap=snap, restarted=restarted, page_generation=page_generation,
-        uptime=int(uptime) if uptime is not None else None, refresh=INFO_REFRESH_SECONDS,
-        token=viewer_token(),
+        uptime=int(uptime) if uptime is not None else None, refresh=refresh,
+        token=viewer_token(), countdown=countdown,
     )

@@ -1,0 +1,155 @@
+"""The control channel: a Unix socket in the state folder, mode 0600, only for our own user.
+
+The `play` process listens; `livestream party ...` and the server's /broadcaster forms (both
+run by the broadcaster's account on the same machine) send one JSON line and read one back.
+Nothing is reachable over the network: with `--to rtmp://...` the control stays on the
+machine that runs `play`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "party.sock"
+MAX_REQUEST = 1024  # one short command; anything longer is refused unread
+COMMANDS = ("pause", "resume", "seek", "next", "prev", "status")
+
+
+class ControlError(RuntimeError):
+    """The running play could not be reached or refused the command."""
+
+
+def socket_path(state_dir: Path) -> Path:
+    return Path(state_dir) / SOCKET_NAME
+
+
+class ControlServer:
+    """Accepts one command per connection and answers with handle(command, argument)."""
+
+    def __init__(self, state_dir: Path, handle: Callable[[str, str], dict]):
+        self.path = socket_path(state_dir)
+        self.handle = handle
+        self.sock: socket.socket | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            if _answers(self.path):
+                raise ControlError(f"another `livestream play` already takes the controls "
+                                   f"({self.path}); stop it first")
+            self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # created 0600: no window where others could connect
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        sock.listen(8)
+        self.sock = sock
+        self.thread = threading.Thread(target=self._serve, name="party-control", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+                self.path.unlink(missing_ok=True)
+
+    def _serve(self) -> None:
+        while self.sock is not None:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    self._one(conn)
+                except (OSError, ValueError) as exc:
+                    log.debug("control connection failed: %s", exc)
+
+    def _one(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        if not _same_user(conn):
+            conn.sendall(b'{"ok": false, "error": "not the broadcaster\'s account"}\n')
+            return
+        data = b""
+        while b"\n" not in data and len(data) <= MAX_REQUEST:
+            chunk = conn.recv(MAX_REQUEST + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if len(data) > MAX_REQUEST:
+            raise ValueError("request too long")
+        request = json.loads(data.decode("utf-8") or "{}")
+        command = str(request.get("command", ""))
+        argument = str(request.get("argument", ""))[:64]
+        if command not in COMMANDS:
+            reply = {"ok": False, "error": f"unknown command {command[:20]!r}; use "
+                                           f"{', '.join(COMMANDS)}"}
+        else:
+            try:
+                reply = self.handle(command, argument)
+            except ControlError as exc:
+                reply = {"ok": False, "error": str(exc)}
+        conn.sendall(json.dumps(reply).encode() + b"\n")
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """The peer runs as our user (the socket's mode already says so; this says it twice)."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (AttributeError, OSError):
+        return True  # no SO_PEERCRED here: the 0600 mode is the guard
+    _, uid, _ = struct.unpack("3i", creds)
+    return uid == os.getuid()
+
+
+def _answers(path: Path) -> bool:
+    try:
+        send(path.parent, "status", timeout=1.0)
+        return True
+    except ControlError:
+        return False
+
+
+def send(state_dir: Path, command: str, argument: str = "", timeout: float = 15.0) -> dict:
+    """Send one command to the running play; its reply (with its status) or ControlError."""
+    path = socket_path(state_dir)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+        sock.sendall(json.dumps({"command": command, "argument": argument}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n") and len(data) < 1 << 20:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise ControlError("no `livestream play` with a queue is running on this machine "
+                           "(start one with several files, an .m3u, --party, --start-at "
+                           "or --in)") from exc
+    except OSError as exc:
+        raise ControlError(f"the running play did not answer ({exc})") from exc
+    finally:
+        sock.close()
+    try:
+        reply = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ControlError("the running play gave a garbled answer") from exc
+    if not reply.get("ok"):
+        raise ControlError(reply.get("error") or "refused")
+    return reply
