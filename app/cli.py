@@ -54,9 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     add_source_commands(commands)
 
     onion = commands.add_parser("onion", help="onion address and client authorization keys")
-    onion.add_argument("action", choices=["address", "add-client", "remove-client", "clients"],
-                       help="show the address; invite, uninvite or list private-stream viewers")
+    onion.add_argument("action", choices=["address", "add-client", "remove-client", "clients",
+                                          "balance", "backend"],
+                       help="show the address; invite, uninvite or list private-stream viewers; "
+                            "balance: one front address over backends (Onionbalance); "
+                            "backend: publish this server as a backend of --front")
     onion.add_argument("name", nargs="?", help="the viewer's name (add-client, remove-client)")
+    onion.add_argument("--backend", action="append", default=[], metavar="ADDRESS",
+                       help="balance: a backend's onion address; repeat for each")
+    onion.add_argument("--front", metavar="ADDRESS", help="backend: the front's onion address")
+    onion.add_argument("--testnet", action="store_true",
+                       help="balance: a private test Tor network (onionbalance --is-testnet)")
     onion.set_defaults(run=run_onion)
 
     add_cloud_commands(commands)
@@ -196,6 +204,15 @@ def run_onion(args: argparse.Namespace, config: Config) -> int:
     from app.onion import keys as onion_keys
     from app.onion.service import OnionPaths, TorError, load_or_create_key, stored_address
 
+    if args.action in ("balance", "backend"):
+        from app.onion import balance
+
+        if args.action == "balance":
+            return balance.run_front_command(config, args.backend, args.testnet)
+        if not args.front:
+            print("livestream: onion backend needs --front ADDRESS", file=sys.stderr)
+            return 2
+        return balance.run_backend_command(config, args.front)
     paths = OnionPaths.from_config(config)
     try:
         if args.action == "address":
