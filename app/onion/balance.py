@@ -150,6 +150,16 @@ def run_front_command(config, backends: list[str], testnet: bool = False) -> int
     import sys
 
     folder = config.state_dir / "onion" / "balance"
+    if not backends:  # step one: the address the backends must name
+        try:
+            address = front_key(folder / "front_key")
+        except (BalanceError, OSError, ValueError) as exc:
+            print(f"livestream: {exc}", file=sys.stderr)
+            return 1
+        print(f"front address: {address}\nOn each backend run: livestream onion backend "
+              f"--front {address}\nthen here: livestream onion balance --backend ADDRESS "
+              "--backend ADDRESS ...")
+        return 0
     try:
         config_path, address = write_front_config(folder, backends)
         process = run_front(config_path, config.tor.control_host, config.tor.control_port,
