@@ -47,13 +47,24 @@ def main(argv: list[str] | None = None) -> int:
                        help="publish as a Tor onion service (config [tor]); listens on loopback")
     serve.add_argument("--clearnet", action="store_true", default=None,
                        help="with --onion: also listen on --host, not only on 127.0.0.1")
+    serve.add_argument("--origin", metavar="URL",
+                       help="run as an edge: pull the stream of the livestream server at URL "
+                            "(http://host:port or http://xyz.onion; config relay.origin)")
     serve.set_defaults(run=run_serve)
     add_source_commands(commands)
 
     onion = commands.add_parser("onion", help="onion address and client authorization keys")
-    onion.add_argument("action", choices=["address", "add-client", "remove-client", "clients"],
-                       help="show the address; invite, uninvite or list private-stream viewers")
+    onion.add_argument("action", choices=["address", "add-client", "remove-client", "clients",
+                                          "balance", "backend"],
+                       help="show the address; invite, uninvite or list private-stream viewers; "
+                            "balance: one front address over backends (Onionbalance); "
+                            "backend: publish this server as a backend of --front")
     onion.add_argument("name", nargs="?", help="the viewer's name (add-client, remove-client)")
+    onion.add_argument("--backend", action="append", default=[], metavar="ADDRESS",
+                       help="balance: a backend's onion address; repeat for each")
+    onion.add_argument("--front", metavar="ADDRESS", help="backend: the front's onion address")
+    onion.add_argument("--testnet", action="store_true",
+                       help="balance: a private test Tor network (onionbalance --is-testnet)")
     onion.set_defaults(run=run_onion)
 
     add_cloud_commands(commands)
@@ -105,6 +116,7 @@ def load_config(args: argparse.Namespace) -> Config:
         "tor.clearnet": getattr(args, "clearnet", None),
         "ingest.host": getattr(args, "ingest_host", None),
         "ingest.port": getattr(args, "ingest_port", None),
+        "relay.origin": getattr(args, "origin", None),
     }
     # a flag that was not given must not hide the environment variable for the same key
     overrides.update({key: value for key, value in flags.items() if value is not None})
@@ -147,9 +159,26 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
         services.adopt(start_ingest_alongside(config))
     if args.demo:
         services.adopt(start_demo_source(config).terminate)
+    if config.relay.origin:
+        services.adopt(start_edge(config))
     log.info("watch at http://%s:%d/", host, config.server.port)
     serve_forever(server, services, stopping)
     return 1 if onion is not None and onion.failed else 0
+
+
+def start_edge(config: Config) -> Callable[[], None]:
+    """The relay puller feeding this server's stream folder from the origin; its stop."""
+    from app.sources.relay import RelaySettings, start_relay
+
+    relay = config.relay
+    if config.ingest.enabled:
+        log.warning("edge: the ingest also writes into %s; the two sources will fight",
+                    config.stream_dir)
+    return start_relay(RelaySettings(
+        origin=relay.origin, playlist=config.stream.playlist,
+        poll_interval=relay.poll_interval, connect_timeout=relay.connect_timeout,
+        read_timeout=relay.read_timeout, retry_max=relay.retry_max, tor_socks=relay.tor_socks,
+        max_segment_bytes=config.stream.max_segment_bytes), config.stream_dir)
 
 
 def start_onion(config: Config, stopping: gevent.event.Event) -> OnionService | None:
@@ -179,6 +208,15 @@ def run_onion(args: argparse.Namespace, config: Config) -> int:
     from app.onion import keys as onion_keys
     from app.onion.service import OnionPaths, TorError, load_or_create_key, stored_address
 
+    if args.action in ("balance", "backend"):
+        from app.onion import balance
+
+        if args.action == "balance":
+            return balance.run_front_command(config, args.backend, args.testnet)
+        if not args.front:
+            print("livestream: onion backend needs --front ADDRESS", file=sys.stderr)
+            return 2
+        return balance.run_backend_command(config, args.front)
     paths = OnionPaths.from_config(config)
     try:
         if args.action == "address":

@@ -120,6 +120,17 @@ class TorConfig:
 
 
 @dataclass
+class RelayConfig:
+    """An edge: `origin` set means pull that server's stream instead of a local source."""
+    origin: str = ""
+    poll_interval: float = 0.25
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    retry_max: float = 30.0
+    tor_socks: str = "127.0.0.1:9050"
+
+
+@dataclass
 class SizePrice:
     """What one droplet size costs and how much outbound transfer it brings per month."""
     usd_per_month: float
@@ -245,6 +256,7 @@ class Config:
     captcha: CaptchaConfig = field(default_factory=CaptchaConfig)
     broadcaster: BroadcasterConfig = field(default_factory=BroadcasterConfig)
     viewers: ViewersConfig = field(default_factory=ViewersConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
     source: Path | None = None
 
     @property
@@ -402,6 +414,7 @@ def _check(config: Config, where: str) -> None:
     if not 0 < config.cloud.http_port < 65536 or not 0 < config.cloud.ingest_port < 65536:
         problems.append("'cloud.http_port' and 'cloud.ingest_port' must be between 1 and 65535")
     problems += _check_community(config)
+    problems += _check_relay(config)
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
 
@@ -440,6 +453,19 @@ def _check_renditions(stream: StreamConfig) -> list[str]:
     return problems
 
 
+def _check_relay(config: Config) -> list[str]:
+    relay = config.relay
+    problems = []
+    if relay.origin and not relay.origin.startswith(("http://", "https://")):
+        problems.append("'relay.origin' must start with http:// or https:// "
+                        "(e.g. http://203.0.113.5:8080 or http://xyz.onion)")
+    if min(relay.poll_interval, relay.connect_timeout, relay.read_timeout,
+           relay.retry_max) <= 0:
+        problems.append("'relay.poll_interval', 'relay.connect_timeout', "
+                        "'relay.read_timeout' and 'relay.retry_max' must be positive")
+    return problems
+
+
 def _check_community(config: Config) -> list[str]:
     """Every cap on an in-memory collection must be a positive number."""
     problems = []
@@ -464,6 +490,7 @@ ENVIRONMENT = {
     "LIVESTREAM_TOR_PASSWORD": "tor.password",
     "LIVESTREAM_BROADCASTER_PASSWORD": "broadcaster.password",
     "LIVESTREAM_BROADCASTER_ALLOW_CLEARNET": "broadcaster.allow_clearnet",
+    "LIVESTREAM_ORIGIN": "relay.origin",
 }
 
 
