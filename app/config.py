@@ -34,6 +34,7 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024
     idle_timeout: float = 60.0
     header_timeout: float = 10.0
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT); more than 1 needs Redis
 
 
 @dataclass
@@ -200,6 +201,11 @@ class ViewersConfig:
 
 
 @dataclass
+class StoreConfig:
+    redis_url: str = ""  # empty: SQLite in state_dir, for one process
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -210,6 +216,7 @@ class Config:
     captcha: CaptchaConfig = field(default_factory=CaptchaConfig)
     broadcaster: BroadcasterConfig = field(default_factory=BroadcasterConfig)
     viewers: ViewersConfig = field(default_factory=ViewersConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     source: Path | None = None
 
     @property
@@ -335,6 +342,11 @@ def _check(config: Config, where: str) -> None:
         problems.append("'server.port' must be between 1 and 65535")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("'server.log_level' must be one of debug, info, warning, error")
+    if not 1 <= config.server.workers <= 64:
+        problems.append("'server.workers' must be between 1 and 64")
+    if config.store.redis_url and not config.store.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")):
+        problems.append("'store.redis_url' must start with redis://, rediss:// or unix://")
     if config.stream.memory_segments < 2:
         problems.append("'stream.memory_segments' must be at least 2")
     if config.stream.offline_after <= 0:
@@ -394,6 +406,7 @@ ENVIRONMENT = {
     "LIVESTREAM_TOR_PASSWORD": "tor.password",
     "LIVESTREAM_BROADCASTER_PASSWORD": "broadcaster.password",
     "LIVESTREAM_BROADCASTER_ALLOW_CLEARNET": "broadcaster.allow_clearnet",
+    "LIVESTREAM_REDIS_URL": "store.redis_url",
 }
 
 
