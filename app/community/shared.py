@@ -2,7 +2,7 @@
 
 Everything a viewer must see the same whichever process answers them lives here: the store
 (messages, viewers, bans, filters, secrets, broadcaster sessions and login links), the push of
-new messages to every worker's local hub (pub/sub), presence and the viewer count, used form
+new messages to every worker's local hub (a Redis stream), presence and the viewer count, used form
 nonces, flood windows, pending captchas and the hide version of poll ETags. Each piece has the
 interface of its in-memory twin, so `build_services` picks one or the other by config and the
 rest of the app does not know which it got.
@@ -10,7 +10,7 @@ rest of the app does not know which it got.
 redis-py is pure Python over the `socket` module, which the server monkey-patches: every call
 yields to other greenlets while it waits. When Redis is down, what needs it answers
 `StoreUnavailable` (503, "chat unavailable"); what serves video never waits on it (presence is
-best effort, bans fall back to the last copy read), and the pub/sub relay reconnects.
+best effort, bans fall back to the last copy read), and the relay reconnects.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from app.config import CaptchaConfig, ChatConfig, ViewersConfig
 log = logging.getLogger(__name__)
 
 PREFIX = "livestream:"
-CHANNEL = PREFIX + "events"
+CHANNEL = PREFIX + "events"  # a Redis stream
 SHARED_KINDS = frozenset({"chat", "hide"})  # events every worker's listeners must get
 TIMEOUT = 3.0  # longest wait for one Redis reply: a dead Redis must not hold a view long
 
@@ -331,53 +331,58 @@ class RedisStore:
 
 
 class RedisHub(Hub):
-    """A local hub fed through Redis pub/sub: chat and hide events published by any worker
+    """A local hub fed through a Redis stream: chat and hide events published by any worker
     reach the listeners of every worker; stream status and viewer counts stay local (each
-    worker's own watcher and the shared count produce the same values everywhere)."""
+    worker's own watcher and the shared count produce the same values everywhere).
+
+    A stream (XADD, XREAD BLOCK) rather than pub/sub: the relay is plain commands on a
+    pooled connection, which reconnect by themselves after a Redis restart, and a relay that
+    blinks (a slow greenlet, a lost connection) reads on from the last id it saw."""
 
     def __init__(self, client: redis.Redis, history: int = 200):
         super().__init__(history)
         self.r = client
+        self._keep = history
 
     def publish(self, kind: str, data: dict):  # type: ignore[override]
         if kind not in SHARED_KINDS:
             return super().publish(kind, data)
         with unavailable():
-            self.r.publish(CHANNEL, json.dumps({"kind": kind, "data": data}))
+            self.r.xadd(CHANNEL, {"kind": kind, "data": json.dumps(data)},
+                        maxlen=self._keep * 5, approximate=True)
         return None
 
     def start(self) -> gevent.Greenlet:
         return gevent.spawn(self._relay)
 
     def _relay(self) -> None:
-        """Forever: subscribe, hand each event to the local hub; after a lost connection
-        tell every listener to resynchronise (they may have missed messages) and retry."""
-        pause, lost = 0.5, False
+        """Forever: hand each new event to the local hub; after a lost connection tell every
+        listener to resynchronise (they may have missed messages) and go on from the newest."""
+        pause, lost, last = 0.5, False, None
+        block_ms = int((TIMEOUT - 1) * 1000)  # below the socket timeout
         while True:
-            pubsub = self.r.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(CHANNEL)
-                if lost:
-                    log.info("shared store (Redis) is back: chat push resumed")
-                    super().publish(RESYNC, {})
-                    lost, pause = False, 0.5
-                while True:
-                    message = pubsub.get_message(timeout=5.0)
-                    if message and message.get("type") == "message":
-                        event = json.loads(message["data"])
-                        super().publish(event["kind"], event["data"])
-            except redis.RedisError as exc:
+                if last is None:
+                    newest = self.r.xrevrange(CHANNEL, count=1)
+                    last = newest[0][0] if newest else b"0-0"
+                    if lost:
+                        log.info("shared store (Redis) is back: chat push resumed")
+                        super().publish(RESYNC, {})
+                        lost, pause = False, 0.5
+                for _, entries in self.r.xread({CHANNEL: last}, block=block_ms, count=100):
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        try:
+                            super().publish(fields[b"kind"].decode(),
+                                            json.loads(fields[b"data"]))
+                        except (ValueError, KeyError) as exc:
+                            log.warning("ignored a malformed event on %s: %r", CHANNEL, exc)
+                continue
+            except (redis.RedisError, ValueError) as exc:  # ValueError: closed while stopping
                 if not lost:
                     log.warning("shared store (Redis) lost: %s; chat push paused, retrying",
                                 exc)
-                lost = True
-            except (ValueError, KeyError, TypeError):
-                log.warning("ignored a malformed event on %s", CHANNEL)
-            finally:
-                try:
-                    pubsub.close()
-                except redis.RedisError:
-                    pass
+                lost, last = True, None
             gevent.sleep(pause)
             pause = min(pause * 2, 5.0)
 
