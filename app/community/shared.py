@@ -390,26 +390,43 @@ class RedisHub(Hub):
 class RedisAudience(Audience):
     """Presence in three Redis keys (wall clock): the same list and count for every worker.
 
-    Video requests touch presence on every segment: they are written at most every
-    `watching_seconds / 5` per viewer, and never fail the request (Redis down: skipped)."""
+    Video requests touch presence on every segment: sightings are gathered in memory and
+    written in one pipeline at most once a second (and by the count publisher every 2 s),
+    and never fail the request (Redis down: skipped)."""
 
     def __init__(self, settings: ViewersConfig, client: redis.Redis):
         super().__init__(settings)
         self.r = client
-        self._written: OrderedDict[str, float] = OrderedDict()
-        self._throttle = settings.watching_seconds / 5
+        # video sightings wait here and go to Redis together, at most once a second: one
+        # pipeline for thousands of viewers instead of one round trip per segment each
+        self._pending: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._flushed = 0.0
         self._touches = 0
 
     def _write(self, viewer_id: str, tag: str, video: bool, now: float) -> None:
+        self._pending[viewer_id] = (tag, now) if video else self._pending.get(
+            viewer_id, (tag, 0.0))
+        self._pending.move_to_end(viewer_id)
+        while len(self._pending) > self.settings.max_present:
+            self._pending.popitem(last=False)
+        if not video or now - self._flushed >= 1.0:
+            self._flush(now, viewer_id if not video else None)
+
+    def _flush(self, now: float, posted: str | None = None) -> None:
+        pending, self._pending = self._pending, OrderedDict()
+        self._flushed = now
         try:
             pipe = self.r.pipeline(transaction=False)
-            pipe.zadd(PREFIX + "presence:seen", {viewer_id: now})
-            if video:
-                pipe.zadd(PREFIX + "presence:video", {viewer_id: now})
-            pipe.hsetnx(PREFIX + "presence:tag", viewer_id, tag)
+            seen = {v: max(t, now if v == posted else 0.0) for v, (_, t) in pending.items()}
+            pipe.zadd(PREFIX + "presence:seen", {v: t or now for v, t in seen.items()})
+            videos = {v: t for v, (_, t) in pending.items() if t}
+            if videos:
+                pipe.zadd(PREFIX + "presence:video", videos)
+            pipe.hset(PREFIX + "presence:tag", mapping={v: tag for v, (tag, _) in
+                                                        pending.items()})
             pipe.execute()
             self._touches += 1
-            if self._touches % 100 == 0:
+            if self._touches % 30 == 0:
                 self._cap()
         except redis.RedisError as exc:
             log.debug("presence not saved, Redis unavailable: %s", exc)
@@ -436,17 +453,14 @@ class RedisAudience(Audience):
             log.debug("presence not saved, Redis unavailable: %s", exc)
 
     def saw_video(self, viewer_id: str, tag: str) -> None:
-        now = time.time()
-        last = self._written.get(viewer_id)
-        if last is not None and now - last < self._throttle:
-            return
-        self._written[viewer_id] = now
-        self._written.move_to_end(viewer_id)
-        while len(self._written) > self.settings.max_present:
-            self._written.popitem(last=False)
-        self._write(viewer_id, tag, True, now)
+        self._write(viewer_id, tag, True, time.time())
+
+    def _flush_due(self) -> None:
+        if self._pending:
+            self._flush(time.time())
 
     def expire(self) -> None:
+        self._flush_due()  # called every 2 s by the viewer-count publisher
         cutoff = time.time() - self.settings.present_seconds
         try:
             old = self.r.zrangebyscore(PREFIX + "presence:seen", "-inf", cutoff)
