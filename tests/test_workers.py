@@ -202,8 +202,7 @@ def test_a_redis_restart_does_not_stop_the_video_and_the_chat_comes_back(tmp_pat
         def posted():
             return viewer.post("redis is back").status_code == 303
         wait_for(posted, 20, interval=0.5, what="a post once Redis is back")
-        # each worker's relay reconnects on its own (and ends open frames with a resync,
-        # since they may have missed messages): frames opened after that get every push
+        # each worker's relay reconnects on its own and reads on from the last event it saw
         wait_for(lambda: srv.log().count("chat push resumed") >= 2, 15,
                  what="both workers' push relays back")
         frames = one_per_worker(srv, f"/chat/messages?token={viewer.token}", pids)

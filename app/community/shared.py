@@ -28,7 +28,7 @@ import gevent
 import redis
 
 from app.community.captcha import Captchas, Challenge
-from app.community.hub import RESYNC, Hub
+from app.community.hub import Hub
 from app.community.presence import Audience, Listed
 from app.community.store import Ban, Filter, Message, StoreUnavailable, Viewer, is_row_id
 from app.config import CaptchaConfig, ChatConfig, ViewersConfig
@@ -39,6 +39,8 @@ PREFIX = "livestream:"
 CHANNEL = PREFIX + "events"  # a Redis stream
 SHARED_KINDS = frozenset({"chat", "hide"})  # events every worker's listeners must get
 TIMEOUT = 3.0  # longest wait for one Redis reply: a dead Redis must not hold a view long
+RELAY_BLOCK_MS = 1000  # one XREAD waits this long for new events
+RELAY_READ_TIMEOUT = 30.0
 
 
 def safe_url(url: str) -> str:
@@ -327,7 +329,7 @@ class RedisStore:
         return raw is not None and float(raw) >= now
 
     def close(self) -> None:
-        self.r.close()
+        self.r.close()  # the hub's reader is closed with its greenlet
 
 
 class RedisHub(Hub):
@@ -343,6 +345,13 @@ class RedisHub(Hub):
         super().__init__(history)
         self.r = client
         self._keep = history
+        # the relay's own connection, with a long read timeout: a worker busy with thousands
+        # of viewers may not read the reply of a 1 s XREAD BLOCK within the usual 3 s, and a
+        # timeout must not look like a lost Redis
+        pool = client.connection_pool
+        self.reader = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class,
+            **{**pool.connection_kwargs, "socket_timeout": RELAY_READ_TIMEOUT}))
 
     def publish(self, kind: str, data: dict):  # type: ignore[override]
         if kind not in SHARED_KINDS:
@@ -356,20 +365,22 @@ class RedisHub(Hub):
         return gevent.spawn(self._relay)
 
     def _relay(self) -> None:
-        """Forever: hand each new event to the local hub; after a lost connection tell every
-        listener to resynchronise (they may have missed messages) and go on from the newest."""
+        """Forever: hand each new event to the local hub, reading on from the last id seen.
+
+        After a lost connection it goes on from that id: posts fail while Redis is away, and
+        those accepted just before or after are in the stream, so nothing is missed (entry ids
+        grow with the clock, even after Redis restarts empty)."""
         pause, lost, last = 0.5, False, None
-        block_ms = int((TIMEOUT - 1) * 1000)  # below the socket timeout
         while True:
             try:
                 if last is None:
-                    newest = self.r.xrevrange(CHANNEL, count=1)
+                    newest = self.reader.xrevrange(CHANNEL, count=1)
                     last = newest[0][0] if newest else b"0-0"
-                    if lost:
-                        log.info("shared store (Redis) is back: chat push resumed")
-                        super().publish(RESYNC, {})
-                        lost, pause = False, 0.5
-                for _, entries in self.r.xread({CHANNEL: last}, block=block_ms, count=100):
+                replies = self.reader.xread({CHANNEL: last}, block=RELAY_BLOCK_MS, count=100)
+                if lost:
+                    log.info("shared store (Redis) is back: chat push resumed")
+                    lost, pause = False, 0.5
+                for _, entries in replies:
                     for entry_id, fields in entries:
                         last = entry_id
                         try:
@@ -382,7 +393,7 @@ class RedisHub(Hub):
                 if not lost:
                     log.warning("shared store (Redis) lost: %s; chat push paused, retrying",
                                 exc)
-                lost, last = True, None
+                lost = True
             gevent.sleep(pause)
             pause = min(pause * 2, 5.0)
 
