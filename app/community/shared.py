@@ -39,6 +39,7 @@ PREFIX = "livestream:"
 CHANNEL = PREFIX + "events"  # a Redis stream
 SHARED_KINDS = frozenset({"chat", "hide"})  # events every worker's listeners must get
 TIMEOUT = 3.0  # longest wait for one Redis reply: a dead Redis must not hold a view long
+POOL_SIZE = 32  # Redis connections per worker
 RELAY_BLOCK_MS = 1000  # one XREAD waits this long for new events
 RELAY_READ_TIMEOUT = 30.0
 
@@ -63,9 +64,12 @@ def connect(url: str) -> redis.Redis:
     """A client for `url`, checked with a PING so start-up fails clearly, not the first post."""
     where = f"Redis at {safe_url(url)} ([store] redis_url, env LIVESTREAM_REDIS_URL)"
     try:
-        client = redis.Redis.from_url(url, socket_timeout=TIMEOUT,
-                                      socket_connect_timeout=TIMEOUT,
-                                      health_check_interval=10)
+        # Blocking pool: a thousand greenlets asking at once queue for the connections
+        # (bounded, each wait at most TIMEOUT) instead of failing with "Too many connections"
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=TIMEOUT, socket_timeout=TIMEOUT,
+            socket_connect_timeout=TIMEOUT, health_check_interval=10)
+        client = redis.Redis(connection_pool=pool)
         client.ping()
     except ValueError as exc:
         raise RedisConfigError(f"{where} is not a valid Redis URL: {exc}. Use e.g. "
@@ -350,7 +354,7 @@ class RedisHub(Hub):
         # timeout must not look like a lost Redis
         pool = client.connection_pool
         self.reader = redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class,
+            connection_class=pool.connection_class, max_connections=2,
             **{**pool.connection_kwargs, "socket_timeout": RELAY_READ_TIMEOUT}))
 
     def publish(self, kind: str, data: dict):  # type: ignore[override]
