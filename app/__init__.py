@@ -45,18 +45,17 @@ def create_app(config: Config) -> App:
 
 
 def build_services(config: Config) -> Services:
+    """SQLite and this process's memory by default; Redis for everything viewers share when
+    `[store] redis_url` is set (several workers or edges). Raises RuntimeError with a
+    sentence when the state cannot be opened or reached."""
+    if config.store.redis_url:
+        return build_shared_services(config)
     hub = Hub()
     store = open_store(config.state_dir, config.chat.history, config.chat.shown,
                        config.viewers.max_stored, config.viewers.cache_size)
     identities = Identities(store)
     captchas = make_captchas(config)
-    password = BroadcasterPassword(store, config.broadcaster)
-    if password.generated:
-        # Printed to the console once, on purpose not through logging (log files keep it).
-        print(f"livestream: broadcaster login for /broadcaster: user "
-              f"'{config.broadcaster.username}', password '{password.generated}' "
-              "(shown only now; set broadcaster.password in config.toml to choose one)",
-              file=sys.stderr, flush=True)
+    password = broadcaster_password(store, config)
     return Services(
         config=config,
         stream=StreamState(config.stream_dir, config.stream),
@@ -70,21 +69,77 @@ def build_services(config: Config) -> Services:
         chat=Chat(store, identities, hub, config.chat, config.broadcaster, captchas),
         sessions=BroadcasterSessions(store),
         csrf_token=secrets.token_urlsafe(32),
-        video_slots=PerViewerLimit(config.stream.max_connections_per_viewer),
-        chat_slots=StreamSlots(config.chat.max_streams, config.chat.max_streams_per_viewer),
-        push_slots=StreamSlots(config.viewers.max_push, config.viewers.max_push_per_viewer),
-        clock=StreamClock(),
+        **limits(config),
     )
 
 
-def make_captchas(config: Config) -> Captchas | None:
+def build_shared_services(config: Config) -> Services:
+    """Every piece viewers share in Redis, so any worker can answer any viewer."""
+    from app.community import shared
+
+    client = shared.connect(config.store.redis_url)
+    hub = shared.RedisHub(client)
+    store = shared.RedisStore(client, config.chat.history, config.chat.shown,
+                              config.viewers.max_stored)
+    identities = Identities(store)
+    captchas = make_captchas(config, client)
+    password = broadcaster_password(store, config)
+    return Services(
+        config=config,
+        stream=StreamState(config.stream_dir, config.stream),
+        timeline=TimelineBuilder(),
+        hub=hub,
+        store=store,
+        identities=identities,
+        audience=shared.RedisAudience(config.viewers, client),
+        captchas=captchas,
+        password=password,
+        chat=Chat(store, identities, hub, config.chat, config.broadcaster, captchas,
+                  used_nonces=shared.RedisUsedNonces(client),
+                  flood=shared.RedisFloodWindows(client, config.chat),
+                  hides=shared.RedisHideVersion(client)),
+        sessions=BroadcasterSessions(store, shared=True),
+        # the same for every worker, or a broadcaster form from one is refused by another
+        csrf_token=identities.derive("broadcaster-csrf", b"").hex(),
+        **limits(config),
+    )
+
+
+def limits(config: Config) -> dict:
+    """Per-process caps: each worker bounds its own connections."""
+    return {
+        "video_slots": PerViewerLimit(config.stream.max_connections_per_viewer),
+        "chat_slots": StreamSlots(config.chat.max_streams, config.chat.max_streams_per_viewer),
+        "push_slots": StreamSlots(config.viewers.max_push, config.viewers.max_push_per_viewer),
+        "clock": StreamClock(),
+    }
+
+
+def broadcaster_password(store, config: Config) -> BroadcasterPassword:
+    password = BroadcasterPassword(store, config.broadcaster)
+    if password.generated:
+        # Printed to the console once, on purpose not through logging (log files keep it).
+        print(f"livestream: broadcaster login for /broadcaster: user "
+              f"'{config.broadcaster.username}', password '{password.generated}' "
+              "(shown only now; set broadcaster.password in config.toml to choose one)",
+              file=sys.stderr, flush=True)
+    return password
+
+
+def make_captchas(config: Config, client=None) -> Captchas | None:
+    """Captchas pending in this process, or in Redis (`client`) for several workers."""
     if not config.captcha.enabled:
         return None
     answers = config.captcha.testing_answers_file
     if answers:
         log.warning("captcha.testing_answers_file is set: captcha answers are written to a "
                     "file. Never use this setting on a real server.")
-    return Captchas(config.captcha, config.resolve(answers) if answers else None)
+    answers_file = config.resolve(answers) if answers else None
+    if client is not None:
+        from app.community.shared import RedisCaptchas
+
+        return RedisCaptchas(config.captcha, client, answers_file)
+    return Captchas(config.captcha, answers_file)
 
 
 def init_compression(app: App) -> None:

@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--origin", metavar="URL",
                        help="run as an edge: pull the stream of the livestream server at URL "
                             "(http://host:port or http://xyz.onion; config relay.origin)")
+    serve.add_argument("--workers", type=int,
+                       help="processes sharing the port, one core each ([server] workers; "
+                            "more than 1 needs [store] redis_url)")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal
     serve.set_defaults(run=run_serve)
     add_source_commands(commands)
 
@@ -114,6 +118,7 @@ def load_config(args: argparse.Namespace) -> Config:
         "server.log_level": args.log_level,
         "tor.enabled": getattr(args, "onion", None),
         "tor.clearnet": getattr(args, "clearnet", None),
+        "server.workers": getattr(args, "workers", None),
         "ingest.host": getattr(args, "ingest_host", None),
         "ingest.port": getattr(args, "ingest_port", None),
         "relay.origin": getattr(args, "origin", None),
@@ -130,9 +135,23 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
     from app.onion.service import listen_host
     from app.web.server import make_server, serve_forever
 
-    app = create_app(config)
+    if getattr(args, "worker", False):
+        return run_worker(config)
+    if config.server.workers > 1 and not config.store.redis_url:
+        print(f"livestream: {config.server.workers} workers need a shared store: set [store] "
+              "redis_url (or env LIVESTREAM_REDIS_URL), e.g. redis://127.0.0.1:6379/0, so "
+              "every worker sees the same chat, bans and viewers; or run one worker.",
+              file=sys.stderr)
+        return 2
+    try:
+        app = create_app(config)
+    except RuntimeError as exc:
+        print(f"livestream: {exc}", file=sys.stderr)
+        return 1
     services = app.services
     host = listen_host(config)
+    if config.server.workers > 1:
+        return supervise_workers(args, config, services, host)
     if host != config.server.host:
         log.info("onion mode: listening on %s only (ask for %s with --clearnet or "
                  "tor.clearnet = true)", host, config.server.host)
@@ -179,6 +198,82 @@ def start_edge(config: Config) -> Callable[[], None]:
         poll_interval=relay.poll_interval, connect_timeout=relay.connect_timeout,
         read_timeout=relay.read_timeout, retry_max=relay.retry_max, tor_socks=relay.tor_socks,
         max_segment_bytes=config.stream.max_segment_bytes), config.stream_dir)
+
+
+def run_worker(config: Config) -> int:
+    """One of `--workers N`: only the web app, on a port shared with the other workers."""
+    from app import create_app
+    from app.runtime.workers import die_with_parent, reuse_port_listener
+    from app.web.server import Server, serve_forever
+
+    die_with_parent()
+    try:
+        app = create_app(config)
+    except RuntimeError as exc:
+        print(f"livestream worker: {exc}", file=sys.stderr)
+        return 1
+    host, port = config.server.host, config.server.port
+    try:
+        listener = reuse_port_listener(host, port)
+    except OSError as exc:
+        app.services.stop()
+        print(f"livestream worker: cannot listen on {host}:{port}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    from app.web.server import QuietHandler, raise_file_limit
+
+    raise_file_limit()
+    server = Server(listener, app, config.stream.send_timeout, config.server.header_timeout,
+                    handler_class=QuietHandler, log=None,
+                    error_log=logging.getLogger("app.web.server.errors"))
+    app.services.start()
+    log.info("worker pid %d serving on %s:%d", os.getpid(), host, port)
+    serve_forever(server, app.services)
+    return 0
+
+
+def supervise_workers(args: argparse.Namespace, config: Config, services, host: str) -> int:
+    """The parent of `--workers N`: the once-only jobs (onion, ingest, demo, edge puller) and
+    the workers.
+
+    `services` was built here only to check the state (Redis reachable, the broadcaster
+    password made once) and to own the once-only jobs; it serves no request."""
+    from app.runtime.signals import stop_event
+    from app.runtime.workers import Supervisor, port_is_free, worker_argv
+
+    port = config.server.port
+    try:
+        port_is_free(host, port)
+    except OSError as exc:
+        services.stop()
+        print(f"livestream: cannot listen on {host}:{port}: {exc.strerror}. Is another "
+              "server running? Pick one with --port.", file=sys.stderr)
+        return 1
+    stopping = stop_event()
+    onion = None
+    if config.tor.enabled:
+        onion = start_onion(config, stopping)
+        if onion is None:
+            services.stop()
+            return 1
+        services.adopt(onion.stop)
+    if config.ingest.enabled:
+        services.adopt(start_ingest_alongside(config))
+    if args.demo:
+        services.adopt(start_demo_source(config).terminate)
+    if config.relay.origin:
+        services.adopt(start_edge(config))
+    supervisor = Supervisor(worker_argv(args.config, host, port, str(config.stream_dir),
+                                        args.log_level), config.server.workers, stopping)
+    supervisor.start()
+    log.info("watch at http://%s:%d/ (%d workers)", host, port, config.server.workers)
+    try:
+        stopping.wait()
+    finally:
+        log.info("shutting down")
+        supervisor.stop()
+        services.stop()
+    return 1 if onion is not None and onion.failed else 0
 
 
 def start_onion(config: Config, stopping: gevent.event.Event) -> OnionService | None:

@@ -35,6 +35,7 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024
     idle_timeout: float = 60.0
     header_timeout: float = 10.0
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT); more than 1 needs Redis
 
 
 @dataclass
@@ -246,6 +247,11 @@ class ViewersConfig:
 
 
 @dataclass
+class StoreConfig:
+    redis_url: str = ""  # empty: SQLite in state_dir, for one process
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -257,6 +263,7 @@ class Config:
     broadcaster: BroadcasterConfig = field(default_factory=BroadcasterConfig)
     viewers: ViewersConfig = field(default_factory=ViewersConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     source: Path | None = None
 
     @property
@@ -382,6 +389,11 @@ def _check(config: Config, where: str) -> None:
         problems.append("'server.port' must be between 1 and 65535")
     if config.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("'server.log_level' must be one of debug, info, warning, error")
+    if not 1 <= config.server.workers <= 64:
+        problems.append("'server.workers' must be between 1 and 64")
+    if config.store.redis_url and not config.store.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")):
+        problems.append("'store.redis_url' must start with redis://, rediss:// or unix://")
     if config.stream.memory_segments < 2:
         problems.append("'stream.memory_segments' must be at least 2")
     if config.stream.offline_after <= 0:
@@ -491,6 +503,7 @@ ENVIRONMENT = {
     "LIVESTREAM_BROADCASTER_PASSWORD": "broadcaster.password",
     "LIVESTREAM_BROADCASTER_ALLOW_CLEARNET": "broadcaster.allow_clearnet",
     "LIVESTREAM_ORIGIN": "relay.origin",
+    "LIVESTREAM_REDIS_URL": "store.redis_url",
 }
 
 

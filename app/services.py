@@ -60,6 +60,9 @@ class Services:
     def start(self) -> None:
         """Everything that runs in the background of a serving app."""
         self.stream.start()
+        relay = self.hub.start()  # the Redis pub/sub relay of a shared hub; None otherwise
+        if relay is not None:
+            self._greenlets.append(relay)
         self._greenlets.append(publish_stream_status(self.stream, self.hub.publish, self.clock))
         self._greenlets.append(publish_viewer_count(self.audience, self.hub))
         if self.captchas is not None:

@@ -10,6 +10,11 @@ long-lived /stream.mp4 responses open. Reported per N:
   each viewer, p50/p95 over every viewer and segment.
 
     python bench/stream_viewers.py --viewers 1000 5000 --seconds 20
+    python bench/stream_viewers.py --viewers 1000 5000 --seconds 12 --workers 2
+
+With --workers N (N > 1) the server runs N worker processes sharing the port, with a real
+redis-server on loopback as their shared store; CPU and RSS are summed over the parent and
+every worker, and "CPU/viewer" divides that by the viewers.
 
 Loopback only; every loop is bounded by --seconds.
 """
@@ -32,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 sys.path.insert(0, str(PROJECT / "tests"))
+from redis_support import RedisServer, worker_pids  # noqa: E402
 from support import Server, wait_for  # noqa: E402
 
 CACHE = HERE / ".cache"
@@ -162,15 +168,15 @@ def run(server: Server, directory: Path, count: int, seconds: float, processes: 
     for client in clients:
         client.start()
     time.sleep(max(0.0, measure_from - time.monotonic()))
-    pid = server.process.pid
-    cpu_start, wall_start = cpu_seconds(pid), time.monotonic()
+    pids = [server.process.pid, *worker_pids(server)]
+    cpu_start, wall_start = sum(map(cpu_seconds, pids)), time.monotonic()
     rss_peak = 0.0
     while any(c.is_alive() for c in clients) and results.qsize() < len(clients):
-        rss_peak = max(rss_peak, rss_mb(pid))
+        rss_peak = max(rss_peak, sum(map(rss_mb, pids)))
         time.sleep(0.5)
         if time.monotonic() - wall_start > seconds:
             break
-    cpu = (cpu_seconds(pid) - cpu_start) / (time.monotonic() - wall_start)
+    cpu = (sum(map(cpu_seconds, pids)) - cpu_start) / (time.monotonic() - wall_start)
     measure_to = time.monotonic()
     gathered = [row for _ in clients for row in results.get(timeout=seconds + 30)]
     for client in clients:
@@ -204,6 +210,8 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server worker processes (more than 1: with a local Redis)")
     args = parser.parse_args()
     if not shutil.which("ffmpeg"):
         sys.exit("ffmpeg is needed: apt-get install ffmpeg")
@@ -211,25 +219,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-viewers-") as tmp:
         tmp = Path(tmp)
         replay = start_replay(clip, tmp / "stream")
-        server = Server(tmp, tmp / "stream", "memory_segments = 6\n")
+        redis_server = RedisServer(tmp / "redis").start() if args.workers > 1 else None
+        store = f'[store]\nredis_url = "{redis_server.url()}"\n' if redis_server else ""
+        server = Server(tmp, tmp / "stream", "memory_segments = 6\n" + store)
         try:
             server.config_path.write_text(server.config_path.read_text().replace(
                 "offline_after = 4.0", "offline_after = 8.0"))
-            server.start("--log-level", "warning")
+            server.start("--log-level", "warning", "--workers", str(args.workers))
+            if args.workers > 1:
+                wait_for(lambda: len(worker_pids(server)) == args.workers, 30, what="workers")
+                time.sleep(3)
             wait_for(lambda: (tmp / "stream" / "stream.m3u8").exists(), 30, what="playlist")
             server.wait_live(30)
-            print(f"{'viewers':>8} {'keeping up':>11} {'CPU %core':>10} {'RSS MB':>8} "
+            print(f"workers: {args.workers}")
+            print(f"{'viewers':>8} {'keeping up':>11} {'CPU %core':>10} {'CPU/viewer':>11} "
+                  f"{'RSS MB':>8} "
                   f"{'push p50 ms':>12} {'push p95 ms':>12} {'segments':>9}")
             for count in args.viewers:
                 r = run(server, tmp / "stream", count, args.seconds, args.client_processes)
                 print(f"{r['viewers']:>8} {r['keeping_up']:>11} {r['cpu_pct']:>10.1f} "
-                      f"{r['rss_mb']:>8.0f} {r['delay_p50_ms'] or 0:>12.1f} "
+                      f"{r['cpu_pct'] / r['viewers']:>11.4f} {r['rss_mb']:>8.0f} "
+                      f"{r['delay_p50_ms'] or 0:>12.1f} "
                       f"{r['delay_p95_ms'] or 0:>12.1f} {r['segments']:>9}", flush=True)
                 time.sleep(2)
         finally:
             server.stop()
             replay.terminate()
             replay.wait(10)
+            if redis_server:
+                redis_server.stop()
 
 
 if __name__ == "__main__":

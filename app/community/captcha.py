@@ -121,7 +121,7 @@ class Captchas:
     def issue(self, viewer_id: str) -> Challenge | None:
         """The viewer's current challenge, or a new one; None if none is ready right now."""
         self._expire()
-        held = self._pending.get(self._by_viewer.get(viewer_id, ""))
+        held = self._held_by(viewer_id)
         if held is not None:
             return held
         if self._pool:
@@ -134,15 +134,25 @@ class Captchas:
         self._wanted.set()
         challenge = Challenge(secrets.token_urlsafe(12), answer, image, viewer_id,
                               time.monotonic())
-        self._pending[challenge.id] = challenge
-        self._by_viewer[viewer_id] = challenge.id
-        while len(self._pending) > self.settings.max_pending:
-            _, dropped = self._pending.popitem(last=False)
-            self._by_viewer.pop(dropped.viewer_id, None)
+        self._remember(challenge)
         if self._answers_file:
             with open(self._answers_file, "a") as f:
                 f.write(f"{challenge.id} {answer}\n")
         return challenge
+
+    def _held_by(self, viewer_id: str) -> Challenge | None:
+        """The challenge this viewer holds, if any (kept in Redis by RedisCaptchas)."""
+        return self._pending.get(self._by_viewer.get(viewer_id, ""))
+
+    def _remember(self, challenge: Challenge) -> None:
+        self._pending[challenge.id] = challenge
+        self._by_viewer[challenge.viewer_id] = challenge.id
+        while len(self._pending) > self.settings.max_pending:
+            _, dropped = self._pending.popitem(last=False)
+            self._by_viewer.pop(dropped.viewer_id, None)
+
+    def _keep_audio(self, challenge: Challenge) -> None:
+        pass  # the held challenge object itself keeps it
 
     def _may_draw_now(self) -> bool:
         """The pool ran dry (e.g. just after start): draw one now, within the same rate."""
@@ -191,6 +201,7 @@ class Captchas:
             maker = self._audio()
             challenge.audio = bytes(gevent.get_hub().threadpool.apply(
                 maker.generate, (challenge.answer,)))
+            self._keep_audio(challenge)
         return challenge.audio
 
     def _audio(self):

@@ -13,7 +13,9 @@ import secrets
 import time
 import unicodedata
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import gevent
 
@@ -21,7 +23,7 @@ from app.community.captcha import Captchas
 from app.community.filters import WordFilters, compile_pattern
 from app.community.hub import Hub
 from app.community.identity import BROADCASTER_ID, Identities, Requester
-from app.community.store import Ban, Message, SQLiteStore, Viewer
+from app.community.store import Ban, Message, Store, Viewer
 from app.config import BroadcasterConfig, ChatConfig
 
 ANONYMOUS = "Anonymous"
@@ -101,11 +103,11 @@ class Nonces:
     still count it).
     """
 
-    def __init__(self, identities: Identities, lifetime: float, max_used: int):
+    def __init__(self, identities: Identities, lifetime: float, max_used: int,
+                 used: UsedNonces | None = None):
         self.identities = identities
         self.lifetime = lifetime
-        self.max_used = max_used
-        self._used: OrderedDict[bytes, float] = OrderedDict()  # signature -> expiry (wall)
+        self.used = used if used is not None else MemoryUsedNonces(max_used)
 
     def _pad(self, random: bytes) -> bytes:
         return self.identities.derive("form-nonce-time", random)[:NONCE_TIME]
@@ -138,13 +140,31 @@ class Nonces:
         expires = int.from_bytes(issued, "big") + self.lifetime
         if not now <= expires:
             return "unknown"
+        return "ok" if self.used.first_use(signature, expires, now) else "used"
+
+
+class UsedNonces(Protocol):
+    """Where used nonces are remembered: this process's memory, or Redis for several."""
+
+    def first_use(self, signature: bytes, expires: float, now: float) -> bool: ...
+
+
+class MemoryUsedNonces:
+    """Used nonces in this process, each until it expires, at most `max_used`."""
+
+    def __init__(self, max_used: int):
+        self.max_used = max_used
+        self._used: OrderedDict[bytes, float] = OrderedDict()  # signature -> expiry (wall)
+
+    def first_use(self, signature: bytes, expires: float, now: float) -> bool:
+        """True the first time a signature is seen (until it expires)."""
         self._forget_expired(now)
         if signature in self._used:
-            return "used"
+            return False
         self._used[signature] = expires
         while len(self._used) > self.max_used:
             self._used.popitem(last=False)
-        return "ok"
+        return True
 
     def _forget_expired(self, now: float) -> None:
         # Insertion order is use order, not expiry order; an entry used long after issue may
@@ -156,21 +176,82 @@ class Nonces:
             del self._used[signature]
 
 
+class FloodWindows(Protocol):
+    """Each viewer's latest posting times (oldest first), in this process or in Redis."""
+
+    def now(self) -> float: ...
+    def times(self, viewer_id: str) -> Sequence[float]: ...
+    def add(self, viewer_id: str, now: float) -> None: ...
+
+
+class MemoryFloodWindows:
+    """Posting times in this process: an LRU of short deques, monotonic clock."""
+
+    def __init__(self, max_tracked: int, window_messages: int):
+        self._posted: LRU = LRU(max_tracked)
+        self.window_messages = window_messages
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def times(self, viewer_id: str) -> Sequence[float]:
+        return self._posted.get_or_add(viewer_id, lambda: deque(maxlen=self.window_messages))
+
+    def add(self, viewer_id: str, now: float) -> None:
+        self.times(viewer_id).append(now)
+
+
+class HideVersion(Protocol):
+    """A number that changes whenever messages are hidden (poll frames' ETags)."""
+
+    def value(self) -> int: ...
+    def bump(self) -> None: ...
+
+
+class MemoryHideVersion:
+    def __init__(self) -> None:
+        self._value = 0
+
+    def value(self) -> int:
+        return self._value
+
+    def bump(self) -> None:
+        self._value += 1
+
+
 class Chat:
-    def __init__(self, store: SQLiteStore, identities: Identities, hub: Hub,
+    def __init__(self, store: Store, identities: Identities, hub: Hub,
                  settings: ChatConfig, broadcaster: BroadcasterConfig,
-                 captchas: Captchas | None):
+                 captchas: Captchas | None, used_nonces: UsedNonces | None = None,
+                 flood: FloodWindows | None = None, hides: HideVersion | None = None):
         self.store = store
         self.identities = identities
         self.hub = hub
         self.settings = settings
         self.broadcaster = broadcaster
         self.captchas = captchas
-        self.nonces = Nonces(identities, settings.nonce_seconds, settings.max_used_nonces)
-        self._posted: LRU = LRU(settings.max_tracked_posters)
+        self.nonces = Nonces(identities, settings.nonce_seconds, settings.max_used_nonces,
+                             used_nonces)
+        self.flood = flood if flood is not None else MemoryFloodWindows(
+            settings.max_tracked_posters, settings.window_messages)
+        self.hides = hides if hides is not None else MemoryHideVersion()
         self._trip_salt = store.secret("tripcode-salt", 16)
-        self._filters = WordFilters(store.filters(), settings.filter_max_length)
-        self.hide_version = 0  # changes whenever messages are hidden, for poll ETags
+        self._filter_source = store.filters()
+        self._filters = WordFilters(self._filter_source, settings.filter_max_length)
+
+    @property
+    def hide_version(self) -> int:
+        """Changes whenever messages are hidden, for poll ETags."""
+        return self.hides.value()
+
+    def _current_filters(self) -> WordFilters:
+        """The compiled filters, compiled again when the store's list changed (another
+        worker added or removed one)."""
+        source = self.store.filters()
+        if source is not self._filter_source:
+            self._filter_source = source
+            self._filters = WordFilters(source, self.settings.filter_max_length)
+        return self._filters
 
     # --- viewers -----------------------------------------------------------------------
 
@@ -221,8 +302,9 @@ class Chat:
             self._check_flood(who, viewer)  # counts this attempt, whatever happens next
         name = viewer.name if form.name is None else clean_name(form.name,
                                                                  self.settings.name_max)
-        verdict = self._filters.apply(text)
-        name_verdict = self._filters.apply(name)
+        filters = self._current_filters()
+        verdict = filters.apply(text)
+        name_verdict = filters.apply(name)
         if "ban" in (verdict.action, name_verdict.action) and not who.broadcaster:
             self.ban(who.viewer_id, note="word filter")
             raise Refused("That message broke a rule of this chat and you have been banned.",
@@ -271,13 +353,13 @@ class Chat:
 
     def _check_flood(self, who: Requester, viewer: Viewer) -> None:
         s = self.settings
-        now = time.monotonic()
-        times = self._posted.get_or_add(who.viewer_id, lambda: deque(maxlen=s.window_messages))
+        now = self.flood.now()
+        times = self.flood.times(who.viewer_id)
         tripped = None
         if times and now - times[-1] < s.min_interval:
             tripped = (f"You are sending messages too fast: wait {s.min_interval:g} seconds "
                        "between messages.")
-        elif len(times) == times.maxlen and now - times[0] < s.window_seconds:
+        elif len(times) >= s.window_messages and now - times[-s.window_messages] < s.window_seconds:
             tripped = (f"Too many messages: at most {s.window_messages} in "
                        f"{s.window_seconds:g} seconds. Wait a little before the next one.")
         if tripped:
@@ -285,7 +367,7 @@ class Chat:
                 self.store.save_viewer(replace(viewer, verified=False))
                 tripped += " You will be asked for a captcha again."
             raise Refused(tripped)
-        times.append(now)
+        self.flood.add(who.viewer_id, now)
 
     # --- moderation --------------------------------------------------------------------
 
@@ -312,7 +394,7 @@ class Chat:
 
     def _announce_hidden(self, ids: list[int]) -> None:
         if ids:
-            self.hide_version += 1
+            self.hides.bump()
             self.hub.publish("hide", {"ids": ids})
 
     def add_filter(self, pattern: str, is_regex: bool, case_sensitive: bool,
@@ -323,11 +405,11 @@ class Chat:
                              "(chat.max_filters); remove one first")
         compile_pattern(pattern, is_regex, case_sensitive, self.settings.filter_max_length)
         self.store.add_filter(pattern, is_regex, case_sensitive, action)
-        self._filters = WordFilters(self.store.filters(), self.settings.filter_max_length)
+        self._current_filters()
 
     def remove_filter(self, filter_id: int) -> None:
         self.store.remove_filter(filter_id)
-        self._filters = WordFilters(self.store.filters(), self.settings.filter_max_length)
+        self._current_filters()
 
 
 def public(message: Message) -> dict:

@@ -35,6 +35,10 @@ class Hub:
         self._ids = itertools.count(1)
         self._changed = gevent.event.Event()
 
+    def start(self) -> gevent.Greenlet | None:
+        """Background work of the hub: none here (a shared hub relays from Redis)."""
+        return None
+
     @property
     def last_id(self) -> int:
         return self._events[-1].id if self._events else 0

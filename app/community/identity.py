@@ -54,7 +54,7 @@ class Requester:
 class Identities:
     """Derives ids, tags and colours from tokens with the persisted server secret."""
 
-    def __init__(self, store: SQLiteStore):
+    def __init__(self, store: Store):
         self.store = store
         self._secret = store.secret("server")
 
@@ -199,8 +199,12 @@ class BroadcasterSessions:
     """
 
     def __init__(self, store: Store | None = None, idle_seconds: float = SESSION_IDLE_SECONDS,
-                 max_seconds: float = SESSION_MAX_SECONDS, limit: int = MAX_SESSIONS):
+                 max_seconds: float = SESSION_MAX_SECONDS, limit: int = MAX_SESSIONS,
+                 shared: bool = False):
         self.store = store
+        # shared (Redis, several workers): the store is the only truth, so a session ended
+        # through one worker is ended for all; nothing is trusted from this process's copy
+        self.shared = shared and store is not None
         self.idle_seconds = idle_seconds
         self.max_seconds = max_seconds
         self.limit = limit
@@ -261,6 +265,8 @@ class BroadcasterSessions:
         wanted = session_digest(session_id)
         now = time.time()
         found = None
+        if self.shared:
+            self._sessions = []
         for session in self._sessions:  # every one compared: the time says nothing
             if hmac.compare_digest(session.digest, wanted) and self._alive(session, now):
                 found = session

@@ -1,0 +1,222 @@
+"""`serve --workers 2` with Redis: one chat across processes, supervised workers, and video that
+does not depend on Redis. Real redis-server, real processes, real sockets on loopback."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from chat_support import ChatViewer, chat_server
+from redis_support import (  # noqa: F401 (redis_server is a fixture)
+    RedisServer,
+    redis_server,
+    serving_pid,
+    wait_workers,
+    worker_pids,
+)
+from support import PROJECT, Server, free_port, wait_for
+
+CHAT = "[chat]\nmin_interval = 0.3\nwindow_seconds = 30.0\nwindow_messages = 4\n"
+
+
+class RawStream:
+    """One streaming GET on its own socket, read in a thread: its client port tells which
+    worker serves it (see serving_pid)."""
+
+    def __init__(self, port: int, path: str):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.client_port = self.sock.getsockname()[1]
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        self.chunks: list[tuple[float, bytes]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        wait_for(lambda: self.chunks, 10, what=f"{path.split('?')[0]} to start")
+
+    def _read(self) -> None:
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                self.chunks.append((time.monotonic(), data))
+        except OSError:
+            return
+
+    def arrival(self, needle: str, timeout: float = 3.0) -> float:
+        def seen():
+            data = b""
+            for at, chunk in list(self.chunks):
+                data += chunk
+                if needle.encode() in data:
+                    return at
+            return None
+        return wait_for(seen, timeout, what=f"{needle!r}")
+
+    def received(self) -> int:
+        return sum(len(c) for _, c in list(self.chunks))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def one_per_worker(server: Server, path: str, pids: list[int]) -> dict[int, RawStream]:
+    """Open streams until every worker serves one (the kernel hashes each connection to a
+    worker); extra ones are closed. Bounded: 60 tries."""
+    found: dict[int, RawStream] = {}
+    for _ in range(60):
+        stream = RawStream(server.port, path)
+        pid = serving_pid(server.port, stream.client_port, pids)
+        if pid is not None and pid not in found:
+            found[pid] = stream
+        else:
+            stream.close()
+        if len(found) == len(pids):
+            return found
+    for stream in found.values():
+        stream.close()
+    pytest.fail(f"60 connections reached only workers {sorted(found)} of {pids}")
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory, live_stream, redis_server):  # noqa: F811
+    workdir = tmp_path_factory.mktemp("workers")
+    srv = chat_server(workdir, live_stream.directory,
+                      CHAT + f'[store]\nredis_url = "{redis_server.new_database()}"\n')
+    srv.start("--workers", "2")
+    srv.pids = wait_workers(srv, 2)
+    yield srv
+    srv.stop()
+
+
+def test_a_post_through_one_worker_reaches_live_frames_and_events_on_every_worker(workers):
+    viewer = ChatViewer(workers)
+    frames = one_per_worker(workers, f"/chat/messages?token={viewer.token}", workers.pids)
+    events = one_per_worker(workers, f"/events?token={viewer.token}", workers.pids)
+    try:
+        sent = time.monotonic()
+        response = viewer.post("across the workers", name="W")
+        assert response.status_code == 303, response.text
+        for pid, frame in frames.items():
+            late = frame.arrival("across the workers") - sent
+            assert late < 1.0, f"frame on worker {pid} got it after {late:.2f}s"
+        for pid, listener in events.items():
+            late = listener.arrival("across the workers") - sent
+            assert late < 1.0, f"/events on worker {pid} got it after {late:.2f}s"
+    finally:
+        for stream in [*frames.values(), *events.values()]:
+            stream.close()
+
+
+def test_both_workers_serve_video_and_list_the_same_viewers(workers):
+    viewer = ChatViewer(workers)
+    assert viewer.post("counting", name="Watcher").status_code == 303
+    videos = one_per_worker(workers, f"/stream.mp4?token={viewer.token}", workers.pids)
+    try:
+        wait_for(lambda: all(v.received() > 10_000 for v in videos.values()), 15,
+                 what="video from both workers")
+
+        def listed_everywhere():
+            pages = [requests.get(f"{workers.url}/chat/users?token={viewer.token}",
+                                  timeout=5, headers={"Connection": "close"}).text
+                     for _ in range(8)]  # new connections: both workers answer some
+            return all(re.search(r'<li class="watching"><span[^>]*>Watcher</span>', page)
+                       for page in pages)
+        assert wait_for(listed_everywhere, 10, what="the viewer listed by every worker")
+    finally:
+        for v in videos.values():
+            v.close()
+
+
+def test_workers_without_redis_are_refused_with_a_reason(tmp_path):
+    server = Server(tmp_path, tmp_path / "stream")
+    done = subprocess.run([sys.executable, "-m", "app.cli", "--config", str(server.config_path),
+                           "serve", "--workers", "2"], cwd=PROJECT, capture_output=True,
+                          check=False, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "redis_url" in done.stderr and "LIVESTREAM_REDIS_URL" in done.stderr
+
+
+def test_unreachable_redis_is_named_without_its_password(tmp_path):
+    port = free_port()
+    server = Server(tmp_path, tmp_path / "stream",
+                    f'[store]\nredis_url = "redis://:hunter2secret@127.0.0.1:{port}/0"\n')
+    done = subprocess.run([sys.executable, "-m", "app.cli", "--config", str(server.config_path),
+                           "serve", "--workers", "2"], cwd=PROJECT, capture_output=True,
+                          check=False, text=True, timeout=30)
+    assert done.returncode == 1
+    assert f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0" in done.stderr
+    assert "hunter2secret" not in done.stderr + done.stdout
+
+
+def test_a_killed_worker_is_restarted_and_ctrl_c_stops_them_all(tmp_path, live_stream,
+                                                                 redis_server):  # noqa: F811
+    srv = chat_server(tmp_path, live_stream.directory,
+                      f'[store]\nredis_url = "{redis_server.new_database()}"\n')
+    srv.start("--workers", "2")
+    try:
+        first = wait_workers(srv, 2)
+        os.kill(first[0], signal.SIGKILL)
+        after = wait_for(lambda: (p := wait_workers(srv, 2)) and first[0] not in p and p,
+                         20, what="the killed worker to be replaced")
+        assert first[1] in after and len(after) == 2
+        assert "restarting it" in srv.log()
+        assert requests.get(srv.url + "/", timeout=5).status_code == 200
+        srv.process.send_signal(signal.SIGINT)
+        srv.process.wait(20)
+        for pid in after:
+            wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}") or
+                     "zombie" in open(f"/proc/{pid}/status").read().lower(), 10,
+                     what=f"worker {pid} to exit")
+    finally:
+        srv.stop()
+
+
+def test_a_redis_restart_does_not_stop_the_video_and_the_chat_comes_back(tmp_path,
+                                                                        live_stream):
+    own = RedisServer(tmp_path / "redis").start()
+    srv = chat_server(tmp_path, live_stream.directory,
+                      CHAT + f'[store]\nredis_url = "{own.url()}"\n')
+    srv.start("--workers", "2")
+    video = None
+    try:
+        pids = wait_workers(srv, 2)
+        viewer = ChatViewer(srv)
+        video = RawStream(srv.port, f"/stream.mp4?token={viewer.token}")
+        wait_for(lambda: video.received() > 10_000, 15, what="video")
+        own.stop()
+        before = video.received()
+        time.sleep(4)
+        assert video.received() > before + 10_000, "video stalled while Redis was down"
+        down = viewer.get("/chat/form")
+        assert down.status_code == 503 and "try again" in down.text.lower(), down.text[:300]
+        own.start()
+        after = video.received()
+
+        def posted():
+            return viewer.post("redis is back").status_code == 303
+        wait_for(posted, 20, interval=0.5, what="a post once Redis is back")
+        # each worker's relay reconnects on its own and reads on from the last event it saw
+        wait_for(lambda: srv.log().count("chat push resumed") >= 2, 15,
+                 what="both workers' push relays back")
+        frames = one_per_worker(srv, f"/chat/messages?token={viewer.token}", pids)
+        try:
+            time.sleep(0.5)  # chat.min_interval after the post above
+            assert viewer.post("pushed again").status_code == 303
+            for frame in frames.values():
+                frame.arrival("pushed again", timeout=3)
+        finally:
+            for frame in frames.values():
+                frame.close()
+        assert video.received() > after
+    finally:
+        if video:
+            video.close()
+        srv.stop()
+        own.stop()
