@@ -214,6 +214,7 @@ MODERATION = {
     "post": ["message"], "hide": ["message_id"], "ban": ["viewer_id", "hide_all"],
     "unban": ["kind", "value"], "filters": ["pattern", "regex", "case", "action"],
     "filters/remove": ["filter_id"], "title": ["title"], "logout": [],
+    "party": ["action", "target", "by"],
 }
 
 
