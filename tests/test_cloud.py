@@ -601,8 +601,11 @@ def wheelhouse(tmp_path_factory) -> Path:
     requirements = folder / "requirements.txt"
     requirements.write_text(cloud_init.requirements(PROJECT_DIR / "pyproject.toml"))
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w",
-         str(folder), "-r", str(requirements), "-c", str(PROJECT_DIR / "constraints.txt")],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
+         # stem has no wheel: build it the PEP 517 way (setuptools and wheel fetched into the
+         # build's own environment), since a fresh venv's pip may lack the `wheel` package
+         "--use-pep517", "-w", str(folder), "-r", str(requirements),
+         "-c", str(PROJECT_DIR / "constraints.txt")],
         capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder
