@@ -167,12 +167,25 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
         return 1
     services.start()
     stopping = gevent.event.Event()
+    started, onion = start_side_jobs(args, config, services, stopping)
+    if not started:
+        return 1
+    log.info("watch at http://%s:%d/", host, config.server.port)
+    serve_forever(server, services, stopping)
+    return 1 if onion is not None and onion.failed else 0
+
+
+def start_side_jobs(args: argparse.Namespace, config: Config, services,
+                    stopping: gevent.event.Event) -> tuple[bool, OnionService | None]:
+    """The jobs that run once beside the web app, whatever the number of workers: the onion
+    service, the ingest, the demo source and the edge puller. `services` adopts each, so its
+    stop() ends them. (False, None) when the onion service could not start (said why)."""
     onion = None
     if config.tor.enabled:
         onion = start_onion(config, stopping)
         if onion is None:
             services.stop()
-            return 1
+            return False, None
         services.adopt(onion.stop)
     if config.ingest.enabled:
         services.adopt(start_ingest_alongside(config))
@@ -180,9 +193,7 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
         services.adopt(start_demo_source(config).terminate)
     if config.relay.origin:
         services.adopt(start_edge(config))
-    log.info("watch at http://%s:%d/", host, config.server.port)
-    serve_forever(server, services, stopping)
-    return 1 if onion is not None and onion.failed else 0
+    return True, onion
 
 
 def start_edge(config: Config) -> Callable[[], None]:
@@ -250,19 +261,9 @@ def supervise_workers(args: argparse.Namespace, config: Config, services, host: 
               "server running? Pick one with --port.", file=sys.stderr)
         return 1
     stopping = stop_event()
-    onion = None
-    if config.tor.enabled:
-        onion = start_onion(config, stopping)
-        if onion is None:
-            services.stop()
-            return 1
-        services.adopt(onion.stop)
-    if config.ingest.enabled:
-        services.adopt(start_ingest_alongside(config))
-    if args.demo:
-        services.adopt(start_demo_source(config).terminate)
-    if config.relay.origin:
-        services.adopt(start_edge(config))
+    started, onion = start_side_jobs(args, config, services, stopping)
+    if not started:
+        return 1
     supervisor = Supervisor(worker_argv(args.config, host, port, str(config.stream_dir),
                                         args.log_level), config.server.workers, stopping)
     supervisor.start()
