@@ -69,6 +69,7 @@ def build_services(config: Config) -> Services:
         chat=Chat(store, identities, hub, config.chat, config.broadcaster, captchas),
         sessions=BroadcasterSessions(store),
         csrf_token=secrets.token_urlsafe(32),
+        clock=StreamClock(),
         **limits(config),
     )
 
@@ -101,6 +102,8 @@ def build_shared_services(config: Config) -> Services:
         sessions=BroadcasterSessions(store, shared=True),
         # the same for every worker, or a broadcaster form from one is refused by another
         csrf_token=identities.derive("broadcaster-csrf", b"").hex(),
+        # one clock for every worker: a player syncs with one and reads timelines from another
+        clock=StreamClock(identities.derive("player-clock", b"")),
         **limits(config),
     )
 
@@ -111,7 +114,6 @@ def limits(config: Config) -> dict:
         "video_slots": PerViewerLimit(config.stream.max_connections_per_viewer),
         "chat_slots": StreamSlots(config.chat.max_streams, config.chat.max_streams_per_viewer),
         "push_slots": StreamSlots(config.viewers.max_push, config.viewers.max_push_per_viewer),
-        "clock": StreamClock(),
     }
 
 

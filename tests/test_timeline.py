@@ -104,3 +104,17 @@ def test_status_carries_generation_and_title(live_server):
     status = requests.get(live_server.url + "/api/status", timeout=5).json()
     assert status["online"] is True and status["generation"] >= 1
     assert status["title"] == "Live stream"
+
+
+def test_workers_sharing_a_secret_show_viewers_one_clock():
+    """A player syncs against /api/clock on one worker and may read the timeline from
+    another: with a shared store, every worker's clock must agree (and still not be the
+    host's)."""
+    from app.stream.clock import StreamClock
+
+    secret = bytes(range(32))
+    one, two = StreamClock(secret), StreamClock(secret)
+    assert abs(one.now() - two.now()) < 0.01
+    assert abs(one.now() - StreamClock(b"another secret..").now()) > 1
+    assert abs(one.now() - time.time()) > 86400
+    assert abs(StreamClock().now() - StreamClock().now()) > 0.001  # alone: a random shift

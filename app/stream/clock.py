@@ -15,10 +15,19 @@ import time
 SHIFT_RANGE = 10**6  # the public clock starts somewhere in [1e6, 2e6) seconds: never Unix time
 
 
+SHARED_SHIFT_MIN = 10**8  # a shift from a shared secret: somewhere in [1e8, 1.6e9) seconds
+
+
 class StreamClock:
-    def __init__(self) -> None:
-        # public = wall - shift, and at start-up public is a random value in [1e6, 2e6)
-        self._shift = time.time() - (SHIFT_RANGE + secrets.randbelow(SHIFT_RANGE))
+    def __init__(self, shared_secret: bytes | None = None) -> None:
+        """A random shift of this process; or, for several workers that must show viewers
+        the same clock, a shift derived from a secret they share (never stored elsewhere)."""
+        if shared_secret is None:
+            # public = wall - shift, and at start-up public is a random value in [1e6, 2e6)
+            self._shift = time.time() - (SHIFT_RANGE + secrets.randbelow(SHIFT_RANGE))
+        else:
+            spread = int.from_bytes(shared_secret[:8], "big") % (15 * SHARED_SHIFT_MIN)
+            self._shift = float(SHARED_SHIFT_MIN + spread)
 
     def now(self) -> float:
         """The public "now", to the millisecond (what an NTP-style sync can use)."""
