@@ -38,6 +38,11 @@
   var UP_HEADROOM = 2.0;         // step up when measured throughput is this many times the next rate
   var UP_AFTER_SEGMENTS = 3;     // ... for this many segments in a row
   var UP_HOLD_MS = 15000;        // and never sooner than this after stepping down
+  // A fetch not done after this long is lost (a circuit died under it): ask again. Segments get
+  // a few times their duration, at least FETCH_TIMEOUT_MS; the init segment FETCH_TIMEOUT_MS.
+  var FETCH_TIMEOUT_MS = 4000;
+  var FETCH_TIMEOUT_DURATIONS = 3;
+  var GAP_LIMIT_SECONDS = 2.5;   // stuck before a hole in the buffer at most this wide: jump it
   var QUALITY_KEY = 'livestream-quality';
 
   /* ---------------------------------------------------------------- small helpers */
@@ -141,6 +146,7 @@
     this.offset = 0;
     this.roundTrip = Infinity;
     this.synced = false;
+    this.tried = false;          // the first sync is over, whether or not a sample came back
   }
 
   ServerClock.prototype.sync = function () {
@@ -157,6 +163,7 @@
     }
     return sample().then(function () {
       if (best) { self.offset = best.offset; self.roundTrip = best.rtt; self.synced = true; }
+      self.tried = true;
       return self;
     });
   };
@@ -245,6 +252,7 @@
     this.upStreak = 0;
     this.lastDownAt = -Infinity;
     this.throughput = null;      // bits per second, the last segment fetch
+    this.wanted = null;          // a rendition asked for: nothing is fetched until its timeline comes
     this.onQuality = null;       // (name) -> ask the feed for that rendition's timeline
     this.bindVideo();
   }
@@ -335,6 +343,7 @@
 
   MsePlayer.prototype.setTimeline = function (tl) {
     this.tl = tl;
+    this.wanted = null;  // the feed sends nothing of the old rendition once it switched
     if (!tl.online) { this.onlineSince = null; return; }
     if (this.onlineSince === null) { this.onlineSince = performance.now(); }
     if (tl.generation !== this.generation || !this.mediaSource) {
@@ -359,15 +368,37 @@
     if (manual !== undefined) { this.auto = !manual; }
     try { sessionStorage.setItem(QUALITY_KEY, this.auto ? '' : name); } catch (e) { /* private mode */ }
     this.upStreak = 0;
+    if (this.tl && name !== this.tl.quality) {
+      this.wanted = name;
+      // A segment of the old rendition still on the way is dropped: the new one's comes next.
+      if (this.busy && !this.initPending && this.fetchControl) { this.fetchControl.abort(); }
+    }
     if (this.onQuality) { this.onQuality(name); }
+  };
+
+  /** A segment still arriving after SLOW_FETCH_SHARE of its duration: step down now, not
+   * after it has finally come, or the buffer runs dry while it trickles in. */
+  MsePlayer.prototype.watchFetch = function (seg, control) {
+    var self = this, list = this.qualities(), at = this.qualityIndex();
+    if (!this.auto || at < 0 || at >= list.length - 1) { return; }
+    setTimeout(function () {
+      if (self.fetchControl !== control || control.arrived || self.wanted !== null) { return; }
+      self.lastDownAt = performance.now();
+      self.choose(list[at + 1].name);
+    }, seg.duration * SLOW_FETCH_SHARE * 1000);
+  };
+
+  MsePlayer.prototype.qualityIndex = function () {
+    var list = this.qualities();
+    for (var i = 0; i < list.length; i++) { if (list[i].name === this.tl.quality) { return i; } }
+    return -1;
   };
 
   /** After each segment: step down when it came too slowly, up when there is room to spare. */
   MsePlayer.prototype.adapt = function (seg, bytes, seconds) {
     var list = this.qualities();
     if (!this.auto || list.length < 2 || !seg) { return; }
-    var at = -1;
-    for (var i = 0; i < list.length; i++) { if (list[i].name === this.tl.quality) { at = i; } }
+    var at = this.qualityIndex();
     if (at < 0) { return; }
     this.throughput = bytes * 8 / Math.max(seconds, 0.001);
     if (seconds > seg.duration * SLOW_FETCH_SHARE && at < list.length - 1) {
@@ -422,20 +453,23 @@
     });
   };
 
-  MsePlayer.prototype.fetchBytes = function (uri) {
-    this.fetchControl = new AbortController();
-    return fetch(withToken(uri), { credentials: 'same-origin', signal: this.fetchControl.signal })
+  MsePlayer.prototype.fetchBytes = function (uri, seconds) {
+    var control = this.fetchControl = new AbortController();
+    var limit = Math.max(FETCH_TIMEOUT_MS, (seconds || 0) * FETCH_TIMEOUT_DURATIONS * 1000);
+    var timer = setTimeout(function () { control.timedOut = true; control.abort(); }, limit);
+    return fetch(withToken(uri), { credentials: 'same-origin', signal: control.signal })
       .then(function (response) {
         if (response.status === 404) { var gone = new Error('gone'); gone.gone = true; throw gone; }
         if (!response.ok) { throw new Error(uri + ' answered ' + response.status); }
         return response.arrayBuffer();
-      });
+      }).finally(function () { clearTimeout(timer); });
   };
 
   /** Fetch and append the next segment the position needs; one at a time, then again. */
   MsePlayer.prototype.pump = function () {
     var self = this, buffer = this.buffer, tl = this.tl;
     if (this.dead || this.busy || !buffer || !tl || buffer.updating || tl.generation !== this.generation) { return; }
+    if (this.wanted !== null) { return; }  // the chosen rendition's timeline is on the way
     var seg = null, uri;
     if (this.initPending) {
       uri = tl.init;
@@ -446,7 +480,10 @@
     }
     this.busy = true;
     var fetchedFrom = performance.now(), quality = tl.quality, codecs = tl.codecs;
-    this.fetchBytes(uri).then(function (data) {
+    var fetching = this.fetchBytes(uri, seg && seg.duration), control = this.fetchControl;
+    if (seg) { this.watchFetch(seg, control); }
+    fetching.then(function (data) {
+      control.arrived = true;
       if (buffer !== self.buffer) { return; }
       var seconds = (performance.now() - fetchedFrom) / 1000;
       if (!seg && self.codecs && codecs !== self.codecs && buffer.changeType) {
@@ -464,7 +501,7 @@
         self.failures = 0;
       });
     }).catch(function (error) {
-      if (buffer !== self.buffer || error.name === 'AbortError') { return; }
+      if (buffer !== self.buffer || (error.name === 'AbortError' && !control.timedOut)) { return; }
       if (error.gone && seg) { self.missing.add(seg.sequence); return; }
       if (error.name === 'QuotaExceededError') { self.evict(5); return; }
       self.failures += 1;
@@ -528,6 +565,22 @@
     this.pump();
   };
 
+  /** Stuck where nothing is buffered, with media a little further on (a switch of rendition,
+   * a segment the server no longer had): move to where the media is, as long as that is not
+   * past the shared target. A seek into the hole would otherwise wait for ever. */
+  MsePlayer.prototype.jumpGap = function (target) {
+    var video = this.video, now = video.currentTime, ranges = video.buffered;
+    if (video.paused || video.readyState >= 3 || this.buffered(now)) { return false; }
+    for (var i = 0; i < ranges.length; i++) {
+      var start = ranges.start(i);
+      if (start > now && start - now < GAP_LIMIT_SECONDS && start <= target + JUMP_SECONDS) {
+        this.seek(start + 0.01);
+        return true;
+      }
+    }
+    return false;
+  };
+
   /** Four times a second: start, steer towards the shared target, keep the buffer small. */
   MsePlayer.prototype.tick = function () {
     var tl = this.tl, video = this.video;
@@ -537,7 +590,9 @@
     }
     var target = this.target();
     if (!this.started) {
-      if (!this.initPending && (this.buffered(target + 0.01) || this.buffered(target + 0.3))) {
+      if (!this.clock.tried) {
+        // wait: the target is only known once the clock is
+      } else if (!this.initPending && (this.buffered(target + 0.01) || this.buffered(target + 0.3))) {
         this.started = true;
         this.seek(target);
         video.play().catch(function () { /* autoplay blocked: the viewer presses play */ });
@@ -545,6 +600,8 @@
         this.fail('nothing played within ' + START_TIMEOUT_MS / 1000 + ' s');
         return;
       }
+    } else if (this.live && this.jumpGap(target)) {
+      // moved past a hole; steering resumes on the next tick
     } else if (this.live && !video.paused && !video.seeking) {
       var error = video.currentTime - target;
       if (Math.abs(error) > JUMP_SECONDS) {
@@ -850,9 +907,11 @@
     }
     info.connect();
     feed.quality = startQuality;
+    // The first segments load while the clock syncs (five round trips on a slow circuit);
+    // playback starts once the clock says where everyone else is.
+    feed.start();
     clock.sync().then(function () {
       setInterval(function () { clock.sync(); }, CLOCK_RESYNC_MS);
-      feed.start();
     });
   }
 

@@ -121,6 +121,32 @@ def test_scrubbing_back_plays_older_segments_then_back_to_live(live_server, open
     assert live["time"] > later["time"] + 3.0
 
 
+def test_a_segment_that_never_arrives_does_not_stop_the_player(live_server, open_viewer):
+    """One request lost on the way (a circuit that died under it): the player asks again."""
+    page = open_viewer(live_server.url + "/")
+    start = wait_playing(page)
+    timeline = requests.get(live_server.url + "/api/playlist", timeout=5).json()
+    lost = timeline["segments"][-1]["uri"].replace(
+        str(timeline["segments"][-1]["sequence"]), str(timeline["segments"][-1]["sequence"] + 2))
+    held = []
+
+    def hold_the_first(route):
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # never answered: the request hangs like a dead circuit
+
+    page.route(re.compile(re.escape(lost) + r"(\?|$)"), hold_the_first)
+    # Route handlers run while Playwright is called: wait through the page, not time.sleep.
+    wait_for(lambda: page.evaluate("1") and held, 15, 0.1, f"the player to ask for {lost}")
+    page.wait_for_timeout(20000)
+    later = state(page)
+    print(f"played {later['time'] - start['time']:.1f} s while one segment request hung")
+    assert later["data"]["state"] == "live", later
+    assert later["data"]["mode"] == "mse", "it did not give up on MSE"
+    assert later["time"] - start["time"] > 18, "playback went on past the lost request"
+
+
 def test_stream_restart_recovers_without_reload(own_stream, open_viewer):
     stream, server = own_stream
     stream.start()
