@@ -13,8 +13,9 @@ long-lived /stream.mp4 responses open. Reported per N:
     python bench/stream_viewers.py --viewers 1000 5000 --seconds 12 --workers 2
 
 With --workers N (N > 1) the server runs N worker processes sharing the port, with a real
-redis-server on loopback as their shared store; CPU and RSS are summed over the parent and
-every worker, and "CPU/viewer" divides that by the viewers.
+redis-server on loopback as their shared store; CPU and RSS are summed over the parent,
+every worker and redis-server (a column of its own shows Redis's share), and "CPU/viewer"
+divides the sum by the viewers.
 
 Loopback only; every loop is bounded by --seconds.
 """
@@ -153,7 +154,8 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run(server: Server, directory: Path, count: int, seconds: float, processes: int) -> dict:
+def run(server: Server, directory: Path, count: int, seconds: float, processes: int,
+        redis_pid: int | None) -> dict:
     completed: list = []
     stop = threading.Event()
     watcher = threading.Thread(target=watch_segments, args=(directory, stop, completed))
@@ -168,15 +170,18 @@ def run(server: Server, directory: Path, count: int, seconds: float, processes: 
     for client in clients:
         client.start()
     time.sleep(max(0.0, measure_from - time.monotonic()))
-    pids = [server.process.pid, *worker_pids(server)]
+    pids = [server.process.pid, *worker_pids(server), *([redis_pid] if redis_pid else [])]
     cpu_start, wall_start = sum(map(cpu_seconds, pids)), time.monotonic()
+    redis_start = cpu_seconds(redis_pid) if redis_pid else 0.0
     rss_peak = 0.0
     while any(c.is_alive() for c in clients) and results.qsize() < len(clients):
         rss_peak = max(rss_peak, sum(map(rss_mb, pids)))
         time.sleep(0.5)
         if time.monotonic() - wall_start > seconds:
             break
-    cpu = (sum(map(cpu_seconds, pids)) - cpu_start) / (time.monotonic() - wall_start)
+    elapsed = time.monotonic() - wall_start
+    cpu = (sum(map(cpu_seconds, pids)) - cpu_start) / elapsed
+    redis_cpu = (cpu_seconds(redis_pid) - redis_start) / elapsed if redis_pid else 0.0
     measure_to = time.monotonic()
     gathered = [row for _ in clients for row in results.get(timeout=seconds + 30)]
     for client in clients:
@@ -201,6 +206,7 @@ def run(server: Server, directory: Path, count: int, seconds: float, processes: 
     delays.sort()
     pick = lambda q: delays[min(len(delays) - 1, int(q * len(delays)))] * 1000 if delays else None  # noqa: E731
     return {"viewers": count, "keeping_up": keeping_up, "cpu_pct": cpu * 100,
+            "redis_cpu_pct": redis_cpu * 100,
             "rss_mb": rss_peak, "delay_p50_ms": pick(0.5), "delay_p95_ms": pick(0.95),
             "segments": len(times), "samples": len(delays)}
 
@@ -233,12 +239,14 @@ def main() -> None:
             server.wait_live(30)
             print(f"workers: {args.workers}")
             print(f"{'viewers':>8} {'keeping up':>11} {'CPU %core':>10} {'CPU/viewer':>11} "
-                  f"{'RSS MB':>8} "
+                  f"{'RSS MB':>8} {'Redis %core':>12} "
                   f"{'push p50 ms':>12} {'push p95 ms':>12} {'segments':>9}")
             for count in args.viewers:
-                r = run(server, tmp / "stream", count, args.seconds, args.client_processes)
+                r = run(server, tmp / "stream", count, args.seconds, args.client_processes,
+                        redis_server.process.pid if redis_server else None)
                 print(f"{r['viewers']:>8} {r['keeping_up']:>11} {r['cpu_pct']:>10.1f} "
                       f"{r['cpu_pct'] / r['viewers']:>11.4f} {r['rss_mb']:>8.0f} "
+                      f"{r['redis_cpu_pct']:>12.1f} "
                       f"{r['delay_p50_ms'] or 0:>12.1f} "
                       f"{r['delay_p95_ms'] or 0:>12.1f} {r['segments']:>9}", flush=True)
                 time.sleep(2)
