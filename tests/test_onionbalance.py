@@ -1,9 +1,11 @@
-"""One onion address over two backends with Onionbalance, in a private Tor network.
+"""Beyond one machine in a private Tor network: one onion address over two backends with
+Onionbalance, and an edge that follows an onion origin through Tor's SOCKS port.
 
 Real parts: ../shared/tools/privnet.py (3 authorities, 4 relays, a client, an onion-service
 tor), two `livestream serve` backends published as Onionbalance instances through the
 onion-service tor's control port, `onionbalance` (Debian package) publishing the front address,
-and curl fetching the front address through the client's SOCKS port.
+and curl fetching the front address through the client's SOCKS port; for the edge, an origin
+published as an onion service and `serve --origin http://….onion` pulling through the client.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 import stem.control
 from support import Server, wait_for
 
@@ -67,6 +70,35 @@ def network(tmp_path_factory):
     finally:
         subprocess.run([sys.executable, str(PRIVNET), "down", "--base", str(base)],
                        capture_output=True, check=False, timeout=120)
+
+
+def test_an_edge_follows_an_onion_origin_through_the_socks_port(network, live_stream, tmp_path):
+    controller = stem.control.Controller.from_port(port=network["hs_control_port"])
+    controller.authenticate()
+    (tmp_path / "origin").mkdir()
+    (tmp_path / "edge").mkdir()
+    origin = Server(tmp_path / "origin", live_stream.directory).start()
+    edge = Server(tmp_path / "edge", tmp_path / "edge" / "stream",
+                  extra_config=f'[relay]\ntor_socks = "127.0.0.1:{network["socks_port"]}"\n'
+                               'retry_max = 2.0\n')
+    try:
+        service = controller.create_ephemeral_hidden_service(
+            {80: origin.port}, key_type="NEW", key_content="ED25519-V3", await_publication=True,
+            timeout=120)
+        onion = f"http://{service.service_id}.onion"
+        edge.start("--origin", onion)
+        wait_for(lambda: requests.get(edge.url + "/api/status", timeout=3).json()["status"]
+                 == "live", 180, interval=2, what="the edge to go live through tor")
+        # what the edge serves came from the origin, byte for byte
+        playlist = requests.get(edge.url + "/stream/stream.m3u8", timeout=3).text
+        newest = [line for line in playlist.splitlines() if line.endswith(".m4s")][-1]
+        mine = requests.get(f"{edge.url}/stream/{newest}", timeout=3).content
+        assert mine == (live_stream.directory / newest).read_bytes()
+        assert service.service_id in edge.log(), "the edge names the origin it follows"
+    finally:
+        edge.stop()
+        origin.stop()
+        controller.close()
 
 
 def hsdirs(controller: stem.control.Controller) -> int:
