@@ -1,7 +1,8 @@
 """Edges: `livestream serve --origin URL` pulls another server's stream into its own folder.
 
 Real parts: an origin `livestream serve` fed by ffmpeg's test stream, an edge `livestream
-serve --origin` on another port, ffprobe on what an edge viewer receives.
+serve --origin` on another port, ffprobe on what an edge viewer receives, a real redis-server
+for the chat an edge shares with its origin.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from chat_support import ChatViewer, LiveFrame, chat_server
+from redis_support import redis_server  # noqa: F401 (a fixture)
 from support import Server, TestStream, free_port, wait_for
 
 from app.sources.relay import Relay, RelaySettings, master_variants
@@ -173,3 +176,33 @@ def test_master_playlist_variants_are_followed(live_stream, tmp_path):
 class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
+
+
+def test_an_edge_on_the_origins_redis_shares_its_chat(live_stream, redis_server, tmp_path):  # noqa: F811
+    store = f'[store]\nredis_url = "{redis_server.new_database()}"\n'
+    (tmp_path / "origin").mkdir()
+    (tmp_path / "edge").mkdir()
+    origin = chat_server(tmp_path / "origin", live_stream.directory, store)
+    edge = chat_server(tmp_path / "edge", tmp_path / "edge" / "stream", store)
+    # the tests read captcha answers from one file, whichever process drew the captcha
+    edge.config_path.write_text(edge.config_path.read_text().replace(
+        str(edge.answers_file), str(origin.answers_file)))
+    edge.answers_file = origin.answers_file
+    origin.start()
+    edge.start("--origin", origin.url)
+    try:
+        wait_for(lambda: status(edge) == "live", 30, what="the edge live")
+        at_edge, at_origin = ChatViewer(edge), ChatViewer(origin)
+        frame = LiveFrame(at_edge)
+        try:
+            sent = time.monotonic()
+            assert at_origin.post("from the origin", name="O").status_code == 303
+            late = frame.arrival("from the origin", timeout=5) - sent
+        finally:
+            frame.close()
+        assert late < 1.0, f"the edge's open frame got it {late:.2f} s after the post"
+        assert at_edge.post("from the edge", name="E").status_code == 303
+        wait_for(lambda: "from the edge" in at_origin.messages(), 5, what="the reply at the origin")
+    finally:
+        edge.stop()
+        origin.stop()
