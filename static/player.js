@@ -694,6 +694,10 @@
     this.switchLink.textContent = mode === 'mse' ? 'use the plain player' : 'try the low-latency player';
     this.switchLink.href = urlWithChoice(location.href, other).href;
     this.goLiveButton.hidden = this.scrub.hidden = mode !== 'mse';
+    // The MSE player's menu is the one quality control: next to it, the page's plain links
+    // (for no-JS viewers) would lose to the menu's remembered choice ("source" reloading low).
+    var links = document.getElementById('qualities');
+    if (links) { links.hidden = mode === 'mse'; }
     if (reason) {
       this.root.dataset.fallback = reason;
       this.message('Playing the plain stream: ' + reason + '.');

@@ -1,10 +1,11 @@
 """Shared fixtures: one live ffmpeg stream and one server for the whole session, a chat
-server per test module, and an in-process app with its test client (flaskr style)."""
+server and a two-rendition stream per test module that asks, and an in-process app with its
+test client (flaskr style)."""
 from __future__ import annotations
 
 import pytest
 from chat_support import chat_server
-from support import Server, TestStream, make_app
+from support import LOW_RENDITION, Server, TestStream, make_app, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,20 @@ def live_server(tmp_path_factory, live_stream):
     server.wait_live()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def two_renditions(tmp_path_factory):
+    """stream.sh with a low rendition and a server watching it, one pair per test module."""
+    work = tmp_path_factory.mktemp("renditions")
+    stream = TestStream(work / "stream", renditions=LOW_RENDITION).start()
+    stream.wait_segments(3)
+    wait_for(lambda: (work / "stream" / "low.m3u8").exists(), 20, what="the low rendition")
+    server = Server(work, stream.directory).start()
+    server.wait_live()
+    yield stream, server
+    server.stop()
+    stream.stop()
 
 
 @pytest.fixture

@@ -44,6 +44,19 @@ QUIET_PREFS = {
 }
 
 
+# The page's <video class="player"> as the browser plays it (videoHeight tells the rendition).
+VIDEO = ("var v = document.querySelector('video.player');"
+         "return v ? {time: v.currentTime, paused: v.paused, src: v.currentSrc,"
+         " height: v.videoHeight, error: v.error && v.error.code} : null;")
+# The JS player's state, which it writes into #player-controls' data-attributes, and the
+# page's own clock (`now`, ms) read at the same instant as currentTime.
+PLAYER = ("var r = document.getElementById('player-controls');"
+          "var v = document.querySelector('video.player');"
+          "return {mode: r.dataset.mode, state: r.dataset.state, quality: r.dataset.quality,"
+          " auto: r.dataset.auto, src: v.currentSrc, time: v.currentTime,"
+          " height: v.videoHeight, now: performance.now()};")
+
+
 def firefox_path() -> str | None:
     return shutil.which("firefox-esr") or shutil.which("firefox")
 
@@ -134,6 +147,28 @@ class Firefox:
         wait_for(lambda: self.ready_state() == "complete" and not self.tab_busy(),
                  wait_complete, interval=0.05, what=f"{url} to finish loading")
         return time.monotonic() - started
+
+    def video(self) -> dict | None:
+        return self.content_script(VIDEO)
+
+    def player(self) -> dict:
+        return self.content_script(PLAYER)
+
+    def play(self, timeout: float = 10.0) -> dict:
+        """Click the video (autoplay is blocked) and wait until it plays; its state then."""
+        from marionette_driver.by import By
+
+        self.client.find_element(By.CSS_SELECTOR, "video.player").click()
+        return wait_for(lambda: (v := self.video())["time"] > 0 and v, timeout, 0.1,
+                        "the video to play")
+
+    def follow(self, element, timeout: float = 10.0) -> None:
+        """Click a link to another page; wait until that page is complete and idle."""
+        before = self.content_script("return performance.timeOrigin;")
+        element.click()
+        wait_for(lambda: self.content_script("return performance.timeOrigin;") != before
+                 and self.ready_state() == "complete" and not self.tab_busy(),
+                 timeout, 0.1, "the next page")
 
     def stop(self) -> None:
         if self.client is not None:

@@ -68,6 +68,10 @@ def make_app(folder: Path, sections: dict | None = None):
     return create_app(from_dict(data))
 
 
+# stream.sh's RENDITIONS for a low rendition of the small test pictures (320x180 -> 160x90).
+LOW_RENDITION = "low:90:100:32"
+
+
 class TestStream:
     """./stream.sh --test writing a small live stream (1 s segments) into a folder."""
 

@@ -16,9 +16,6 @@ from support import wait_for
 
 pytestmark = pytest.mark.slow
 
-VIDEO = ("var v = document.querySelector('video.player');"
-         "return v ? {time: v.currentTime, paused: v.paused, src: v.currentSrc,"
-         " error: v.error && v.error.code} : null;")
 CHAT_FRAME = ("var f = document.querySelector('iframe.messages');"
               "var d = f && f.contentDocument;"
               "return d ? {url: d.URL, state: d.readyState, text: d.body ? d.body.textContent : ''}"
@@ -87,9 +84,9 @@ def test_with_autoplay_allowed_the_video_plays_and_the_page_completes(server, fi
     playing video does not keep the page loading either."""
     with firefox.client.using_prefs({"media.autoplay.default": 0}):
         firefox.open(server.url + "/")
-        start = wait_for(lambda: (v := firefox.content_script(VIDEO))["time"] > 0 and v, 10,
+        start = wait_for(lambda: (v := firefox.video())["time"] > 0 and v, 10,
                          0.1, "the video to autoplay")
-        wait_for(lambda: firefox.content_script(VIDEO)["time"] > start["time"] + 2, 10, 0.1,
+        wait_for(lambda: firefox.video()["time"] > start["time"] + 2, 10, 0.1,
                  "the video to advance")
         assert firefox.ready_state() == "complete" and not firefox.tab_busy()
         firefox.client.navigate("about:blank")
@@ -111,16 +108,12 @@ def test_the_chat_streams_into_a_complete_page(server, firefox):  # noqa: F811
 
 
 def test_click_plays_the_video(server, firefox):  # noqa: F811
-    from marionette_driver.by import By
-
     firefox.open(server.url + "/")
-    before = firefox.content_script(VIDEO)
+    before = firefox.video()
     assert before["paused"], "the video autoplayed although autoplay is blocked"
-    firefox.client.find_element(By.CSS_SELECTOR, "video.player").click()
-    start = wait_for(lambda: (v := firefox.content_script(VIDEO))["time"] > 0 and v, 10, 0.1,
-                     "the video to start")
+    start = firefox.play()
     time.sleep(3)
-    later = firefox.content_script(VIDEO)
+    later = firefox.video()
     assert later["time"] > start["time"] + 2.0, (start, later)
     assert "/stream.mp4?token=" in later["src"]
 
@@ -152,8 +145,8 @@ def test_stop_is_harmless(server, firefox):  # noqa: F811
 
     firefox.open(server.url + "/")
     wait_for(lambda: chat_live(firefox), 5, 0.05, "the live chat frame")
-    firefox.client.find_element(By.CSS_SELECTOR, "video.player").click()
-    wait_for(lambda: firefox.content_script(VIDEO)["time"] > 0.5, 10, 0.1, "the video to play")
+    firefox.play()
+    wait_for(lambda: firefox.video()["time"] > 0.5, 10, 0.1, "the video to play on")
     with firefox.client.using_context("chrome"):
         firefox.client.execute_script("gBrowser.selectedBrowser.stop();")  # what Esc does
     time.sleep(1)
@@ -170,17 +163,11 @@ def test_stop_is_harmless(server, firefox):  # noqa: F811
     wait_for(lambda: chat_live(firefox), 5, 0.05, "the live chat frame to reconnect")
     assert shows_within(firefox, ChatViewer(server), "back after Stop") < 1.0
     # The reload link brings the video back (a new page, click to play again).
-    old = firefox.content_script("return performance.timeOrigin;")
-    firefox.client.find_element(By.PARTIAL_LINK_TEXT, "Reload the page").click()
-    wait_for(lambda: firefox.content_script("return performance.timeOrigin;") != old
-             and firefox.ready_state() == "complete" and not firefox.tab_busy(),
-             10, 0.1, "the reloaded page")
-    firefox.client.find_element(By.CSS_SELECTOR, "video.player").click()
-    first = wait_for(lambda: (v := firefox.content_script(VIDEO))["time"] > 0 and v, 10, 0.1,
-                     "the video to play again")
+    firefox.follow(firefox.client.find_element(By.PARTIAL_LINK_TEXT, "Reload the page"))
+    first = firefox.play()
     # (The same address again would replay Firefox's media cache of the stopped load and
     # stall: the page gives the video a new address on every load.)
-    wait_for(lambda: firefox.content_script(VIDEO)["time"] > first["time"] + 3, 10, 0.1,
+    wait_for(lambda: firefox.video()["time"] > first["time"] + 3, 10, 0.1,
              "the video to advance again")
 
 
@@ -190,15 +177,11 @@ def test_with_javascript_the_mse_player_plays(server, firefox):  # noqa: F811
     with client.using_prefs({"javascript.enabled": True, "media.autoplay.default": 0}):
         try:
             firefox.open(server.url + "/", wait_complete=10.0)
-            state = ("var r = document.getElementById('player-controls');"
-                     "var v = document.querySelector('video.player');"
-                     "return {mode: r.dataset.mode, state: r.dataset.state,"
-                     " src: v.currentSrc, time: v.currentTime};")
-            first = wait_for(lambda: (s := firefox.content_script(state))["mode"] == "mse"
+            first = wait_for(lambda: (s := firefox.player())["mode"] == "mse"
                              and s["state"] == "live" and s["time"] > 0 and s, 20, 0.1,
                              "the MSE player to play")
             assert first["src"].startswith("blob:"), first
-            wait_for(lambda: firefox.content_script(state)["time"] > first["time"] + 2, 10, 0.1,
+            wait_for(lambda: firefox.player()["time"] > first["time"] + 2, 10, 0.1,
                      "currentTime to advance")
         finally:
             client.navigate("about:blank")  # no JS page left running after the pref flips back

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import PROJECT, Server, TestStream, wait_for
+from support import LOW_RENDITION, PROJECT, TestStream, wait_for
 
 from app.config import ConfigError, Rendition, from_dict
 from app.sources import ffmpeg as builders
 from app.stream import boxes
 from app.stream import playlist as hls
 
-LOW = "low:90:100:32"  # stream.sh's RENDITIONS for the small test pictures (320x180)
 LOW_CONFIG = ('[[stream.renditions]]\nname = "source"\n[[stream.renditions]]\nname = "low"\n'
               'height = 90\nvideo_kbps = 100\naudio_kbps = 32\n')
 FINGERPRINTS = (b"x264 - core", b"Lavf", b"Lavc", b"libx264", b"options: ")
@@ -63,7 +62,7 @@ def sh_stream(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sh") / "stream"
     env = dict(os.environ, STREAM_DIR=str(folder), VIDEO_SIZE="320x180", FRAMERATE="15",
                SEGMENT_SECONDS="1", VIDEO_BITRATE="300k", PRESET="ultrafast", LOGLEVEL="error",
-               DURATION="4", RENDITIONS=LOW, TZ="Asia/Tokyo")
+               DURATION="4", RENDITIONS=LOW_RENDITION, TZ="Asia/Tokyo")
     done = subprocess.run([str(PROJECT / "stream.sh"), "--test"], env=env, timeout=60, check=False,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -266,20 +265,6 @@ def test_scrubbed_init_still_plays(sh_stream, tmp_path):
 
 # ------------------------------------------------------------------------- the server
 
-@pytest.fixture(scope="module")
-def two_renditions(tmp_path_factory):
-    """stream.sh with a low rendition and a server watching it."""
-    work = tmp_path_factory.mktemp("renditions")
-    stream = TestStream(work / "stream", renditions=LOW).start()
-    stream.wait_segments(3)
-    wait_for(lambda: (work / "stream" / "low.m3u8").exists(), 20, what="the low rendition")
-    server = Server(work, stream.directory).start()
-    server.wait_live()
-    yield stream, server
-    server.stop()
-    stream.stop()
-
-
 def read_video(url: str, limit: int, timeout: float = 20) -> bytes:
     data = b""
     with requests.get(url, stream=True, timeout=timeout) as response:
@@ -387,7 +372,7 @@ def test_watcher_reads_each_low_segment_once(tmp_path):
     from app.stream.watcher import StreamState
 
     folder = tmp_path / "stream"
-    stream = TestStream(folder, renditions=LOW, duration=4).start()
+    stream = TestStream(folder, renditions=LOW_RENDITION, duration=4).start()
     stream.process.wait(30)
     state = StreamState(folder, StreamConfig(offline_after=3600))
     reads: list[str] = []
