@@ -851,6 +851,20 @@
     try { return sessionStorage.getItem(QUALITY_KEY) || ''; } catch (e) { return ''; }
   }
 
+  /** A quality picked in the menu goes into the address and the links that keep one (reload,
+   * VLC/mpv), so a reload or a copied link plays what the viewer chose, not an older choice. */
+  function showQualityInLinks(name) {
+    function rewrite(href) {
+      var url = new URL(href, location.href);
+      if (name) { url.searchParams.set('quality', name); } else { url.searchParams.delete('quality'); }
+      return url.href;
+    }
+    try { history.replaceState(history.state, '', rewrite(location.href)); } catch (e) { /* sandboxed */ }
+    document.querySelectorAll('a[data-keeps-quality]').forEach(function (link) {
+      link.href = rewrite(link.href);
+    });
+  }
+
   function main() {
     var startQuality = rememberedQuality();
     var choice = playerChoice();
@@ -884,6 +898,7 @@
           player.onQuality = function (name) { feed.switchTo(name); };
           ui.onQuality = function (name) {
             if (name) { player.choose(name, true); } else { player.auto = true; player.choose(feed.quality, false); }
+            showQualityInLinks(name);
           };
           if (startQuality) { player.auto = false; }
           ui.setMode('mse');

@@ -47,7 +47,7 @@ def test_every_link_frame_and_form_keeps_the_viewers_token(server):
     The info frame is the one token-free address, and it links nowhere without a token."""
     page = requests.get(server.url + "/", timeout=5).text
     token = re.search(r"/chat/form\?token=([\w-]+)", page).group(1)
-    assert f'<a href="/?token={token}">Reload the page</a>' in page
+    assert f'<a href="/?token={token}" data-keeps-quality>Reload the page</a>' in page
     seen, queue = set(), same_site_links(page)
     while queue:
         url = queue.pop()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from browser import PLAYER, STALLS_JS, VIDEO
 from support import LOW_RENDITION, PROJECT, TestStream, wait_for
 
 from app.config import ConfigError, Rendition, from_dict
@@ -352,7 +353,7 @@ def test_page_offers_quality_links_carried_like_the_token(two_renditions):
     assert f'src="/stream.mp4?token={token}&amp;quality=low&amp;load=' in page
     assert f'href="/?token={token}&amp;quality=low" aria-current="true"' in page
     assert f'href="/?token={token}" data-quality=""' in page
-    assert re.search(rf'href="/\?token={token}&amp;quality=low">Reload the page', page)
+    assert re.search(rf'href="/\?token={token}&amp;quality=low" data-keeps-quality>Reload the page', page)
     plain = requests.get(server.url + "/?quality=<script>", timeout=5).text
     assert "<script>" not in plain.split("<body", 1)[1].split("player.js")[0]
     assert 'src="/stream.mp4?token=' in plain and "quality=&lt;" not in plain
@@ -445,19 +446,6 @@ def test_play_loop_keeps_both_renditions_going_past_the_first_pass(tmp_path):
         proc.wait(15)
 
 
-STALLS_JS = """() => {
-  const v = document.querySelector('video.player');
-  window.__stalls = []; window.__waitingSince = null;
-  v.addEventListener('waiting', () => { window.__waitingSince = performance.now(); });
-  v.addEventListener('playing', () => {
-    if (window.__waitingSince !== null) {
-      window.__stalls.push((performance.now() - window.__waitingSince) / 1000);
-      window.__waitingSince = null;
-    }
-  });
-}"""
-PLAYER = "document.getElementById('player-controls').dataset"
-VIDEO = "document.querySelector('video.player')"
 
 
 @pytest.mark.slow
@@ -482,7 +470,30 @@ def test_js_player_switches_quality_by_hand_without_a_gap(two_renditions, browse
         assert page.evaluate(f"{VIDEO}.currentTime") > before + 3, "it plays on"
         assert all(stall < 1.0 for stall in page.evaluate("window.__stalls"))
         assert page.evaluate(f"{PLAYER}.auto") == "0", "a choice by hand turns Auto off"
+        assert "quality=low" in page.evaluate("location.search"), "the address keeps the choice"
+        reload_link = "document.querySelector('.reload-row a').href"
+        assert "quality=low" in page.evaluate(reload_link)
         page.select_option("select.quality", "")
         wait_for(lambda: page.evaluate(f"{PLAYER}.auto") == "1", 5, 0.2, "Auto again")
+        assert "quality=" not in page.evaluate("location.search") + page.evaluate(reload_link)
+    finally:
+        context.close()
+
+
+@pytest.mark.slow
+def test_a_choice_in_the_menu_outlives_the_quality_in_the_address(two_renditions, browser):
+    """Opened with ?quality=low, the viewer picks the source quality: a reload plays that."""
+    _, server = two_renditions
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/?quality=low")
+        wait_for(lambda: page.evaluate(f"{PLAYER}.quality") == "low"
+                 and page.evaluate(f"{PLAYER}.state") == "live", 30, 0.2, "low from the address")
+        page.select_option("select.quality", "source")
+        wait_for(lambda: page.evaluate(f"{PLAYER}.quality") == "source", 10, 0.2, "the switch")
+        page.reload()
+        wait_for(lambda: page.evaluate(f"{PLAYER}.state") == "live", 30, 0.2, "after the reload")
+        assert page.evaluate(f"{PLAYER}.quality") == "source"
     finally:
         context.close()

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from browser import PLAYER, STALLS_JS
 from slow_link import SlowLink, available
 from support import PROJECT, wait_for
 
@@ -114,25 +115,14 @@ def test_low_rendition_keeps_up_for_a_minute(slow_site):
     assert lag < 3.0 and rate < 0.05, "it keeps up with live"
 
 
-STALLS_JS = """() => {
-  const v = document.querySelector('video.player');
-  window.__stalls = []; window.__waitingSince = null;
-  v.addEventListener('waiting', () => { window.__waitingSince = performance.now(); });
-  v.addEventListener('playing', () => {
-    if (window.__waitingSince !== null) {
-      window.__stalls.push((performance.now() - window.__waitingSince) / 1000);
-      window.__waitingSince = null;
-    }
-  });
-}"""
 
 
 VIDEO_STATE_JS = """() => {
   const v = document.querySelector('video.player'), ranges = [];
   for (let i = 0; i < v.buffered.length; i++) ranges.push([v.buffered.start(i), v.buffered.end(i)]);
   return {time: v.currentTime, paused: v.paused, seeking: v.seeking, ready: v.readyState,
-          buffered: ranges, player: Object.assign({}, v.closest('main, body')
-            .querySelector('#player-controls').dataset)};
+          buffered: ranges,
+          player: Object.assign({}, document.getElementById('player-controls').dataset)};
 }"""
 
 
@@ -151,17 +141,16 @@ def test_js_player_steps_down_on_a_slow_circuit(slow_site, tmp_path, playwright)
         page = browser.new_context().new_page()
         opened = time.monotonic()
         page.goto(slow_site["base"] + "/", timeout=60000, wait_until="commit")
-        root = "document.getElementById('player-controls').dataset"
-        wait_for(lambda: page.evaluate(f"{root}.quality") == "low", 30, 0.2,
+        wait_for(lambda: page.evaluate(f"{PLAYER}.quality") == "low", 30, 0.2,
                  "the player to step down to the low rendition")
         stepped = time.monotonic() - opened
-        wait_for(lambda: page.evaluate(f"{root}.state") == "live", 30, 0.2, "playback")
+        wait_for(lambda: page.evaluate(f"{PLAYER}.state") == "live", 30, 0.2, "playback")
         page.evaluate(STALLS_JS)
         start = page.evaluate("document.querySelector('video.player').currentTime")
         time.sleep(30)
         played = page.evaluate("document.querySelector('video.player').currentTime") - start
         stalls = page.evaluate("window.__stalls")
-        quality = page.evaluate(f"{root}.quality")
+        quality = page.evaluate(f"{PLAYER}.quality")
         state = page.evaluate(VIDEO_STATE_JS)
     finally:
         browser.close()
