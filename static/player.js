@@ -777,9 +777,12 @@
     this.title = el('h1', { 'class': 'title' });
     this.uptime = el('span', { 'class': 'uptime', hidden: '' });
     this.viewers = el('span', { 'class': 'viewers', hidden: '' });
+    this.notice = el('p', { 'class': 'notice party', hidden: '' });  // the watch party's state
     this.bar = el('div', { 'class': 'info-bar live-info' },
-      [this.light, this.status, this.title, this.viewers, this.uptime]);
+      [this.light, this.status, this.title, this.viewers, this.uptime, this.notice]);
     this.startedAt = null;
+    this.paused = false;
+    this.startsAt = null;
     this.listeners = [];
     if (frame) {
       // The frame refreshes itself for no-JS viewers; this bar replaces it live.
@@ -793,12 +796,14 @@
   LiveInfo.prototype.setStatus = function (data) {
     this.light.className = 'light ' + data.status;
     this.light.title = data.status;
-    this.status.textContent = String(data.status).toUpperCase();
+    this.status.textContent = (data.paused ? 'paused' : String(data.status)).toUpperCase();
     if (typeof data.title === 'string') {
       this.title.textContent = data.title;
       document.title = data.title;
     }
     this.startedAt = data.online ? data.started_at : null;
+    this.paused = !!data.paused;
+    this.startsAt = typeof data.starts_at === 'number' ? data.starts_at : null;
     this.tick();
     this.listeners.forEach(function (listener) { listener(data); });
   };
@@ -816,6 +821,13 @@
     } else {
       this.uptime.hidden = true;
     }
+    var left = this.startsAt === null ? 0 : Math.ceil(this.startsAt - this.clock.now());
+    if (this.paused) {
+      this.notice.textContent = 'Paused by the host: the video goes on by itself when the host resumes.';
+    } else if (left > 0) {
+      this.notice.textContent = 'Starts in ' + formatClock(left) + ' for everyone.';
+    }
+    this.notice.hidden = !(this.paused || left > 0);
   };
 
   LiveInfo.prototype.connect = function () {

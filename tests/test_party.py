@@ -115,6 +115,8 @@ def test_pause_seek_and_queue_keep_one_open_stream(clips, tmp_path):
     try:
         started = time.monotonic()
         wait_for(lambda: "Starts in" in info_frame(server), 10, what="the countdown")
+        status = requests.get(server.url + "/api/status", timeout=5).json()
+        assert 0 < status["starts_at"] - status["now"] <= 3.5, "the JS bar counts down to it"
         sock = control.socket_path(tmp_path / "state")
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         server.wait_live(30)

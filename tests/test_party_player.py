@@ -22,6 +22,12 @@ def apart(first, second) -> float:
     return abs(stream_time_at(a, instant) - stream_time_at(b, instant))
 
 
+def notice(page) -> str:
+    """The watch party's line in the JavaScript live bar; "" while hidden."""
+    return page.evaluate("(n => n && !n.hidden ? n.textContent : '')"
+                         "(document.querySelector('.live-info .notice'))")
+
+
 def test_mse_viewers_stay_together_across_pause_and_seek(tmp_path, open_viewer):  # noqa: F811
     clip = make_clip(tmp_path / "film.mkv", 60, "testsrc=size=320x180:rate=25",
                      "sine=f=440:r=48000", ["-c:v", "libx264", "-preset", "ultrafast",
@@ -41,6 +47,9 @@ def test_mse_viewers_stay_together_across_pause_and_seek(tmp_path, open_viewer):
         time.sleep(2)
 
         control.send(state_dir, "pause")
+        for page in (first, second):  # the live bar says so (it replaces the no-JS info frame)
+            wait_for(lambda page=page: "Paused by the host" in notice(page), 10, 0.1,
+                     "the paused notice")
         time.sleep(6)
         stalled = state(first)["time"]
         time.sleep(1)
@@ -49,6 +58,7 @@ def test_mse_viewers_stay_together_across_pause_and_seek(tmp_path, open_viewer):
         control.send(state_dir, "resume")
         wait_for(lambda: state(first)["time"] > stalled + 1.5
                  and state(second)["time"] > stalled + 1.5, 20, 0.1, "both to play again")
+        wait_for(lambda: notice(first) == "", 5, 0.1, "the notice to go")
         gaps = [apart(first, second) for _ in range(4) if time.sleep(0.5) is None]
         assert max(gaps[-2:]) < 0.5, f"apart by {gaps} s after resume"
 

@@ -353,7 +353,8 @@ def test_page_offers_quality_links_carried_like_the_token(two_renditions):
     assert f'src="/stream.mp4?token={token}&amp;quality=low&amp;load=' in page
     assert f'href="/?token={token}&amp;quality=low" aria-current="true"' in page
     assert f'href="/?token={token}" data-quality=""' in page
-    assert re.search(rf'href="/\?token={token}&amp;quality=low" data-keeps-quality>Reload the page', page)
+    assert re.search(rf'href="/\?token={token}&amp;quality=low" data-keeps-quality>Reload the page',
+                     page)
     plain = requests.get(server.url + "/?quality=<script>", timeout=5).text
     assert "<script>" not in plain.split("<body", 1)[1].split("player.js")[0]
     assert 'src="/stream.mp4?token=' in plain and "quality=&lt;" not in plain

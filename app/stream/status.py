@@ -10,9 +10,12 @@ from app.stream.watcher import Snapshot, StreamState
 
 
 def status_of(snap: Snapshot, clock: StreamClock) -> dict:
-    """What anyone may know; the start is on the player's clock, never the host's."""
+    """What anyone may know; moments are on the player's clock, never the host's. `paused`
+    and `starts_at` are the watch party's: the host paused, or the queue starts then."""
+    countdown = snap.starts_at if not snap.online else None
     return {"status": snap.status, "online": snap.online, "generation": snap.generation,
-            "title": snap.title, "started_at": clock.of(snap.started_at)}
+            "title": snap.title, "started_at": clock.of(snap.started_at),
+            "paused": snap.paused, "starts_at": clock.of(countdown)}
 
 
 def publish_stream_status(state: StreamState, publish: Callable[[str, dict], object],
