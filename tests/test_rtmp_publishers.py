@@ -3,6 +3,7 @@ decode, a network drop that leaves a silent live connection, a second publisher,
 `key` command with options after it. Real ffmpeg publishers, a real `livestream ingest`."""
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import make_app
 from test_ingest import (
     ROOT,
     Running,
@@ -232,6 +234,24 @@ def test_long_segments_do_not_make_the_stream_flap_offline(tmp_path):
     short = StreamState(tmp_path / "short", settings)
     short.refresh()
     assert not short.snapshot.online
+
+
+def test_the_broadcaster_page_warns_of_far_apart_keyframes(tmp_path):
+    """Whatever the source (here a folder as OBS's keyint 250 writes it), the page says so."""
+    login = {"Authorization": "Basic " + base64.b64encode(b"broadcaster:pw").decode()}
+    pages = {}
+    for target in (12, 2):
+        app = make_app(tmp_path / str(target), {"broadcaster": {"password": "pw"}})
+        write_stream(tmp_path / str(target) / "stream", target=target, age=0)
+        try:
+            app.services.stream.refresh()
+            page = app.test_client().get("/broadcaster", headers=login)
+            assert page.status_code == 200
+            pages[target] = page.get_data(as_text=True)
+        finally:
+            app.services.stop()
+    assert "Segments are up to 11 s long" in pages[12] and "Keyframe Interval" in pages[12]
+    assert "Segments are up to" not in pages[2]
 
 
 def gst_publish(url: str, frames: int) -> subprocess.Popen:

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SEGMENT_SECONDS = 2
+# Segments start at keyframes: a source whose keyframes come further apart than this (OBS's
+# default keyint 250) makes segments that long, so viewers start late and the stream flaps.
+LONG_SEGMENT_SECONDS = 4.0
 PLAYLIST_SIZE = 15
 INIT_NAME = "init.mp4"
 SEGMENT_PATTERN = "stream%d.m4s"

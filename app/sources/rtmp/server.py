@@ -64,7 +64,7 @@ from app.stream import folder
 
 log = logging.getLogger(__name__)
 
-KEYFRAME_WARN_MS = 4000  # longer gaps make long HLS segments: late starts, "offline" flaps
+KEYFRAME_WARN_MS = folder.LONG_SEGMENT_SECONDS * 1000
 BUSY_CODE = "NetStream.Publish.Rejected"
 
 

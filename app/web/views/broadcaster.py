@@ -26,6 +26,7 @@ from app.community.identity import (
 )
 from app.community.store import StoreUnavailable
 from app.services import services
+from app.stream import folder
 from app.stream.folder import clean_title
 from app.web.requester import identify
 from app.web.views.chat import user_list
@@ -184,11 +185,23 @@ def page():
         csrf=services().csrf_token,
         notice=NOTICES.get(request.args.get("notice", ""), ""), error=error,
         title=services().stream.snapshot.title,
+        stream_warning=long_segment_warning(services().stream.snapshot),
         count=services().audience.count(), limits=c.settings,
         broadcaster_id=BROADCASTER_ID)
     response = current_app.make_response(body)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def long_segment_warning(snap) -> str:
+    """The streamer's keyframe interval, judged from what arrives: any source, OBS included."""
+    longest = max((seg.duration for seg in snap.segments[-5:]), default=0.0)
+    if longest <= folder.LONG_SEGMENT_SECONDS:
+        return ""
+    return (f"Segments are up to {longest:.0f} s long: the source's keyframes are more than "
+            f"{folder.LONG_SEGMENT_SECONDS:.0f} s apart, so viewers start late and the stream "
+            "may look offline between segments. Set the keyframe interval to 2 s (OBS: "
+            "Settings > Output > Keyframe Interval).")
 
 
 ERROR_LENGTH = 300
