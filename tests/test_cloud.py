@@ -34,7 +34,7 @@ import toml
 import yaml
 from fake_digitalocean import FakeDigitalOcean
 from fake_droplet import FakeDroplets
-from support import free_port
+from support import free_port, write_config
 
 from app.cloud import receiver as cloud_receiver
 from app.cloud import user_data as cloud_init
@@ -97,21 +97,16 @@ def setup(tmp_path, fake, droplets):
     push = tmp_path / "fake_push.py"
     push.write_text(FAKE_PUSH)
 
-    def write_config(**cloud):
+    def cloud_config(**cloud):
         settings = {
             "api_url": fake.url, "tag": TAG, "region": "fra1", "http_port": port,
             "poll_interval": 0.05, "ready_timeout": 15.0, "retry_seconds": 0.01,
             "push_command": f"{sys.executable} {push} {{file}} {{url}}",
         }
-        settings.update(cloud)
-        data = {"server": {"state_dir": str(tmp_path / "state")},
-                "stream": {"dir": str(tmp_path / "stream")}, "cloud": settings}
-        cfg = tmp_path / "config.toml"
-        cfg.write_text(toml.dumps(data))
-        return cfg
+        return write_config(tmp_path, {"cloud": dict(settings, **cloud)})
 
     def run(*args, token=TOKEN, env=None, config=None, timeout=60, **cloud):
-        cfg = config or write_config(**cloud)
+        cfg = config or cloud_config(**cloud)
         environ = {k: v for k, v in os.environ.items() if k != "DIGITALOCEAN_TOKEN"}
         if token:
             environ["DIGITALOCEAN_TOKEN"] = token
@@ -121,7 +116,7 @@ def setup(tmp_path, fake, droplets):
                               capture_output=True, text=True, timeout=timeout, check=False)
 
     run.marker = marker
-    run.write_config = write_config
+    run.write_config = cloud_config
     run.port = port
     return run
 

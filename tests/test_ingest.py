@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import cli, free_port, write_config
+from support import cli, free_port, wait_for, write_config
 
 from app.sources.rtmp import amf0
 from app.sources.rtmp import keys as stream_keys
@@ -25,15 +25,14 @@ def ingest_config(folder: Path, extra: str = "") -> Path:
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         assert proc.poll() is None, "the server exited early"
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
+            return True
         except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listening on {port}")
+            return False
+    wait_for(listening, timeout, what=f"something listening on {port}")
 
 
 class Running:
