@@ -10,9 +10,14 @@ from flask_compress import Compress
 from app.community.captcha import Captchas
 from app.community.chat import Chat
 from app.community.hub import Hub
-from app.community.identity import BroadcasterPassword, BroadcasterSessions, Identities
+from app.community.identity import (
+    BroadcasterPassword,
+    BroadcasterSessions,
+    FailedLogins,
+    Identities,
+)
 from app.community.presence import Audience
-from app.community.store import open_store, private_dir
+from app.community.store import Store, open_store, private_dir
 from app.config import PROJECT_DIR, Config
 from app.services import App, Services
 from app.stream.clock import StreamClock
@@ -51,8 +56,7 @@ def build_services(config: Config) -> Services:
     if config.store.redis_url:
         return build_shared_services(config)
     hub = Hub()
-    store = open_store(config.state_dir, config.chat.history, config.chat.shown,
-                       config.viewers.max_stored, config.viewers.cache_size)
+    store = open_state(config)
     identities = Identities(store)
     captchas = make_captchas(config)
     password = broadcaster_password(store, config)
@@ -80,14 +84,14 @@ def build_shared_services(config: Config) -> Services:
 
     client = shared.connect(config.store.redis_url)
     hub = shared.RedisHub(client)
-    store = shared.RedisStore(client, config.chat.history, config.chat.shown,
-                              config.viewers.max_stored)
+    store = open_state(config, client)
     identities = Identities(store)
     captchas = make_captchas(config, client)
-    password = broadcaster_password(store, config)
+    password = broadcaster_password(store, config,
+                                    shared.RedisFailedLogins(client, config.broadcaster))
     return Services(
         config=config,
-        stream=StreamState(config.stream_dir, config.stream),
+        stream=StreamState(config.stream_dir, config.stream, shared.RedisGenerations(client)),
         timeline=TimelineBuilder(),
         hub=hub,
         store=store,
@@ -108,8 +112,22 @@ def build_shared_services(config: Config) -> Services:
     )
 
 
+def open_state(config: Config, client=None) -> Store:
+    """The store alone, as configured: Redis (`client`, or one connected now) when `[store]
+    redis_url` is set, else the SQLite file; also for commands that run beside the server.
+    Raises RuntimeError with a sentence when it cannot be opened or reached."""
+    if not config.store.redis_url:
+        return open_store(config.state_dir, config.chat.history, config.chat.shown,
+                          config.viewers.max_stored, config.viewers.cache_size)
+    from app.community import shared
+
+    return shared.RedisStore(client or shared.connect(config.store.redis_url),
+                             config.chat.history, config.chat.shown, config.viewers.max_stored)
+
+
 def limits(config: Config) -> dict:
-    """Per-process caps: each worker bounds its own connections."""
+    """Per-process caps: each worker bounds its own connections (why they are not shared:
+    docs/architecture.md, "Several workers")."""
     return {
         "video_slots": PerViewerLimit(config.stream.max_connections_per_viewer),
         "chat_slots": StreamSlots(config.chat.max_streams, config.chat.max_streams_per_viewer),
@@ -117,8 +135,9 @@ def limits(config: Config) -> dict:
     }
 
 
-def broadcaster_password(store, config: Config) -> BroadcasterPassword:
-    password = BroadcasterPassword(store, config.broadcaster)
+def broadcaster_password(store, config: Config,
+                         failures: FailedLogins | None = None) -> BroadcasterPassword:
+    password = BroadcasterPassword(store, config.broadcaster, failures)
     if password.generated:
         # Printed to the console once, on purpose not through logging (log files keep it).
         print(f"livestream: broadcaster login for /broadcaster: user "

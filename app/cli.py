@@ -585,12 +585,11 @@ def run_key(args: argparse.Namespace, config: Config) -> int:
 def run_broadcaster(args: argparse.Namespace, config: Config) -> int:
     """Print a one-time login link. Anyone who can run this as the server's user owns the
     machine anyway, so the link needs no password and ignores the failed-login lock."""
+    from app import open_state
     from app.community.identity import LOGIN_LINK_SECONDS, new_login_link
-    from app.community.store import open_store
 
     try:
-        store = open_store(config.state_dir, config.chat.history, config.chat.shown,
-                           config.viewers.max_stored, config.viewers.cache_size)
+        store = open_state(config)  # where the server looks: Redis when workers share it
     except RuntimeError as exc:
         print(f"livestream broadcaster: {exc}", file=sys.stderr)
         return 1

@@ -3,18 +3,23 @@ from __future__ import annotations
 
 import html
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import requests
-from support import Server, wait_for
+from redis_support import WorkersServer
+from support import PROJECT, Server, wait_for
 
 BROADCASTER = ("broadcaster", "test-password")
 
 
-def chat_server(workdir: Path, stream_dir: Path, extra: str = "") -> Server:
-    """A server with a known broadcaster password and readable captcha answers."""
+def chat_server(workdir: Path, stream_dir: Path, extra: str = "",
+                redis_url: str | None = None) -> Server:
+    """A server with a known broadcaster password and readable captcha answers; with
+    `redis_url`, `serve --workers 2` sharing that Redis database."""
     answers = workdir / "captcha-answers.txt"
     config = (
         '[broadcaster]\npassword = "test-password"\nfailed_logins = 3\nfailed_window = 30.0\n'
@@ -22,7 +27,8 @@ def chat_server(workdir: Path, stream_dir: Path, extra: str = "") -> Server:
         "[viewers]\nwatching_seconds = 5.0\n"
         + extra
     )
-    server = Server(workdir, stream_dir, config)
+    server = (WorkersServer(workdir, stream_dir, redis_url, config) if redis_url
+              else Server(workdir, stream_dir, config))
     server.answers_file = answers
     return server
 
@@ -124,3 +130,15 @@ def broadcaster_post(server: Server, path: str, **data) -> requests.Response:
     data.setdefault("csrf", broadcaster_csrf(server))
     return requests.post(f"{server.url}/broadcaster/{path}", data=data, auth=BROADCASTER,
                          allow_redirects=False, timeout=10)
+
+
+def login_link(srv: Server) -> str:
+    """The owner's one-time link, from `livestream broadcaster login-link` as they run it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--config", str(srv.config_path), "broadcaster",
+         "login-link"], check=False, cwd=PROJECT, capture_output=True, text=True,
+        timeout=30)
+    assert result.returncode == 0, result.stderr
+    link = result.stdout.strip()
+    assert re.fullmatch(rf"{re.escape(srv.url)}/broadcaster/login\?key=[\w-]{{40,}}", link)
+    return link

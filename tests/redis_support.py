@@ -1,14 +1,18 @@
 """A real redis-server on a free loopback port, for the workers and shared-store tests."""
 from __future__ import annotations
 
+import http.client
 import itertools
 import shutil
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
-from support import free_port, wait_for
+from support import Server, free_port, wait_for
 
 
 class RedisServer:
@@ -80,6 +84,23 @@ def wait_workers(server, count: int, timeout: float = 30.0) -> list[int]:
     return wait_for(ready, timeout, what=f"{count} workers serving")
 
 
+class WorkersServer(Server):
+    """`serve --workers N` sharing one Redis database; start() returns once all N serve, with
+    their pids in `pids`."""
+
+    def __init__(self, workdir: Path, stream_dir: Path, redis_url: str, extra_config: str = "",
+                 count: int = 2):
+        super().__init__(workdir, stream_dir,
+                         extra_config + f'[store]\nredis_url = "{redis_url}"\n')
+        self.count = count
+        self.pids: list[int] = []
+
+    def start(self, *args: str) -> WorkersServer:
+        super().start("--workers", str(self.count), *args)
+        self.pids = wait_workers(self, self.count)
+        return self
+
+
 def serving_pid(server_port: int, client_port: int, pids: list[int]) -> int | None:
     """Which process holds the server end of the loopback connection from `client_port`:
     the kernel's socket table gives its inode, the processes' fds name the inode."""
@@ -106,3 +127,52 @@ def serving_pid(server_port: int, client_port: int, pids: list[int]) -> int | No
         except OSError:
             continue
     return None
+
+
+def one_per_worker(pids: list[int], connect: Callable[[], Any]) -> dict[int, Any]:
+    """Open connections with `connect` (each has server_port, client_port and close()) until
+    every worker serves one (the kernel hashes each new connection to a worker); extra ones
+    are closed. Bounded: 60 tries."""
+    found: dict[int, Any] = {}
+    for _ in range(60):
+        connection = connect()
+        pid = serving_pid(connection.server_port, connection.client_port, pids)
+        if pid is not None and pid not in found:
+            found[pid] = connection
+        else:
+            connection.close()
+        if len(found) == len(pids):
+            return found
+    for connection in found.values():
+        connection.close()
+    pytest.fail(f"60 connections reached only workers {sorted(found)} of {pids}")
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+class Pinned:
+    """One keep-alive HTTP connection: every request on it reaches the same worker."""
+
+    def __init__(self, port: int):
+        self.server_port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.conn.connect()
+        self.client_port = self.conn.sock.getsockname()[1]
+        self.get("/api/clock")  # answered: a worker accepted it, so serving_pid can tell which
+
+    def get(self, path: str, **headers: str) -> Reply:
+        """The reply; fails if the worker closed the connection (a new one could reach the
+        other worker)."""
+        self.conn.request("GET", path, headers=headers)
+        response = self.conn.getresponse()
+        reply = Reply(response.status, response.headers, response.read())
+        assert self.conn.sock is not None, f"the worker closed the connection after {path}"
+        return reply
+
+    def close(self) -> None:
+        self.conn.close()

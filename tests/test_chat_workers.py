@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from chat_support import chat_server
-from redis_support import redis_server, wait_workers  # noqa: F401 (a fixture)
+from redis_support import redis_server  # noqa: F401 (a fixture)
 from test_chat import (  # noqa: F401 (collected here again, against this module's server)
     CHAT_CONFIG,
     test_a_double_submit_posts_once,
@@ -29,10 +29,7 @@ from test_chat import (  # noqa: F401 (collected here again, against this module
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, live_stream, redis_server):  # noqa: F811
     """This module's chat server: two workers, one Redis database of their own."""
-    workdir = tmp_path_factory.mktemp("chat_workers")
-    srv = chat_server(workdir, live_stream.directory,
-                      CHAT_CONFIG + f'[store]\nredis_url = "{redis_server.new_database()}"\n')
-    srv.start("--workers", "2")
-    wait_workers(srv, 2)
+    srv = chat_server(tmp_path_factory.mktemp("chat_workers"), live_stream.directory,
+                      CHAT_CONFIG, redis_server.new_database()).start()
     yield srv
     srv.stop()

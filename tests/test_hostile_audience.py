@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from chat_support import BROADCASTER, ChatViewer, broadcaster_post, field
+from chat_support import BROADCASTER, ChatViewer, broadcaster_post, field, login_link
 from support import PROJECT, Server, wait_for
 
 FLOOD_LOADS = 10_001
@@ -414,17 +414,6 @@ def test_state_is_private_to_the_server_user(tmp_path):
 
 
 # --- finding 5: the broadcaster can always get in ---------------------------------------------
-
-def login_link(srv: Server) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "--config", str(srv.config_path), "broadcaster",
-         "login-link"], check=False, cwd=PROJECT, capture_output=True, text=True,
-        timeout=30)
-    assert result.returncode == 0, result.stderr
-    link = result.stdout.strip()
-    assert re.fullmatch(rf"{re.escape(srv.url)}/broadcaster/login\?key=[\w-]{{40,}}", link)
-    return link
-
 
 @pytest.mark.slow
 def test_the_owner_gets_in_through_a_login_flood_and_stays_in_across_a_restart(tmp_path):

@@ -7,7 +7,7 @@ import threading
 import time
 
 import requests
-from support import Server, wait_for
+from support import wait_for
 
 
 def read_for(url: str, seconds: float) -> bytes:
@@ -97,17 +97,15 @@ def test_page_headers_forbid_external_resources_and_referrers(live_server):
     assert '<video class="player" src="/stream.mp4?token=' in response.text
 
 
-def test_offline_server_says_so(tmp_path):
-    server = Server(tmp_path, tmp_path / "empty").start()
-    try:
-        page = requests.get(server.url + "/", timeout=5)
-        assert "The stream is offline." in page.text
-        assert '<meta http-equiv="refresh"' in page.text
-        video = requests.get(server.url + "/stream.mp4", timeout=5)
-        assert video.status_code == 503
-        assert requests.get(server.url + "/stream/stream.m3u8", timeout=5).status_code == 404
-    finally:
-        server.stop()
+def test_offline_server_says_so(own_stream):
+    _, server = own_stream  # the stream never starts: its folder stays empty
+    server.start()
+    page = requests.get(server.url + "/", timeout=5)
+    assert "The stream is offline." in page.text
+    assert '<meta http-equiv="refresh"' in page.text
+    video = requests.get(server.url + "/stream.mp4", timeout=5)
+    assert video.status_code == 503
+    assert requests.get(server.url + "/stream/stream.m3u8", timeout=5).status_code == 404
 
 
 class Viewer(threading.Thread):

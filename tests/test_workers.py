@@ -2,6 +2,7 @@
 does not depend on Redis. Real redis-server, real processes, real sockets on loopback."""
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -13,15 +14,20 @@ import time
 
 import pytest
 import requests
-from chat_support import ChatViewer, chat_server
+from chat_support import BROADCASTER, ChatViewer, chat_server, login_link
 from redis_support import (  # noqa: F401 (redis_server is a fixture)
+    Pinned,
     RedisServer,
+    WorkersServer,
+    one_per_worker,
     redis_server,
-    serving_pid,
     wait_workers,
-    worker_pids,
 )
 from support import PROJECT, Server, free_port, wait_for
+
+from app.community import shared
+from app.community.identity import LoginLocked
+from app.config import BroadcasterConfig
 
 CHAT = "[chat]\nmin_interval = 0.3\nwindow_seconds = 30.0\nwindow_messages = 4\n"
 
@@ -31,6 +37,7 @@ class RawStream:
     worker serves it (see serving_pid)."""
 
     def __init__(self, port: int, path: str):
+        self.server_port = port
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.client_port = self.sock.getsockname()[1]
         self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
@@ -66,39 +73,22 @@ class RawStream:
         self.sock.close()
 
 
-def one_per_worker(server: Server, path: str, pids: list[int]) -> dict[int, RawStream]:
-    """Open streams until every worker serves one (the kernel hashes each connection to a
-    worker); extra ones are closed. Bounded: 60 tries."""
-    found: dict[int, RawStream] = {}
-    for _ in range(60):
-        stream = RawStream(server.port, path)
-        pid = serving_pid(server.port, stream.client_port, pids)
-        if pid is not None and pid not in found:
-            found[pid] = stream
-        else:
-            stream.close()
-        if len(found) == len(pids):
-            return found
-    for stream in found.values():
-        stream.close()
-    pytest.fail(f"60 connections reached only workers {sorted(found)} of {pids}")
+def streams_per_worker(server: WorkersServer, path: str) -> dict[int, RawStream]:
+    return one_per_worker(server.pids, lambda: RawStream(server.port, path))
 
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory, live_stream, redis_server):  # noqa: F811
-    workdir = tmp_path_factory.mktemp("workers")
-    srv = chat_server(workdir, live_stream.directory,
-                      CHAT + f'[store]\nredis_url = "{redis_server.new_database()}"\n')
-    srv.start("--workers", "2")
-    srv.pids = wait_workers(srv, 2)
+    srv = chat_server(tmp_path_factory.mktemp("workers"), live_stream.directory, CHAT,
+                      redis_server.new_database()).start()
     yield srv
     srv.stop()
 
 
 def test_a_post_through_one_worker_reaches_live_frames_and_events_on_every_worker(workers):
     viewer = ChatViewer(workers)
-    frames = one_per_worker(workers, f"/chat/messages?token={viewer.token}", workers.pids)
-    events = one_per_worker(workers, f"/events?token={viewer.token}", workers.pids)
+    frames = streams_per_worker(workers, f"/chat/messages?token={viewer.token}")
+    events = streams_per_worker(workers, f"/events?token={viewer.token}")
     try:
         sent = time.monotonic()
         response = viewer.post("across the workers", name="W")
@@ -117,7 +107,7 @@ def test_a_post_through_one_worker_reaches_live_frames_and_events_on_every_worke
 def test_both_workers_serve_video_and_list_the_same_viewers(workers):
     viewer = ChatViewer(workers)
     assert viewer.post("counting", name="Watcher").status_code == 303
-    videos = one_per_worker(workers, f"/stream.mp4?token={viewer.token}", workers.pids)
+    videos = streams_per_worker(workers, f"/stream.mp4?token={viewer.token}")
     try:
         wait_for(lambda: all(v.received() > 10_000 for v in videos.values()), 15,
                  what="video from both workers")
@@ -132,6 +122,59 @@ def test_both_workers_serve_video_and_list_the_same_viewers(workers):
     finally:
         for v in videos.values():
             v.close()
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_failed_logins_lock_every_worker_at_once_and_a_login_link_still_opens(
+        tmp_path, redis_server):  # noqa: F811
+    """failed_logins = 3 in all: the guesses alternate between the workers, so a lock of each
+    worker's own would still answer the fourth. Then both refuse the right password, and the
+    owner's login link opens a session both accept."""
+    srv = chat_server(tmp_path, tmp_path / "stream",
+                      redis_url=redis_server.new_database()).start()
+    pinned = one_per_worker(srv.pids, lambda: Pinned(srv.port))
+    try:
+        first, second = pinned.values()
+        statuses = [(first if n % 2 else second).get(
+            "/broadcaster", Authorization=basic("broadcaster", f"guess{n}")).status
+            for n in range(1, 5)]
+        assert statuses == [401, 401, 401, 429]
+        for pid, worker in pinned.items():
+            refused = worker.get("/broadcaster", Authorization=basic(*BROADCASTER))
+            assert refused.status == 429, f"worker {pid} let the password in while locked"
+            assert int(refused.headers["Retry-After"]) > 0
+        owner = requests.Session()
+        entered = owner.get(login_link(srv), timeout=10)
+        assert entered.status_code == 200 and "csrf" in entered.text, entered.text[:200]
+        session = owner.cookies.get("broadcaster_session", path="/broadcaster")
+        for pid, worker in pinned.items():
+            page = worker.get("/broadcaster", Cookie=f"broadcaster_session={session}")
+            assert page.status == 200, f"worker {pid} refused the owner's session"
+    finally:
+        for connection in pinned.values():
+            connection.close()
+        srv.stop()
+
+
+def test_the_shared_login_window_expires_by_itself_and_a_right_password_does_not_count(
+        redis_server):  # noqa: F811
+    """In process, on the real Redis: the window is an expiring key, so a lock never
+    outlives failed_window, even if every worker that counted it died."""
+    client = shared.connect(redis_server.new_database())
+    failures = shared.RedisFailedLogins(client, BroadcasterConfig(failed_logins=2,
+                                                                  failed_window=1.0))
+    failures.forget(failures.attempt())  # the right password: taken back
+    failures.attempt()
+    failures.attempt()
+    with pytest.raises(LoginLocked) as locked:
+        failures.attempt()
+    assert 0 < locked.value.seconds <= 1.0 and failures.locked_for() > 0
+    wait_for(lambda: failures.locked_for() == 0, 5, what="the window to expire")
+    failures.attempt()
+    client.close()
 
 
 def test_workers_without_redis_are_refused_with_a_reason(tmp_path):
@@ -158,10 +201,9 @@ def test_unreachable_redis_is_named_without_its_password(tmp_path):
 def test_a_killed_worker_is_restarted_and_ctrl_c_stops_them_all(tmp_path, live_stream,
                                                                  redis_server):  # noqa: F811
     srv = chat_server(tmp_path, live_stream.directory,
-                      f'[store]\nredis_url = "{redis_server.new_database()}"\n')
-    srv.start("--workers", "2")
+                      redis_url=redis_server.new_database()).start()
     try:
-        first = wait_workers(srv, 2)
+        first = srv.pids
         os.kill(first[0], signal.SIGKILL)
         after = wait_for(lambda: (p := wait_workers(srv, 2)) and first[0] not in p and p,
                          20, what="the killed worker to be replaced")
@@ -181,12 +223,10 @@ def test_a_killed_worker_is_restarted_and_ctrl_c_stops_them_all(tmp_path, live_s
 def test_a_redis_restart_does_not_stop_the_video_and_the_chat_comes_back(tmp_path,
                                                                         live_stream):
     own = RedisServer(tmp_path / "redis").start()
-    srv = chat_server(tmp_path, live_stream.directory,
-                      CHAT + f'[store]\nredis_url = "{own.url()}"\n')
-    srv.start("--workers", "2")
+    srv = chat_server(tmp_path, live_stream.directory, CHAT, own.url())
     video = None
     try:
-        pids = wait_workers(srv, 2)
+        srv.start()
         viewer = ChatViewer(srv)
         video = RawStream(srv.port, f"/stream.mp4?token={viewer.token}")
         wait_for(lambda: video.received() > 10_000, 15, what="video")
@@ -205,7 +245,7 @@ def test_a_redis_restart_does_not_stop_the_video_and_the_chat_comes_back(tmp_pat
         # each worker's relay reconnects on its own and reads on from the last event it saw
         wait_for(lambda: srv.log().count("chat push resumed") >= 2, 15,
                  what="both workers' push relays back")
-        frames = one_per_worker(srv, f"/chat/messages?token={viewer.token}", pids)
+        frames = streams_per_worker(srv, f"/chat/messages?token={viewer.token}")
         try:
             time.sleep(0.5)  # chat.min_interval after the post above
             assert viewer.post("pushed again").status_code == 303

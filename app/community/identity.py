@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import gevent
 
-from app.community.store import SQLiteStore, Store, StoreUnavailable, Viewer
+from app.community.store import Store, StoreUnavailable, Viewer
 from app.config import BroadcasterConfig
 
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -107,6 +107,49 @@ def hash_password(password: str, salt: bytes) -> bytes:
         hashlib.pbkdf2_hmac, ("sha256", password.encode(), salt, PASSWORD_ITERATIONS))
 
 
+class LoginLocked(Exception):
+    """Too many failed logins lately: `seconds` until the next attempt is allowed."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"failed logins locked for {seconds:.0f} s")
+        self.seconds = seconds
+
+
+class FailedLogins:
+    """The failed-login window of one process: the last `failed_logins` failure times; while
+    they all lie within `failed_window` seconds, no attempt is allowed. Several workers share
+    RedisFailedLogins (app/community/shared.py) instead, or a guesser would get this many
+    tries per window from each worker."""
+
+    def __init__(self, settings: BroadcasterConfig):
+        self.window = settings.failed_window
+        self._failures: deque[float] = deque(maxlen=max(1, settings.failed_logins))
+
+    def locked_for(self) -> float:
+        """Seconds until another attempt is allowed (0 when allowed)."""
+        if len(self._failures) < self._failures.maxlen:
+            return 0.0
+        return max(0.0, self._failures[0] + self.window - time.monotonic())
+
+    def attempt(self) -> float:
+        """Count an attempt as failed before it is checked, since checking yields to other
+        greenlets and guesses sent in parallel must not all pass the lock first. Raises
+        LoginLocked instead when no attempt is allowed."""
+        locked = self.locked_for()
+        if locked > 0:
+            raise LoginLocked(locked)
+        attempt = time.monotonic()
+        self._failures.append(attempt)
+        return attempt
+
+    def forget(self, attempt: float) -> None:
+        """The attempt proved right: it does not count."""
+        try:
+            self._failures.remove(attempt)
+        except ValueError:
+            pass  # already pushed out of the window by newer failures
+
+
 class BroadcasterPassword:
     """Checks the broadcaster's password against a stored hash, limiting failed attempts.
 
@@ -114,7 +157,8 @@ class BroadcasterPassword:
     gains the guesser at most `failed_logins` tries per `failed_window` seconds.
     """
 
-    def __init__(self, store: SQLiteStore, settings: BroadcasterConfig):
+    def __init__(self, store: Store, settings: BroadcasterConfig,
+                 failures: FailedLogins | None = None):
         self.settings = settings
         self._salt = store.secret("broadcaster-salt", 16)
         self.generated: str | None = None
@@ -127,42 +171,29 @@ class BroadcasterPassword:
                 stored = hash_password(self.generated, self._salt)
                 store.set_secret("broadcaster-password-hash", stored)
             self._hash = stored
-        self._failures: deque[float] = deque(maxlen=max(1, settings.failed_logins))
+        self.failures = failures or FailedLogins(settings)
         self._session_key = secrets.token_bytes(32)
         self._accepted: bytes | None = None  # fast path for the password already proven
 
-    def locked_for(self) -> float:
-        """Seconds until another attempt is allowed (0 when allowed)."""
-        if len(self._failures) < self._failures.maxlen:
-            return 0.0
-        return max(0.0, self._failures[0] + self.settings.failed_window - time.monotonic())
-
     def check(self, username: str, password: str) -> bool:
         """True for the right user name and password. Takes as long as a hash for every
-        wrong pair, so timing tells nothing (not even that the password alone was right)."""
-        if self.locked_for() > 0:
-            return False
+        wrong pair, so timing tells nothing (not even that the password alone was right).
+        Raises LoginLocked while failed logins are locked, before any hashing."""
+        locked = self.failures.locked_for()
+        if locked > 0:
+            raise LoginLocked(locked)
         ok_user = hmac.compare_digest(_digest(username), _digest(self.settings.username))
         quick = hmac.new(self._session_key, password.encode(), hashlib.sha256).digest()
         proven = self._accepted is not None and hmac.compare_digest(quick, self._accepted)
         if ok_user and proven:
             return True  # the fast path only ever opens for the full, already proven pair
-        # Count the attempt as failed before hashing: hashing yields to other greenlets,
-        # and guesses sent in parallel must not all pass the lock check first.
-        attempt = time.monotonic()
-        self._failures.append(attempt)
+        attempt = self.failures.attempt()
         ok_password = hmac.compare_digest(hash_password(password, self._salt), self._hash)
         if ok_user and ok_password:
-            self._forget_failure(attempt)
+            self.failures.forget(attempt)
             self._accepted = quick
             return True
         return False
-
-    def _forget_failure(self, attempt: float) -> None:
-        try:
-            self._failures.remove(attempt)
-        except ValueError:
-            pass  # already pushed out of the window by newer failures
 
 
 # --- the broadcaster's session ---------------------------------------------------------------

@@ -2,15 +2,17 @@
 
 Everything a viewer must see the same whichever process answers them lives here: the store
 (messages, viewers, bans, filters, secrets, broadcaster sessions and login links), the push of
-new messages to every worker's local hub (a Redis stream), presence and the viewer count, used form
-nonces, flood windows, pending captchas and the hide version of poll ETags. Each piece has the
-interface of its in-memory twin, so `build_services` picks one or the other by config and the
-rest of the app does not know which it got.
+new messages to every worker's local hub (a Redis stream), presence and the viewer count, used
+form nonces, flood windows, the failed-login window, pending captchas, the hide version of poll
+ETags and the numbering of the stream's generations. Each piece has the interface of its
+in-memory twin, so `build_services` picks one or the other by config and the rest of the app
+does not know which it got.
 
 redis-py is pure Python over the `socket` module, which the server monkey-patches: every call
 yields to other greenlets while it waits. When Redis is down, what needs it answers
 `StoreUnavailable` (503, "chat unavailable"); what serves video never waits on it (presence is
-best effort, bans fall back to the last copy read), and the relay reconnects.
+best effort, bans fall back to the last copy read, the watcher numbers a restart on its own),
+and the relay reconnects.
 """
 from __future__ import annotations
 
@@ -29,9 +31,11 @@ import redis
 
 from app.community.captcha import Captchas, Challenge
 from app.community.hub import Hub
+from app.community.identity import FailedLogins, LoginLocked
 from app.community.presence import Audience, Listed
 from app.community.store import Ban, Filter, Message, StoreUnavailable, Viewer, is_row_id
-from app.config import CaptchaConfig, ChatConfig, ViewersConfig
+from app.config import BroadcasterConfig, CaptchaConfig, ChatConfig, ViewersConfig
+from app.stream.watcher import Generations
 
 log = logging.getLogger(__name__)
 
@@ -543,6 +547,118 @@ class RedisFloodWindows:
             pipe.ltrim(key, -self.keep, -1)
             pipe.expire(key, self.ttl)
             pipe.execute()
+
+
+# One window for every worker: refused (not counted) once full, so a guesser gets
+# failed_logins tries per window in all, whichever workers the guesses reach. The window opens
+# with its first failure and expires by itself. Negative: milliseconds the lock still lasts.
+LOGIN_ATTEMPT = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count >= tonumber(ARGV[1]) then return -math.max(1, redis.call('PTTL', KEYS[1])) end
+count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return count
+"""
+LOGIN_PROVEN = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+"""
+
+
+class RedisFailedLogins(FailedLogins):
+    """Failed broadcaster logins counted in one Redis window (INCR, PEXPIRE) for all workers."""
+
+    KEY = PREFIX + "login-failures"
+
+    def __init__(self, client: redis.Redis, settings: BroadcasterConfig):
+        self.r = client
+        self.limit = max(1, settings.failed_logins)
+        self.window_ms = max(1, int(settings.failed_window * 1000))
+        self._attempt = client.register_script(LOGIN_ATTEMPT)
+        self._proven = client.register_script(LOGIN_PROVEN)
+
+    def locked_for(self) -> float:
+        with unavailable():
+            pipe = self.r.pipeline()
+            pipe.get(self.KEY)
+            pipe.pttl(self.KEY)
+            count, left = pipe.execute()
+        return max(left, 1) / 1000 if int(count or 0) >= self.limit else 0.0
+
+    def attempt(self) -> float:
+        with unavailable():
+            counted = int(self._attempt(keys=[self.KEY], args=[self.limit, self.window_ms]))
+        if counted < 0:
+            raise LoginLocked(-counted / 1000)
+        return float(counted)
+
+    def forget(self, attempt: float) -> None:
+        with unavailable():
+            self._proven(keys=[self.KEY])
+
+
+# The stream's generation ledger (Redis server time, so no machine's clock matters): a worker
+# that sees a restart takes the number another worker gave it moments ago, or the next one.
+NEXT_GENERATION = """
+local now = tonumber(redis.call('TIME')[1])
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
+local previous = tonumber(ARGV[1])
+if gen > previous and now - at < tonumber(ARGV[2]) then return gen end
+gen = math.max(gen, previous) + 1
+redis.call('HSET', KEYS[1], 'gen', gen, 'at', now)
+return gen
+"""
+# A worker behind a number that settled takes it (the others saw a restart it did not); a worker
+# ahead (it counted a restart while Redis was away) writes its own.
+AGREE_GENERATION = """
+local now = tonumber(redis.call('TIME')[1])
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
+local mine = tonumber(ARGV[1])
+if mine > gen then
+  redis.call('HSET', KEYS[1], 'gen', mine, 'at', now)
+  return mine
+end
+if gen > mine and now - at >= tonumber(ARGV[2]) then return gen end
+return mine
+"""
+SAME_RESTART_SECONDS = 10  # a number given this recently names the restart this worker sees
+
+
+class RedisGenerations(Generations):
+    """One numbering of the broadcasts for every worker's watcher (see Generations). Best
+    effort: with Redis away a worker counts on its own and writes its number once it is back."""
+
+    KEY = PREFIX + "generation"
+    shared = True
+
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self._next = client.register_script(NEXT_GENERATION)
+        self._agree = client.register_script(AGREE_GENERATION)
+
+    def current(self) -> int:
+        try:
+            return int(self.r.hget(self.KEY, "gen") or 0)
+        except redis.RedisError as exc:
+            log.warning("stream generation not read, Redis unavailable: %s", exc)
+            return 0
+
+    def next(self, previous: int) -> int:
+        try:
+            return int(self._next(keys=[self.KEY], args=[previous, SAME_RESTART_SECONDS]))
+        except redis.RedisError as exc:
+            log.warning("stream generation counted here alone, Redis unavailable: %s", exc)
+            return previous + 1
+
+    def agree(self, mine: int) -> int:
+        try:
+            return int(self._agree(keys=[self.KEY], args=[mine, SAME_RESTART_SECONDS]))
+        except redis.RedisError as exc:
+            log.debug("stream generation not compared, Redis unavailable: %s", exc)
+            return mine
 
 
 class RedisHideVersion:

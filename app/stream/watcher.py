@@ -92,13 +92,44 @@ class Snapshot:
         return "live" if self.online else ("ended" if self.ended else "offline")
 
 
+class Generations:
+    """Numbers the broadcasts: a restart or a return online is the next generation, which
+    ends open video responses and tells pages and players to start again.
+
+    This one counts for one process. Workers share a ledger instead (RedisGenerations in
+    app/community/shared.py): each runs its own watcher, and a worker started later, or one
+    that missed an offline spell, would otherwise number the same broadcast differently, so
+    players whose requests land on either worker would see a restart at every request."""
+
+    shared = False
+
+    def current(self) -> int:
+        """The generation a fresh watcher starts from (the broadcast already on, if any)."""
+        return 0
+
+    def next(self, previous: int) -> int:
+        return previous + 1
+
+    def agree(self, mine: int) -> int:
+        """The generation this process should show now (only a shared ledger says other)."""
+        return mine
+
+
+AGREE_SECONDS = 2.0  # how often a watcher checks its generation against the shared ledger
+
+
 class StreamState:
     """Holds the current Snapshot and wakes everyone waiting when it changes."""
 
-    def __init__(self, directory: Path, settings: StreamConfig):
+    def __init__(self, directory: Path, settings: StreamConfig,
+                 generations: Generations | None = None):
         self.directory = Path(directory)
         self.settings = settings
-        self.snapshot = Snapshot(title=settings.title)
+        self.generations = generations or Generations()
+        # the broadcast other workers already numbered is kept, not counted again, when this
+        # watcher's first look finds it live
+        self.snapshot = Snapshot(title=settings.title, generation=self.generations.current())
+        self._first_look = True
         self._changed = gevent.event.Event()
         self._playlist_key = None
         self._init_keys: dict[str, tuple] = {}  # per rendition playlist name
@@ -107,7 +138,7 @@ class StreamState:
         self._variants: tuple[hls.Variant, ...] = ()
         self._media: dict[str, Snapshot] = {}  # lower renditions' last read, by playlist name
         self._media_keys: dict[str, tuple] = {}
-        self._greenlet = None
+        self._greenlets: list[gevent.Greenlet] = []
 
     # --- reading side ---------------------------------------------------------------
 
@@ -136,6 +167,7 @@ class StreamState:
         except OSError as exc:
             log.warning("stream folder unreadable: %s", exc)
             self._publish(replace(self.snapshot, online=False, segments=(), listed=frozenset()))
+        self._first_look = False
 
     def _read(self) -> Snapshot:
         snap = replace(self.snapshot, title=self._read_title(),
@@ -257,7 +289,8 @@ class StreamState:
         started_at = snap.started_at
         known = {} if restarted else {s.sequence: s for s in snap.segments}
         if online and (restarted or not snap.online):
-            generation += 1
+            if not (self._first_look and generation):
+                generation = self.generations.next(generation)
             started_at = self._init_mtime(parsed.init_uri)
             log.info("stream live (generation %d)", generation)
         elif snap.online and not online:
@@ -349,12 +382,26 @@ class StreamState:
 
     def start(self) -> None:
         self.refresh()
-        self._greenlet = gevent.spawn(self._watch)
+        self._greenlets = [gevent.spawn(self._watch)]
+        if self.generations.shared:
+            self._greenlets.append(gevent.spawn(self._keep_in_step))
 
     def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill()
-            self._greenlet = None
+        gevent.killall(self._greenlets)
+        self._greenlets = []
+
+    def _keep_in_step(self) -> None:
+        """Take the shared ledger's generation when it settled ahead of this watcher's (a
+        return online that only other workers saw). Its own greenlet: the watcher, which feeds
+        the video, never waits on the ledger for this."""
+        while True:
+            gevent.sleep(AGREE_SECONDS)
+            snap = self.snapshot
+            agreed = self.generations.agree(snap.generation)
+            if agreed > snap.generation and self.snapshot is snap:
+                log.info("stream generation %d taken from the other workers", agreed)
+                self._publish(replace(snap, generation=agreed, lower=tuple(
+                    replace(view, generation=agreed) for view in snap.lower)))
 
     def _watch(self) -> None:
         try:

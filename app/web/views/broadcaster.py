@@ -22,6 +22,7 @@ from app.community.identity import (
     BROADCASTER_ID,
     SESSION_COOKIE,
     BroadcasterPassword,
+    LoginLocked,
     use_login_link,
 )
 from app.community.store import StoreUnavailable
@@ -55,10 +56,12 @@ def verify(username: str, password: str):
     if not username and not password:
         return None  # no credentials yet: the browser is about to ask, not a failed guess
     checker: BroadcasterPassword = services().password
-    if checker.locked_for() > 0:
-        g.login_locked = checker.locked_for()
+    try:
+        proven = checker.check(username, password)
+    except LoginLocked as locked:
+        g.login_locked = locked.seconds
         return None
-    if checker.check(username, password):
+    if proven:
         g.broadcaster_authenticated = True
         g.new_broadcaster_session = services().sessions.issue()
         return username
