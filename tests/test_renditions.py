@@ -477,6 +477,10 @@ def test_js_player_switches_quality_by_hand_without_a_gap(two_renditions, browse
         page.select_option("select.quality", "")
         wait_for(lambda: page.evaluate(f"{PLAYER}.auto") == "1", 5, 0.2, "Auto again")
         assert "quality=" not in page.evaluate("location.search") + page.evaluate(reload_link)
+        # Auto on a fast link: three segments with room to spare take it back up to the top
+        wait_for(lambda: page.evaluate(f"{PLAYER}.quality") == "source", 20, 0.2,
+                 "Auto to step up by measured throughput")
+        wait_for(lambda: page.evaluate(f"{VIDEO}.videoHeight") == 180, 15, 0.2, "top pictures")
     finally:
         context.close()
 
