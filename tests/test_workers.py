@@ -260,3 +260,69 @@ def test_a_redis_restart_does_not_stop_the_video_and_the_chat_comes_back(tmp_pat
             video.close()
         srv.stop()
         own.stop()
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid` (from /proc), with its command's name."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
+        parents[int(entry)], names[int(entry)] = int(rest.split()[1]), name
+    found, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in found:
+                found[child] = names[child]
+                todo.append(child)
+    return found
+
+
+def listening_pids(port: int, pids: list[int]) -> list[int]:
+    """Which of `pids` hold the socket listening on loopback `port`."""
+    inodes = {line.split()[9] for line in open("/proc/net/tcp").read().splitlines()[1:]
+              if int(line.split()[1].split(":")[1], 16) == port and line.split()[3] == "0A"}
+    holders = []
+    for pid in pids:
+        try:
+            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            holders.append(pid)
+    return holders
+
+
+def test_the_onion_ingest_and_demo_run_once_in_the_parent(tmp_path, redis_server):  # noqa: F811
+    ingest_port = free_port()
+    srv = WorkersServer(tmp_path, tmp_path / "stream", redis_server.new_database(),
+                        f'[ingest]\nenabled = true\nport = {ingest_port}\n'
+                        '[tor]\nenabled = true\n[tor.torrc]\nDisableNetwork = 1\n')
+    srv.start("--demo")
+    try:
+        srv.wait_live(40)
+
+        def side_jobs() -> dict[str, list[int]]:
+            below = descendants(srv.process.pid)
+            return {name: sorted(p for p, n in below.items() if n == name)
+                    for name in ("tor", "ffmpeg")}
+
+        jobs = side_jobs()
+        assert len(jobs["tor"]) == 1 and len(jobs["ffmpeg"]) == 1, jobs
+        for pid in srv.pids:
+            assert not set(descendants(pid).values()) & {"tor", "ffmpeg"}, "a worker runs one"
+        assert listening_pids(ingest_port, [srv.process.pid, *srv.pids]) == [srv.process.pid]
+        os.kill(srv.pids[0], signal.SIGKILL)
+        wait_for(lambda: srv.pids[0] not in wait_workers(srv, 2), 30,
+                 what="the killed worker to be replaced")
+        time.sleep(2)
+        assert side_jobs() == jobs, "a new worker starts no second onion, ingest or demo"
+    finally:
+        srv.stop()
