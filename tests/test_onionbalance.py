@@ -2,16 +2,19 @@
 Onionbalance, and an edge that follows an onion origin through Tor's SOCKS port.
 
 Real parts: ../shared/tools/privnet.py (3 authorities, 4 relays, a client, an onion-service
-tor), two `livestream serve` backends published as Onionbalance instances through the
-onion-service tor's control port, `onionbalance` (Debian package) publishing the front address,
-and curl fetching the front address through the client's SOCKS port; for the edge, an origin
+tor), two `livestream serve` backends published as Onionbalance instances by `livestream onion
+backend` through the onion-service tor's control port, `livestream onion balance` running
+`onionbalance` (Debian package) for the front address, and curl fetching the front address
+through the client's SOCKS port; for the edge, an origin
 published as an onion service and `serve --origin http://….onion` pulling through the client.
 """
 from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,9 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 import stem.control
-from support import Server, wait_for
-
-from app.onion import balance
+from support import PROJECT, Server, cli, livestream, wait_for, write_config
 
 PRIVNET = Path(__file__).resolve().parents[2] / "shared" / "tools" / "privnet.py"
 
@@ -105,9 +106,31 @@ def hsdirs(controller: stem.control.Controller) -> int:
     return sum("HSDir" in status.flags for status in controller.get_network_statuses())
 
 
+def job(config: Path, log: Path, *args: str) -> subprocess.Popen:
+    """A long-running CLI command (until Ctrl-C), its output to `log`."""
+    return subprocess.Popen(cli(config, *args), cwd=PROJECT, stdin=subprocess.DEVNULL,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def printed(log: Path, pattern: str, timeout: float = 60) -> str:
+    return wait_for(lambda: (m := re.search(pattern, log.read_text(errors="replace")))
+                    and m.group(1), timeout, interval=0.2, what=f"{pattern!r} in {log.name}")
+
+
+def interrupt(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:  # stuck in a control-port call: its threads hold on
+            process.kill()
+            process.wait(10)
+
+
 @pytest.fixture(scope="module")
 def front(network, tmp_path_factory):
-    """Two backends (own servers, distinct titles), the front, onionbalance running."""
+    """Two backends (own servers, distinct titles), each published by `livestream onion
+    backend`, and the front run by `livestream onion balance`, as the README's steps go."""
     work = tmp_path_factory.mktemp("balance")
     controller = stem.control.Controller.from_port(port=network["hs_control_port"])
     controller.authenticate()
@@ -116,31 +139,31 @@ def front(network, tmp_path_factory):
     except TimeoutError:
         pytest.skip(f"the private network has {hsdirs(controller)} HSDirs; Onionbalance 0.2.2 "
                     "loops forever placing descriptors on a ring of 4 or fewer")
-    servers, dirs = {}, {}
+    # every command attaches to the onion-service tor (the client tor keeps no microdescriptor
+    # consensus, which Onionbalance reads to place descriptors on the HSDir ring)
+    tor = f'[tor]\nmode = "attach"\ncontrol_port = {network["hs_control_port"]}\n'
+    front_config = write_config(work / "front", extra=tor)
+    first = livestream(front_config, "onion", "balance")
+    assert first.returncode == 0, first.stderr
+    address = re.search(r"front address: (\S+)", first.stdout).group(1)
+    servers, backend_jobs, backends = {}, {}, {}
     for name in ("Backend-A", "Backend-B"):
         (work / name).mkdir()
         servers[name] = Server(work / name, work / name / "stream",
-                               extra_config=f'title = "{name}"\n').start()
-        dirs[name] = work / name / "hs"
-    front_dir = work / "front"
-    front_address = balance.front_key(front_dir / "front_key")
-    backends = {name: balance.publish_backend(controller, dirs[name], servers[name].port,
-                                              front_address) for name in servers}
-    config_path, address = balance.write_front_config(front_dir, list(backends.values()))
-    assert address == front_address
-    # onionbalance on the onion-service tor (the client tor keeps no microdescriptor
-    # consensus, which Onionbalance reads to place descriptors on the HSDir ring)
-    process = balance.run_front(config_path, "127.0.0.1", network["hs_control_port"],
-                                testnet=True, log_file=work / "onionbalance.log")
+                               extra_config=f'title = "{name}"\n' + tor).start()
+        log = work / f"{name}.log"
+        backend_jobs[name] = job(servers[name].config_path, log, "onion", "backend",
+                                 "--front", address)
+        backends[name] = printed(log, r"backend address: (\S+)")
+    front_log = work / "onionbalance.log"
+    process = job(front_config, front_log, "onion", "balance", "--testnet",
+                  *[arg for b in backends.values() for arg in ("--backend", b)])
+    assert printed(front_log, r"front address: http://(\S+?)/") == address
     yield {"address": address, "socks": network["socks_port"], "servers": servers,
-           "controller": controller, "dirs": dirs, "log": work / "onionbalance.log",
-           "process": process, "backends": backends}
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:  # stuck in a control-port call: its threads hold on
-        process.kill()
-        process.wait(10)
+           "log": front_log, "process": process, "backends": backends,
+           "backend_jobs": backend_jobs}
+    for running in (process, *backend_jobs.values()):
+        interrupt(running)
     for server in servers.values():
         server.stop()
     controller.close()
@@ -168,7 +191,7 @@ def test_front_still_serves_with_one_backend_killed(front):
              what="the front to answer")
     # backend B's machine goes away: its server and its onion service
     front["servers"]["Backend-B"].stop()
-    balance.withdraw_backend(front["controller"], front["dirs"]["Backend-B"])
+    interrupt(front["backend_jobs"]["Backend-B"])
     answers = []
     for attempt in range(6):
         answers.append(which_backend(fetch(front["socks"], url, f"after{attempt}", 60)))
