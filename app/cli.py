@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from app import config as configuration
 from app.config import PROJECT_DIR, Config, ConfigError
+from app.runtime import processes
 
 if TYPE_CHECKING:
     import gevent.event
@@ -190,7 +192,8 @@ def start_side_jobs(args: argparse.Namespace, config: Config, services,
     if config.ingest.enabled:
         services.adopt(start_ingest_alongside(config))
     if args.demo:
-        services.adopt(start_demo_source(config).terminate)
+        demo = start_demo_source(config)
+        services.adopt(lambda: processes.stop(demo, 10.0, signal.SIGINT, group=True))
     if config.relay.origin:
         services.adopt(start_edge(config))
     return True, onion
@@ -411,7 +414,7 @@ def start_demo_source(config: Config) -> subprocess.Popen:
     env = dict(os.environ, **stream_sh_environment(config))
     log.info("demo: streaming a test pattern into %s", config.stream_dir)
     return subprocess.Popen([str(PROJECT_DIR / "stream.sh"), "--test"], env=env,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def add_source_commands(commands: argparse._SubParsersAction) -> None:

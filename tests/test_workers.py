@@ -325,4 +325,7 @@ def test_the_onion_ingest_and_demo_run_once_in_the_parent(tmp_path, redis_server
         time.sleep(2)
         assert side_jobs() == jobs, "a new worker starts no second onion, ingest or demo"
     finally:
-        srv.stop()
+        srv.stop()  # SIGTERM, as systemd stops it
+    for pid in jobs["tor"] + jobs["ffmpeg"]:  # stream.sh's ffmpeg too, not only the script
+        wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 15,
+                 what=f"side job {pid} to end with the server")
