@@ -477,10 +477,16 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_play(args: argparse.Namespace, config: Config) -> int:
     from app.sources import ffmpeg, options, play
-    from app.sources.party import queue
+    from app.sources.party import control, queue
 
     party = (args.party or len(args.source) > 1 or bool(args.later_items)
              or args.start_at or args.start_in or queue.is_playlist_file(args.source[0]))
+    if not args.dry_run:  # before anything probes the input or touches the folder
+        try:
+            control.refuse_second_play(config.state_dir)
+        except control.ControlError as exc:
+            print(f"livestream play: {exc}", file=sys.stderr)
+            return 1
     try:
         if party and not args.loop:
             return run_party_play(args, config)

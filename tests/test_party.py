@@ -22,6 +22,7 @@ from support import PROJECT, cli, livestream, wait_for
 
 from app.sources.options import SourceError
 from app.sources.party import control, queue, timeline
+from app.stream import playlist as hls
 
 SEGMENT = 2.0  # the HLS segment length every source writes (app/stream/folder.py)
 
@@ -209,6 +210,44 @@ def test_control_needs_a_running_play(tmp_path):
     assert livestream(config, "party", "seek").returncode == 2
 
 
+def test_a_second_play_leaves_the_running_party_alone(clips, tmp_path):
+    """A second `play`, a queue or one file, is refused before it touches the stream folder:
+    the running party's init and segments stay as they are and it plays on."""
+    first, second = clips
+    config = tmp_path / "config.toml"
+    config.write_text('[server]\nstate_dir = "state"\n[stream]\ndir = "stream"\n')
+    playlist = tmp_path / "stream" / "stream.m3u8"
+    log = (tmp_path / "play.log").open("wb")
+    party = subprocess.Popen(cli(config, "play", str(first), "--party", "--preset", "ultrafast",
+                                 "--bitrate", "300"), cwd=PROJECT, stdout=log,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def newest() -> int:
+        entries = hls.parse(playlist.read_text()).entries if playlist.exists() else ()
+        return entries[-1].sequence if entries else -1
+
+    try:
+        wait_for(lambda: newest() >= 1, 30, what="the party's first segments")
+        written = {path.name: path.read_bytes()
+                   for path in playlist.parent.iterdir() if path.suffix in (".m4s", ".mp4")}
+        assert "init.mp4" in written
+        before = newest()
+        for sources in ([str(second)], [str(second), str(first)]):  # one file, then a queue
+            done = livestream(config, "play", *sources, "--preset", "ultrafast")
+            assert done.returncode == 1, done.stderr
+            assert "a watch party is already playing" in done.stderr, done.stderr
+            assert "livestream party pause" in done.stderr, done.stderr
+        for name, data in written.items():
+            assert (playlist.parent / name).read_bytes() == data, f"{name} was touched"
+        wait_for(lambda: newest() > before, 15, what="the party to play on")
+        assert hls.parse(playlist.read_text()).entries[0].sequence == 0  # the same broadcast
+        assert control.send(tmp_path / "state", "status")["status"]["state"] == "playing"
+    finally:
+        party.terminate()
+        party.wait(20)
+        log.close()
+
+
 def test_control_socket_is_private_and_bounded(tmp_path):
     calls = []
     server = control.ControlServer(tmp_path, lambda c, a: calls.append((c, a)) or {"ok": True})
@@ -228,7 +267,7 @@ def test_control_socket_is_private_and_bounded(tmp_path):
             except ConnectionResetError:  # closed with our bytes unread: refused, not served
                 answer = b""
             assert answer == b""
-        with pytest.raises(control.ControlError, match="already takes the controls"):
+        with pytest.raises(control.ControlError, match="a watch party is already playing"):
             control.ControlServer(tmp_path, lambda c, a: {"ok": True}).start()
     finally:
         server.stop()

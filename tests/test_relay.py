@@ -1,11 +1,12 @@
 """Edges: `livestream serve --origin URL` pulls another server's stream into its own folder.
 
-Real parts: an origin `livestream serve` fed by ffmpeg's test stream, an edge `livestream
-serve --origin` on another port, ffprobe on what an edge viewer receives, a real redis-server
-for the chat an edge shares with its origin.
+Real parts: an origin `livestream serve` fed by ffmpeg's test stream (or a watch party's
+`livestream play`), an edge `livestream serve --origin` on another port, ffprobe on what an
+edge viewer receives, a real redis-server for the chat an edge shares with its origin.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -19,9 +20,12 @@ import pytest
 import requests
 from chat_support import ChatViewer, LiveFrame, chat_server
 from redis_support import redis_server  # noqa: F401 (a fixture)
-from support import Server, TestStream, free_port, wait_for
+from support import PROJECT, Server, TestStream, cli, free_port, wait_for
+from test_party import Viewer, info_frame, make_clip
 
-from app.sources.relay import Relay, RelaySettings, master_variants
+from app.sources.party import control
+from app.sources.relay import Relay, RelayError, RelaySettings, master_variants
+from app.stream import folder
 
 
 def status(server: Server) -> str:
@@ -33,11 +37,11 @@ def generation(server: Server) -> int:
     return requests.get(server.url + "/api/playlist", timeout=3).json()["generation"]
 
 
-def grab_mp4(url: str, path: Path, seconds: float = 4.0) -> int:
+def grab_mp4(url: str, path: Path, seconds: float = 4.0, query: str = "") -> int:
     """What a plain <video> viewer gets from /stream.mp4 for a few seconds."""
     deadline = time.monotonic() + seconds
     size = 0
-    with requests.get(url + "/stream.mp4", stream=True, timeout=10) as response:
+    with requests.get(url + "/stream.mp4" + query, stream=True, timeout=10) as response:
         assert response.status_code == 200, response.text
         with path.open("wb") as out:
             for chunk in response.iter_content(16384):
@@ -104,6 +108,8 @@ def test_edge_viewer_plays_the_origin_stream(relay_pair, tmp_path):
     theirs = requests.get(origin.url + "/stream/" + newest, timeout=3)
     assert mine.status_code == theirs.status_code == 200
     assert mine.content == theirs.content
+    # an origin with one rendition has no master playlist, nor has its edge
+    assert requests.get(edge.url + "/stream/master.m3u8", timeout=3).status_code == 404
 
 
 def test_end_and_restart_pass_through(relay_pair, tmp_path):
@@ -136,17 +142,51 @@ def test_broken_origin_takes_the_edge_offline_not_down(relay_pair):
 
 # ---------------------------------------------------------------- a master playlist
 
-def test_master_playlist_variants_are_followed(live_stream, tmp_path):
-    """An origin with renditions: the edge copies every variant and the master playlist."""
-    served = tmp_path / "origin" / "stream"
-    served.mkdir(parents=True)
+def copy_segments(live_stream, served: Path) -> list[str]:
+    """The live stream's init and newest three segments, copied where an origin serves them."""
     live_stream.wait_segments(3)
     text = (live_stream.directory / "stream.m3u8").read_text()
     names = [line for line in text.splitlines() if line.endswith(".m4s")][-3:]
     for name in [*names, "init.mp4"]:
         shutil.copy(live_stream.directory / name, served / name)
-    media = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n" \
-            '#EXT-X-MAP:URI="init.mp4"\n' + "".join(f"#EXTINF:1.0,\n{n}\n" for n in names)
+    return names
+
+
+def media_playlist(names: list[str], sequence: int = 0) -> str:
+    return ("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:1\n"
+            f"#EXT-X-MEDIA-SEQUENCE:{sequence}\n" '#EXT-X-MAP:URI="init.mp4"\n'
+            + "".join(f"#EXTINF:1.0,\n{n}\n" for n in names))
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder laid out like an origin's /stream/; keeps the paths asked for."""
+
+    def log_request(self, *args) -> None:
+        self.server.asked.append(self.path)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def file_origin(root: Path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()),
+                                            functools.partial(Quiet, directory=str(root)))
+    httpd.asked = []
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_master_playlist_variants_are_followed(live_stream, tmp_path):
+    """An origin with renditions: the edge copies every variant and the master playlist."""
+    served = tmp_path / "origin" / "stream"
+    served.mkdir(parents=True)
+    names = copy_segments(live_stream, served)
+    media = media_playlist(names)
     (served / "low.m3u8").write_text(media)
     (served / "high.m3u8").write_text(media + "#EXT-X-ENDLIST\n")
     master = ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=400000,RESOLUTION=320x180\nlow.m3u8\n"
@@ -154,17 +194,12 @@ def test_master_playlist_variants_are_followed(live_stream, tmp_path):
     (served / "master.m3u8").write_text(master)
     assert master_variants(master) == ["low.m3u8", "high.m3u8"]
 
-    handler = functools.partial(Quiet, directory=str(tmp_path / "origin"))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     edge_dir = tmp_path / "edge"
     edge_dir.mkdir()
-    relay = Relay(RelaySettings(f"http://127.0.0.1:{httpd.server_port}/stream/master.m3u8"),
-                  edge_dir)
-    try:
+    with file_origin(tmp_path / "origin") as origin:
+        relay = Relay(RelaySettings(f"http://127.0.0.1:{origin.server_port}/stream/master.m3u8"),
+                      edge_dir)
         relay.poll()
-    finally:
-        httpd.shutdown()
     assert (edge_dir / "master.m3u8").read_text() == master
     assert (edge_dir / "low.m3u8").read_text() == media
     assert (edge_dir / "high.m3u8").read_text().endswith("#EXT-X-ENDLIST\n")
@@ -173,9 +208,168 @@ def test_master_playlist_variants_are_followed(live_stream, tmp_path):
     assert not list(edge_dir.glob(".relay.*"))  # no temp file left behind
 
 
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
+def test_a_bare_origin_is_asked_for_its_master_again_after_a_restart(live_stream, tmp_path):
+    """Without a master (404) the edge follows the top playlist and stops asking, until the
+    origin restarts the stream: a new broadcast may bring renditions, and may drop them."""
+    served = tmp_path / "origin" / "stream"
+    served.mkdir(parents=True)
+    names = copy_segments(live_stream, served)
+    (served / "stream.m3u8").write_text(media_playlist(names, 10))
+    edge_dir = tmp_path / "edge"
+    edge_dir.mkdir()
+    with file_origin(tmp_path / "origin") as origin:
+        relay = Relay(RelaySettings(f"http://127.0.0.1:{origin.server_port}"), edge_dir)
+        for _ in range(3):
+            relay.poll()
+        assert origin.asked.count("/stream/master.m3u8") == 1
+        assert (edge_dir / "stream.m3u8").exists() and not (edge_dir / "master.m3u8").exists()
+
+        (served / "low.m3u8").write_text(media_playlist(names))
+        (served / "master.m3u8").write_text(
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=900000\nstream.m3u8\n"
+            "#EXT-X-STREAM-INF:BANDWIDTH=400000\nlow.m3u8\n")
+        (served / "stream.m3u8").write_text(media_playlist(names))  # numbered from 0 again
+        relay.poll()  # sees the restart
+        relay.poll()
+        assert (edge_dir / "master.m3u8").exists() and (edge_dir / "low.m3u8").exists()
+
+        (served / "master.m3u8").unlink()  # the next broadcast has one rendition again
+        relay.poll()
+    assert not (edge_dir / "master.m3u8").exists() and not (edge_dir / "low.m3u8").exists()
+    assert (edge_dir / "stream.m3u8").read_text() == media_playlist(names)
+    assert {p.name for p in edge_dir.iterdir()} == {"stream.m3u8", "init.mp4", *names}
+
+
+def test_an_explicit_media_playlist_becomes_the_edges_stream(live_stream, tmp_path):
+    """`--origin http://ORIGIN/stream/low.m3u8`: that playlist, no master asked for, written
+    under the name this edge's watcher reads."""
+    served = tmp_path / "origin" / "stream"
+    served.mkdir(parents=True)
+    names = copy_segments(live_stream, served)
+    (served / "low.m3u8").write_text(media_playlist(names))
+    edge_dir = tmp_path / "edge"
+    edge_dir.mkdir()
+    with file_origin(tmp_path / "origin") as origin:
+        relay = Relay(RelaySettings(f"http://127.0.0.1:{origin.server_port}/stream/low.m3u8"),
+                      edge_dir)
+        relay.poll()
+    assert origin.asked[0] == "/stream/low.m3u8" and "/stream/master.m3u8" not in origin.asked
+    assert (edge_dir / "stream.m3u8").read_text() == media_playlist(names)
+    assert not (edge_dir / "low.m3u8").exists()
+
+
+def test_the_origins_status_becomes_markers_and_a_broken_one_an_error(tmp_path):
+    """The status loop catches RelayError (said once); the countdown moves to this clock."""
+    (tmp_path / "origin" / "api").mkdir(parents=True)
+    edge_dir = tmp_path / "edge"
+    edge_dir.mkdir()
+    with file_origin(tmp_path / "origin") as origin:
+        relay = Relay(RelaySettings(f"http://127.0.0.1:{origin.server_port}"), edge_dir)
+        with pytest.raises(RelayError, match="404"):
+            relay.poll_status()  # a plain HLS origin has none
+        for body in ("<html>", "[]", '{"title": "T"}', '{"title": "T", "paused": false, '
+                     '"starts_at": null, "now": NaN}'):
+            (tmp_path / "origin" / "api" / "status").write_text(body)
+            with pytest.raises(RelayError):
+                relay.poll_status()
+        (tmp_path / "origin" / "api" / "status").write_text(json.dumps(
+            {"title": "Film\nnight", "paused": True, "starts_at": 1060.0, "now": 1000.0}))
+        relay.poll_status()
+    assert (edge_dir / folder.TITLE_FILE).read_text() == "Filmnight\n"
+    assert folder.read_hold(edge_dir) == "host"
+    assert abs(folder.read_countdown(edge_dir) - (time.time() + 60)) < 2
+
+
+# ---------------------------------------------------------------- a bare origin's renditions
+
+@pytest.fixture(scope="module")
+def rendition_edge(two_renditions, tmp_path_factory):
+    """An edge given only the address of an origin that writes two renditions."""
+    _, origin = two_renditions
+    work = tmp_path_factory.mktemp("rendition-edge")
+    edge = Server(work, work / "stream").start("--origin", origin.url)
+    yield edge
+    edge.stop()
+
+
+def test_a_bare_origin_brings_every_rendition(rendition_edge, tmp_path):
+    edge = rendition_edge
+    wait_for(lambda: requests.get(edge.url + "/stream/low.m3u8", timeout=3).ok, 30,
+             what="the low rendition on the edge")
+    master = requests.get(edge.url + "/stream/master.m3u8", timeout=3)
+    assert master.ok and "low.m3u8" in master.text and "stream.m3u8" in master.text
+    clip = tmp_path / "low.mp4"
+    assert grab_mp4(edge.url, clip, 3.0, "?quality=low") > 5_000
+    video = next(s for s in probe(clip)["streams"] if s["codec_type"] == "video")
+    assert (video["width"], video["height"]) == (160, 90)  # the origin's low rendition
+    assert "following /stream/master.m3u8" in edge.log()
+
+
+def test_the_origins_title_reaches_the_edge(two_renditions, rendition_edge):
+    stream, _ = two_renditions
+    folder.write_title(stream.directory, "Film night at the origin")  # as /broadcaster does
+    try:
+        wait_for(lambda: "Film night at the origin" in requests.get(
+            rendition_edge.url + "/", timeout=3).text, 15, what="the title on the edge's page")
+        assert requests.get(rendition_edge.url + "/api/status",
+                            timeout=3).json()["title"] == "Film night at the origin"
+    finally:
+        (stream.directory / folder.TITLE_FILE).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- a watch party at the origin
+
+COUNTDOWN = 8  # seconds: `play --in`, long enough for the edge's status poll to see it
+
+
+@pytest.fixture(scope="module")
+def party_edge(tmp_path_factory):
+    """An origin fed by a watch party that starts after a countdown, and an edge of it."""
+    work = tmp_path_factory.mktemp("party-edge")
+    clip = make_clip(work / "film.mkv", 30, "testsrc=size=320x180:rate=25",
+                     "sine=f=440:r=44100", ["-c:v", "libx264", "-preset", "ultrafast",
+                                            "-pix_fmt", "yuv420p", "-c:a", "aac"])
+    (work / "origin").mkdir()
+    (work / "edge").mkdir()
+    origin = Server(work / "origin", work / "origin" / "stream").start()
+    edge = Server(work / "edge", work / "edge" / "stream").start("--origin", origin.url)
+    log = (work / "play.log").open("wb")
+    play = subprocess.Popen(cli(origin.config_path, "play", str(clip), "--in", f"{COUNTDOWN}s",
+                                "--preset", "ultrafast", "--bitrate", "300"), cwd=PROJECT,
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    yield origin, edge
+    play.terminate()  # SIGTERM: the party ends the stream like Ctrl-C
+    play.wait(20)
+    log.close()
+    edge.stop()
+    origin.stop()
+
+
+def test_a_countdown_at_the_origin_shows_on_the_edge(party_edge):
+    _, edge = party_edge
+    wait_for(lambda: "Starts in" in info_frame(edge), COUNTDOWN, what="the countdown on the edge")
+    status = requests.get(edge.url + "/api/status", timeout=3).json()
+    assert 0 < status["starts_at"] - status["now"] <= COUNTDOWN + 1  # the edge's own clock
+
+
+def test_a_host_pause_keeps_the_edge_viewer_open(party_edge, tmp_path):
+    origin, edge = party_edge
+    wait_for(lambda: status(edge) == "live", 30, what="the party live on the edge")
+    viewer = Viewer(edge.url + "/stream.mp4", tmp_path / "edge-viewer.mp4")
+    viewer.start()
+    wait_for(lambda: viewer.arrivals, 10, what="the edge viewer's first bytes")
+    time.sleep(2.5)
+    control.send(origin.workdir / "state", "pause")
+    wait_for(lambda: "Paused by the host" in info_frame(edge), 10, what="paused on the edge")
+    assert requests.get(edge.url + "/api/status", timeout=3).json()["paused"] is True
+    time.sleep(7)  # past the edge's offline rule (4 s): only the copied hold keeps it online
+    assert viewer.is_alive() and viewer.error is None, "the edge's response ended while paused"
+    assert status(edge) == "live"
+    pressed = time.monotonic()
+    control.send(origin.workdir / "state", "resume")
+    assert viewer.new_video_after(pressed) < 15  # the same response goes on
+    assert viewer.is_alive() and viewer.error is None, "the edge's response ended at resume"
+    wait_for(lambda: "Paused by the host" not in info_frame(edge), 10, what="resumed on the edge")
 
 
 def test_an_edge_on_the_origins_redis_shares_its_chat(live_stream, redis_server, tmp_path):  # noqa: F811

@@ -1,7 +1,7 @@
 """`livestream cloud`: rent a DigitalOcean droplet for the evening, stream, destroy it.
 
 `up` creates one droplet tagged as ours with user-data that installs and starts the server
-(see user_data.py), uploads the project to it once it is active (cloud_upload.py), waits
+(see user_data.py), uploads the project to it once it is active (upload.py), waits
 until it answers over HTTP and prints where to watch and where to push. `play` does `up`,
 pushes a file to the droplet's RTMP ingest, and destroys the droplet however that ends.
 `down` destroys every droplet with our tag and checks they are gone; `status` lists them

@@ -6,7 +6,7 @@ runs this receiver on its public HTTP port, `livestream cloud up` uploads the bu
 and the receiver unpacks it and exits so the real server can take the port.
 
 It runs before pip, as root, on the distribution's python3: standard library only, and
-usable both as a script on the droplet and as `app.cloud_receiver` (the sealing side).
+usable both as a script on the droplet and as `app.cloud.receiver` (the sealing side).
 
 Why this construction. The bundle holds the user's config.toml and travels over plain
 HTTP, so it is encrypted and authenticated with a 32-byte key that only the user-data

@@ -2,7 +2,7 @@
 
 The droplet may still be booting when `cloud up` sees it active, so connection failures
 and 5xx answers are retried until a deadline, with a progress line per attempt. Each attempt
-fetches the receiver's current challenge and seals the bundle for it (cloud_receiver.py
+fetches the receiver's current challenge and seals the bundle for it (receiver.py
 explains the construction); the receiver's answer must carry a receipt only the key holder
 can make, so a stranger answering on the droplet's address cannot pretend to have it.
 """

@@ -3,8 +3,9 @@
 `Store` is what the rest of the app uses; `SQLiteStore` keeps everything in one SQLite file in
 WAL mode in the state folder (nothing to install, survives restarts and `kill -9`). Hot reads
 (recent messages, bans, filters, recently seen viewers, and ids known to have no viewer record)
-are answered from memory; every in-memory collection has a cap. A shared store (for several app
-instances) would implement the same methods.
+are answered from memory; every in-memory collection has a cap. `RedisStore`
+(app/community/shared.py), the store several workers or edges share, implements the same
+methods.
 """
 from __future__ import annotations
 

@@ -4,14 +4,22 @@ stream folder, so its watcher and fan-out serve viewers exactly as they serve a 
 The puller follows the origin's HLS playlist over HTTP (through Tor's SOCKS port when the
 origin is an onion address), fetches the init segment and every new media segment, writes each
 file atomically (temp file + rename, like ffmpeg's temp_file flag) and writes the playlist
-last, so nothing is listed before it is on disk. A master playlist (#EXT-X-STREAM-INF) is
-followed variant by variant. ENDLIST and restarts (a new init, numbering from the start again)
-pass through. A broken origin never stops the edge: the puller says so once, retries with a
-growing pause, and the edge's playlist goes stale, which the watcher shows as offline.
+last, so nothing is listed before it is on disk. A bare origin (http://host:port) is followed
+through its master playlist, every rendition of it, or through its one media playlist when it
+has no master; an explicit playlist URL is followed as given. ENDLIST and restarts (a new init,
+numbering from the start again) pass through. A broken origin never stops the edge: the puller
+says so once, retries with a growing pause, and the edge's playlist goes stale, which the
+watcher shows as offline.
+
+The origin serves only the files its playlists list, so what the folder's marker files say
+(title, the watch party's pause and countdown) comes from its public /api/status instead,
+polled beside the video and written into this folder's markers.
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -22,11 +30,22 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from app.stream import playlist as hls
-from app.stream.folder import DEFAULT_PLAYLIST, prepare_stream_dir
+from app.stream.folder import (
+    COUNTDOWN_FILE,
+    DEFAULT_PLAYLIST,
+    HOLD_FILE,
+    MASTER_PLAYLIST,
+    clean_title,
+    prepare_stream_dir,
+    write_marker,
+    write_title,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_PLAYLIST_BYTES = 256 * 1024
+MAX_STATUS_BYTES = 16 * 1024
+STATUS_INTERVAL = 2.0  # the origin's title, pause and countdown reach the edge this often
 STREAM_INF = "#EXT-X-STREAM-INF"
 
 
@@ -50,15 +69,27 @@ class RelaySettings:
     max_segment_bytes: int = 32 * 1024 * 1024
 
 
-def playlist_url(origin: str, playlist: str = DEFAULT_PLAYLIST) -> str:
-    """A bare origin (http://host:port) means its default playlist under /stream/."""
+@dataclass(frozen=True)
+class OriginURLs:
+    """What the edge fetches from the origin."""
+
+    playlist: str  # the URL given, or a bare origin's top media playlist
+    master: str | None  # a bare origin's master playlist, asked for first
+    status: str  # the origin's public /api/status
+
+
+def origin_urls(origin: str, playlist: str = DEFAULT_PLAYLIST) -> OriginURLs:
+    """An explicit playlist URL is followed as given; a bare origin (http://host:port) means
+    its master playlist under /stream/, or its `playlist` when it has no master."""
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RelayError(f"origin {origin!r} is not an http:// or https:// address "
                          "(e.g. http://203.0.113.5:8080 or http://xyz.onion)")
     if parts.path.endswith(".m3u8"):
-        return origin
-    return origin.rstrip("/") + "/stream/" + playlist
+        return OriginURLs(origin, None, urljoin(origin, "../api/status"))
+    base = origin.rstrip("/")
+    return OriginURLs(f"{base}/stream/{playlist}", f"{base}/stream/{MASTER_PLAYLIST}",
+                      f"{base}/api/status")
 
 
 def is_onion(url: str) -> bool:
@@ -80,22 +111,36 @@ class Relay:
     def __init__(self, settings: RelaySettings, stream_dir: Path):
         self.settings = settings
         self.stream_dir = Path(stream_dir)
-        self.url = playlist_url(settings.origin, settings.playlist)
+        self.origin = origin_urls(settings.origin, settings.playlist)
+        self.url = self.origin.playlist
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "livestream-edge"
         if is_onion(self.url):
             proxy = f"socks5h://{settings.tor_socks}"  # h: tor resolves the onion name
             self.session.proxies = {"http": proxy, "https": proxy}
         self.variants: dict[str, _Variant] = {}
+        # A bare origin's master is asked for on every poll while it has one; after a 404 (one
+        # rendition) only again after a restart or an outage, when renditions may have come.
+        self.ask_master = self.origin.master is not None
+        self.followed: str | None = None
         self.failing_since: float | None = None
         self.offline = False
+        # the markers this edge wrote from the origin's status
+        self.title: str | None = None
+        self.hold = ""  # "host": the origin is paused; "seek": resumed, no new segment yet
+        self.countdown: float | None = None  # this machine's time
         self._stopped = False
+
+    def prepare(self) -> None:
+        """The folder starts clean; the origin's status brings the markers back."""
+        prepare_stream_dir(self.stream_dir, self.settings.playlist)
+        for name in (HOLD_FILE, COUNTDOWN_FILE):
+            (self.stream_dir / name).unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> None:
         """Follow the origin forever; every failure is logged and retried, never raised."""
-        prepare_stream_dir(self.stream_dir, Path(urlsplit(self.url).path).name)
         pause = self.settings.poll_interval
         while not self._stopped:
             try:
@@ -107,9 +152,8 @@ class Relay:
                 if not self.offline:
                     log.info("origin %s has no stream (%s); waiting for one", self._shown(), exc)
                 self.offline = True
+                self.ask_master = self.origin.master is not None  # the next one may have more
                 pause = min(self.settings.retry_max, max(1.0, self.settings.poll_interval))
-                time.sleep(pause)
-                continue
             except (requests.RequestException, RelayError, hls.PlaylistError, OSError) as exc:
                 pause = self._failed(exc, pause)
             else:
@@ -126,6 +170,7 @@ class Relay:
 
     def _failed(self, exc: Exception, pause: float) -> float:
         retry = min(self.settings.retry_max, max(1.0, pause * 2))
+        self.ask_master = self.origin.master is not None  # it may come back with renditions
         if self.failing_since is None:
             self.failing_since = time.monotonic()
             log.warning("origin %s failed: %s. Viewers of this edge see the stream offline "
@@ -144,19 +189,53 @@ class Relay:
 
     def poll(self) -> None:
         """Fetch the playlist once; bring the edge's folder up to date with it."""
-        text = self._get_text(self.url)
-        name = Path(urlsplit(self.url).path).name
-        if STREAM_INF not in text:
-            self._sync_media(name, self.url, text)
-            return
-        for uri in master_variants(text):
-            self._sync_media(uri, urljoin(self.url, uri), self._get_text(urljoin(self.url, uri)))
-        self._write(name, text.encode())  # the master last: every variant it names exists
+        if self.ask_master:
+            try:
+                text = self._get_text(self.origin.master)
+            except OriginOffline:  # 404: an origin with one rendition (or none yet)
+                self.ask_master = False
+                self._drop_master()
+            else:
+                self._follow(self.origin.master, text)
+                return
+        if self._follow(self.url, self._get_text(self.url)) and self.origin.master:
+            self.ask_master = True  # a new broadcast may come with renditions
 
-    def _sync_media(self, name: str, url: str, text: str) -> None:
+    def _follow(self, url: str, text: str) -> bool:
+        """Sync a master playlist (every variant, then the master) or one media playlist,
+        under the names this edge's watcher reads; True when a media playlist restarted."""
+        if url != self.followed:
+            log.info("edge: following %s", urlsplit(url).path)
+            self.followed = url
+        if STREAM_INF not in text:
+            return self._sync_media(self.settings.playlist, url, text)
+        variants = master_variants(text)
+        for uri in variants:
+            self._sync_media(uri, urljoin(url, uri), self._get_text(urljoin(url, uri)))
+        self._keep_only(set(variants))
+        self._write(MASTER_PLAYLIST, text.encode())  # last: every variant it names exists
+        return False
+
+    def _drop_master(self) -> None:
+        """The origin has no master (any more): neither has the edge, nor lower renditions."""
+        (self.stream_dir / MASTER_PLAYLIST).unlink(missing_ok=True)
+        self._keep_only({self.settings.playlist})
+
+    def _keep_only(self, names: set[str]) -> None:
+        """Delete the files of media playlists the origin no longer names (not those a
+        playlist still followed names too)."""
+        gone = {name: self.variants.pop(name) for name in set(self.variants) - names}
+        kept = set(names).union(*(state.held for state in self.variants.values()))
+        for name, state in gone.items():
+            for uri in {name, *state.held} - kept:
+                (self.stream_dir / uri).unlink(missing_ok=True)
+
+    def _sync_media(self, name: str, url: str, text: str) -> bool:
+        """Fetch what the edge lacks of one media playlist, then write it; True on a
+        restart of a playlist followed before."""
         state = self.variants.setdefault(name, _Variant())
         if text == state.last_text:
-            return
+            return False
         parsed = hls.parse(text)
         newest = parsed.entries[-1].sequence if parsed.entries else None
         listed = {(e.sequence, e.uri) for e in parsed.entries}
@@ -164,22 +243,26 @@ class Relay:
             newest is not None and state.newest is not None and newest < state.newest)
         if state.last_text is not None and not restarted and state.held:
             restarted = not any(uri in state.held for _, uri in listed)  # lost the thread
-        if restarted:
-            state.held = set()
-        if parsed.init_uri and (restarted or parsed.init_uri not in state.held):
+        if restarted:  # the listed names are new files; the old unlisted ones go in _forget
+            state.held -= parsed.uris
+        if parsed.init_uri and parsed.init_uri not in state.held:
             self._write(parsed.init_uri, self._get_bytes(urljoin(url, parsed.init_uri)))
             state.held.add(parsed.init_uri)
-        for entry in parsed.entries:
-            if entry.uri not in state.held:
-                self._write(entry.uri, self._get_bytes(urljoin(url, entry.uri)))
-                state.held.add(entry.uri)
+        fetched = [entry.uri for entry in parsed.entries if entry.uri not in state.held]
+        for uri in fetched:
+            self._write(uri, self._get_bytes(urljoin(url, uri)))
+            state.held.add(uri)
         self._write(name, text.encode())
         self._forget(state, parsed)
-        if restarted and state.last_text is not None:
+        if fetched and name == self.settings.playlist:
+            self._segment_arrived()
+        again = restarted and state.last_text is not None
+        if again:
             log.info("origin restarted the stream (%s); following the new one", name)
         elif parsed.ended and not hls.parse(state.last_text or "#EXTM3U").ended:
             log.info("origin ended the stream (%s)", name)
         state.last_text, state.newest = text, newest
+        return again
 
     def _forget(self, state: _Variant, parsed: hls.Playlist) -> None:
         """Delete segments neither this playlist nor the one before it lists (a player may
@@ -191,13 +274,66 @@ class Relay:
                 state.held.discard(uri)
         state.previous = parsed.uris
 
+    # ---------------------------------------------------------------- the origin's status
+
+    def follow_status(self) -> None:
+        """Poll the origin's status beside the video until `stop()`; a failure is said once
+        and never touches the video."""
+        pause, failing = STATUS_INTERVAL, False
+        while not self._stopped:
+            try:
+                self.poll_status()
+            except (requests.RequestException, RelayError, OSError) as exc:
+                if not failing:
+                    log.warning("origin %s: no status (%s); this edge's title, pause and "
+                                "countdown wait for it, the video goes on", self._shown(),
+                                _reason(exc))
+                failing = True
+                pause = min(self.settings.retry_max, pause * 2)
+            else:
+                if failing:
+                    log.info("origin %s: status answers again", self._shown())
+                failing, pause = False, STATUS_INTERVAL
+            time.sleep(pause)
+
+    def poll_status(self) -> None:
+        """Write the origin's title, pause and countdown into this folder's markers."""
+        status = parse_status(self._get_text(self.origin.status, MAX_STATUS_BYTES))
+        if status.title and status.title != self.title:
+            write_title(self.stream_dir, status.title)
+            self.title = status.title
+        if status.paused:
+            write_marker(self.stream_dir, HOLD_FILE, "host")  # fresh again every round
+            self.hold = "host"
+        elif self.hold == "host":
+            # Resumed. The origin holds its stream until its writer lists a new segment; this
+            # edge holds until that segment is here, or its stale playlist would read offline
+            # and end every /stream.mp4 response. Not refreshed: it lapses if none comes.
+            write_marker(self.stream_dir, HOLD_FILE, "seek")
+            self.hold = "seek"
+        if status.starts_at is None:
+            if self.countdown is not None:
+                (self.stream_dir / COUNTDOWN_FILE).unlink(missing_ok=True)
+                self.countdown = None
+        else:
+            starts_at = time.time() + (status.starts_at - status.now)  # on this machine's clock
+            if self.countdown is None or abs(starts_at - self.countdown) >= 1.0:  # not jitter
+                write_marker(self.stream_dir, COUNTDOWN_FILE, f"{starts_at:.0f}")
+                self.countdown = starts_at
+
+    def _segment_arrived(self) -> None:
+        """A new segment of the top playlist is on disk: a hold kept since resume ends."""
+        if self.hold == "seek":
+            (self.stream_dir / HOLD_FILE).unlink(missing_ok=True)
+            self.hold = ""
+
     # ---------------------------------------------------------------- HTTP and disk
 
     def _timeouts(self) -> tuple[float, float]:
         return self.settings.connect_timeout, self.settings.read_timeout
 
-    def _get_text(self, url: str) -> str:
-        data = self._get(url, MAX_PLAYLIST_BYTES)
+    def _get_text(self, url: str, limit: int = MAX_PLAYLIST_BYTES) -> str:
+        data = self._get(url, limit)
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
@@ -235,6 +371,30 @@ class Relay:
             raise
 
 
+@dataclass(frozen=True)
+class OriginStatus:
+    """What the edge takes from the origin's /api/status (app/stream/status.py)."""
+
+    title: str
+    paused: bool
+    starts_at: float | None  # on the origin's public clock, like `now`
+    now: float
+
+
+def parse_status(text: str) -> OriginStatus:
+    try:
+        data = json.loads(text)
+        starts_at = None if data["starts_at"] is None else float(data["starts_at"])
+        now = float(data["now"])
+        title = clean_title(data["title"], "") if isinstance(data["title"], str) else ""
+        paused = data["paused"] is True
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RelayError(f"/api/status is not a livestream server's status ({exc!r})") from None
+    if not math.isfinite(now) or (starts_at is not None and not math.isfinite(starts_at)):
+        raise RelayError("/api/status gives a time that is not a number")
+    return OriginStatus(title, paused, starts_at, now)
+
+
 def master_variants(text: str) -> list[str]:
     """The media playlists a master playlist lists (the URI line after each STREAM-INF);
     plain file names only, like every other name in the stream folder."""
@@ -259,16 +419,18 @@ def _reason(exc: Exception) -> str:
 
 
 def start_relay(settings: RelaySettings, stream_dir: Path):
-    """Run the puller in a greenlet beside the server; returns its stop."""
+    """Run the puller (the video, and beside it the origin's status) in greenlets beside the
+    server; returns its stop."""
     import gevent
 
     relay = Relay(settings, stream_dir)
     log.info("edge: following %s into %s", relay._shown(), stream_dir)
-    greenlet = gevent.spawn(relay.run)
+    relay.prepare()
+    greenlets = [gevent.spawn(relay.run), gevent.spawn(relay.follow_status)]
 
     def stop() -> None:
         relay.stop()
-        greenlet.kill(timeout=5)
+        gevent.killall(greenlets, timeout=5)
         relay.session.close()
 
     return stop

@@ -43,10 +43,8 @@ class ControlServer:
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            if _answers(self.path):
-                raise ControlError(f"another `livestream play` already takes the controls "
-                                   f"({self.path}); stop it first")
-            self.path.unlink()
+            refuse_second_play(self.path.parent)
+            self.path.unlink()  # left by a play that died
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # created 0600: no window where others could connect
         try:
@@ -116,12 +114,17 @@ def _same_user(conn: socket.socket) -> bool:
     return uid == os.getuid()
 
 
-def _answers(path: Path) -> bool:
+def refuse_second_play(state_dir: Path) -> None:
+    """ControlError when a watch party's `play` answers on this state folder: a second `play`
+    would clean the stream folder under it (playlists, segments) and take it over."""
     try:
-        send(path.parent, "status", timeout=1.0)
-        return True
+        send(state_dir, "status", timeout=1.0)
     except ControlError:
-        return False
+        return
+    raise ControlError(f"a watch party is already playing (its controls: "
+                       f"{socket_path(state_dir)}); control it with `livestream party "
+                       "pause|resume|seek +30|next|prev|status` or on /broadcaster, or stop it "
+                       "(Ctrl-C in its terminal) before starting another `livestream play`")
 
 
 def send(state_dir: Path, command: str, argument: str = "", timeout: float = 15.0) -> dict:

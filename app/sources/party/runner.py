@@ -213,6 +213,7 @@ class Party:
     # --- the main loop ------------------------------------------------------------------
 
     def run(self) -> int:
+        self.server.start()  # first: refused while another party plays, its folder untouched
         if not self.base.to:
             prepare_stream_dir(self.stream_dir, self.playlist)
             (self.stream_dir / HOLD_FILE).unlink(missing_ok=True)
@@ -220,7 +221,6 @@ class Party:
                 write_master(self.stream_dir, list(self.variants))
                 self.out.write("renditions: " + ", ".join(v.name for v in self.variants)
                                + " (every one continues across pauses and seeks)\n")
-        self.server.start()
         previous = signal.signal(signal.SIGTERM, lambda *_: self._terminate())
         self.out.write(f"watch party: {len(self.items)} item(s); control it with `livestream "
                        f"party pause|resume|seek +30|next|prev|status` or on /broadcaster\n")

@@ -3,9 +3,10 @@
 Behind HTTP Basic auth (flask-httpauth) with failed logins rate-limited. A proven login gets a
 session cookie (HttpOnly, SameSite=Strict, only sent under /broadcaster); a browser holding it
 skips the password check, so guessers who keep the login locked do not lock the broadcaster
-out. Every form carries a
-per-process CSRF token checked in constant time, and a cross-site Origin is refused, so another
-site cannot make a logged-in broadcaster's browser ban or post.
+out. Every form carries a CSRF token checked in constant time (random per process; with Redis
+derived from the shared server secret, so every worker takes the forms of the others), and a
+cross-site Origin is refused, so another site cannot make a logged-in broadcaster's browser ban
+or post.
 """
 from __future__ import annotations
 
@@ -126,7 +127,8 @@ def _is_loopback(address: str | None) -> bool:
 
 @bp.before_request
 def check_csrf():
-    """Every POST must carry this process's CSRF token and must not come from another site."""
+    """Every POST must carry the CSRF token (services().csrf_token: this process's, or the
+    workers' shared one) and must not come from another site."""
     if request.method != "POST":
         return None
     if is_cross_site():
