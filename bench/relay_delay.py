@@ -47,10 +47,14 @@ class Viewer(threading.Thread):
                 self.marks.append((len(self.data), time.monotonic()))
 
     def arrival(self, segment: bytes) -> float | None:
-        """When the first byte of `segment` reached this viewer (None: never)."""
-        where = self.data.find(segment[:512])
-        if where < 0:
+        """When the first byte of `segment` reached this viewer (None: never). Found by its
+        last bytes (media samples): /stream.mp4 renumbers each fragment's header per response,
+        so the segment's first bytes differ from the file's; its length does not."""
+        tail = min(512, len(segment))
+        found = self.data.find(segment[-tail:])
+        if found < 0:
             return None
+        where = found + tail - len(segment)
         for end, when in self.marks:
             if end > where:
                 return when
