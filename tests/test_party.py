@@ -33,12 +33,17 @@ def make_clip(path: Path, seconds: int, video: str, audio: str, codecs: list[str
     return path
 
 
+def film(path: Path, seconds: int, sample_rate: int = 44100) -> Path:
+    """The usual test film: 320x180 H.264 and AAC, as a viewer's movie file would be."""
+    return make_clip(path, seconds, "testsrc=size=320x180:rate=25",
+                     f"sine=f=440:r={sample_rate}", ["-c:v", "libx264", "-preset", "ultrafast",
+                                                     "-pix_fmt", "yuv420p", "-c:a", "aac"])
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")
-    first = make_clip(folder / "first.mkv", 14, "testsrc=size=320x180:rate=25",
-                      "sine=f=440:r=44100", ["-c:v", "libx264", "-preset", "ultrafast",
-                                             "-pix_fmt", "yuv420p", "-c:a", "aac"])
+    first = film(folder / "first.mkv", 14)
     # a different size, rate and codecs: the party must still write the same init segment
     second = make_clip(folder / "second.mkv", 6, "testsrc2=size=160x120:rate=30",
                        "sine=f=300:r=22050", ["-c:v", "mpeg4", "-c:a", "libmp3lame"])

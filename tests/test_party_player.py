@@ -8,7 +8,7 @@ import time
 import pytest
 from chat_support import chat_server
 from support import PROJECT, cli, wait_for
-from test_party import make_clip
+from test_party import film
 from test_player import open_viewer, state, stream_time_at, wait_playing  # noqa: F401
 
 from app.sources.party import control
@@ -29,9 +29,7 @@ def notice(page) -> str:
 
 
 def test_mse_viewers_stay_together_across_pause_and_seek(tmp_path, open_viewer):  # noqa: F811
-    clip = make_clip(tmp_path / "film.mkv", 60, "testsrc=size=320x180:rate=25",
-                     "sine=f=440:r=48000", ["-c:v", "libx264", "-preset", "ultrafast",
-                                            "-pix_fmt", "yuv420p", "-c:a", "aac"])
+    clip = film(tmp_path / "film.mkv", 60, 48000)
     server = chat_server(tmp_path, tmp_path / "stream").start()
     play = subprocess.Popen(cli(server.config_path, "play", str(clip), "--party", "--preset",
                                 "ultrafast", "--bitrate", "300"), cwd=PROJECT,

@@ -9,7 +9,7 @@ import pytest
 import requests
 from chat_support import chat_server
 from support import PROJECT, cli, wait_for
-from test_party import Viewer, make_clip, packet_times
+from test_party import Viewer, film, packet_times
 
 from app.sources.party import control
 from app.stream import playlist as hls
@@ -21,9 +21,7 @@ RENDITIONS = ('[[stream.renditions]]\nname = "source"\n'
 
 @pytest.mark.slow
 def test_lower_rendition_continues_across_pause_and_seek(tmp_path):
-    clip = make_clip(tmp_path / "clip.mkv", 20, "testsrc=size=320x180:rate=25",
-                     "sine=f=440:r=44100", ["-c:v", "libx264", "-preset", "ultrafast",
-                                            "-pix_fmt", "yuv420p", "-c:a", "aac"])
+    clip = film(tmp_path / "clip.mkv", 20)
     stream_dir = tmp_path / "stream"
     server = chat_server(tmp_path, stream_dir, RENDITIONS).start()
     log = (tmp_path / "play.log").open("wb")

@@ -21,7 +21,7 @@ import requests
 from chat_support import ChatViewer, LiveFrame, chat_server
 from redis_support import redis_server  # noqa: F401 (a fixture)
 from support import PROJECT, Server, TestStream, cli, free_port, wait_for
-from test_party import Viewer, info_frame, make_clip
+from test_party import Viewer, film, info_frame
 
 from app.sources.party import control
 from app.sources.relay import Relay, RelayError, RelaySettings, master_variants
@@ -326,9 +326,7 @@ COUNTDOWN = 8  # seconds: `play --in`, long enough for the edge's status poll to
 def party_edge(tmp_path_factory):
     """An origin fed by a watch party that starts after a countdown, and an edge of it."""
     work = tmp_path_factory.mktemp("party-edge")
-    clip = make_clip(work / "film.mkv", 30, "testsrc=size=320x180:rate=25",
-                     "sine=f=440:r=44100", ["-c:v", "libx264", "-preset", "ultrafast",
-                                            "-pix_fmt", "yuv420p", "-c:a", "aac"])
+    clip = film(work / "film.mkv", 30)
     (work / "origin").mkdir()
     (work / "edge").mkdir()
     origin = Server(work / "origin", work / "origin" / "stream").start()
