@@ -29,6 +29,8 @@ UPTIME = ("var d = document;"
           " text: d.querySelector('.uptime-text').textContent};")
 
 
+LOADED_WITHIN = 15.0  # seconds: a page that never finishes loading fails; a slow CI box does not
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, live_stream):
     """A chat server (known captcha answers) on the session's live stream."""
@@ -62,8 +64,10 @@ def shows_within(browser, viewer: ChatViewer, text: str) -> float:
 
 
 def test_page_finishes_loading_without_javascript(server, firefox):  # noqa: F811
-    took = firefox.open(server.url + "/", wait_complete=5.0)
-    assert took < 5.0
+    # It finishes at all (it never did); how fast is bench/firefox_nojs.py's figure (a median
+    # of 0.23 s): the bound here only has to hold on a loaded CI machine.
+    took = firefox.open(server.url + "/", wait_complete=LOADED_WITHIN)
+    assert took < LOADED_WITHIN
     assert firefox.ready_state() == "complete" and not firefox.tab_busy()
     # ...and the chat still streams: the frame moved on to the never-ending document.
     frame = wait_for(lambda: chat_live(firefox), 5, 0.05, "the live chat frame")
@@ -74,8 +78,8 @@ def test_page_finishes_loading_without_javascript(server, firefox):  # noqa: F81
 
 def test_page_finishes_loading_without_javascript_in_chromium(server, nojs_page):
     started = time.monotonic()
-    nojs_page.goto(server.url + "/", wait_until="load", timeout=5000)
-    assert time.monotonic() - started < 5.0
+    nojs_page.goto(server.url + "/", wait_until="load", timeout=LOADED_WITHIN * 1000)
+    assert time.monotonic() - started < LOADED_WITHIN
     assert nojs_page.evaluate("document.readyState") == "complete"  # read by the driver
 
 
