@@ -51,63 +51,47 @@ def create_app(config: Config) -> App:
 
 def build_services(config: Config) -> Services:
     """SQLite and this process's memory by default; Redis for everything viewers share when
-    `[store] redis_url` is set (several workers or edges). Raises RuntimeError with a
-    sentence when the state cannot be opened or reached."""
+    `[store] redis_url` is set (several workers or edges), so any worker can answer any
+    viewer. Raises RuntimeError with a sentence when the state cannot be opened or reached."""
+    client = None
     if config.store.redis_url:
-        return build_shared_services(config)
-    hub = Hub()
-    store = open_state(config)
-    identities = Identities(store)
-    captchas = make_captchas(config)
-    password = broadcaster_password(store, config)
-    return Services(
-        config=config,
-        stream=StreamState(config.stream_dir, config.stream),
-        timeline=TimelineBuilder(),
-        hub=hub,
-        store=store,
-        identities=identities,
-        audience=Audience(config.viewers),
-        captchas=captchas,
-        password=password,
-        chat=Chat(store, identities, hub, config.chat, config.broadcaster, captchas),
-        sessions=BroadcasterSessions(store),
-        csrf_token=secrets.token_urlsafe(32),
-        clock=StreamClock(),
-        **limits(config),
-    )
+        from app.community import shared
 
-
-def build_shared_services(config: Config) -> Services:
-    """Every piece viewers share in Redis, so any worker can answer any viewer."""
-    from app.community import shared
-
-    client = shared.connect(config.store.redis_url)
-    hub = shared.RedisHub(client)
+        client = shared.connect(config.store.redis_url)
     store = open_state(config, client)
     identities = Identities(store)
     captchas = make_captchas(config, client)
-    password = broadcaster_password(store, config,
-                                    shared.RedisFailedLogins(client, config.broadcaster))
+    if client is None:
+        hub, audience, generations, failures = Hub(), Audience(config.viewers), None, None
+        chat_state: dict = {}  # the chat's own in-memory nonces, flood windows and hides
+        csrf_token, clock = secrets.token_urlsafe(32), StreamClock()
+    else:
+        hub = shared.RedisHub(client)
+        audience = shared.RedisAudience(config.viewers, client)
+        generations = shared.RedisGenerations(client)
+        failures = shared.RedisFailedLogins(client, config.broadcaster)
+        chat_state = {"used_nonces": shared.RedisUsedNonces(client),
+                      "flood": shared.RedisFloodWindows(client, config.chat),
+                      "hides": shared.RedisHideVersion(client)}
+        # the same for every worker, or a broadcaster form from one is refused by another
+        csrf_token = identities.derive("broadcaster-csrf", b"").hex()
+        # one clock for every worker: a player syncs with one and reads timelines from another
+        clock = StreamClock(identities.derive("player-clock", b""))
     return Services(
         config=config,
-        stream=StreamState(config.stream_dir, config.stream, shared.RedisGenerations(client)),
+        stream=StreamState(config.stream_dir, config.stream, generations),
         timeline=TimelineBuilder(),
         hub=hub,
         store=store,
         identities=identities,
-        audience=shared.RedisAudience(config.viewers, client),
+        audience=audience,
         captchas=captchas,
-        password=password,
+        password=broadcaster_password(store, config, failures),
         chat=Chat(store, identities, hub, config.chat, config.broadcaster, captchas,
-                  used_nonces=shared.RedisUsedNonces(client),
-                  flood=shared.RedisFloodWindows(client, config.chat),
-                  hides=shared.RedisHideVersion(client)),
-        sessions=BroadcasterSessions(store, shared=True),
-        # the same for every worker, or a broadcaster form from one is refused by another
-        csrf_token=identities.derive("broadcaster-csrf", b"").hex(),
-        # one clock for every worker: a player syncs with one and reads timelines from another
-        clock=StreamClock(identities.derive("player-clock", b"")),
+                  **chat_state),
+        sessions=BroadcasterSessions(store, shared=client is not None),
+        csrf_token=csrf_token,
+        clock=clock,
         **limits(config),
     )
 
