@@ -7,6 +7,7 @@ import re
 import signal
 import time
 
+import pytest
 import requests
 from chat_support import (
     BROADCASTER,
@@ -265,8 +266,15 @@ def test_compression_only_for_pages_and_json(server):
         assert "Content-Encoding" not in video.headers
 
 
-def test_failed_logins_are_rate_limited(tmp_path):
-    srv = chat_server(tmp_path, tmp_path / "stream").start()
+@pytest.fixture
+def own_server(tmp_path):
+    """A server of the test's own, to restart or lock at will (test_chat_workers.py gives
+    two workers on one Redis instead)."""
+    return lambda extra="": chat_server(tmp_path, tmp_path / "stream", extra)
+
+
+def test_failed_logins_are_rate_limited(own_server):
+    srv = own_server().start()
     try:
         statuses = [requests.get(srv.url + "/broadcaster", auth=("broadcaster", f"guess{i}"),
                                  timeout=5).status_code for i in range(4)]
@@ -278,9 +286,8 @@ def test_failed_logins_are_rate_limited(tmp_path):
         srv.stop()
 
 
-def test_history_names_bans_filters_and_title_survive_restart_and_kill_9(tmp_path):
-    stream_dir = tmp_path / "stream"
-    srv = chat_server(tmp_path, stream_dir, "[chat]\nmin_interval = 0.1\n").start()
+def test_history_names_bans_filters_and_title_survive_restart_and_kill_9(own_server):
+    srv = own_server("[chat]\nmin_interval = 0.1\n").start()
     try:
         keeper, troll = ChatViewer(srv), ChatViewer(srv)
         keeper.post("remember me", name="Keeper", tripcode="pw")

@@ -15,8 +15,10 @@ from test_chat import (  # noqa: F401 (collected here again, against this module
     test_broadcaster_page_needs_auth_and_csrf_and_marks_its_messages,
     test_captcha_answers_are_single_use_vague_and_bound_to_the_viewer,
     test_compression_only_for_pages_and_json,
+    test_failed_logins_are_rate_limited,
     test_flood_rules_trip_with_a_clear_message_and_ask_for_a_captcha_again,
     test_hidden_messages_leave_every_view,
+    test_history_names_bans_filters_and_title_survive_restart_and_kill_9,
     test_js_viewers_get_chat_events_over_sse,
     test_limits_are_enforced_and_mirrored_in_the_form,
     test_names_messages_and_tripcodes,
@@ -33,3 +35,10 @@ def server(tmp_path_factory, live_stream, redis_server):  # noqa: F811
                       CHAT_CONFIG, redis_server.new_database()).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path, redis_server):  # noqa: F811
+    """A test's own two workers on a Redis database of their own (restarted, locked)."""
+    return lambda extra="": chat_server(tmp_path, tmp_path / "stream", extra,
+                                        redis_url=redis_server.new_database())
