@@ -118,13 +118,20 @@ def printed(log: Path, pattern: str, timeout: float = 60) -> str:
 
 
 def interrupt(process: subprocess.Popen) -> None:
+    """Ctrl-C, as a user stops the command; what it started must go with it."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    started = [int(pid) for pid in children.read_text().split()] if children.exists() else []
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:  # stuck in a control-port call: its threads hold on
+            process.wait(30)  # onionbalance gets 10 s to stop, then is killed
+        except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+            raise
+    for pid in started:
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 10,
+                 what=f"process {pid} started by {process.args[-1]} to end with it")
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from stem.control import Controller
 from stem.descriptor.hidden_service import HiddenServiceDescriptorV3
 
+from app.runtime import processes
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "Install it: `sudo apt-get install onionbalance` (or `pip install onionbalance`)."
@@ -169,12 +171,23 @@ def run_front_command(config, backends: list[str], testnet: bool = False) -> int
         return 1
     print(f"front address: http://{address}/\n"
           f"On each backend run: livestream onion backend --front {address}", flush=True)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        process.wait(10)
-        return 130
+    if until_stopped(process):
+        return process.returncode  # onionbalance ended by itself: its log says why
+    processes.stop(process, 10)  # it can sit in a control-port call: killed after 10 s
+    return 130
+
+
+def until_stopped(process: subprocess.Popen | None = None) -> bool:
+    """Wait for Ctrl-C or SIGTERM (systemd, kill), or for `process` to end by itself (True)."""
+    import gevent
+
+    from app.runtime.signals import stop_event
+
+    stopping = stop_event()
+    if process is not None:
+        gevent.spawn(process.wait).link(lambda _: stopping.set())
+    stopping.wait()
+    return process is not None and process.poll() is not None
 
 
 def run_backend_command(config, front: str) -> int:
@@ -196,9 +209,7 @@ def run_backend_command(config, front: str) -> int:
         print(f"backend address: {address} (give it to `livestream onion balance "
               f"--backend`); serving port {config.server.port} for {onion_name(front)}",
               flush=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+        until_stopped()
         return 130
     except (BalanceError, OSError) as exc:
         print(f"livestream: {exc}", file=sys.stderr)
