@@ -175,7 +175,7 @@ def tor(args) -> None:
         sys.exit(f"{PRIVNET} is missing: the private Tor network tool lives in ../shared/tools")
     work = Path(tempfile.mkdtemp(prefix="renditions-tor-"))
     base = work / "privnet"
-    port_base = random.randrange(20000, 49500)
+    port_base = random.randrange(20000, 32000)  # below the ephemeral ports (32768 on)
     privnet = [sys.executable, str(PRIVNET), "--base", str(base), "--port-base", str(port_base)]
     source = server = None
     try:

@@ -504,14 +504,16 @@ def curl_socks(socks_port: int, url: str, *args: str, timeout: float = 60):
 
 
 @contextmanager
-def private_tor_network(base: Path):
-    """privnet up in its own folder and ports; always taken down again."""
+def private_tor_network(base: Path, *options: str, timeout: float = 240):
+    """privnet up in its own folder and ports (`options` passed on to `privnet.py up`);
+    always taken down again. Port bases lie below Linux's ephemeral range (32768 on), where
+    any outgoing connection may hold a port; one taken anyway means another try."""
     try:
         for _ in range(3):
-            port_base = random.randrange(20000, 40000, 500)
+            port_base = random.randrange(20000, 32000, 500)
             up = subprocess.run([sys.executable, str(PRIVNET), "up", "--base", str(base),
-                                 "--port-base", str(port_base)],
-                                check=False, capture_output=True, text=True, timeout=240)
+                                 "--port-base", str(port_base), *options],
+                                check=False, capture_output=True, text=True, timeout=timeout)
             if up.returncode == 0:
                 break
             if "pick another --port-base" not in up.stdout + up.stderr:

@@ -10,13 +10,10 @@ published as an onion service and `serve --origin http://….onion` pulling thro
 """
 from __future__ import annotations
 
-import json
-import random
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import pytest
 import requests
 import stem.control
 from support import PROJECT, Server, cli, livestream, wait_for, write_config
+from test_onion import private_tor_network
 
 PRIVNET = Path(__file__).resolve().parents[2] / "shared" / "tools" / "privnet.py"
 
@@ -53,24 +51,16 @@ def which_backend(page: str | None) -> str | None:
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory):
-    base = tmp_path_factory.mktemp("obnet")
-    port_base = random.randint(20000, 49000)
     # --relay-dircache: every relay an HSDir, not only the 3 authorities. Onionbalance 0.2.2
     # (hashring.py) never finishes choosing the second replica's HSDirs when the first one
     # already took every HSDir of the ring (4 per replica), so it needs 5 or more.
     # 20 s votes: Onionbalance's testnet mode assumes chutney's 20 s voting interval when it
     # computes time periods and blinded keys; at privnet's default 10 s it signs and uploads
     # the front's descriptor for a time period clients never look up, so nobody finds it
-    up = subprocess.run([sys.executable, str(PRIVNET), "up", "--base", str(base),
-                         "--port-base", str(port_base), "--vote-interval", "20",
-                         "--initial-interval", "20", "--relay-dircache"],
-                        capture_output=True, text=True, check=False, timeout=400)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield json.loads((base / "state.json").read_text())
-    finally:
-        subprocess.run([sys.executable, str(PRIVNET), "down", "--base", str(base)],
-                       capture_output=True, check=False, timeout=120)
+    with private_tor_network(tmp_path_factory.mktemp("obnet"), "--vote-interval", "20",
+                             "--initial-interval", "20", "--relay-dircache",
+                             timeout=400) as state:
+        yield state
 
 
 def test_an_edge_follows_an_onion_origin_through_the_socks_port(network, live_stream, tmp_path):
