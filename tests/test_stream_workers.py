@@ -62,16 +62,21 @@ def generations(server: WorkersServer) -> dict[int, int]:
             connection.close()
 
 
+def go_live(stream, server) -> dict[int, int]:
+    """The stream on air and both workers serving it; the generation each names."""
+    stream.start()
+    stream.wait_segments(2)
+    server.start()
+    server.wait_live()
+    return generations(server)
+
+
 def test_a_worker_restarted_after_a_stream_restart_names_the_same_generation(own_stream):
     """Each worker counts restarts with its own watcher; one started later (the supervisor
     replacing a dead one) must not count the broadcast on air from 1 again, or a player whose
     requests reach both would start over at every other request."""
     stream, server = own_stream
-    stream.start()
-    stream.wait_segments(2)
-    server.start()
-    server.wait_live()
-    before = generations(server)
+    before = go_live(stream, server)
     stream.stop(signal.SIGKILL)
     stream.start()  # a new broadcast: both workers see the restart
     wait_for(lambda: (now := generations(server)) and len(set(now.values())) == 1
@@ -90,11 +95,7 @@ def test_a_worker_that_missed_an_offline_spell_takes_the_others_generation(own_s
     """A worker frozen while the stream went offline and came back never saw it go; the
     other counted a new generation, and the frozen one takes it once it settled."""
     stream, server = own_stream
-    stream.start()
-    stream.wait_segments(2)
-    server.start()
-    server.wait_live()
-    before = generations(server)
+    before = go_live(stream, server)
     frozen = server.pids[0]
     os.kill(frozen, signal.SIGSTOP)
     try:
