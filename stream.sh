@@ -76,6 +76,22 @@ fi
 keyint=$(( ${FRAMERATE%%/*} * SEGMENT_SECONDS ))
 keyframes="expr:gte(t,n_forced*$SEGMENT_SECONDS)"
 mkdir -p "$STREAM_DIR"
+# One source per folder (app/stream/lock.py): two writers would restart the stream for every
+# viewer again and again. The lock is held on fd 9, which ffmpeg inherits, until it exits.
+lock="$STREAM_DIR/.source.lock"
+exec 9<>"$lock"
+if command -v flock >/dev/null 2>&1; then
+  if ! flock -n 9; then
+    holder=$(head -n 1 "$lock" | cut -c 1-300)
+    pid=$(sed -n 's/^pid \([0-9]*\):.*/\1/p' <<<"$holder")
+    echo "stream.sh: $STREAM_DIR is already being written by another source: ${holder:-?}." >&2
+    echo "  Two sources in one folder would restart the stream for every viewer again and" \
+         "again; stop it first (Ctrl-C in its terminal${pid:+, or kill $pid}), or set" \
+         "STREAM_DIR to a folder of its own." >&2
+    exit 75
+  fi
+  printf 'pid %s: stream.sh%s (since %s UTC)\n' "$$" "${1:+ $1}" "$(date -u +%H:%M:%S)" >"$lock"
+fi
 # A new broadcast starts clean: stale segments from the last one must not be served.
 rm -f "$STREAM_DIR"/*.m4s "$STREAM_DIR"/*.tmp "$STREAM_DIR"/init.mp4 "$STREAM_DIR"/*-init.mp4 \
       "$STREAM_DIR"/*.m3u8
@@ -150,12 +166,34 @@ if [ ${#lower[@]} -gt 0 ]; then
 fi
 
 set +e
+# ffmpeg runs in the background so that a signal meant for this script (`kill PID`, a closed
+# terminal, the server that started it dying) reaches the trap below, which stops ffmpeg the
+# way Ctrl-C does: it finishes the segment and ends the playlist. ffmpeg ignores SIGHUP (it
+# would die at once, leaving the playlist open). A signal sent to the whole group reaches
+# ffmpeg itself; the trap then only waits, because a second signal makes ffmpeg abandon the
+# playlist it is writing (it is left empty).
+trap '' HUP
 # shellcheck disable=SC2046
 ffmpeg -hide_banner -nostdin -loglevel "$LOGLEVEL" "${inputs[@]}" \
   -filter_complex "$graph" \
   -map "[v]" $(x264 "$VIDEO_BITRATE") -map 1:a:0 -c:a aac -b:a "$AUDIO_BITRATE" -ac 2 \
   -flags:a +bitexact $(hls init.mp4 "stream%d.m4s" "$PLAYLIST") \
-  "${outputs[@]}"
+  "${outputs[@]}" &
+encoder=$!
+stopping=0
+# shellcheck disable=SC2317  # called by the trap
+stop_encoder() {
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  for _ in 1 2 3 4 5 6 7 8 9 10; do  # already stopping by itself (a group signal)?
+    kill -0 "$encoder" 2>/dev/null || return
+    sleep 0.2
+  done
+  kill -INT "$encoder" 2>/dev/null
+}
+trap stop_encoder INT TERM HUP
+while kill -0 "$encoder" 2>/dev/null; do wait "$encoder"; done
+wait "$encoder"
 status=$?
 set -e
 if [ $status -ne 0 ] && [ $status -ne 255 ]; then

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from app import config as configuration
 from app.config import PROJECT_DIR, Config, ConfigError
-from app.runtime import processes
+from app.runtime import processes, signals
+from app.stream.lock import FolderBusy
 
 if TYPE_CHECKING:
     import gevent.event
@@ -195,29 +196,46 @@ def start_side_jobs(args: argparse.Namespace, config: Config, services,
         demo = start_demo_source(config)
         services.adopt(lambda: processes.stop(demo, 10.0, signal.SIGINT, group=True))
     if config.relay.origin:
-        services.adopt(start_edge(config))
+        try:
+            services.adopt(start_edge(config))
+        except FolderBusy as exc:
+            print(f"livestream serve: {exc}", file=sys.stderr)
+            services.stop()
+            return False, None
     return True, onion
 
 
 def start_edge(config: Config) -> Callable[[], None]:
-    """The relay puller feeding this server's stream folder from the origin; its stop."""
+    """The relay puller feeding this server's stream folder from the origin; its stop.
+    FolderBusy when another source writes that folder."""
+    from urllib.parse import urlsplit
+
     from app.sources.relay import RelaySettings, start_relay
 
     relay = config.relay
     if config.ingest.enabled:
-        log.warning("edge: the ingest also writes into %s; the two sources will fight",
-                    config.stream_dir)
-    return start_relay(RelaySettings(
+        log.warning("edge: the ingest also writes into %s; a publisher will be refused while "
+                    "the edge runs", config.stream_dir)
+    held = take_folder(config, "livestream serve --origin (an edge of "
+                               f"{urlsplit(relay.origin).hostname})")
+    stop = start_relay(RelaySettings(
         origin=relay.origin, playlist=config.stream.playlist,
         poll_interval=relay.poll_interval, connect_timeout=relay.connect_timeout,
         read_timeout=relay.read_timeout, retry_max=relay.retry_max, tor_socks=relay.tor_socks,
         max_segment_bytes=config.stream.max_segment_bytes), config.stream_dir)
 
+    def stop_and_release() -> None:
+        stop()
+        held.release()
+
+    return stop_and_release
+
 
 def run_worker(config: Config) -> int:
     """One of `--workers N`: only the web app, on a port shared with the other workers."""
     from app import create_app
-    from app.runtime.workers import die_with_parent, reuse_port_listener
+    from app.runtime.processes import die_with_parent
+    from app.runtime.workers import reuse_port_listener
     from app.web.server import Server, serve_forever
 
     die_with_parent()
@@ -414,7 +432,8 @@ def start_demo_source(config: Config) -> subprocess.Popen:
     env = dict(os.environ, **stream_sh_environment(config))
     log.info("demo: streaming a test pattern into %s", config.stream_dir)
     return subprocess.Popen([str(PROJECT_DIR / "stream.sh"), "--test"], env=env,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=processes.dies_with_us(signal.SIGTERM))
 
 
 def add_source_commands(commands: argparse._SubParsersAction) -> None:
@@ -476,20 +495,29 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_play(args: argparse.Namespace, config: Config) -> int:
-    from app.sources import ffmpeg, options, play
+    from app.sources import ffmpeg, last_word, options, play
     from app.sources.party import control, queue
 
     party = (args.party or len(args.source) > 1 or bool(args.later_items)
              or args.start_at or args.start_in or queue.is_playlist_file(args.source[0]))
+    folder_lock, guard_done = None, None
     if not args.dry_run:  # before anything probes the input or touches the folder
         try:
             control.refuse_second_play(config.state_dir)
-        except control.ControlError as exc:
+            if not args.to:
+                shown = (ffmpeg.redact_url(s) if "://" in s else s for s in args.source)
+                folder_lock = take_folder(config, "livestream play " + " ".join(shown))
+        except (control.ControlError, FolderBusy) as exc:
             print(f"livestream play: {exc}", file=sys.stderr)
             return 1
+    signals.interrupt_on_stop()  # SIGTERM/SIGHUP: stop ffmpeg and end the playlist, as Ctrl-C
+    pass_fds = (folder_lock.fd,) if folder_lock else ()
     try:
+        if folder_lock is not None:
+            guard_done = last_word.start(config.stream_dir, [config.stream.playlist] + [
+                f"{r.name}.m3u8" for r in config.stream.renditions[1:]])
         if party and not args.loop:
-            return run_party_play(args, config)
+            return run_party_play(args, config, pass_fds)
         if party:
             raise options.SourceError("--loop plays one file; a queue cannot loop yet")
         chosen = ffmpeg.PlayOptions(
@@ -501,13 +529,29 @@ def run_play(args: argparse.Namespace, config: Config) -> int:
         if chosen.audio is not None and chosen.audio < 0:
             raise options.SourceError("--audio: track numbers start at 0")
         return play.play(chosen, config.stream_dir, config.stream.playlist,
-                         dry_run=args.dry_run, renditions=config.stream.renditions)
+                         dry_run=args.dry_run, renditions=config.stream.renditions,
+                         pass_fds=pass_fds)
     except options.SourceError as exc:
         print(f"livestream play: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if folder_lock is not None:
+            folder_lock.release()  # first: the guard waits for it
+        if guard_done is not None:
+            guard_done()
 
 
-def run_party_play(args: argparse.Namespace, config: Config) -> int:
+def take_folder(config: Config, who: str):
+    """The stream folder's lock for this source (app/stream/lock.py), or FolderBusy."""
+    from app.stream import lock
+
+    return lock.take(config.stream_dir, who)
+
+
+def run_party_play(args: argparse.Namespace, config: Config,
+                   pass_fds: tuple[int, ...] = ()) -> int:
     """`play` with host controls: the queue runs as one stream (app/sources/party)."""
     from app.sources import ffmpeg, options
     from app.sources.party import control, queue, runner, timeline
@@ -526,7 +570,8 @@ def run_party_play(args: argparse.Namespace, config: Config) -> int:
     starts_at = timeline.start_time(args.start_at, args.start_in)
     party = runner.Party(items, base, config.stream_dir, config.state_dir,
                          config.stream.playlist, starts_at=starts_at,
-                         renditions=None if args.to else config.stream.renditions)
+                         renditions=None if args.to else config.stream.renditions,
+                         pass_fds=pass_fds)
     party.check()
     print(f"queue:\n{runner.describe(items, party.infos)}", file=sys.stderr)
     if args.dry_run:

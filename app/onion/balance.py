@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -103,7 +104,8 @@ def run_front(config_path: Path, control_host: str, control_port: int, testnet: 
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if out else None,
-                                start_new_session=True)
+                                start_new_session=True,
+                                preexec_fn=processes.dies_with_us(signal.SIGTERM))
     finally:
         if out:
             out.close()

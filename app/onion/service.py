@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -107,6 +108,7 @@ class LaunchedTor:
                     [command, "-f", str(torrc), "--defaults-torrc", str(defaults)],
                     stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                     start_new_session=True,  # Ctrl-C reaches us; we stop tor in order
+                    preexec_fn=processes.dies_with_us(signal.SIGTERM),
                 )
         except OSError as exc:
             raise TorError(f"cannot run {command}: {exc.strerror}. " + INSTALL_HINT) from None

@@ -1,16 +1,43 @@
-"""Waiting for the end: SIGINT (Ctrl-C) or SIGTERM (systemd, kill) sets one event that the
-server, the ingest and anything else waiting on it can watch."""
+"""Waiting for the end: SIGINT (Ctrl-C), SIGTERM (systemd, kill, timeout) and SIGHUP (the
+terminal closed) all mean "stop cleanly", so every child is stopped and every playlist ended
+whichever of them arrives."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 
 import gevent
 import gevent.event
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 def stop_event(stopping: gevent.event.Event | None = None) -> gevent.event.Event:
-    """An event set by SIGINT or SIGTERM (or by whoever else holds it)."""
+    """An event set by any of STOP_SIGNALS (or by whoever else holds it)."""
     stopping = stopping if stopping is not None else gevent.event.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         gevent.signal_handler(sig, stopping.set)
     return stopping
+
+
+def _interrupt(*_args) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_stop() -> None:
+    """For plain (non-server) commands such as `play`: SIGTERM and SIGHUP take the Ctrl-C path
+    (KeyboardInterrupt), which stops ffmpeg and ends the playlist."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+
+
+def on_stop(handler: Callable[[], None]) -> dict[int, object]:
+    """Call `handler` on SIGTERM and SIGHUP (SIGINT stays Ctrl-C's KeyboardInterrupt); returns
+    the previous handlers for `restore`."""
+    return {sig: signal.signal(sig, lambda *_: handler())
+            for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+
+def restore(previous: dict[int, object]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)

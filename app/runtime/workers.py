@@ -9,7 +9,6 @@ and a demo source run once, in the parent.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -21,6 +20,8 @@ from collections.abc import Sequence
 
 import gevent
 import gevent.event
+
+from app.runtime import processes
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,6 @@ def port_is_free(host: str, port: int) -> None:
     probe.close()
 
 
-def die_with_parent() -> None:
-    """Linux: this process gets SIGTERM when its parent dies (even by kill -9), so no worker
-    outlives its supervisor holding the port."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class Supervisor:
     """Keeps `count` workers running until `stop()`."""
 
@@ -85,7 +76,7 @@ class Supervisor:
     def _spawn(self, slot: int) -> subprocess.Popen:
         env = dict(os.environ, LIVESTREAM_WORKER=str(slot))
         proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL,
-                                preexec_fn=die_with_parent)
+                                preexec_fn=processes.dies_with_us(signal.SIGTERM))
         log.info("worker %d started (pid %d)", slot, proc.pid)
         return proc
 

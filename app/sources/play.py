@@ -127,7 +127,7 @@ SLOW_ADVICE = ("viewers will see stalls. Try --preset ultrafast, a smaller --siz
 def run_ffmpeg(argv: list[str], *, duration: float | None = None, offset: float = 0.0,
                playlist_path: Path | None = None, out: TextIO = sys.stderr,
                stop_timeout: float = 10.0, watch: SpeedWatch | None = None,
-               hide: tuple[str, ...] = (),
+               hide: tuple[str, ...] = (), pass_fds: tuple[int, ...] = (),
                started: Callable[[subprocess.Popen], None] | None = None) -> int:
     """Run ffmpeg with a progress line; on exit or Ctrl-C make sure the playlist is ended.
 
@@ -135,11 +135,13 @@ def run_ffmpeg(argv: list[str], *, duration: float | None = None, offset: float 
     stop once (SIGINT: it finishes the segment and writes ENDLIST itself) and kill it if it
     does not within `stop_timeout`. Strings in `hide` (an RTMP URL with its key) are masked
     in ffmpeg's messages before they are shown or logged. `started` gets the process as
-    soon as it runs (the watch party stops it to pause or seek).
+    soon as it runs (the watch party stops it to pause or seek). `pass_fds`: the stream
+    folder's lock, so ffmpeg holds it until its last segment is written.
     """
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="replace",
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=processes.dies_with_us(),
+                            pass_fds=pass_fds)
     if started is not None:
         started(proc)
     errors: deque[str] = deque(maxlen=20)
@@ -212,7 +214,7 @@ def _collect_stderr(stream, errors: deque, hide: tuple[str, ...]) -> None:
 
 def play(options: PlayOptions, stream_dir: Path, playlist: str = DEFAULT_PLAYLIST,
          dry_run: bool = False, out: TextIO = sys.stderr,
-         renditions: list[Rendition] | None = None) -> int:
+         renditions: list[Rendition] | None = None, pass_fds: tuple[int, ...] = ()) -> int:
     """Check the input, explain the plan, then stream it in real time."""
     info = probe(options.source)
     plan = plan_play(info, options, stream_dir, playlist, renditions=renditions)
@@ -237,7 +239,7 @@ def play(options: PlayOptions, stream_dir: Path, playlist: str = DEFAULT_PLAYLIS
             write_master(Path(stream_dir), list(plan.variants))
     playlist_path = None if options.to else Path(stream_dir) / playlist
     status = run_ffmpeg(plan.argv, duration=info.duration, offset=options.start,
-                        playlist_path=playlist_path, out=out,
+                        playlist_path=playlist_path, out=out, pass_fds=pass_fds,
                         hide=(options.to,) if options.to else ())
     for variant in plan.variants[1:]:  # the lower renditions end with the top one
         ensure_endlist(Path(stream_dir) / variant.playlist)

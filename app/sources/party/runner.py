@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from app.config import Rendition
-from app.runtime import processes
+from app.runtime import processes, signals
 from app.sources.ffmpeg import (
     DEFAULT_PRESET,
     Encoding,
@@ -107,11 +107,13 @@ class Party:
 
     def __init__(self, items: list[Item], base: PlayOptions, stream_dir: Path,
                  state_dir: Path, playlist: str = DEFAULT_PLAYLIST, out: TextIO = sys.stderr,
-                 starts_at: float | None = None, renditions: list[Rendition] | None = None):
+                 starts_at: float | None = None, renditions: list[Rendition] | None = None,
+                 pass_fds: tuple[int, ...] = ()):
         self.items = items
         self.renditions = list(renditions or [])
         self.variants: tuple = ()  # the master playlist, from the first item's plan
         self.base = base
+        self.pass_fds = pass_fds  # the stream folder's lock, held by each ffmpeg too
         self.stream_dir = Path(stream_dir)
         self.state_dir = Path(state_dir)
         self.playlist = playlist
@@ -221,7 +223,7 @@ class Party:
                 write_master(self.stream_dir, list(self.variants))
                 self.out.write("renditions: " + ", ".join(v.name for v in self.variants)
                                + " (every one continues across pauses and seeks)\n")
-        previous = signal.signal(signal.SIGTERM, lambda *_: self._terminate())
+        previous = signals.on_stop(self._terminate)
         self.out.write(f"watch party: {len(self.items)} item(s); control it with `livestream "
                        f"party pause|resume|seek +30|next|prev|status` or on /broadcaster\n")
         try:
@@ -230,7 +232,7 @@ class Party:
         except KeyboardInterrupt:
             status = 130
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            signals.restore(previous)
             self.server.stop()
             if not self.base.to:
                 self._hold("")
@@ -305,7 +307,7 @@ class Party:
             self.state.running_since = time.monotonic()
         try:
             status = run_ffmpeg(argv, duration=info.duration, offset=position,
-                                out=self.out, started=self._started,
+                                out=self.out, started=self._started, pass_fds=self.pass_fds,
                                 hide=(self.base.to,) if self.base.to else ())
         finally:
             with self.lock:
@@ -316,7 +318,8 @@ class Party:
         return status
 
     def _terminate(self) -> None:
-        """SIGTERM (systemd, kill): stop ffmpeg and let the main loop end the stream."""
+        """SIGTERM (systemd, kill) or SIGHUP (the terminal closed): stop ffmpeg and let the
+        main loop end the stream."""
         self.stopping.set()
         self.wake.set()
         with self.lock:

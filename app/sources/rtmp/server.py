@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -60,7 +61,7 @@ from app.sources.rtmp.flv import (
     video_codec,
 )
 from app.sources.rtmp.keys import AllowList, key_matches, load_key
-from app.stream import folder
+from app.stream import folder, lock
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,10 @@ class IngestServer:
         else:
             try:
                 with self.writing:  # a publisher taken over is still finishing its playlist
-                    self._publish(conn, peer)
+                    with lock.take(self.stream_dir, f"livestream ingest (RTMP publisher {peer})"):
+                        self._publish(conn, peer)
+            except lock.FolderBusy as exc:  # another source took the folder since _admit
+                log.warning("refused publisher %s: %s", peer, exc)
             finally:
                 if self.live_connection is conn:
                     self.live, self.live_connection = None, None
@@ -247,6 +251,12 @@ class IngestServer:
             conn.command("onStatus", 0, None, _status(
                 "error", "NetStream.Publish.BadName", "wrong stream key"), stream_id=1)
             raise PublishRefused("wrong stream key")
+        other = lock.holder(self.stream_dir)
+        if other and not other.startswith(f"pid {os.getpid()}:"):
+            conn.command("onStatus", 0, None, _status(
+                "error", BUSY_CODE, "another source writes the server's stream folder; "
+                "stop it first (server busy)"), stream_id=1)
+            raise PublishRefused(lock.busy_message(self.stream_dir, other))
         live = self.live_connection
         if live is not None:  # no yield between this check and the claim below
             silent = time.monotonic() - live.last_read
@@ -372,7 +382,7 @@ class IngestServer:
             folder.write_master(self.stream_dir,
                                 ffmpeg.variants(self.renditions, self.playlist, top_kbps))
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+                                stderr=subprocess.PIPE, preexec_fn=processes.dies_with_us())
         gevent.spawn(_log_lines, proc.stderr)
         return proc
 

@@ -1,0 +1,174 @@
+"""A streamer's first evening: sources die with their parent whatever the signal, end their
+playlist either way, and one source at a time writes a stream folder."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from support import PROJECT, Server, TestStream, cli, livestream, wait_for, write_config
+from test_party import film
+
+from app.stream import lock
+
+TWO_RENDITIONS = ('[[stream.renditions]]\nname = "source"\n'
+                  '[[stream.renditions]]\nname = "low"\nheight = 90\nvideo_kbps = 100\n'
+                  'audio_kbps = 32\n')
+
+
+@pytest.fixture(scope="module")
+def movie(tmp_path_factory) -> Path:
+    return film(tmp_path_factory.mktemp("evening") / "movie.mkv", 6)
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes (zombies aside) that name `text` (a test's folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in argv and state != "Z":
+            found.append(f"{entry.name}: {argv}")
+    return found
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def start_play(config: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(cli(config, "play", *args), cwd=PROJECT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def segments_written(playlist: Path, count: int = 1) -> None:
+    wait_for(lambda: read(playlist).count(".m4s") >= count, 30, what=f"segments in {playlist}")
+
+
+def assert_nothing_left(folder: Path, playlist: Path) -> None:
+    wait_for(lambda: not processes_mentioning(str(folder)), 25,
+             what="every child of the source to stop")
+    wait_for(lambda: read(playlist).rstrip().endswith("#EXT-X-ENDLIST"), 25,
+             what="the playlist to be ended")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+def test_play_killed_leaves_no_ffmpeg_and_an_ended_playlist(movie, tmp_path, sig):
+    config = write_config(tmp_path)
+    proc = start_play(config, str(movie), "--loop")
+    playlist = tmp_path / "stream" / "stream.m3u8"
+    try:
+        segments_written(playlist)
+        assert "ENDLIST" not in read(playlist)
+        proc.send_signal(sig)
+        proc.communicate(timeout=20)
+        assert_nothing_left(tmp_path, playlist)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGKILL])
+def test_a_watch_party_killed_ends_its_stream_too(movie, tmp_path, sig):
+    """A party's ffmpeg never writes ENDLIST itself (the party goes on across runs): after
+    SIGKILL the guard process ends the playlists and removes the party's markers."""
+    config = write_config(tmp_path, extra=TWO_RENDITIONS)
+    proc = start_play(config, str(movie), str(movie))
+    stream = tmp_path / "stream"
+    try:
+        segments_written(stream / "stream.m3u8")
+        proc.send_signal(sig)
+        proc.communicate(timeout=20)
+        assert_nothing_left(tmp_path, stream / "stream.m3u8")
+        assert read(stream / "low.m3u8").rstrip().endswith("#EXT-X-ENDLIST")
+        assert not (stream / "paused").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGKILL])
+def test_serve_demo_killed_stops_stream_sh_and_its_ffmpeg(tmp_path, sig):
+    stream_dir = tmp_path / "stream"
+    server = Server(tmp_path, stream_dir, 'renditions = [{name = "source", height = 0}]\n')
+    server.start("--demo")
+    try:
+        segments_written(stream_dir / "stream.m3u8")
+        server.process.send_signal(sig)
+        server.process.wait(20)
+        assert_nothing_left(stream_dir, stream_dir / "stream.m3u8")
+    finally:
+        server.stop()
+        for line in processes_mentioning(str(stream_dir)):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+
+
+def test_a_second_source_is_refused_and_the_first_goes_on(movie, tmp_path):
+    """stream.sh, a second play and an edge on a folder that play writes: each is refused
+    with a message naming the first, and the first one's stream does not restart."""
+    config = write_config(tmp_path)
+    stream_dir = tmp_path / "stream"
+    first = start_play(config, str(movie), "--loop")
+    try:
+        segments_written(stream_dir / "stream.m3u8", 2)
+        init_before = (stream_dir / "init.mp4").stat().st_ino
+        listed_before = [n for n in read(stream_dir / "stream.m3u8").split() if n.endswith(".m4s")]
+
+        second = livestream(config, "play", str(movie))
+        assert second.returncode == 1
+        assert "already being written by another source" in second.stderr
+        assert f"pid {first.pid}: livestream play {movie}" in second.stderr
+        assert f"kill {first.pid}" in second.stderr
+
+        script = subprocess.run([str(PROJECT / "stream.sh"), "--test"], cwd=PROJECT,
+                                env=dict(os.environ, STREAM_DIR=str(stream_dir)),
+                                capture_output=True, text=True, timeout=30)
+        assert script.returncode == 75
+        assert f"pid {first.pid}: livestream play" in script.stderr
+
+        edge = livestream(config, "serve", "--port", "9", "--origin", "http://127.0.0.1:9")
+        assert edge.returncode == 1 and f"pid {first.pid}" in edge.stderr
+
+        time.sleep(1.5)  # had anyone cleaned the folder, the first segments would be gone
+        assert (stream_dir / "init.mp4").stat().st_ino == init_before
+        listed_after = [n for n in read(stream_dir / "stream.m3u8").split() if n.endswith(".m4s")]
+        assert set(listed_before) & set(listed_after) or int(
+            listed_after[0][6:-4]) > int(listed_before[-1][6:-4]), (listed_before, listed_after)
+        assert first.poll() is None, "the first source still runs"
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=20)
+
+
+def test_a_stale_lock_of_a_dead_source_is_taken_over(movie, tmp_path):
+    stream_dir = tmp_path / "stream"
+    stream_dir.mkdir()
+    (stream_dir / lock.LOCK_NAME).write_text("pid 999999: livestream play gone.mkv\n")
+    assert lock.holder(stream_dir) is None
+    demo = TestStream(stream_dir, duration=2).start()
+    try:
+        demo.wait_segments(1)
+        assert demo.process.wait(20) == 0
+    finally:
+        demo.stop()
+
+
+def test_the_lock_names_its_holder_and_goes_with_it(tmp_path):
+    held = lock.take(tmp_path, "livestream play film.mkv")
+    assert lock.holder(tmp_path).startswith(f"pid {os.getpid()}: livestream play film.mkv")
+    with pytest.raises(lock.FolderBusy, match="livestream play film.mkv"):
+        lock.take(tmp_path, "another")
+    held.release()
+    assert lock.holder(tmp_path) is None
+    lock.take(tmp_path, "another").release()
