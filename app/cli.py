@@ -128,7 +128,26 @@ def load_config(args: argparse.Namespace) -> Config:
     }
     # a flag that was not given must not hide the environment variable for the same key
     overrides.update({key: value for key, value in flags.items() if value is not None})
-    return configuration.load(args.config, overrides)
+    config = configuration.load(args.config, overrides)
+    warn_about_a_new_state_folder(config)
+    return config
+
+
+def warn_about_a_new_state_folder(config: Config) -> None:
+    """A config file elsewhere resolves `state_dir` against its own folder: without a word,
+    the stream would get a new password, stream key and onion address."""
+    if config.state_dir.exists():
+        return
+    try:
+        usual = configuration.load(None).state_dir if config.source else None
+    except ConfigError:
+        return  # the project's own config is broken: nothing to compare with
+    if usual is None or usual == config.state_dir or not usual.exists():
+        return
+    print(f"livestream: note: the state folder {config.state_dir} does not exist yet, so a new "
+          f"broadcaster password, stream key and onion address will be made there "
+          f"(server.state_dir in {config.source} is relative to that file). To keep the ones "
+          f"in {usual}, set server.state_dir = \"{usual}\".", file=sys.stderr)
 
 
 def run_serve(args: argparse.Namespace, config: Config) -> int:
@@ -628,12 +647,40 @@ def run_key(args: argparse.Namespace, config: Config) -> int:
     except (ValueError, OSError) as exc:
         print(f"livestream key: {exc}", file=sys.stderr)
         return 1
-    host = config.ingest.host if config.ingest.host not in ("", "0.0.0.0", "::") else "HOST"
-    print(f"server:     rtmp://{host}:{config.ingest.port}/{config.ingest.app}")
+    from app.sources.rtmp.server import listen_host
+
+    bound = listen_host(config)
+    hosts = [(bound, "")] if bound not in ("0.0.0.0", "::") else [
+        ("127.0.0.1", "  (on this machine)")] + [
+        (address, "  (from your network)") for address in outward_addresses(bound == "::")]
+    path = f":{config.ingest.port}/{config.ingest.app}"
+    for number, (host, where) in enumerate(hosts):
+        label = "server:    " if number == 0 else "           "
+        print(f"{label} rtmp://{host}{path}{where}")
     print(f"stream key: {key}")
     if args.new:
         print("(the old key no longer works)")
     return 0
+
+
+def outward_addresses(ipv6: bool = False) -> list[str]:
+    """This machine's address on the network its default route leads to (a UDP socket
+    "connected" to a documentation address sends nothing); none when offline. IPv4 only
+    unless `ipv6` (a listener on 0.0.0.0 takes no IPv6)."""
+    import socket
+
+    found = []
+    targets = [(socket.AF_INET, "192.0.2.1")] + ([(socket.AF_INET6, "2001:db8::1")]
+                                                if ipv6 else [])
+    for family, target in targets:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((target, 9))
+                address = probe.getsockname()[0]
+        except OSError:
+            continue
+        found.append(f"[{address}]" if family == socket.AF_INET6 else address)
+    return found
 
 
 def run_broadcaster(args: argparse.Namespace, config: Config) -> int:

@@ -366,19 +366,12 @@ def _coerce(value, hint, name: str, where: str):
         return _build_nested(hint, value, name, where)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is int and isinstance(value, str) and value.isdigit():
-        return int(value)  # environment overrides arrive as text
-    if hint is float and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if hint is bool and isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-        return value.lower() in ("true", "1")
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
+    quoted = " (write it without quotes)" if hint in (int, float, bool) and isinstance(
+        value, str) else ""
     raise ConfigError(
-        f"{where}: '{name}' = {value!r} has the wrong type; expected {hint.__name__}"
+        f"{where}: '{name}' = {value!r} has the wrong type; expected {hint.__name__}{quoted}"
     )
 
 
@@ -508,5 +501,22 @@ ENVIRONMENT = {
 
 
 def environment_overrides(environ: typing.Mapping[str, str] = os.environ) -> dict:
-    """LIVESTREAM_* variables as dotted-key overrides (for containers and service units)."""
-    return {key: environ[var] for var, key in ENVIRONMENT.items() if environ.get(var)}
+    """LIVESTREAM_* variables as dotted-key overrides (for containers and service units),
+    converted from text to their key's type here, so that the config file itself gets no
+    such leniency (`port = "8080"` there is a mistake, and is refused)."""
+    return {key: _from_text(environ[var], key, var)
+            for var, key in ENVIRONMENT.items() if environ.get(var)}
+
+
+def _from_text(text: str, dotted: str, variable: str):
+    section, name = dotted.split(".", 1)
+    hint = typing.get_type_hints(typing.get_type_hints(Config)[section])[name]
+    try:
+        if hint is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        return hint(text) if hint in (int, float) else text
+    except ValueError:
+        raise ConfigError(f"environment: {variable}={text!r} is not a {hint.__name__} "
+                          f"(it sets '{dotted}')") from None

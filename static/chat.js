@@ -31,6 +31,7 @@
     el.id = "m" + m.id;
     var time = document.createElement("time");
     time.textContent = m.time;
+    time.title = m.time + " UTC";
     el.appendChild(time);
     el.appendChild(document.createTextNode(" "));
     el.appendChild(span("who c" + (parseInt(m.colour, 10) || 0), m.name));
@@ -39,6 +40,8 @@
     if (m.tripcode) { el.appendChild(span("trip", "!" + m.tripcode)); }
     el.appendChild(document.createTextNode(" "));
     el.appendChild(span("body", m.body));
+    var empty = list.querySelector(".empty"); // "No messages yet"
+    if (empty) { list.removeChild(empty); }
     list.insertBefore(el, list.firstChild); // column-reverse: the first child is the bottom
     while (list.childNodes.length > 300) { list.removeChild(list.lastChild); }
   }

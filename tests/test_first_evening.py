@@ -3,6 +3,7 @@ playlist either way, and one source at a time writes a stream folder."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -131,7 +132,7 @@ def test_a_second_source_is_refused_and_the_first_goes_on(movie, tmp_path):
         assert f"pid {first.pid}: livestream play {movie}" in second.stderr
         assert f"kill {first.pid}" in second.stderr
 
-        script = subprocess.run([str(PROJECT / "stream.sh"), "--test"], cwd=PROJECT,
+        script = subprocess.run([str(PROJECT / "stream.sh"), "--test"], check=False, cwd=PROJECT,
                                 env=dict(os.environ, STREAM_DIR=str(stream_dir)),
                                 capture_output=True, text=True, timeout=30)
         assert script.returncode == 75
@@ -172,3 +173,107 @@ def test_the_lock_names_its_holder_and_goes_with_it(tmp_path):
     held.release()
     assert lock.holder(tmp_path) is None
     lock.take(tmp_path, "another").release()
+
+
+# ------------------------------------------------------------------ the small things
+
+
+def test_a_wrong_or_locked_login_points_to_the_login_link(client):
+    wrong = client.get("/broadcaster", headers={"Authorization": "Basic YnJvYWRjYXN0ZXI6bm8="})
+    assert wrong.status_code == 401
+    assert b"livestream broadcaster login-link" in wrong.data
+
+
+def test_the_page_has_an_icon_and_an_empty_chat_says_so(client):
+    page = client.get("/").data.decode()
+    assert 'rel="icon"' in page and "/static/favicon.svg" in page
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.data.startswith(b"<svg")
+    token = re.search(r"token=([\w-]+)", page).group(1)
+    chat = client.get(f"/chat/messages?token={token}&mode=poll").data.decode()
+    assert "No messages yet" in chat and "UTC" in chat
+
+
+def test_a_quoted_number_in_the_config_file_is_refused(tmp_path):
+    config = write_config(tmp_path, extra='[ingest]\nport = "1935"\n')
+    done = livestream(config, "key")
+    assert done.returncode == 2
+    assert str(config) in done.stderr and "'ingest.port'" in done.stderr
+    assert "without quotes" in done.stderr
+    from app.config import ConfigError, environment_overrides
+
+    assert environment_overrides({"LIVESTREAM_PORT": "8081"}) == {"server.port": 8081}
+    with pytest.raises(ConfigError, match="LIVESTREAM_PORT"):
+        environment_overrides({"LIVESTREAM_PORT": "eighty"})
+
+
+def test_a_config_elsewhere_says_it_starts_a_new_state_folder(tmp_path):
+    """`--config /elsewhere/c.toml` resolves state_dir next to that file: say so when the
+    project's own state folder holds the stream's password, key and onion address."""
+    from app import config as configuration
+
+    usual = configuration.load(None).state_dir
+    made = not usual.exists()
+    usual.mkdir(parents=True, exist_ok=True)
+    try:
+        config = write_config(tmp_path / "elsewhere")
+        done = livestream(config, "key")
+        assert done.returncode == 0, done.stderr
+        assert "does not exist yet" in done.stderr and str(usual) in done.stderr
+        again = livestream(config, "key")  # the folder exists now: nothing to say
+        assert "does not exist yet" not in again.stderr
+    finally:
+        if made:
+            usual.rmdir()
+
+
+def test_the_stream_key_command_prints_usable_addresses(tmp_path):
+    done = livestream(write_config(tmp_path), "key")
+    assert done.returncode == 0, done.stderr
+    assert "HOST" not in done.stdout
+    assert "rtmp://127.0.0.1:1935/live" in done.stdout
+    onion = livestream(write_config(tmp_path / "onion", {"tor": {"enabled": True}}), "key")
+    assert onion.stdout.count("rtmp://") == 1  # the ingest listens on loopback only
+
+
+def test_captcha_alphabet_has_no_look_alikes_and_letters_stand_nearly_straight():
+    from app.community.captcha import ALPHABET, find_fonts, readable_images
+
+    look_alikes = ["0O", "1IL7", "2Z", "5S", "8B", "6G", "UV", "4YK"]
+    for group in look_alikes:  # at most one of each group, so no answer hinges on it
+        assert len(set(group) & set(ALPHABET)) <= 1, group
+    assert not set("4YK71") & set(ALPHABET)  # the ones friends misread
+    maker = readable_images()(width=200, height=70, fonts=find_fonts([]))
+    assert max(abs(a) for a in maker.character_rotate) <= 15
+    assert maker.generate("ACDEF").getvalue().startswith(b"\x89PNG")
+
+
+def test_japanese_subtitles_burn_in_as_glyphs_not_boxes(tmp_path):
+    """Two different Japanese lines must give two different pictures: with no CJK font,
+    libass draws the same empty boxes for both. And the line is really drawn."""
+    clip = tmp_path / "black.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=black:size=640x360:r=10",
+                    "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)],
+                   check=True, timeout=60)
+    pictures = []
+    for number, line in enumerate(("日本語の字幕です", "漢字と仮名の文")):
+        subs = tmp_path / f"ja{number}.srt"
+        subs.write_text(f"1\n00:00:00,000 --> 00:00:05,000\n{line}\n", encoding="utf-8")
+        out = tmp_path / f"ja{number}"
+        result = livestream(write_config(out, {"stream": {"renditions": [{"name": "source"}]}}),
+                            "play", str(clip), "--subs", str(subs))
+        assert result.returncode == 0, result.stderr
+        stream = out / "stream"
+        names = ["init.mp4"] + [n for n in (stream / "stream.m3u8").read_text().split()
+                                if n.endswith(".m4s")]
+        joined = out / "joined.mp4"
+        joined.write_bytes(b"".join((stream / n).read_bytes() for n in names))
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-ss", "0.5", "-i", str(joined),
+                              "-frames:v", "1", "-vf", "crop=640:90:0:270,format=gray",
+                              "-f", "rawvideo", "-"], capture_output=True, check=True,
+                             timeout=30).stdout
+        pictures.append(raw)
+    lit = [sum(1 for value in picture if value > 128) for picture in pictures]
+    assert min(lit) > 150, f"no subtitle drawn: {lit} bright pixels"
+    differing = sum(1 for a, b in zip(*pictures, strict=True) if abs(a - b) > 64)
+    assert differing > 150, f"the two lines look the same ({differing} pixels differ): boxes"

@@ -22,6 +22,7 @@ from support import PROJECT, cli, livestream, wait_for
 
 from app.sources.options import SourceError
 from app.sources.party import control, queue, timeline
+from app.stream import folder
 from app.stream import playlist as hls
 
 SEGMENT = 2.0  # the HLS segment length every source writes (app/stream/folder.py)
@@ -108,9 +109,12 @@ def info_frame(server) -> str:
 @pytest.mark.slow
 def test_pause_seek_and_queue_keep_one_open_stream(clips, tmp_path):
     """Countdown, pause (longer than the offline rule), resume, seek back, next: one viewer's
-    response stays open throughout and its timestamps only go forward."""
+    response stays open throughout and its timestamps only go forward. The stream's own title
+    comes back when the party ends."""
     first, second = clips
     stream_dir = tmp_path / "stream"
+    stream_dir.mkdir()
+    folder.write_title(stream_dir, "Friday movie night")
     server = chat_server(tmp_path, stream_dir).start()
     log = (tmp_path / "play.log").open("wb")
     play = subprocess.Popen(cli(server.config_path, "play", str(first), "--preset",
@@ -121,6 +125,7 @@ def test_pause_seek_and_queue_keep_one_open_stream(clips, tmp_path):
     try:
         started = time.monotonic()
         wait_for(lambda: "Starts in" in info_frame(server), 10, what="the countdown")
+        assert "STARTING SOON" in info_frame(server) and "OFFLINE" not in info_frame(server)
         status = requests.get(server.url + "/api/status", timeout=5).json()
         assert 0 < status["starts_at"] - status["now"] <= 3.5, "the JS bar counts down to it"
         sock = control.socket_path(tmp_path / "state")
@@ -179,6 +184,7 @@ def test_pause_seek_and_queue_keep_one_open_stream(clips, tmp_path):
         assert "first" in page and "second" in page and 'aria-current="true"' in page
 
         assert play.wait(30) == 0
+        assert (stream_dir / folder.TITLE_FILE).read_text().strip() == "Friday movie night"
         viewer.join(20)
         assert not viewer.is_alive() and viewer.error is None, viewer.error
         assert viewer.ended_at is not None
@@ -381,8 +387,6 @@ def test_controls_move_through_the_queue(clips, tmp_path):
 def test_a_stale_hold_marker_is_ignored(tmp_path):
     """A `play` that died while paused must not keep the stream 'online' for ever."""
     import os
-
-    from app.stream import folder
 
     folder.write_marker(tmp_path, folder.HOLD_FILE, "host")
     assert folder.read_hold(tmp_path) == "host"

@@ -355,15 +355,14 @@ class Chat:
         s = self.settings
         now = self.flood.now()
         times = self.flood.times(who.viewer_id)
-        tripped = None
         if times and now - times[-1] < s.min_interval:
-            tripped = (f"You are sending messages too fast: wait {s.min_interval:g} seconds "
-                       "between messages.")
-        elif len(times) >= s.window_messages and now - times[-s.window_messages] < s.window_seconds:
+            # a person who pressed Send twice: say so and keep the draft, no new captcha
+            raise Refused(f"You are sending messages too fast: wait {s.min_interval:g} "
+                          "seconds between messages.")
+        if len(times) >= s.window_messages and now - times[-s.window_messages] < s.window_seconds:
             tripped = (f"Too many messages: at most {s.window_messages} in "
                        f"{s.window_seconds:g} seconds. Wait a little before the next one.")
-        if tripped:
-            if self.captchas is not None:
+            if self.captchas is not None:  # a sustained flood: prove again to be a person
                 self.store.save_viewer(replace(viewer, verified=False))
                 tripped += " You will be asked for a captcha again."
             raise Refused(tripped)

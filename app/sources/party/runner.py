@@ -41,6 +41,7 @@ from app.stream.folder import (
     DEFAULT_PLAYLIST,
     HOLD_FILE,
     PLAYLIST_SIZE,
+    TITLE_FILE,
     ensure_endlist,
     prepare_stream_dir,
     rendition_files,
@@ -216,6 +217,7 @@ class Party:
 
     def run(self) -> int:
         self.server.start()  # first: refused while another party plays, its folder untouched
+        title_before = self._title()
         if not self.base.to:
             prepare_stream_dir(self.stream_dir, self.playlist)
             (self.stream_dir / HOLD_FILE).unlink(missing_ok=True)
@@ -240,7 +242,21 @@ class Party:
                 ensure_endlist(self.stream_dir / self.playlist)
                 for variant in self.variants[1:]:  # the lower renditions end with the top
                     ensure_endlist(self.stream_dir / variant.playlist)
+                self._restore_title(title_before)
         return status
+
+    def _title(self) -> str | None:
+        """The stream's own title, put back when the party ends (items name themselves)."""
+        try:
+            return (self.stream_dir / TITLE_FILE).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _restore_title(self, title: str | None) -> None:
+        if title:
+            write_title(self.stream_dir, title)
+        else:
+            (self.stream_dir / TITLE_FILE).unlink(missing_ok=True)
 
     def _countdown(self) -> None:
         starts_at = self.state.starts_at

@@ -97,10 +97,13 @@ def hand_out_session(response: Response) -> Response:
 def refused(status):
     locked = g.get("login_locked")
     if locked:
-        return Response("Too many failed logins. Try again in a minute.\n", 429,
+        return Response("Too many failed logins. Try again in a minute, or, on the server, "
+                        "run `livestream broadcaster login-link` for a one-time link that "
+                        "works even now.\n", 429,
                         mimetype="text/plain", headers={"Retry-After": str(int(locked) + 1)})
-    return Response("The broadcaster page needs the broadcaster's user name and password.\n",
-                    status, mimetype="text/plain")
+    return Response("The broadcaster page needs the broadcaster's user name (broadcaster) "
+                    "and password. Forgot it? On the server, `livestream broadcaster "
+                    "login-link` prints a one-time link.\n", status, mimetype="text/plain")
 
 
 @bp.before_request

@@ -5,7 +5,7 @@ import secrets
 import time
 from urllib.parse import urlencode
 
-from flask import Blueprint, g, redirect, render_template, request
+from flask import Blueprint, current_app, g, redirect, render_template, request
 
 from app.community.identity import TOKEN_PATTERN
 from app.services import services
@@ -18,6 +18,12 @@ INFO_REFRESH_SECONDS = 20
 # only once the page has loaded; the chat frame enters the live frame by a meta refresh of its
 # own (chat.enter_frame), so the page does finish loading and the countdown is N.
 OFFLINE_REFRESH_SECONDS = 10
+
+
+@bp.route("/favicon.ico")
+def favicon():
+    """Browsers that ignore the page's icon link ask here; the same picture, not a 404."""
+    return current_app.send_static_file("favicon.svg")
 
 
 @bp.route("/")
