@@ -408,9 +408,9 @@ def add_cloud_commands(commands: argparse._SubParsersAction) -> None:
     actions.add_parser("down", parents=[token], help="destroy every droplet with our tag")
     actions.add_parser("status", parents=[token], help="list our droplets, uptime and cost")
     play = actions.add_parser("play", parents=[token, droplet],
-                              help="up, stream FILE to the droplet, destroy it at the end")
-    play.add_argument("file", help="video file (or URL) to stream")
-    play.add_argument("--subs", help="subtitles to burn in (passed to `livestream play`)")
+                              help="check the files, up, stream them to the droplet as "
+                                   "`livestream play` would, destroy it at the end")
+    add_play_options(play, size_flag="--video-size")
     cloud.set_defaults(run=run_cloud)
 
     estimate = commands.add_parser("estimate", help="transfer and cost of a stream")
@@ -434,7 +434,7 @@ def run_cloud(args: argparse.Namespace, config: Config) -> int:
                               "image": args.__dict__.get("image"),
                               "ssh_keys": args.__dict__.get("ssh_keys")},
                      another=args.__dict__.get("another", False),
-                     file=args.__dict__.get("file"), subs=args.__dict__.get("subs"))
+                     play_args=play_arguments(args) if args.cloud_action == "play" else None)
 
 
 def run_estimate(args: argparse.Namespace, config: Config) -> int:
@@ -455,6 +455,55 @@ def start_demo_source(config: Config) -> subprocess.Popen:
                             preexec_fn=processes.dies_with_us(signal.SIGTERM))
 
 
+# `play`'s options that `cloud play` passes on as they are: (attribute, flag, takes a value)
+PLAY_OPTIONS = [("subs", "--subs", True), ("audio", "--audio", True),
+                ("start", "--start", True), ("video_size", "--size", True),
+                ("bitrate", "--bitrate", True), ("preset", "--preset", True),
+                ("hwaccel", "--hwaccel", True), ("start_at", "--start-at", True),
+                ("start_in", "--in", True), ("loop", "--loop", False),
+                ("party", "--party", False)]
+
+
+def add_play_options(parser: argparse.ArgumentParser, size_flag: str = "--size") -> None:
+    """What to play and how: shared by `play` and `cloud play` (where --size is the droplet's
+    and the picture's is --video-size)."""
+    parser.add_argument("source", metavar="FILE|URL", nargs="+",
+                        help="one or more files, URLs or .m3u lists; `--` starts a new group "
+                             "with its own --subs/--audio/--start (a watch party queue)")
+    parser.add_argument("--subs", metavar="N|PATH",
+                        help="burn in subtitle track N (from 0) or a .srt/.ass/.vtt file")
+    parser.add_argument("--audio", type=int, metavar="N", help="audio track number (from 0)")
+    parser.add_argument("--start", metavar="HH:MM:SS", help="start this far into the input")
+    parser.add_argument("--loop", action="store_true", help="start over at the end, forever")
+    parser.add_argument(size_flag, dest="video_size", metavar="WxH",
+                        help="scale (and letterbox) the picture to this size")
+    parser.add_argument("--bitrate", metavar="K", help="video bitrate in kbit/s (default 1500)")
+    parser.add_argument("--preset", metavar="P", help="x264 preset (default veryfast)")
+    parser.add_argument("--hwaccel", metavar="NAME",
+                        help="hardware encoder: vaapi, nvenc, videotoolbox, qsv, v4l2m2m, amf")
+    parser.add_argument("--party", action="store_true",
+                        help="take host controls (pause, seek) even for one file; implied by "
+                             "several files, an .m3u, --start-at or --in")
+    parser.add_argument("--start-at", metavar="HH:MM",
+                        help="show a countdown and start for everyone at this time of day")
+    parser.add_argument("--in", dest="start_in", metavar="5m",
+                        help="show a countdown and start after this long (90s, 5m, 1h30m)")
+
+
+def play_arguments(args: argparse.Namespace) -> list[str]:
+    """The `play` command line for these parsed options (sources, options, `--` groups)."""
+    out = list(args.source)
+    for attribute, flag, takes_value in PLAY_OPTIONS:
+        value = getattr(args, attribute, None)
+        if takes_value and value is not None:
+            out += [flag, str(value)]
+        elif not takes_value and value:
+            out.append(flag)
+    for group in args.later_items:
+        out += ["--", *group]
+    return out
+
+
 def add_source_commands(commands: argparse._SubParsersAction) -> None:
     """`play`, `ingest` and `key`: the ways to feed stream/ besides stream.sh."""
     play = commands.add_parser(
@@ -462,31 +511,12 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
         description="Stream a movie or URL in real time into the stream folder (or to a remote "
                     "RTMP ingest with --to). H.264/AAC input is copied without re-encoding "
                     "unless an option needs a new picture.")
-    play.add_argument("source", metavar="FILE|URL", nargs="+",
-                      help="one or more files, URLs or .m3u lists; `--` starts a new group "
-                           "with its own --subs/--audio/--start (a watch party queue)")
-    play.add_argument("--subs", metavar="N|PATH",
-                      help="burn in subtitle track N (from 0) or a .srt/.ass/.vtt file")
-    play.add_argument("--audio", type=int, metavar="N", help="audio track number (from 0)")
-    play.add_argument("--start", metavar="HH:MM:SS", help="start this far into the input")
-    play.add_argument("--loop", action="store_true", help="start over at the end, forever")
-    play.add_argument("--size", metavar="WxH", help="scale (and letterbox) to this size")
-    play.add_argument("--bitrate", metavar="K", help="video bitrate in kbit/s (default 1500)")
-    play.add_argument("--preset", metavar="P", help="x264 preset (default veryfast)")
-    play.add_argument("--hwaccel", metavar="NAME",
-                      help="hardware encoder: vaapi, nvenc, videotoolbox, qsv, v4l2m2m, amf")
+    add_play_options(play)
     play.add_argument("--to", metavar="rtmp://HOST/live/KEY",
                       help="push to a remote livestream ingest instead of the local folder")
     play.add_argument("--stream-dir", help="folder to write into (env LIVESTREAM_STREAM_DIR)")
     play.add_argument("--dry-run", action="store_true",
                       help="check the input and print the ffmpeg command, run nothing")
-    play.add_argument("--party", action="store_true",
-                      help="take host controls (pause, seek) even for one file; implied by "
-                           "several files, an .m3u, --start-at or --in")
-    play.add_argument("--start-at", metavar="HH:MM",
-                      help="show a countdown and start for everyone at this time of day")
-    play.add_argument("--in", dest="start_in", metavar="5m",
-                      help="show a countdown and start after this long (90s, 5m, 1h30m)")
     play.set_defaults(run=run_play)
 
     party = commands.add_parser(
@@ -542,7 +572,7 @@ def run_play(args: argparse.Namespace, config: Config) -> int:
         chosen = ffmpeg.PlayOptions(
             source=args.source[0], subs=args.subs, audio=args.audio,
             start=options.parse_time(args.start) if args.start else 0.0, loop=args.loop,
-            size=options.parse_size(args.size) if args.size else None,
+            size=options.parse_size(args.video_size) if args.video_size else None,
             video_kbps=options.parse_kbps(args.bitrate) if args.bitrate else None,
             preset=args.preset, hwaccel=args.hwaccel, to=args.to)
         if chosen.audio is not None and chosen.audio < 0:
@@ -583,7 +613,7 @@ def run_party_play(args: argparse.Namespace, config: Config,
         items += queue.parse_group(group)
     base = ffmpeg.PlayOptions(
         source=items[0].source,
-        size=options.parse_size(args.size) if args.size else None,
+        size=options.parse_size(args.video_size) if args.video_size else None,
         video_kbps=options.parse_kbps(args.bitrate) if args.bitrate else None,
         preset=args.preset, hwaccel=args.hwaccel, to=args.to)
     starts_at = timeline.start_time(args.start_at, args.start_in)

@@ -385,19 +385,26 @@ def test_status_says_unknown_cost_for_a_size_without_a_price(setup, fake):
 
 # ---- play ----------------------------------------------------------------------------------
 
-@pytest.fixture
-def movie(tmp_path):
-    path = tmp_path / "movie.mp4"
-    path.write_bytes(b"not really a movie; the fake push does not read it")
+@pytest.fixture(scope="module")
+def movie(tmp_path_factory):
+    """A real film with one subtitle track: `cloud play` probes it before renting."""
+    folder = tmp_path_factory.mktemp("cloud-movie")
+    subs = folder / "line.srt"
+    subs.write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
+    path = folder / "movie.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x90:rate=10",
+                    "-f", "lavfi", "-i", "sine", "-i", str(subs), "-t", "1", "-map", "0",
+                    "-map", "1", "-map", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", "-c:s", "srt", str(path)], check=True, timeout=60)
     return path
 
 
 def test_play_pushes_the_file_then_destroys_the_droplet(setup, fake, movie):
-    result = setup("cloud", "play", str(movie), "--subs", "1")
+    result = setup("cloud", "play", str(movie), "--subs", "0", "--video-size", "320x180")
     assert result.returncode == 0, result.stderr
     argv, _ = setup.marker.read_text().splitlines()
     key = stream_key_of(fake.created_bodies[0])
-    assert argv == f"{movie} rtmp://127.0.0.1/live/{key} --subs 1"
+    assert argv == f"{movie} rtmp://127.0.0.1/live/{key} --subs 0 --size 320x180"
     assert fake.count("DELETE", "/v2/droplets/") == 1
     assert fake.live_ids() == []
     assert_no_token(result)
@@ -442,8 +449,28 @@ def test_play_destroys_the_droplet_on_interrupt(setup, fake, movie, tmp_path, si
 
 def test_play_of_a_missing_file_creates_nothing(setup, fake, tmp_path):
     result = setup("cloud", "play", str(tmp_path / "nope.mp4"))
-    assert result.returncode == 1 and "no such file" in result.stderr
+    assert result.returncode == 1 and "nope.mp4" in result.stderr
+    assert "nothing was created" in result.stderr
     assert fake.count("POST", "/v2/droplets") == 0
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--subs", "5"], "subtitle"), (["--audio", "3"], "audio"),
+    (["--start", "1:00:00"], "start"), (["--video-size", "huge"], "size")])
+def test_play_checks_everything_play_checks_before_renting(setup, fake, movie, options,
+                                                           message):
+    result = setup("cloud", "play", str(movie), *options)
+    assert result.returncode == 1
+    assert message in result.stderr.lower() and "nothing was created" in result.stderr
+    assert fake.count("POST", "/v2/droplets") == 0
+
+
+def test_play_takes_a_queue_as_play_does(setup, fake, movie):
+    result = setup("cloud", "play", str(movie), "--subs", "0", "--", str(movie), "--start",
+                   "0:00:00.5")
+    assert result.returncode == 0, result.stderr
+    argv, _ = setup.marker.read_text().splitlines()
+    assert argv.endswith(f"--subs 0 -- {movie} --start 0:00:00.5")
 
 
 def test_default_push_command_is_livestream_play(fake):
@@ -452,10 +479,10 @@ def test_default_push_command_is_livestream_play(fake):
 
     config = load(PROJECT_DIR / "config.toml")
     argv = Cloud(DigitalOcean(TOKEN, fake.url), config).push_argv(
-        "film.mkv", "rtmp://203.0.113.5/live/KEY", "subs.srt")
+        ["film.mkv", "--subs", "subs.srt", "--", "b.mkv"], "rtmp://203.0.113.5/live/KEY")
     assert argv[1:3] == ["-m", "app.cli"]
-    assert argv[-6:] == ["play", "film.mkv", "--to", "rtmp://203.0.113.5/live/KEY",
-                         "--subs", "subs.srt"]
+    assert argv[-8:] == ["play", "film.mkv", "--subs", "subs.srt", "--to",
+                         "rtmp://203.0.113.5/live/KEY", "--", "b.mkv"]
 
 
 # ---- the cloud-init user-data ----------------------------------------------------------------

@@ -446,16 +446,17 @@ class Cloud:
 
     # ---- play ---------------------------------------------------------------------------
 
-    def play(self, file: str, subs: str | None = None, allow_another: bool = False) -> int:
-        """up, push the file, and destroy the droplet when it ends, on Ctrl-C or on error."""
-        if not (Path(file).exists() or "://" in file):
-            raise CloudError(f"{file}: no such file (nothing was created)")
+    def play(self, play_args: list[str], allow_another: bool = False) -> int:
+        """Check what `play` will do, up, push, and destroy the droplet when it ends, on
+        Ctrl-C or on error. `play_args`: `livestream play`'s arguments (files, options,
+        `--` groups) without --to."""
+        self.check_play(play_args)
         previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             deployment = self.up(allow_another=allow_another)
             try:
-                argv = self.push_argv(file, deployment.ingest_url, subs)
-                self.out(f"streaming {file} to the droplet")
+                argv = self.push_argv(play_args, deployment.ingest_url)
+                self.out(f"streaming {play_args[0]} to the droplet")
                 code = run_until_done(argv)
                 if code != 0:
                     self.out(f"the push command exited with status {code}")
@@ -466,18 +467,35 @@ class Cloud:
         finally:
             signal.signal(signal.SIGTERM, previous)
 
-    def push_argv(self, file: str, url: str, subs: str | None) -> list[str]:
-        extra = ["--subs", subs] if subs else []
+    def check_play(self, play_args: list[str]) -> None:
+        """Everything `play` checks (the files, their audio and subtitle tracks, --start,
+        --size, a queue's every item) runs here first, with `play --dry-run`: a typo must not
+        cost a droplet."""
+        argv = self._play_command(play_args, "rtmp://127.0.0.1/live/check", dry_run=True)
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              check=False, cwd=PROJECT_DIR, timeout=300)
+        if done.returncode != 0:
+            detail = (done.stderr.strip() or done.stdout.strip() or "(no message)")
+            raise CloudError(f"{detail}\n(checked before renting: nothing was created)")
+
+    def push_argv(self, play_args: list[str], url: str) -> list[str]:
         if self.settings.push_command.strip():
-            return [part.replace("{file}", file).replace("{url}", url)
-                    for part in shlex.split(self.settings.push_command)] + extra
+            return [part.replace("{file}", play_args[0]).replace("{url}", url)
+                    for part in shlex.split(self.settings.push_command)] + play_args[1:]
+        return self._play_command(play_args, url)
+
+    def _play_command(self, play_args: list[str], url: str, dry_run: bool = False) -> list[str]:
         config_file = str(self.config.source or DEFAULT_CONFIG)
-        return [sys.executable, "-m", "app.cli", "--config", config_file,
-                "play", file, "--to", url, *extra]
+        sources, groups = play_args, []
+        if "--" in play_args:  # --to and --dry-run belong before the later groups
+            cut = play_args.index("--")
+            sources, groups = play_args[:cut], play_args[cut:]
+        return [sys.executable, "-m", "app.cli", "--config", config_file, "play", *sources,
+                "--to", url, *(["--dry-run"] if dry_run else []), *groups]
 
 
 def run(action: str, config: Config, api_key: str | None = None, options: dict | None = None,
-        another: bool = False, file: str | None = None, subs: str | None = None) -> int:
+        another: bool = False, play_args: list[str] | None = None) -> int:
     """One `livestream cloud ACTION`: errors become a message on stderr and an exit status."""
     config = dataclasses.replace(config, cloud=with_options(config.cloud, **(options or {})))
     try:
@@ -489,7 +507,7 @@ def run(action: str, config: Config, api_key: str | None = None, options: dict |
         elif action == "status":
             cloud.status()
         elif action == "play":
-            return cloud.play(file, subs=subs, allow_another=another)
+            return cloud.play(play_args or [], allow_another=another)
         else:
             raise CloudError(f"unknown action {action!r}")
     except (CloudError, ApiError) as exc:

@@ -98,8 +98,11 @@ def expand(sources: list[str], subs: str | None, audio: int | None,
 
 def split_play_argv(argv: list[str]) -> tuple[list[str], list[list[str]]]:
     """`play a.mkv --subs 0 -- b.mkv --audio 1` -> (argv up to the first `--`, the later
-    groups). Only the `play` command is split; every other command is left alone."""
+    groups). Only `play` and `cloud play` are split; every other command is left alone."""
     position = _command_position(argv)
+    if position is not None and argv[position] == "cloud" and argv[position + 1:position + 2] \
+            == ["play"]:
+        position += 1
     if position is None or argv[position] != "play":
         return argv, []
     head, groups, current = argv[:position + 1], [], None
