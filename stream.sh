@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Capture the screen and system audio (or a test pattern) into stream/ as live fMP4 HLS.
+# Capture the screen and what you hear (or a test pattern) into stream/ as live fMP4 HLS.
 #
-#   ./stream.sh            capture this X11 display and PulseAudio's default source
+#   ./stream.sh            the whole X11 screen, scaled to VIDEO_SIZE, and the sound this
+#                          machine plays (PulseAudio/PipeWire: the default output's monitor)
+#   ./stream.sh --list     screens (monitors) and audio sources to choose from
 #   ./stream.sh --test     a synthetic test pattern and tone: no capture devices needed
 #   ./stream.sh --help     every setting below, with its default
+#
+# Wayland desktops (GNOME's default) do not let x11grab see the screen: use OBS's
+# "Screen Capture (PipeWire)" with `livestream ingest`, or log in to an Xorg session.
 #
 # Settings come from the environment, e.g. VIDEO_SIZE=1920x1080 FRAMERATE=60 ./stream.sh
 #
@@ -23,8 +28,9 @@ AUDIO_BITRATE=${AUDIO_BITRATE:-96k}
 PRESET=${PRESET:-veryfast}
 SEGMENT_SECONDS=${SEGMENT_SECONDS:-2}
 PLAYLIST_SIZE=${PLAYLIST_SIZE:-15}
-DISPLAY_INPUT=${DISPLAY_INPUT:-${DISPLAY:-:0.0}+0,0}
-AUDIO_INPUT=${AUDIO_INPUT:-default}
+DISPLAY_INPUT=${DISPLAY_INPUT:-${DISPLAY:-:0.0}}
+CAPTURE_REGION=${CAPTURE_REGION:-}
+AUDIO_INPUT=${AUDIO_INPUT:-}
 PLAYLIST=${PLAYLIST:-stream.m3u8}
 RENDITIONS=${RENDITIONS-low:360:400:64}
 CLOCK=${CLOCK:-0}
@@ -32,13 +38,17 @@ DURATION=${DURATION:-}
 LOGLEVEL=${LOGLEVEL:-warning}
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
   cat <<TXT
 Settings (environment variables) and their current values:
   STREAM_DIR=$STREAM_DIR
   VIDEO_SIZE=$VIDEO_SIZE  FRAMERATE=$FRAMERATE  VIDEO_BITRATE=$VIDEO_BITRATE
   AUDIO_BITRATE=$AUDIO_BITRATE  PRESET=$PRESET  SEGMENT_SECONDS=$SEGMENT_SECONDS
-  PLAYLIST_SIZE=$PLAYLIST_SIZE  DISPLAY_INPUT=$DISPLAY_INPUT  AUDIO_INPUT=$AUDIO_INPUT
+  PLAYLIST_SIZE=$PLAYLIST_SIZE  DISPLAY_INPUT=$DISPLAY_INPUT (the X display)
+  CAPTURE_REGION=${CAPTURE_REGION:-whole screen} (WxH+X+Y: one monitor or a part, see --list;
+    always scaled to VIDEO_SIZE)
+  AUDIO_INPUT=${AUDIO_INPUT:-the monitor of the default output} (a PulseAudio/PipeWire source name
+    from --list; "default" is usually the microphone)
   PLAYLIST=$PLAYLIST (the top rendition's playlist; config.toml's stream.playlist)
   RENDITIONS=${RENDITIONS:-none} (lower qualities NAME:HEIGHT:VIDEO_KBPS:AUDIO_KBPS, space
     separated, as config.toml's [[stream.renditions]]; empty writes the source quality only)
@@ -47,9 +57,40 @@ Settings (environment variables) and their current values:
 TXT
 }
 
+# Screens and audio sources, for CAPTURE_REGION and AUDIO_INPUT.
+list_devices() {
+  echo "Screens on $DISPLAY_INPUT (CAPTURE_REGION=WxH+X+Y picks one; the default is all):"
+  if command -v xrandr >/dev/null 2>&1; then
+    DISPLAY=$DISPLAY_INPUT xrandr --listmonitors 2>/dev/null | tail -n +2 |
+      sed -E 's#^ *[0-9]+: [+*]*([^ ]+) ([0-9]+)/[0-9]+x([0-9]+)/[0-9]+\+([0-9]+)\+([0-9]+).*#  \1: CAPTURE_REGION=\2x\3+\4+\5#' ||
+      echo "  (cannot open display $DISPLAY_INPUT)"
+  else
+    echo "  (install xrandr to list them: sudo apt-get install x11-xserver-utils)"
+  fi
+  echo "Audio sources (AUDIO_INPUT=NAME):"
+  if command -v pactl >/dev/null 2>&1; then
+    pactl list short sources 2>/dev/null | while read -r _ name _; do
+      case "$name" in
+        *.monitor) echo "  $name   <- what you hear (the sound of this output)" ;;
+        *) echo "  $name   (a microphone or line input)" ;;
+      esac
+    done
+  else
+    echo "  (install pactl to list them: sudo apt-get install pulseaudio-utils)"
+  fi
+}
+
+# What you hear: the monitor of the default output, when PulseAudio or PipeWire say which.
+default_audio() {
+  local sink
+  sink=$(pactl get-default-sink 2>/dev/null || true)
+  if [ -n "$sink" ]; then echo "$sink.monitor"; else echo default; fi
+}
+
 mode=capture
 case "${1:-}" in
   --test) mode="test" ;;
+  --list) list_devices; exit 0 ;;
   -h|--help) usage; exit 0 ;;
   "") ;;
   *) echo "stream.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
@@ -62,12 +103,30 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
 fi
 
 
+if [ "$mode" = capture ]; then
+  if [ -n "${WAYLAND_DISPLAY:-}" ] || [ "${XDG_SESSION_TYPE:-}" = wayland ]; then
+    if [ "${FORCE_X11:-0}" != 1 ]; then
+      echo "stream.sh: this is a Wayland desktop: x11grab would capture only X11 windows (a" >&2
+      echo "  black screen). Use OBS (source 'Screen Capture (PipeWire)') streaming to" >&2
+      echo "  \`livestream ingest\`, or log in to an Xorg session. FORCE_X11=1 tries anyway." >&2
+      exit 2
+    fi
+  fi
+  [ -n "$AUDIO_INPUT" ] || AUDIO_INPUT=$(default_audio)
+  echo "stream.sh: capturing ${CAPTURE_REGION:-the whole screen} of $DISPLAY_INPUT scaled to" \
+       "$VIDEO_SIZE, sound from $AUDIO_INPUT (see --list)" >&2
+fi
+
 case "$PLAYLIST" in
   */*|.*|"") echo "stream.sh: PLAYLIST=$PLAYLIST must be a plain file name such as stream.m3u8" >&2
              exit 2 ;;
 esac
 
 picture="format=yuv420p"
+if [ "$mode" = capture ]; then  # any screen or region, letterboxed into VIDEO_SIZE
+  width=${VIDEO_SIZE%x*} height=${VIDEO_SIZE#*x}
+  picture="scale=$width:$height:force_original_aspect_ratio=decrease,pad=$width:$height:(ow-iw)/2:(oh-ih)/2,setsar=1,$picture"
+fi
 if [ "$CLOCK" = 1 ]; then
   # gmtime, never localtime: the picture must not give away the streamer's time zone.
   picture="drawtext=text='%{gmtime\\:%H\\\\\\:%M\\\\\\:%S} UTC':x=16:y=h/14:fontsize=h/20:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=8,$picture"
@@ -103,8 +162,18 @@ if [ "$mode" = test ]; then
   inputs=(-re "${limit[@]}" -f lavfi -i "testsrc2=size=$VIDEO_SIZE:rate=$FRAMERATE"
           -re "${limit[@]}" -f lavfi -i "sine=frequency=440:beep_factor=4:sample_rate=48000")
 else
+  region=()  # x11grab takes the whole screen unless given a size and an offset
+  grab=$DISPLAY_INPUT
+  if [ -n "$CAPTURE_REGION" ]; then
+    if ! [[ "$CAPTURE_REGION" =~ ^([0-9]+x[0-9]+)\+([0-9]+)\+([0-9]+)$ ]]; then
+      echo "stream.sh: CAPTURE_REGION=$CAPTURE_REGION is not WxH+X+Y (see --list)" >&2
+      exit 2
+    fi
+    region=(-video_size "${BASH_REMATCH[1]}")
+    grab="$DISPLAY_INPUT+${BASH_REMATCH[2]},${BASH_REMATCH[3]}"
+  fi
   inputs=(-thread_queue_size 512 "${limit[@]}" -f x11grab -framerate "$FRAMERATE"
-          -video_size "$VIDEO_SIZE" -i "$DISPLAY_INPUT"
+          "${region[@]}" -i "$grab"
           -thread_queue_size 512 "${limit[@]}" -f pulse -i "$AUDIO_INPUT")
 fi
 

@@ -193,6 +193,7 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
     if not started:
         return 1
     log.info("watch at http://%s:%d/", host, config.server.port)
+    warn_about_open_addresses(config, host)
     serve_forever(server, services, stopping)
     return 1 if onion is not None and onion.failed else 0
 
@@ -308,6 +309,7 @@ def supervise_workers(args: argparse.Namespace, config: Config, services, host: 
                                         args.log_level), config.server.workers, stopping)
     supervisor.start()
     log.info("watch at http://%s:%d/ (%d workers)", host, port, config.server.workers)
+    warn_about_open_addresses(config, host)
     try:
         stopping.wait()
     finally:
@@ -327,7 +329,9 @@ def start_onion(config: Config, stopping: gevent.event.Event) -> OnionService | 
     except TorError as exc:
         print(f"livestream: {exc}", file=sys.stderr)
         return None
-    print(f"onion address: http://{address}/", flush=True)
+    print(f"onion address: http://{address}/ (not reachable yet: tor is connecting and "
+          f"publishing it; wait for \"reachable\" below)", flush=True)
+    follow_reachability(onion, config.tor.reachable_timeout)
     if config.tor.client_auth:
         print("client authorization is on: only viewers given a key by "
               "`livestream onion add-client NAME` can open it", flush=True)
@@ -338,6 +342,34 @@ def start_onion(config: Config, stopping: gevent.event.Event) -> OnionService | 
 
     onion.watch(on_fatal)
     return onion
+
+
+def follow_reachability(onion: OnionService, limit: float) -> None:
+    """Beside the server: say when the address is really up, or after `limit` s why not."""
+    import gevent
+
+    from app.onion import reachability
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    gevent.spawn(reachability.follow, onion, onion.published.wait, limit, say,
+                 onion.stopping)
+
+
+def warn_about_open_addresses(config: Config, host: str) -> None:
+    """A server on a public address: where friends reach it, and the broadcaster's risk."""
+    if host.startswith("127.") or host in ("localhost", "::1"):
+        return
+    port = config.server.port
+    for address in (outward_addresses(host == "::") if host in ("0.0.0.0", "::") else [host]):
+        print(f"friends on your network (or the internet, with the port open): "
+              f"http://{address}:{port}/", flush=True)
+    if config.broadcaster.allow_clearnet:
+        print("warning: /broadcaster over plain http:// sends its password (and session) in "
+              "clear on this address; open it from this machine, through the onion address "
+              "or an SSH tunnel, and set [broadcaster] allow_clearnet = false to refuse it "
+              "elsewhere", file=sys.stderr, flush=True)
 
 
 def run_onion(args: argparse.Namespace, config: Config) -> int:

@@ -117,6 +117,7 @@ class TorConfig:
     restart_attempts: int = 3
     launch_timeout: float = 60.0
     check_interval: float = 2.0
+    reachable_timeout: float = 120.0  # seconds before `serve --onion` says why it is not up
     torrc: dict[str, str | int] = field(default_factory=dict)
 
 

@@ -249,6 +249,17 @@ def test_restart_gives_the_same_address(first_launch):
     assert server.process.returncode == 0
 
 
+def test_an_address_tor_cannot_publish_is_not_called_reachable(tmp_path):
+    """With no network, tor never publishes the descriptor: past the limit the server says
+    the address is not reachable, and why."""
+    config = onion_config(tmp_path, free_port(), {"reachable_timeout": 2})
+    with serving(config) as server:
+        server.address()
+        said = server.wait_for(r"NOT reachable after 2 s: (.*)", timeout=30).group(1)
+        assert "DisableNetwork" in said and "Do not hand the address out" in said
+        assert "onion address reachable" not in server.stdout
+
+
 def test_clearnet_must_be_asked_for(tmp_path):
     port = free_port()
     config = onion_config(tmp_path, port, {"mode": "launch"}, {"host": "0.0.0.0"})
@@ -545,6 +556,10 @@ def test_video_through_a_private_tor_network(tmp_path):
                 stream_dir=stream_dir)
             with serving(config) as server:
                 address = server.address()
+                assert "not reachable yet" in server.stdout
+                # tor's own event says the descriptor is up; only then is it "reachable"
+                server.wait_for(r"onion address reachable: http://" + re.escape(address),
+                                timeout=120)
                 deadline = time.monotonic() + 60
                 while "<video" not in requests.get(f"http://127.0.0.1:{port}/", timeout=5).text:
                     assert time.monotonic() < deadline, "the test stream never went live"

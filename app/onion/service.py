@@ -243,6 +243,9 @@ class OnionService:
         self._stopping = threading.Event()
         self._lock = threading.RLock()  # the watchdog's restart and stop() never interleave
         self._watcher: threading.Thread | None = None
+        # what tor tells us on the way to a reachable address (app/onion/reachability.py)
+        self.published = threading.Event()  # our descriptor reached an HSDir
+        self.bootstrap: dict[str, str] = {}  # tor's last BOOTSTRAP status: PROGRESS, SUMMARY...
         # stem logs every control command; keep that for --log-level debug only
         logging.getLogger("stem").setLevel(
             logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
@@ -311,12 +314,38 @@ class OnionService:
             raise TorError(f"tor published {address}, but the key says {expected}")
         self.address = address
         self._controller.add_event_listener(self._on_descriptor, EventType.HS_DESC)
+        self._controller.add_event_listener(self._on_status, EventType.STATUS_CLIENT)
+        try:  # where tor is now; the events tell what follows
+            phase = self._controller.get_info("status/bootstrap-phase", "")
+            self.bootstrap = _bootstrap_fields(phase)
+        except stem.ControllerError:
+            pass
         log.info("onion service %s -> 127.0.0.1:%d%s", address, self.target_port,
                  f" ({len(self._clients)} authorized clients)" if self.tor.client_auth else "")
 
     def _on_descriptor(self, event) -> None:
-        if str(event.action) == "UPLOADED" and self.address:
-            log.info("onion service descriptor published")
+        ours = self.address and (event.address or "") in ("", "UNKNOWN", self.address[:-6])
+        if str(event.action) == "UPLOADED" and ours:
+            if not self.published.is_set():
+                log.info("onion service descriptor published")
+            self.published.set()
+
+    def _on_status(self, event) -> None:
+        if str(event.action) == "BOOTSTRAP":
+            self.bootstrap = {key.upper(): str(value)
+                              for key, value in (event.keyword_args or {}).items()}
+            self.bootstrap["SEVERITY"] = str(event.runlevel)
+
+    def network_disabled(self) -> bool:
+        """DisableNetwork 1: tor will never connect (offline tests, or a torrc left so)."""
+        try:
+            return self._controller is not None and \
+                self._controller.get_conf("DisableNetwork", "0") == "1"
+        except stem.ControllerError:
+            return False
+
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def watch(self, on_fatal: Callable[[str], None]) -> threading.Thread:
         """Check tor every tor.check_interval s; restart it, or call on_fatal once and stop."""
@@ -394,6 +423,20 @@ class OnionService:
         launched, self._launched = self._launched, None
         if launched is not None:
             launched.stop()
+
+
+def _bootstrap_fields(phase: str) -> dict[str, str]:
+    """'NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"' -> its key=value fields."""
+    import shlex
+
+    try:
+        words = shlex.split(phase)
+    except ValueError:
+        return {}
+    fields = dict(word.split("=", 1) for word in words if "=" in word)
+    if words:
+        fields["SEVERITY"] = words[0]
+    return fields
 
 
 def stored_address(config: Config) -> str | None:
