@@ -277,3 +277,52 @@ def test_japanese_subtitles_burn_in_as_glyphs_not_boxes(tmp_path):
     assert min(lit) > 150, f"no subtitle drawn: {lit} bright pixels"
     differing = sum(1 for a, b in zip(*pictures, strict=True) if abs(a - b) > 64)
     assert differing > 150, f"the two lines look the same ({differing} pixels differ): boxes"
+
+
+def test_two_writers_of_one_folder_give_one_warning_not_a_restart_storm(tmp_path, caplog):
+    """OBS recording into the folder cannot take the lock: two such writers are noticed by
+    their playlists (numbers and init segments going back and forth)."""
+    from app.config import StreamConfig
+    from app.stream.watcher import StreamState
+
+    writers = []
+    for name, size in (("a", "160x90"), ("b", "192x108")):
+        out = tmp_path / name
+        out.mkdir()
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:r=10",
+                        "-t", "6", "-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p", "-f",
+                        "hls", "-hls_time", "1", "-hls_list_size", "0", "-hls_segment_type",
+                        "fmp4", "-hls_segment_filename", str(out / "stream%d.m4s"),
+                        str(out / "stream.m3u8")], check=True, timeout=60)
+        writers.append(out)
+    folder = tmp_path / "stream"
+    folder.mkdir()
+    state = StreamState(folder, StreamConfig(offline_after=3600))
+
+    def write_as(writer: Path, upto: int) -> None:
+        lines = writer.joinpath("stream.m3u8").read_text().splitlines()
+        keep, seen = [], 0
+        for line in lines:
+            if line.endswith(".m4s"):
+                seen += 1
+                if seen > upto:
+                    break
+            if line != "#EXT-X-ENDLIST":
+                keep.append(line)
+        for path in writer.iterdir():
+            if path.suffix in (".m4s", ".mp4"):
+                (folder / path.name).write_bytes(path.read_bytes())
+        (folder / "stream.m3u8").write_text("\n".join(keep) + "\n")
+        state.refresh()
+
+    with caplog.at_level("WARNING", logger="app.stream.watcher"):
+        write_as(writers[0], 2)
+        first = state.snapshot.generation
+        for upto in range(3, 6):  # a takes turns with b, each restarting the other
+            write_as(writers[1], upto - 2)
+            write_as(writers[0], upto)
+    generations = state.snapshot.generation - first
+    assert generations <= 2, f"{generations} restarts told to every viewer"
+    warnings = [r for r in caplog.records if "two sources seem to write" in r.message]
+    assert len(warnings) == 1
+    assert state.two_writers

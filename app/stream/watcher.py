@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -116,6 +117,12 @@ class Generations:
 
 
 AGREE_SECONDS = 2.0  # how often a watcher checks its generation against the shared ledger
+# Two sources writing one folder (two OBS recordings, or OBS beside a source that could not
+# take the folder lock) show as restarts again and again. This many restarts within
+# TWO_WRITERS_SECONDS is taken for that: one warning, and the generation is held, so viewers
+# are not told to reload every few seconds.
+TWO_WRITERS_RESTARTS = 3
+TWO_WRITERS_SECONDS = 30.0
 
 
 class StreamState:
@@ -139,6 +146,8 @@ class StreamState:
         self._media: dict[str, Snapshot] = {}  # lower renditions' last read, by playlist name
         self._media_keys: dict[str, tuple] = {}
         self._greenlets: list[gevent.Greenlet] = []
+        self._restarts: deque[float] = deque(maxlen=TWO_WRITERS_RESTARTS)
+        self.two_writers = False  # a restart storm is going on (see TWO_WRITERS_SECONDS)
 
     # --- reading side ---------------------------------------------------------------
 
@@ -288,7 +297,8 @@ class StreamState:
         generation = snap.generation
         started_at = snap.started_at
         known = {} if restarted else {s.sequence: s for s in snap.segments}
-        if online and (restarted or not snap.online):
+        storm = restarted and self._restart_storm()
+        if online and (restarted or not snap.online) and not storm:
             if not (self._first_look and generation):
                 generation = self.generations.next(generation)
             started_at = self._init_mtime(parsed.init_uri)
@@ -310,6 +320,23 @@ class StreamState:
             started_at=started_at,
             target_duration=parsed.target_duration,
         )
+
+    def _restart_storm(self) -> bool:
+        """Count a restart; True while restarts come too often to be one source's."""
+        now = time.monotonic()
+        if self._restarts and now - self._restarts[-1] > TWO_WRITERS_SECONDS:
+            self._restarts.clear()
+            self.two_writers = False
+        self._restarts.append(now)
+        storm = (len(self._restarts) == TWO_WRITERS_RESTARTS
+                 and now - self._restarts[0] < TWO_WRITERS_SECONDS)
+        if storm and not self.two_writers:
+            log.warning("the stream restarted %d times within %.0f s: two sources seem to write "
+                        "into %s (two OBS recordings, or OBS beside stream.sh or play). Stop "
+                        "one; viewers are not asked to reload meanwhile", len(self._restarts),
+                        now - self._restarts[0], self.directory)
+        self.two_writers = self.two_writers or storm
+        return storm
 
     def _read_init(self, name: str | None, snap: Snapshot,
                    rendition: str = "") -> tuple[bytes | None, bool]:
