@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import sys
 
 from flask_compress import Compress
 
+from app.cockpit.history import History
 from app.community.captcha import Captchas
 from app.community.chat import Chat
 from app.community.hub import Hub
@@ -25,7 +27,18 @@ from app.stream.timeline import TimelineBuilder
 from app.stream.watcher import StreamState
 from app.web import security
 from app.web.limits import BodyLimit, PerViewerLimit, StreamSlots
-from app.web.views import api, broadcaster, chat, errors, events, pages, stream_files
+from app.web.views import (  # noqa: F401  their routes join backstage.bp
+    api,
+    backstage,
+    broadcaster,
+    chat,
+    cockpit,
+    errors,
+    events,
+    pages,
+    party,
+    stream_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +52,13 @@ def create_app(config: Config) -> App:
     config.stream_dir.mkdir(parents=True, exist_ok=True)
     private_dir(config.state_dir)
     app.services = build_services(config)
-    app.services.message_html = chat.MessageHTML(app)
+    app.message_html = chat.MessageHTML(app)
 
     security.init_app(app)
     init_compression(app)
-    for view in (pages, events, errors, api, stream_files, chat, broadcaster):
+    for view in (pages, events, errors, api, stream_files, chat, backstage):
         app.register_blueprint(view.bp)
+    app.register_blueprint(cockpit.metrics_bp)
     log.debug("app created for %s", config.source)
     return app
 
@@ -92,6 +106,8 @@ def build_services(config: Config) -> Services:
         sessions=BroadcasterSessions(store, shared=client is not None),
         csrf_token=csrf_token,
         clock=clock,
+        history=History(config.state_dir / "history.sqlite3",
+                        int(os.environ.get("LIVESTREAM_WORKER", "0") or 0)),
         **limits(config),
     )
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import gevent
 from flask import Flask, current_app
 
+from app.cockpit.history import History
+from app.cockpit.sampler import Sampler
 from app.community.captcha import Captchas
 from app.community.chat import Chat
 from app.community.hub import Hub
@@ -24,13 +25,11 @@ from app.community.presence import Audience, publish_viewer_count
 from app.community.store import Store
 from app.config import Config
 from app.stream.clock import StreamClock
+from app.stream.deliveries import Deliveries
 from app.stream.status import publish_stream_status
 from app.stream.timeline import TimelineBuilder
 from app.stream.watcher import StreamState
 from app.web.limits import PerViewerLimit, StreamSlots
-
-if TYPE_CHECKING:
-    from app.web.views.chat import MessageHTML
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,8 @@ class Services:
     chat_slots: StreamSlots
     push_slots: StreamSlots  # /events and long-polled /api/playlist
     clock: StreamClock
-    message_html: MessageHTML | None = None  # needs the app's templates; set by create_app
+    deliveries: Deliveries = field(default_factory=Deliveries)  # each /stream.mp4's health
+    history: History | None = None  # the cockpit's figures over time
     _greenlets: list[gevent.Greenlet] = field(default_factory=list)
     _adopted: list[Callable[[], object]] = field(default_factory=list)
 
@@ -67,6 +67,9 @@ class Services:
         self._greenlets.append(publish_viewer_count(self.audience, self.hub))
         if self.captchas is not None:
             self.captchas.start()
+        if self.history is not None:
+            sampler = Sampler(self.history, self.stream, self.deliveries, self.chat)
+            self._greenlets.append(gevent.spawn(sampler.run))
 
     def adopt(self, stop: Callable[[], object]) -> None:
         """A job started beside the app (onion service, ingest, demo source): `stop()` ends
@@ -80,6 +83,8 @@ class Services:
         if self.captchas is not None:
             steps.append(self.captchas.stop)
         steps.append(self.store.close)
+        if self.history is not None:
+            steps.append(self.history.close)
         self._adopted, self._greenlets = [], []
         for step in steps:
             try:
@@ -89,9 +94,10 @@ class Services:
 
 
 class App(Flask):
-    """Flask with its services as a typed attribute instead of string keys."""
+    """Flask with its services as typed attributes instead of string keys."""
 
     services: Services
+    message_html: Callable  # each chat message rendered once (app/web/views/chat.py)
 
 
 def services() -> Services:

@@ -17,12 +17,14 @@ BROADCASTER = ("broadcaster", "test-password")
 
 
 def chat_server(workdir: Path, stream_dir: Path, extra: str = "",
-                redis_url: str | None = None) -> Server:
+                redis_url: str | None = None, stream: str = "") -> Server:
     """A server with a known broadcaster password and readable captcha answers; with
-    `redis_url`, `serve --workers 2` sharing that Redis database."""
+    `redis_url`, `serve --workers 2` sharing that Redis database. `stream`: more keys of
+    its [stream] table (e.g. "memory_segments = 4\n")."""
     answers = workdir / "captcha-answers.txt"
     config = (
-        '[broadcaster]\npassword = "test-password"\nfailed_logins = 3\nfailed_window = 30.0\n'
+        stream
+        + '[broadcaster]\npassword = "test-password"\nfailed_logins = 3\nfailed_window = 30.0\n'
         f'[captcha]\ntesting_answers_file = "{answers}"\ngenerate_per_second = 50.0\n'
         "[viewers]\nwatching_seconds = 5.0\n"
         + extra

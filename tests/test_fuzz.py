@@ -129,7 +129,7 @@ def answer_for(app, captcha_id: str) -> str:
 GET_PATHS = ["/", "/info", "/events", "/api/clock", "/api/status", "/api/playlist",
              "/chat/messages", "/chat/messages.json", "/chat/form", "/chat/users",
              "/stream.mp4", "/stream.m3u8", "/static/style.css", "/broadcaster",
-             "/broadcaster/login", "/favicon.ico"]
+             "/broadcaster/login", "/favicon.ico", "/broadcaster/cockpit", "/metrics"]
 header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
 
 

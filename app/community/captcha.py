@@ -119,6 +119,11 @@ class Captchas:
     def start(self) -> None:
         self._filler = gevent.spawn(self._fill)
 
+    @property
+    def ready(self) -> int:
+        """Images drawn and waiting for newcomers (0: newcomers wait)."""
+        return len(self._pool)
+
     def stop(self) -> None:
         if self._filler is not None:
             self._filler.kill()

@@ -238,6 +238,8 @@ class Chat:
         self._trip_salt = store.secret("tripcode-salt", 16)
         self._filter_source = store.filters()
         self._filters = WordFilters(self._filter_source, settings.filter_max_length)
+        self.posted = 0  # messages this process took, and refused: the cockpit's counters
+        self.refused = 0
 
     @property
     def hide_version(self) -> int:
@@ -276,6 +278,15 @@ class Chat:
     # --- posting -----------------------------------------------------------------------
 
     def post(self, who: Requester, form: Submission) -> Message:
+        try:
+            message = self._post(who, form)
+        except Refused:
+            self.refused += 1
+            raise
+        self.posted += 1
+        return message
+
+    def _post(self, who: Requester, form: Submission) -> Message:
         """Cheap refusals first, the tripcode's scrypt last: the attempt is counted in the
         flood window before any slow work, so one token cannot buy more scrypts than the flood
         rules allow messages (even with messages a filter blocks)."""

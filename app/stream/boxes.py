@@ -208,6 +208,35 @@ def segment_start(data: bytes, init: InitInfo) -> float | None:
     return None
 
 
+def video_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height of an init segment's first H.264/HEVC sample entry (the cockpit)."""
+    try:
+        for stsd_start, stsd_end in find(data, (b"moov", b"trak", b"mdia", b"minf", b"stbl",
+                                                b"stsd")):
+            for kind, payload, _ in boxes(data, stsd_start + 8, stsd_end):
+                if kind in VISUAL_ENTRIES:
+                    return struct.unpack_from(">HH", data, payload + 24)
+    except struct.error:
+        return None
+    return None
+
+
+def sample_count(data: bytes, track_id: int) -> int:
+    """Samples (frames, for video) of one track in a media segment, over all its fragments."""
+    count = 0
+    try:
+        for moof_start, moof_end in find(data, (b"moof",)):
+            for traf_start, traf_end in find(data, (b"traf",), moof_start, moof_end):
+                tfhd = first(data, (b"tfhd",), traf_start, traf_end)
+                if tfhd is None or struct.unpack_from(">I", data, tfhd[0] + 4)[0] != track_id:
+                    continue
+                for trun_start, _ in find(data, (b"trun",), traf_start, traf_end):
+                    count += struct.unpack_from(">I", data, trun_start + 4)[0]
+    except struct.error:
+        return count
+    return count
+
+
 # ------------------------------------------------------------------ scrubbing the init segment
 
 COMPRESSOR_NAME_AT = 42  # in a visual sample entry's payload: the 32-byte compressor name

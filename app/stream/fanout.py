@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import gevent
 
+from app.stream.deliveries import Deliveries
 from app.stream.watcher import Segment, StreamState
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ HEAD_BYTES = 4 * 1024
 
 def stream_mp4(state: StreamState, idle_timeout: float,
                on_bytes: Callable[[], None] | None = None,
-               quality: str | None = None) -> Iterator[bytes] | None:
+               quality: str | None = None,
+               deliveries: Deliveries | None = None) -> Iterator[bytes] | None:
     """Return the byte iterator for a new viewer, or None when nothing is live.
 
     `quality` picks a rendition by name (the top one when it is unknown or not live): the
@@ -36,7 +38,8 @@ def stream_mp4(state: StreamState, idle_timeout: float,
         if not snap.online or not snap.segments or snap.init is None:
             return None
     return _follow(state, snap.generation, snap.init, snap.segments[-1].sequence,
-                   idle_timeout, on_bytes or (lambda: None), snap.quality)
+                   idle_timeout, on_bytes or (lambda: None), snap.quality,
+                   deliveries or Deliveries())
 
 
 def renumbered(segment: Segment, first_number: int) -> list[bytes | bytearray | memoryview]:
@@ -66,8 +69,19 @@ def renumbered(segment: Segment, first_number: int) -> list[bytes | bytearray | 
 
 def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int,
             idle_timeout: float, on_bytes: Callable[[], None],
-            quality: str = "") -> Iterator[bytes]:
-    yield init
+            quality: str, deliveries: Deliveries) -> Iterator[bytes]:
+    delivery = deliveries.opened(quality, next_sequence - 1)
+    try:
+        yield init
+        yield from _segments(state, generation, init, next_sequence, idle_timeout, on_bytes,
+                             quality, deliveries, delivery)
+    finally:
+        deliveries.closed(delivery)
+
+
+def _segments(state: StreamState, generation: int, init: bytes, next_sequence: int,
+              idle_timeout: float, on_bytes: Callable[[], None], quality: str,
+              deliveries: Deliveries, delivery) -> Iterator[bytes]:
     # This response's own fragment numbering (see renumbered). VLC 3 expects the first
     # fragment of a stream it reads to be 0 ("1 != 0" is a discontinuity to it as well).
     fragment = 0
@@ -78,6 +92,7 @@ def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int
             return  # restarted or ended: finish cleanly so the page can say so
         if snap.segments and next_sequence < snap.segments[0].sequence:
             log.debug("dropping a viewer that fell behind")
+            deliveries.dropped(delivery)
             return
         ready = [s for s in snap.segments if s.sequence >= next_sequence]
         if not ready:
@@ -92,3 +107,5 @@ def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int
         yield pieces[0]  # this viewer's own copy: no need to freeze it
         gevent.sleep(0)  # let every other woken viewer send its head first
         yield from pieces[1:]
+        delivery.sent = segment.sequence  # written whole: the viewer health (deliveries.py)
+        deliveries.bytes_sent += len(segment.data)

@@ -136,6 +136,7 @@ class StreamState:
         # the broadcast other workers already numbered is kept, not counted again, when this
         # watcher's first look finds it live
         self.snapshot = Snapshot(title=settings.title, generation=self.generations.current())
+        self.first_generation = self.snapshot.generation  # restarts since start: the cockpit
         self._first_look = True
         self._changed = gevent.event.Event()
         self._playlist_key = None

@@ -136,7 +136,7 @@ def poll_frame(who: Requester):
         response = Response(status=304)
     else:
         response = current_app.make_response(render_template(
-            "chat/messages.html", who=who, html=services().message_html,
+            "chat/messages.html", who=who, html=current_app.message_html,
             messages=list(reversed(services().store.recent_messages())), live=False,
             refresh=services().config.chat.poll_seconds))
     response.set_etag(etag.strip('"'))
@@ -146,7 +146,7 @@ def poll_frame(who: Requester):
 
 def live_frame(who: Requester, slots: StreamSlots):
     hub: Hub = services().hub
-    html: MessageHTML = services().message_html
+    html: MessageHTML = current_app.message_html
     after = hub.last_id
     settings = services().config.chat
     lifetime = settings.stream_seconds

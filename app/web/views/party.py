@@ -10,7 +10,7 @@ import re
 
 from app.services import services
 from app.sources.party import control
-from app.web.views.broadcaster import NOTICES, auth, bp, done, failed
+from app.web.views.backstage import NOTICES, auth, bp, done, failed
 
 ACTIONS = ("pause", "resume", "seek", "next", "prev")
 SEEK_PATTERN = re.compile(r"[+-]?\d{1,6}(?::\d{1,2}){0,2}(?:\.\d{1,3})?")

@@ -40,7 +40,7 @@ def mp4():
             "(stream.max_connections_per_viewer). Close one and try again.\n", 429,
             mimetype="text/plain", headers={"Cache-Control": "no-store", "Retry-After": "5"})
     body = stream_mp4(services().stream, config.server.idle_timeout, on_video_sent(who),
-                      quality=request.args.get("quality"))
+                      quality=request.args.get("quality"), deliveries=services().deliveries)
     if body is None:
         slots.release(who.viewer_id)
         return Response("The stream is offline.\n", 503, mimetype="text/plain",
