@@ -36,6 +36,13 @@ def reader(url: str, seconds: float) -> None:
         return
 
 
+def live(url: str) -> bool:
+    try:
+        return requests.get(url + "/stream/stream.m3u8", timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=PROJECT / "docs" / "cockpit.png")
@@ -54,8 +61,7 @@ def main() -> int:
                                   stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_for(lambda: requests.get(url + "/stream/stream.m3u8", timeout=2).ok, 30,
-                     0.5, "the demo stream")
+            wait_for(lambda: live(url), 30, 0.5, "the demo stream")
             for quality in ("", "", "?quality=low", "?quality=low", "?quality=low"):
                 threading.Thread(target=reader, args=(url + "/stream.mp4" + quality,
                                                       args.seconds), daemon=True).start()

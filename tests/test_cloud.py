@@ -1081,7 +1081,7 @@ def test_the_broadcaster_page_is_refused_on_a_public_address_when_told(tmp_path)
     from app.config import environment_overrides
     assert environment_overrides({"LIVESTREAM_BROADCASTER_ALLOW_CLEARNET": "false",
                                   "LIVESTREAM_BROADCASTER_PASSWORD": "x"}) == {
-        "broadcaster.allow_clearnet": "false", "broadcaster.password": "x"}
+        "broadcaster.allow_clearnet": False, "broadcaster.password": "x"}
 
 
 def test_status_bills_per_second_with_the_minimum(setup, fake):

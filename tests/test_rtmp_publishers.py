@@ -203,7 +203,7 @@ def test_global_options_work_after_the_command(tmp_path):
                               text=True, timeout=30, check=False)
         assert done.returncode == 0, done.stderr
         assert (tmp_path / "state" / "ingest.key").read_text().strip() in done.stdout
-        assert "rtmp://HOST:19350/live" in done.stdout
+        assert "rtmp://127.0.0.1:19350/live" in done.stdout and "HOST" not in done.stdout
 
 
 def write_stream(folder: Path, target: int, age: float) -> None:
