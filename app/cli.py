@@ -210,6 +210,7 @@ def start_side_jobs(args: argparse.Namespace, config: Config, services,
             services.stop()
             return False, None
         services.adopt(onion.stop)
+        services.extra_figures.append(onion.traffic)
     if config.ingest.enabled:
         services.adopt(start_ingest_alongside(config))
     if args.demo:

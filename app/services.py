@@ -54,6 +54,8 @@ class Services:
     clock: StreamClock
     deliveries: Deliveries = field(default_factory=Deliveries)  # each /stream.mp4's health
     history: History | None = None  # the cockpit's figures over time
+    # more figures for /metrics from jobs beside the app (the onion service's tor traffic)
+    extra_figures: list[Callable[[], dict[str, float]]] = field(default_factory=list)
     _greenlets: list[gevent.Greenlet] = field(default_factory=list)
     _adopted: list[Callable[[], object]] = field(default_factory=list)
 

@@ -193,6 +193,8 @@ def test_keyframes_5_s_apart_from_an_ingest_publisher_raise_the_warning(tmp_path
     try:
         wait_for(lambda: "Keyframes are 5 s apart" in cockpit_text(server), 40, interval=1,
                  what="the keyframe warning")
+        # where the stream comes from: the ingest, its publisher and the software it announced
+        assert "livestream ingest (RTMP publisher 127.0.0.1, Lavf" in cockpit_text(server)
         assert metrics(server)[("livestream_keyframe_interval_seconds",
                                 (("rendition", "source"),))] == pytest.approx(5, abs=0.3)
     finally:

@@ -260,6 +260,19 @@ def test_an_address_tor_cannot_publish_is_not_called_reachable(tmp_path):
         assert "onion address reachable" not in server.stdout
 
 
+def test_metrics_show_the_onion_services_tor_traffic(tmp_path):
+    port = free_port()
+    config = write_config(tmp_path, {"server": {"port": port},
+                                     "broadcaster": {"password": "metrics-pass"},
+                                     "tor": {"enabled": True, "torrc": {"DisableNetwork": 1}}})
+    with serving(config) as server:
+        server.address()
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10,
+                            auth=("broadcaster", "metrics-pass")).text
+        read = re.search(r"^livestream_tor_read_bytes ([\d.e+]+)$", text, re.M)
+        assert read and re.search(r"^livestream_tor_written_bytes ", text, re.M), text[-500:]
+
+
 def test_clearnet_must_be_asked_for(tmp_path):
     port = free_port()
     config = onion_config(tmp_path, port, {"mode": "launch"}, {"host": "0.0.0.0"})

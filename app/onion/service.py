@@ -336,6 +336,18 @@ class OnionService:
                               for key, value in (event.keyword_args or {}).items()}
             self.bootstrap["SEVERITY"] = str(event.runlevel)
 
+    def traffic(self) -> dict[str, float]:
+        """Bytes tor read and wrote since it started: the cockpit's /metrics."""
+        controller = self._controller
+        if controller is None:
+            return {}
+        try:
+            return {"livestream_tor_read_bytes": float(controller.get_info("traffic/read")),
+                    "livestream_tor_written_bytes": float(
+                        controller.get_info("traffic/written"))}
+        except (stem.ControllerError, ValueError):
+            return {}
+
     def network_disabled(self) -> bool:
         """DisableNetwork 1: tor will never connect (offline tests, or a torrc left so)."""
         try:

@@ -33,6 +33,11 @@ class FolderLock:
         self.stream_dir = stream_dir
         self.fd = fd
 
+    def describe(self, who: str) -> None:
+        """Say more about the holder once it is known (the ingest: the publisher's encoder)."""
+        if self.fd >= 0:
+            _write_holder(self.fd, who)
+
     def release(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)  # closing the only descriptor drops the flock
@@ -62,10 +67,15 @@ def take(stream_dir: Path, who: str) -> FolderLock:
     except BaseException:
         os.close(fd)
         raise
+    _write_holder(fd, who)
+    return FolderLock(stream_dir, fd)
+
+
+def _write_holder(fd: int, who: str) -> None:
+    who = "".join(ch for ch in who if ch.isprintable())
     line = f"pid {os.getpid()}: {who} (since {time.strftime('%H:%M:%S', time.gmtime())} UTC)"
     os.ftruncate(fd, 0)
     os.pwrite(fd, line.encode("utf-8", "replace")[:HOLDER_MAX] + b"\n", 0)
-    return FolderLock(stream_dir, fd)
 
 
 def holder(stream_dir: Path) -> str | None:

@@ -160,8 +160,9 @@ class IngestServer:
         else:
             try:
                 with self.writing:  # a publisher taken over is still finishing its playlist
-                    with lock.take(self.stream_dir, f"livestream ingest (RTMP publisher {peer})"):
-                        self._publish(conn, peer)
+                    with lock.take(self.stream_dir,
+                                   f"livestream ingest (RTMP publisher {peer})") as held:
+                        self._publish(conn, peer, held)
             except lock.FolderBusy as exc:  # another source took the folder since _admit
                 log.warning("refused publisher %s: %s", peer, exc)
             finally:
@@ -278,7 +279,7 @@ class IngestServer:
             "status", "NetStream.Publish.Start", "Publishing."), stream_id=1)
         log.info("publisher %s is live", peer)
 
-    def _publish(self, conn: RtmpConnection, peer: str) -> None:
+    def _publish(self, conn: RtmpConnection, peer: str, held: lock.FolderLock) -> None:
         conn.authenticated()
         conn.sock.settimeout(self.settings.idle_timeout)
         pending: list[tuple[int, int, bytes]] = []
@@ -305,6 +306,9 @@ class IngestServer:
                 if tag is None:
                     continue
                 if tag[0] == MSG_DATA_AMF0:
+                    if metadata is None:  # the cockpit names the publisher's software
+                        held.describe(f"livestream ingest (RTMP publisher {peer}"
+                                      f"{announced_encoder(tag[2])})")
                     metadata = tag[2]
                     if ffmpeg is None:
                         continue
@@ -425,6 +429,17 @@ class _KeyframeGaps:
                             "them. Set the keyframe interval to 2 s (OBS: Settings > Output > "
                             "Keyframe Interval)", self.peer, gap / 1000)
         self.last = timestamp
+
+
+def announced_encoder(metadata: bytes) -> str:
+    """', obs-output module (libobs version 30.0.2)': what onMetaData says made the stream."""
+    try:
+        values = amf_decode(metadata)
+    except RtmpError:
+        return ""
+    fields = values[1] if len(values) > 1 and isinstance(values[1], dict) else {}
+    encoder = fields.get("encoder")
+    return f", {str(encoder)[:80]}" if isinstance(encoder, str) and encoder else ""
 
 
 def _status(level: str, code: str, description: str) -> dict:

@@ -50,6 +50,11 @@ def reading(s: Services) -> Reading:
         chat_refused_total=s.chat.refused, captchas_ready=ready, store_seconds=store_seconds)
     if s.config.server.workers > 1 and s.history is not None:
         every_worker(figures, s)
+    for source in s.extra_figures:
+        try:
+            figures.extra.update(source())
+        except Exception:  # noqa: BLE001 - a job that cannot answer must not break a scrape
+            continue
     return figures
 
 
