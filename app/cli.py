@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_cloud_commands(commands)
 
+    doctor = commands.add_parser("doctor", help="check every part this config needs and say "
+                                                "what to do about each problem")
+    doctor.set_defaults(run=run_doctor)
+
     owner = commands.add_parser("broadcaster", help="the broadcaster's way in")
     owner.add_argument("action", choices=["login-link"],
                        help="print a one-time login link for /broadcaster (works once, for "
@@ -744,6 +748,12 @@ def outward_addresses(ipv6: bool = False) -> list[str]:
             continue
         found.append(f"[{address}]" if family == socket.AF_INET6 else address)
     return found
+
+
+def run_doctor(args: argparse.Namespace, config: Config) -> int:
+    from app.runtime import doctor
+
+    return doctor.run(config)
 
 
 def run_broadcaster(args: argparse.Namespace, config: Config) -> int:
