@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app import config as configuration
@@ -75,6 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     onion.set_defaults(run=run_onion)
 
     add_cloud_commands(commands)
+
+    for action, text in (("backup", "write the stream's identity and state into FILE"),
+                         ("restore", "put a backup's state back into the state folder")):
+        keep = commands.add_parser(action, help=text)
+        keep.add_argument("file", type=Path, help="the backup file")
+        keep.add_argument("--passphrase-file", type=Path,
+                          help="encrypt / decrypt with the passphrase in this file (or env "
+                               "LIVESTREAM_BACKUP_PASSPHRASE)")
+        if action == "backup":
+            keep.add_argument("--encrypt", action="store_true",
+                              help="ask for a passphrase to encrypt with")
+        else:
+            keep.add_argument("--force", action="store_true",
+                              help="replace the state of a different stream")
+        keep.set_defaults(run=run_backup)
 
     doctor = commands.add_parser("doctor", help="check every part this config needs and say "
                                                 "what to do about each problem")
@@ -748,6 +764,33 @@ def outward_addresses(ipv6: bool = False) -> list[str]:
             continue
         found.append(f"[{address}]" if family == socket.AF_INET6 else address)
     return found
+
+
+def run_backup(args: argparse.Namespace, config: Config) -> int:
+    """`backup FILE` / `restore FILE`; the passphrase never appears on a command line."""
+    from app.runtime import backup
+
+    passphrase = os.environ.get("LIVESTREAM_BACKUP_PASSPHRASE") or None
+    try:
+        if args.passphrase_file:
+            passphrase = args.passphrase_file.read_text().strip()
+        if getattr(args, "encrypt", False) and not passphrase:
+            import getpass
+
+            passphrase = getpass.getpass("passphrase for the backup: ")
+        if args.command == "backup":
+            manifest = backup.backup(config, args.file, passphrase)
+            print(f"wrote {args.file} (0600{', encrypted' if passphrase else ''}): "
+                  f"{len(manifest['files'])} files of {config.state_dir}. Keep it safe: with "
+                  "it anyone can be this stream (its onion address and broadcaster password).")
+        else:
+            manifest = backup.restore(config, args.file, passphrase, args.force)
+            print(f"restored {len(manifest['files'])} files into {config.state_dir}; start the "
+                  "server again. The backup's config is in config-from-backup.toml there.")
+    except (backup.BackupError, OSError) as exc:
+        print(f"livestream {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_doctor(args: argparse.Namespace, config: Config) -> int:

@@ -21,6 +21,8 @@ from typing import Protocol
 
 import gevent
 
+from app.community import schema
+
 log = logging.getLogger(__name__)
 
 
@@ -140,6 +142,7 @@ class SQLiteStore:
                                   check_same_thread=False, timeout=5.0)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across kill -9
+        schema.upgrade(self.db, self.path)  # refuses a newer store before anything is written
         self.db.executescript(SCHEMA)
         self._recent: deque[Message] = deque(maxlen=shown)
         self._recent.extend(self._load_recent(shown))
@@ -430,6 +433,8 @@ def open_store(state_dir: Path, chat_history: int, shown: int, max_viewers: int,
     try:
         private_database(path)
         return SQLiteStore(path, chat_history, shown, max_viewers, cache_size)
+    except schema.SchemaTooNew:
+        raise
     except sqlite3.DatabaseError as exc:
         raise RuntimeError(f"cannot open the state database {path}: {exc}. Check the folder is "
                            "writable (server.state_dir), or move a damaged file away.") from exc
