@@ -92,6 +92,19 @@ def main(argv: list[str] | None = None) -> int:
                               help="replace the state of a different stream")
         keep.set_defaults(run=run_backup)
 
+    service = commands.add_parser("service", help="run this checkout as systemd services "
+                                                  "(start at boot, restart on failure)")
+    service.add_argument("action", choices=["install", "uninstall", "status"])
+    service.add_argument("--user", action="store_true",
+                         help="your own user's services instead of system ones")
+    service.add_argument("--ingest", action="store_true",
+                         help="also the RTMP ingest as a service of its own")
+    service.add_argument("--unit-dir", type=Path, help="where to write the unit files "
+                         "(default /etc/systemd/system, or ~/.config/systemd/user)")
+    service.add_argument("--no-start", action="store_true",
+                         help="only write the unit files (no user, no systemctl)")
+    service.set_defaults(run=run_service)
+
     doctor = commands.add_parser("doctor", help="check every part this config needs and say "
                                                 "what to do about each problem")
     doctor.set_defaults(run=run_doctor)
@@ -789,6 +802,23 @@ def run_backup(args: argparse.Namespace, config: Config) -> int:
                   "server again. The backup's config is in config-from-backup.toml there.")
     except (backup.BackupError, OSError) as exc:
         print(f"livestream {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_service(args: argparse.Namespace, config: Config) -> int:
+    from app.runtime import service
+
+    kinds = ["serve", "ingest"] if args.ingest else ["serve"]
+    try:
+        if args.action == "install":
+            service.install(config, kinds, args.user, args.unit_dir, not args.no_start)
+        elif args.action == "uninstall":
+            service.uninstall(kinds, args.user, args.unit_dir)
+        else:
+            return service.status(kinds, args.user)
+    except (service.ServiceError, OSError) as exc:
+        print(f"livestream service {args.action}: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import toml
 
 from app.cloud import receiver
+from app.runtime import units
 
 USER_DATA_LIMIT = 64 * 1024
 PREFIX = "/opt/livestream"
@@ -255,31 +256,13 @@ def environment(settings: DropletSettings) -> str:
 
 
 def unit(description: str, livestream_args: str, low_port: bool) -> str:
-    """A hardened systemd service running `livestream ARGS` from the unpacked project."""
-    lines = [
-        "[Unit]",
-        f"Description={description}",
-        "After=network-online.target",
-        "Wants=network-online.target",
-        "",
-        "[Service]",
-        "User=livestream",
-        f"EnvironmentFile={ENV_FILE}",
-        f"WorkingDirectory={PREFIX}/src",
-        (f"ExecStart={PREFIX}/venv/bin/python -m app.cli --config {PREFIX}/src/config.toml "
-        f"{livestream_args}"),
-        "Restart=on-failure",
-        "RestartSec=2",
-        "NoNewPrivileges=yes",
-        "PrivateTmp=yes",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        f"ReadWritePaths={DATA_DIR}",
-    ]
-    if low_port:
-        lines.append("AmbientCapabilities=CAP_NET_BIND_SERVICE")
-    lines += ["", "[Install]", "WantedBy=multi-user.target"]
-    return "\n".join(lines) + "\n"
+    """The hardened service (app/runtime/units.py, shared with `livestream service`) running
+    `livestream ARGS` from the unpacked project."""
+    return units.render(units.Unit(
+        description=description, environment_file=ENV_FILE,
+        working_directory=f"{PREFIX}/src", writable=[DATA_DIR], low_port=low_port,
+        exec_start=(f"{PREFIX}/venv/bin/python -m app.cli --config {PREFIX}/src/config.toml "
+                    f"{livestream_args}")))
 
 
 def ingest_args(settings: DropletSettings) -> str:
