@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from redis_support import redis_server  # noqa: F401 (a fixture)
 from support import livestream, make_app, write_config
 
 from app.community.schema import SCHEMA_VERSION
@@ -118,3 +119,21 @@ def test_a_store_from_a_newer_release_is_refused(tmp_path):
     db.close()
     with pytest.raises(RuntimeError, match="newer livestream"):
         make_app(tmp_path)
+
+
+def test_the_redis_layout_carries_a_version_and_a_newer_one_is_refused(tmp_path,
+                                                                        redis_server):  # noqa: F811
+    import redis
+
+    from app import open_state
+    from app.community.shared import LAYOUT_KEY, LAYOUT_VERSION
+
+    url = redis_server.new_database()
+    config = load(write_config(tmp_path, {"store": {"redis_url": url}}))
+    open_state(config).close()
+    client = redis.Redis.from_url(url)
+    assert int(client.get(LAYOUT_KEY)) == LAYOUT_VERSION
+    client.set(LAYOUT_KEY, LAYOUT_VERSION + 1)
+    with pytest.raises(RuntimeError, match="newer livestream"):
+        open_state(config)
+    client.flushdb()

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "livestream:"
 CHANNEL = PREFIX + "events"  # a Redis stream
+LAYOUT_KEY = PREFIX + "layout"
+LAYOUT_VERSION = 1  # the first kept; grows when a key's shape changes (see schema.py)
 SHARED_KINDS = frozenset({"chat", "hide"})  # events every worker's listeners must get
 TIMEOUT = 3.0  # longest wait for one Redis reply: a dead Redis must not hold a view long
 POOL_SIZE = 32  # Redis connections per worker
@@ -119,6 +121,18 @@ class RedisStore:
         self._filters: list[Filter] = []
         self._filters_version: bytes | None = b"unread"
         self._viewer_writes = 0
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """The key layout's version (LAYOUT_KEY), like the SQLite store's schema version: a
+        Redis written by a newer livestream is refused, not read wrongly."""
+        with unavailable():
+            self.r.set(LAYOUT_KEY, LAYOUT_VERSION, nx=True)
+            found = int(self.r.get(LAYOUT_KEY) or 0)
+        if found > LAYOUT_VERSION:
+            raise RuntimeError(f"the Redis data was written by a newer livestream (layout "
+                               f"{found}; this one knows {LAYOUT_VERSION}): upgrade every "
+                               "server sharing it, or point [store] redis_url elsewhere")
 
     # --- secrets -------------------------------------------------------------------------
 
