@@ -8,6 +8,11 @@ latency of a plain page are sampled, so growth shows up as a trend, not a single
 
     python bench/soak.py              # 100,000 connections, 50,000 tokens, 20,000 messages
     python bench/soak.py --scale 0.1  # a tenth of that, for a quick look
+    python bench/soak.py --restarts --redis   # the source restarted after every tenth, the
+                                              # store in a redis-server restarted halfway
+
+Greenlets and file descriptors come from the server's own /metrics (the broadcaster's
+login), RSS from /proc.
 
 The captcha is disabled in the soak config (it is tested elsewhere) and the flood rules are
 relaxed so one process can post fast. Loopback only; every wait is bounded.
@@ -27,7 +32,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+from redis_support import RedisServer  # noqa: E402
 from support import Server, TestStream  # noqa: E402
+
+PASSWORD = "soak-only"
 
 ROUNDS = 10
 SETTLE = 2.0  # seconds before the last sample: twice the test stream's segment length
@@ -77,6 +85,20 @@ def chat(port: int, i: int) -> int:
     return request(port, raw)[0]
 
 
+def process_figures(port: int) -> dict:
+    """Greenlets and open fds as the server counts them (/metrics, the broadcaster login)."""
+    import base64
+
+    auth = base64.b64encode(f"broadcaster:{PASSWORD}".encode()).decode()
+    raw = (f"GET /metrics HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n"
+           f"Authorization: Basic {auth}\r\n\r\n").encode()
+    _, text = request(port, raw, want=10**9)
+    found = dict(re.findall(rb"^(livestream_greenlets|livestream_open_fds) ([\d.]+)$", text,
+                            re.M))
+    return {"greenlets": int(float(found.get(b"livestream_greenlets", -1))),
+            "server_fds": int(float(found.get(b"livestream_open_fds", -1)))}
+
+
 def sample(pid: int, port: int) -> dict:
     rss = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -90,18 +112,21 @@ def sample(pid: int, port: int) -> dict:
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
     return {"rss_mib": rss, "fds": fds, "p50_ms": statistics.median(times),
-            "p95_ms": times[int(len(times) * 0.95) - 1]}
+            "p95_ms": times[int(len(times) * 0.95) - 1], **process_figures(port)}
 
 
-def run(scale: float, workers: int) -> int:
+def run(scale: float, workers: int, restarts: bool = False, with_redis: bool = False) -> int:
     plan = {"video connections": (video, int(100_000 * scale)),
             "new tokens": (new_viewer, int(50_000 * scale)),
             "chat messages": (chat, int(20_000 * scale))}
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     stream = TestStream(workdir / "stream").start()
+    redis_server = RedisServer(workdir / "redis").start() if with_redis else None
+    store = f'[store]\nredis_url = "{redis_server.url()}"\n' if redis_server else ""
     server = Server(workdir, workdir / "stream",
                     "[captcha]\nenabled = false\n"
-                    "[chat]\nmin_interval = 0.001\nwindow_messages = 1000000\n")
+                    f'[broadcaster]\npassword = "{PASSWORD}"\n'
+                    "[chat]\nmin_interval = 0.001\nwindow_messages = 1000000\n" + store)
     results: dict[str, dict[int, int]] = {name: {} for name in plan}
     lock = threading.Lock()
     samples = []
@@ -126,29 +151,45 @@ def run(scale: float, workers: int) -> int:
                         status = -1
                     with lock:
                         results[name][status] = results[name].get(status, 0) + 1
+                if restarts and round_ < ROUNDS - 1:  # the source stops and starts again
+                    stream.stop()
+                    stream = TestStream(workdir / "stream").start()
+                    stream.wait_segments(1)
+                    server.wait_live()
+                if redis_server is not None and round_ == ROUNDS // 2 - 1:
+                    redis_server.stop()  # the chat says "unavailable" (503) meanwhile
+                    time.sleep(1)
+                    redis_server.start()
                 label = {ROUNDS // 2 - 1: "middle", ROUNDS - 1: "end"}.get(round_,
                                                                           f"{round_ + 1}/10")
                 if label == "end":
                     time.sleep(SETTLE)  # closed viewers are noticed at the next segment
                 samples.append((label, sample(pid, port)))
                 s = samples[-1][1]
-                print(f"  {label:>7}: RSS {s['rss_mib']} MiB, {s['fds']} fds, /info p50 "
-                      f"{s['p50_ms']:.1f} ms ({time.monotonic() - started:.0f} s)", flush=True)
+                print(f"  {label:>7}: RSS {s['rss_mib']} MiB, {s['fds']} fds, "
+                      f"{s['greenlets']} greenlets, /info p50 {s['p50_ms']:.1f} ms "
+                      f"({time.monotonic() - started:.0f} s)", flush=True)
         elapsed = time.monotonic() - started
         log = server.log()
     finally:
         server.stop()
         stream.stop()
+        if redis_server is not None:
+            redis_server.stop()
     print(f"\nsoak at scale {scale}: {elapsed:.0f} s on {workers} client threads")
     for name, (_, total) in plan.items():
         print(f"  {name:>18}: {total:>7}  statuses {dict(sorted(results[name].items()))}")
-    print(f"\n  {'when':>7}  {'RSS MiB':>8}  {'fds':>5}  {'p50 ms':>7}  {'p95 ms':>7}")
+    print(f"\n  {'when':>7}  {'RSS MiB':>8}  {'fds':>5}  {'greenlets':>9}  {'p50 ms':>7}  "
+          f"{'p95 ms':>7}")
     for label, s in samples:
         if label in ("start", "middle", "end") or "--all" in sys.argv:
-            print(f"  {label:>7}  {s['rss_mib']:>8}  {s['fds']:>5}  {s['p50_ms']:>7.1f}  "
-                  f"{s['p95_ms']:>7.1f}")
+            print(f"  {label:>7}  {s['rss_mib']:>8}  {s['fds']:>5}  {s['greenlets']:>9}  "
+                  f"{s['p50_ms']:>7.1f}  {s['p95_ms']:>7.1f}")
+    # with --restarts a video connection may find the stream restarting (503), with --redis
+    # the chat answers 503 while Redis is down: both are the server saying so, not failing
+    allowed = {200, 303, 429} | ({503} if restarts or with_redis else set())
     failures = sum(n for r in results.values() for status, n in r.items()
-                   if status not in (200, 303, 429))
+                   if status not in allowed)
     limited = results["video connections"].get(429, 0)
     print(f"\n  requests that failed: {failures}; video connections refused with 429 because "
           f"the token already held 4 (the server notices a hang-up at its next write): "
@@ -164,8 +205,12 @@ def main() -> int:
                         help="1.0 = 100,000 connections, 50,000 tokens, 20,000 messages")
     parser.add_argument("--workers", type=int, default=16, help="client threads")
     parser.add_argument("--all", action="store_true", help="print every sample, not 3")
+    parser.add_argument("--restarts", action="store_true",
+                        help="restart the source after every tenth of the work")
+    parser.add_argument("--redis", action="store_true",
+                        help="keep the chat in a redis-server, restarted halfway")
     args = parser.parse_args()
-    return run(args.scale, args.workers)
+    return run(args.scale, args.workers, args.restarts, args.redis)
 
 
 if __name__ == "__main__":
