@@ -137,3 +137,31 @@ def test_the_redis_layout_carries_a_version_and_a_newer_one_is_refused(tmp_path,
     with pytest.raises(RuntimeError, match="newer livestream"):
         open_state(config)
     client.flushdb()
+
+
+def test_a_stream_kept_in_redis_is_backed_up_and_restored_too(tmp_path,
+                                                               redis_server):  # noqa: F811
+    first_url, second_url = redis_server.new_database(), redis_server.new_database()
+    app = make_app(tmp_path / "a", {"store": {"redis_url": first_url}})
+    try:
+        s = app.services
+        s.store.add_message(Message(0, "viewer-r", "rita", "xyz", "", 2, "kept in redis",
+                                    time.time()))
+        s.store.add_ban(Ban("viewer", "viewer-q", time.time(), "flood"))
+        trip = s.chat.tripcode("battery staple")
+    finally:
+        app.services.stop()
+    file = tmp_path / "redis.backup"
+    source = write_config(tmp_path / "a", {"store": {"redis_url": first_url}})
+    made = livestream(source, "backup", str(file))
+    assert made.returncode == 0, made.stderr
+    target = write_config(tmp_path / "b", {"store": {"redis_url": second_url}})
+    done = livestream(target, "restore", str(file))
+    assert done.returncode == 0, done.stderr
+    again = make_app(tmp_path / "b", {"store": {"redis_url": second_url}})
+    try:
+        assert again.services.chat.tripcode("battery staple") == trip
+        assert [m.body for m in again.services.store.recent_messages()] == ["kept in redis"]
+        assert ("viewer", "viewer-q") in again.services.store.bans()
+    finally:
+        again.services.stop()

@@ -8,6 +8,10 @@ with SQLite's online backup API, so a backup taken while the server runs is cons
 cockpit's history; the RTMP stream key; the config file. Not tor's own cache (`state/tor/`,
 rebuilt at start) nor sockets.
 
+With `[store] redis_url` the shared parts live in Redis: every `livestream:` key goes in too
+(Redis's own DUMP format, with its time to live) and is put back with RESTORE; the identity
+then comes from the server secret kept there.
+
 The file is a gzipped tar written 0600; with a passphrase it is sealed with AES-256-GCM under
 a key scrypt derives from it (`cryptography`, already a dependency for onion keys). Restore
 refuses to overwrite the state of a different stream (another server secret) unless told
@@ -45,8 +49,22 @@ class BackupError(Exception):
     """Backup or restore could not be done; the text says why and what to do."""
 
 
-def identity(state_dir: Path) -> str | None:
+def _fingerprint(secret: bytes) -> str:
+    return hmac.new(secret, b"backup-identity", hashlib.sha256).hexdigest()[:16]
+
+
+def identity(state_dir: Path, redis_url: str = "") -> str | None:
     """A fingerprint of the stream's server secret (not the secret): which stream this is."""
+    if redis_url:
+        from app.community.shared import PREFIX, RedisConfigError, connect
+
+        try:
+            client = connect(redis_url)
+        except RedisConfigError as exc:
+            raise BackupError(str(exc)) from None
+        secret = client.get(f"{PREFIX}secret:server")
+        client.close()
+        return _fingerprint(bytes(secret)) if secret else None
     database = state_dir / "livestream.sqlite3"
     if not database.exists():
         return None
@@ -57,8 +75,7 @@ def identity(state_dir: Path) -> str | None:
         return None
     finally:
         db.close()
-    return hmac.new(bytes(row[0]), b"backup-identity", hashlib.sha256).hexdigest()[:16] \
-        if row else None
+    return _fingerprint(bytes(row[0])) if row else None
 
 
 def _key(passphrase: str, salt: bytes) -> bytes:
@@ -87,12 +104,14 @@ def unseal(data: bytes, passphrase: str | None) -> bytes:
 def backup(config: Config, target: Path, passphrase: str | None = None) -> dict:
     """Write the backup to `target` (0600); returns its manifest."""
     state = config.state_dir
-    if not (state / "livestream.sqlite3").exists():
+    redis_url = config.store.redis_url
+    if not (state / "livestream.sqlite3").exists() and not redis_url:
         raise BackupError(f"{state} holds no stream yet (no livestream.sqlite3): nothing to "
                           "back up. Is --config the one the server uses?")
     buffer = io.BytesIO()
-    manifest = {"format": FORMAT, "schema": SCHEMA_VERSION, "identity": identity(state),
-                "created": int(time.time()), "files": []}
+    manifest = {"format": FORMAT, "schema": SCHEMA_VERSION,
+                "identity": identity(state, redis_url), "created": int(time.time()),
+                "files": [], "redis_keys": 0}
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive, \
             tempfile.TemporaryDirectory() as scratch:
         for path in sorted(state.rglob("*")):
@@ -112,10 +131,12 @@ def backup(config: Config, target: Path, passphrase: str | None = None) -> dict:
             manifest["files"].append(str(relative))
         if config.source and Path(config.source).exists():
             archive.add(config.source, arcname="config.toml", recursive=False)
+        if redis_url:
+            shared = _dump_redis(redis_url)
+            manifest["redis_keys"] = len(shared)
+            _add_bytes(archive, "redis.json", json.dumps(shared).encode(), manifest["created"])
         data = json.dumps(manifest, indent=1).encode()
-        info = tarfile.TarInfo("manifest.json")
-        info.size, info.mtime, info.mode = len(data), manifest["created"], 0o600
-        archive.addfile(info, io.BytesIO(data))
+        _add_bytes(archive, "manifest.json", data, manifest["created"])
     payload = buffer.getvalue()
     if passphrase:
         payload = seal(payload, passphrase)
@@ -144,7 +165,7 @@ def restore(config: Config, source: Path, passphrase: str | None = None,
             raise BackupError(f"{source} comes from a newer livestream (store schema "
                               f"{manifest['schema']}): upgrade livestream first")
         state = config.state_dir
-        here = identity(state)
+        here = identity(state, config.store.redis_url)
         if here and here != manifest.get("identity") and not force:
             raise BackupError(f"{state} holds a different stream (another server secret): "
                               "restoring would replace its address, password and chat. Move "
@@ -170,7 +191,51 @@ def restore(config: Config, source: Path, passphrase: str | None = None,
             with os.fdopen(fd, "wb") as out:
                 out.write(archive.extractfile(member).read())
             os.chmod(target, 0o600)
+        if "redis.json" in members:
+            if not config.store.redis_url:
+                raise BackupError(f"{source} holds a stream kept in Redis: set [store] "
+                                  "redis_url to the Redis to restore it into")
+            member = members["redis.json"]
+            if member.size > MAX_MEMBER:
+                raise BackupError(f"{source}: the Redis part is too large")
+            _restore_redis(config.store.redis_url,
+                           json.loads(archive.extractfile(member).read()))
     return manifest
+
+
+def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), mtime, 0o600
+    archive.addfile(info, io.BytesIO(data))
+
+
+def _dump_redis(url: str) -> list[list]:
+    """Every livestream key: [name, milliseconds to live (-1: none), DUMP bytes as hex]."""
+    from app.community.shared import PREFIX, connect
+
+    client = connect(url)
+    try:
+        out = []
+        for key in client.scan_iter(match=PREFIX + "*", count=1000):
+            dumped = client.dump(key)
+            if dumped is not None:
+                out.append([key.decode(), client.pttl(key), dumped.hex()])
+        return out
+    finally:
+        client.close()
+
+
+def _restore_redis(url: str, keys: list[list]) -> None:
+    from app.community.shared import PREFIX, connect
+
+    client = connect(url)
+    try:
+        for name, ttl, dumped in keys:
+            if not str(name).startswith(PREFIX):
+                raise BackupError(f"refusing the Redis key {name!r}: not ours")
+            client.restore(name, max(int(ttl), 0), bytes.fromhex(dumped), replace=True)
+    finally:
+        client.close()
 
 
 def _read_json(archive: tarfile.TarFile, member) -> dict:
