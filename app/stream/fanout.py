@@ -71,41 +71,34 @@ def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int
             idle_timeout: float, on_bytes: Callable[[], None],
             quality: str, deliveries: Deliveries) -> Iterator[bytes]:
     delivery = deliveries.opened(quality, next_sequence - 1)
-    try:
-        yield init
-        yield from _segments(state, generation, init, next_sequence, idle_timeout, on_bytes,
-                             quality, deliveries, delivery)
-    finally:
-        deliveries.closed(delivery)
-
-
-def _segments(state: StreamState, generation: int, init: bytes, next_sequence: int,
-              idle_timeout: float, on_bytes: Callable[[], None], quality: str,
-              deliveries: Deliveries, delivery) -> Iterator[bytes]:
     # This response's own fragment numbering (see renumbered). VLC 3 expects the first
     # fragment of a stream it reads to be 0 ("1 != 0" is a discontinuity to it as well).
     fragment = 0
-    while True:
-        top = state.snapshot
-        snap = top.view(quality) if quality else top
-        if snap.generation != generation or not snap.online or snap.init != init:
-            return  # restarted or ended: finish cleanly so the page can say so
-        if snap.segments and next_sequence < snap.segments[0].sequence:
-            log.debug("dropping a viewer that fell behind")
-            deliveries.dropped(delivery)
-            return
-        ready = [s for s in snap.segments if s.sequence >= next_sequence]
-        if not ready:
-            if not state.wait(idle_timeout) and state.snapshot is top and not top.hold:
-                return  # nothing new for a long time although still "online" (not paused)
-            continue
-        segment = ready[0]
-        next_sequence = segment.sequence + 1
-        on_bytes()
-        pieces = renumbered(segment, fragment)
-        fragment += len(segment.fragment_offsets)
-        yield pieces[0]  # this viewer's own copy: no need to freeze it
-        gevent.sleep(0)  # let every other woken viewer send its head first
-        yield from pieces[1:]
-        delivery.sent = segment.sequence  # written whole: the viewer health (deliveries.py)
-        deliveries.bytes_sent += len(segment.data)
+    try:  # one generator, no delegation: every yield here is paid per viewer and piece
+        yield init
+        while True:
+            top = state.snapshot
+            snap = top.view(quality) if quality else top
+            if snap.generation != generation or not snap.online or snap.init != init:
+                return  # restarted or ended: finish cleanly so the page can say so
+            if snap.segments and next_sequence < snap.segments[0].sequence:
+                log.debug("dropping a viewer that fell behind")
+                deliveries.dropped(delivery)
+                return
+            ready = [s for s in snap.segments if s.sequence >= next_sequence]
+            if not ready:
+                if not state.wait(idle_timeout) and state.snapshot is top and not top.hold:
+                    return  # nothing new for a long time although still "online" (not paused)
+                continue
+            segment = ready[0]
+            next_sequence = segment.sequence + 1
+            on_bytes()
+            pieces = renumbered(segment, fragment)
+            fragment += len(segment.fragment_offsets)
+            yield pieces[0]  # this viewer's own copy: no need to freeze it
+            gevent.sleep(0)  # let every other woken viewer send its head first
+            yield from pieces[1:]
+            delivery.sent = segment.sequence  # written whole: the viewer health
+            deliveries.bytes_sent += len(segment.data)
+    finally:
+        deliveries.closed(delivery)
