@@ -329,3 +329,25 @@ def test_the_onion_ingest_and_demo_run_once_in_the_parent(tmp_path, redis_server
     for pid in jobs["tor"] + jobs["ffmpeg"]:  # stream.sh's ffmpeg too, not only the script
         wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 15,
                  what=f"side job {pid} to end with the server")
+
+
+def test_metrics_add_up_the_viewers_of_every_worker(workers):
+    """A scrape reaches one worker; its viewer counts are every worker's (the history file
+    holds each one's newest 10-second point), one row per rendition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    videos = streams_per_worker(workers, "/stream.mp4")  # one /stream.mp4 on each worker
+
+    def counted() -> float:
+        text = requests.get(workers.url + "/metrics", auth=BROADCASTER, timeout=10).text
+        rows = [(s.name, tuple(sorted(s.labels.items())), s.value)
+                for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "livestream_viewers"]
+        assert len({labels for _, labels, _ in rows}) == len(rows), rows  # no duplicates
+        return sum(value for _, _, value in rows)
+
+    try:
+        wait_for(lambda: counted() >= 2, 25, interval=1, what="both workers' viewers counted")
+    finally:
+        for stream in videos.values():
+            stream.close()

@@ -59,13 +59,13 @@ class _Collector:
         for name, text, value in by_rendition:
             family = GaugeMetricFamily(name, text, labels=["rendition"])
             for quality, row in sorted(r.viewers.items()):
-                family.add_metric([quality or "source"], value(row))
+                family.add_metric([quality], value(row))
             yield family
         drops = CounterMetricFamily("livestream_viewers_dropped",
                                     "/stream.mp4 viewers dropped for falling behind",
                                     labels=["rendition"])
         for quality, count in sorted(r.drops_total.items()):
-            drops.add_metric([quality or "source"], count)
+            drops.add_metric([quality], count)
         yield drops
         yield CounterMetricFamily("livestream_sent_bytes", "media bytes written to /stream.mp4",
                                   value=r.sent_bytes_total)

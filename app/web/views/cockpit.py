@@ -38,7 +38,9 @@ CHARTS = [  # (series, title, unit)
 
 def reading(s: Services) -> Reading:
     snapshot = s.stream.snapshot
-    viewers = s.deliveries.report(snapshot)
+    # one name per rendition: the top one is "source" whether or not the master names it
+    viewers = {quality or "source": row for quality, row in
+               s.deliveries.report(snapshot).items()}
     ready = s.captchas.ready if s.captchas is not None else None
     started = time.perf_counter()
     s.store.recent_messages()
@@ -46,7 +48,8 @@ def reading(s: Services) -> Reading:
     figures = Reading(
         online=snapshot.online, generation=snapshot.generation, present=s.audience.count(),
         health=stream_health.assess(snapshot, viewers, s.stream.directory, ready),
-        viewers=viewers, drops_total=dict(s.deliveries.drops_total),
+        viewers=viewers, drops_total={quality or "source": count for quality, count in
+                                      s.deliveries.drops_total.items()},
         sent_bytes_total=s.deliveries.bytes_sent, chat_posts_total=s.chat.posted,
         chat_refused_total=s.chat.refused, captchas_ready=ready, store_seconds=store_seconds)
     if s.config.server.workers > 1 and s.history is not None:
@@ -85,8 +88,7 @@ def every_worker(figures: Reading, s: Services) -> None:
         return
     latest = points[-1].figures
     for key, value in latest.items():
-        kind, _, quality = key.partition(":")
-        quality = "" if quality == "source" else quality
+        kind, _, quality = key.partition(":")  # the sampler names the top one "source" too
         if kind in ("viewers", "keeping_up"):
             row = figures.viewers.setdefault(quality, RenditionViewers(quality))
             setattr(row, "watching" if kind == "viewers" else kind, int(value))
