@@ -326,3 +326,22 @@ def test_two_writers_of_one_folder_give_one_warning_not_a_restart_storm(tmp_path
     warnings = [r for r in caplog.records if "two sources seem to write" in r.message]
     assert len(warnings) == 1
     assert state.two_writers
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1366, "height": 800},
+                                      {"width": 390, "height": 844}], ids=["desktop", "phone"])
+def test_the_chat_forms_last_line_is_not_clipped(live_server, browser, viewport):
+    """The form frame is tall enough for the form, the captcha and the last line under it."""
+    context = browser.new_context(java_script_enabled=False, viewport=viewport)
+    try:
+        page = context.new_page()
+        page.goto(live_server.url + "/", wait_until="domcontentloaded", timeout=15000)
+        frame_box = page.locator("iframe.chat-form").bounding_box()
+        form = page.frame(name="chat-form")
+        form.wait_for_selector("p.small", timeout=10000)
+        assert form.locator("img").count() == 1  # the captcha is in the form
+        last = form.locator("p.small").bounding_box()
+        assert last["y"] + last["height"] <= frame_box["y"] + frame_box["height"], (last,
+                                                                                   frame_box)
+    finally:
+        context.close()
