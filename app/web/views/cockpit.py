@@ -54,7 +54,6 @@ def reading(s: Services) -> Reading:
         chat_refused_total=s.chat.refused, captchas_ready=ready, store_seconds=store_seconds)
     if s.config.server.workers > 1 and s.history is not None:
         every_worker(figures, s)
-    figures.extra.update(process_figures())
     for source in s.extra_figures:
         try:
             figures.extra.update(source())
@@ -149,5 +148,7 @@ def frame():
 @metrics_bp.route("/metrics")
 @auth.login_required
 def metrics():
-    return Response(exposition(reading(services())), mimetype=None,
+    figures = reading(services())
+    figures.extra.update(process_figures())  # only here: it walks the heap
+    return Response(exposition(figures), mimetype=None,
                     content_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
