@@ -12,6 +12,7 @@ import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from app.config import Config
 
@@ -81,10 +82,12 @@ def check_fonts(config: Config) -> Iterator[Finding]:
         except CaptchaError as exc:
             yield Finding("captcha font", False, str(exc))
     if shutil.which("fc-list"):
-        cjk = run_quietly(["fc-list", ":lang=ja", "family"]).strip()
-        yield Finding("CJK subtitle font", bool(cjk), "present" if cjk else
-                      "none: Chinese, Japanese and Korean subtitles burn in as empty boxes. "
-                      "sudo apt-get install fonts-noto-cjk")
+        cjk = bool(run_quietly(["fc-list", ":lang=ja", "family"]).strip())
+    else:  # no fontconfig tools: look for the usual CJK font files
+        cjk = any(Path("/usr/share/fonts").rglob("*CJK*"))
+    yield Finding("CJK subtitle font", cjk, "present" if cjk else
+                  "none: Chinese, Japanese and Korean subtitles burn in as empty boxes. "
+                  "sudo apt-get install fonts-noto-cjk")
 
 
 def _port_free(host: str, port: int) -> str | None:
