@@ -184,10 +184,9 @@ def warn_about_a_new_state_folder(config: Config) -> None:
 
 
 def run_serve(args: argparse.Namespace, config: Config) -> int:
-    import gevent.event
-
     from app import create_app
     from app.onion.service import listen_host
+    from app.runtime.signals import stop_event
     from app.web.server import make_server, serve_forever
 
     if getattr(args, "worker", False):
@@ -221,7 +220,10 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
               file=sys.stderr)
         return 1
     services.start()
-    stopping = gevent.event.Event()
+    # the stop signals are caught before the side jobs start: a SIGTERM while tor starts
+    # must still run the clean-up (remove the onion service, stop tor, forget a throwaway
+    # address), not kill the process where it stands
+    stopping = stop_event()
     started, onion = start_side_jobs(args, config, services, stopping)
     if not started:
         return 1

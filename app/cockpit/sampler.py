@@ -66,10 +66,13 @@ class Sampler:
 
     def run(self) -> None:
         while True:
-            gevent.sleep(FINE_SECONDS - time.time() % FINE_SECONDS)
+            # every worker files its point under the same 10-s mark, even when its timer
+            # fires a hair before it (a bucket from the clock alone would then differ)
+            due = (time.time() // FINE_SECONDS + 1) * FINE_SECONDS
+            gevent.sleep(max(0.0, due - time.time()))
             try:
                 # a few rows, every 10 s: written here, in the server's own thread (the
                 # history's lock is a gevent one, not for the threadpool's native threads)
-                self.history.add(self.sample())
+                self.history.add(self.sample(), now=due)
             except Exception:  # a full disk must not end the sampling for good
                 log.exception("could not record the cockpit's figures")

@@ -52,7 +52,8 @@ def reading(s: Services) -> Reading:
                                       s.deliveries.drops_total.items()},
         sent_bytes_total=s.deliveries.bytes_sent, chat_posts_total=s.chat.posted,
         chat_refused_total=s.chat.refused, captchas_ready=ready, store_seconds=store_seconds)
-    if s.config.server.workers > 1 and s.history is not None:
+    # one of `--workers N` (the supervisor names each; the config file may say 1)
+    if os.environ.get("LIVESTREAM_WORKER") is not None and s.history is not None:
         every_worker(figures, s)
     for source in s.extra_figures:
         try:
@@ -82,10 +83,13 @@ def process_figures() -> dict[str, float]:
 def every_worker(figures: Reading, s: Services) -> None:
     """Several workers: the viewer-side counts and totals of the newest 10-s point, which
     holds every worker's own (each worker's viewers are its own)."""
-    points = s.history.points(time.time() - 30)
+    now = time.time()
+    points = s.history.points(now - 30)
     if not points:
         return
-    latest = points[-1].figures
+    # the newest point every worker has written: the latest may still lack one for a moment
+    settled = [p for p in points if now - p.at >= 2] or points
+    latest = settled[-1].figures
     for key, value in latest.items():
         kind, _, quality = key.partition(":")  # the sampler names the top one "source" too
         if kind in ("viewers", "keeping_up"):
