@@ -40,7 +40,9 @@ def render(config: Config, kind: str, user_mode: bool) -> str:
     description, args = KINDS[kind]
     config_file = Path(config.source or DEFAULT_CONFIG).resolve()
     port = config.server.port if kind == "serve" else config.ingest.port
-    home = str(PROJECT_DIR).startswith(("/home/", "/root/")) or PROJECT_DIR == Path("/root")
+    # a checkout in a home folder (the invoking user's, or under the folder homes live in)
+    homes = (Path.home(), Path.home().parent)
+    home = any(PROJECT_DIR.is_relative_to(folder) for folder in homes if folder != Path("/"))
     return units.render(units.Unit(
         description=description,
         exec_start=f"{sys.executable} -m app.cli --config {config_file} {args}",
