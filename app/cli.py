@@ -183,6 +183,9 @@ def warn_about_a_new_state_folder(config: Config) -> None:
           f"in {usual}, set server.state_dir = \"{usual}\".", file=sys.stderr)
 
 
+CIRCUIT_PORT_VARIABLE = "LIVESTREAM_CIRCUIT_PORT"  # the workers' shared circuit listener
+
+
 def run_serve(args: argparse.Namespace, config: Config) -> int:
     from app import create_app
     from app.onion.service import listen_host
@@ -210,9 +213,10 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
         log.info("onion mode: listening on %s only (ask for %s with --clearnet or "
                  "tor.clearnet = true)", host, config.server.host)
     try:
-        server = make_server(app, host, config.server.port, config.stream.send_timeout,
+        server = make_server(app, (host, config.server.port), config.stream.send_timeout,
                              config.server.header_timeout)
         server.init_socket()
+        circuits = start_circuit_listener(app, config, 0)
     except OSError as exc:
         services.stop()
         print(f"livestream: cannot listen on {host}:{config.server.port}: "
@@ -224,7 +228,8 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
     # must still run the clean-up (remove the onion service, stop tor, forget a throwaway
     # address), not kill the process where it stands
     stopping = stop_event()
-    started, onion = start_side_jobs(args, config, services, stopping)
+    started, onion = start_side_jobs(args, config, services, stopping,
+                                     circuits.server_port if circuits else None)
     if not started:
         return 1
     log.info("watch at http://%s:%d/", host, config.server.port)
@@ -233,18 +238,42 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
     return 1 if onion is not None and onion.failed else 0
 
 
+def uses_circuits(config: Config) -> bool:
+    """Our own tor can tell each connection's circuit (app/web/clients.py)."""
+    return config.tor.enabled and config.tor.mode == "launch"
+
+
+def start_circuit_listener(app, config: Config, port: int, shared: bool = False):
+    """The listener only our tor connects to (each connection opens with tor's PROXY line),
+    on 127.0.0.1:`port` (0: any free port); None when tor cannot tell circuits. `shared`:
+    a worker, binding the port the other workers bind too."""
+    from app.runtime.workers import reuse_port_listener
+    from app.web.server import CircuitHandler, make_server
+
+    if not uses_circuits(config):
+        return None
+    listener = reuse_port_listener("127.0.0.1", port) if shared else ("127.0.0.1", port)
+    server = make_server(app, listener, config.stream.send_timeout,
+                         config.server.header_timeout, handler_class=CircuitHandler)
+    server.start()
+    app.services.adopt(lambda: server.stop(timeout=2))
+    return server
+
+
 def start_side_jobs(args: argparse.Namespace, config: Config, services,
-                    stopping: gevent.event.Event) -> tuple[bool, OnionService | None]:
+                    stopping: gevent.event.Event,
+                    circuit_port: int | None = None) -> tuple[bool, OnionService | None]:
     """The jobs that run once beside the web app, whatever the number of workers: the onion
     service, the ingest, the demo source and the edge puller. `services` adopts each, so its
     stop() ends them. (False, None) when the onion service could not start (said why)."""
     onion = None
     if config.tor.enabled:
-        onion = start_onion(config, stopping)
+        onion = start_onion(config, stopping, circuit_port)
         if onion is None:
             services.stop()
             return False, None
         services.adopt(onion.stop)
+        services.budgets.on_abuse = closes_circuits(onion)
         services.extra_figures.append(onion.traffic)
     if config.ingest.enabled:
         services.adopt(start_ingest_alongside(config))
@@ -314,6 +343,9 @@ def run_worker(config: Config) -> int:
     server = Server(listener, app, config.stream.send_timeout, config.server.header_timeout,
                     handler_class=QuietHandler, log=None,
                     error_log=logging.getLogger("app.web.server.errors"))
+    circuit_port = int(os.environ.get(CIRCUIT_PORT_VARIABLE, "0"))
+    if circuit_port:
+        start_circuit_listener(app, config, circuit_port, shared=True)
     app.services.start()
     log.info("worker pid %d serving on %s:%d", os.getpid(), host, port)
     serve_forever(server, app.services)
@@ -327,7 +359,7 @@ def supervise_workers(args: argparse.Namespace, config: Config, services, host: 
     `services` was built here only to check the state (Redis reachable, the broadcaster
     password made once) and to own the once-only jobs; it serves no request."""
     from app.runtime.signals import stop_event
-    from app.runtime.workers import Supervisor, port_is_free, worker_argv
+    from app.runtime.workers import Supervisor, port_is_free, reuse_port_listener, worker_argv
 
     port = config.server.port
     try:
@@ -338,7 +370,13 @@ def supervise_workers(args: argparse.Namespace, config: Config, services, host: 
               "server running? Pick one with --port.", file=sys.stderr)
         return 1
     stopping = stop_event()
-    started, onion = start_side_jobs(args, config, services, stopping)
+    circuit_port = None
+    if uses_circuits(config):  # a free port every worker binds (SO_REUSEPORT)
+        probe = reuse_port_listener("127.0.0.1", 0, backlog=1)
+        circuit_port = probe.getsockname()[1]
+        probe.close()
+        os.environ[CIRCUIT_PORT_VARIABLE] = str(circuit_port)
+    started, onion = start_side_jobs(args, config, services, stopping, circuit_port)
     if not started:
         return 1
     supervisor = Supervisor(worker_argv(args.config, host, port, str(config.stream_dir),
@@ -355,11 +393,27 @@ def supervise_workers(args: argparse.Namespace, config: Config, services, host: 
     return 1 if onion is not None and onion.failed else 0
 
 
-def start_onion(config: Config, stopping: gevent.event.Event) -> OnionService | None:
+def closes_circuits(onion: OnionService) -> Callable[[str], None]:
+    """What the budgets do with a client that keeps pushing: close its circuit, if it is one."""
+    import gevent
+
+    from app.web.clients import circuit_id
+
+    def close(client: str) -> None:
+        circuit = circuit_id(client)
+        if circuit is not None:
+            log.info("closing a circuit that kept going over its budgets")
+            gevent.spawn(onion.close_circuit, circuit)
+
+    return close
+
+
+def start_onion(config: Config, stopping: gevent.event.Event,
+                circuit_port: int | None = None) -> OnionService | None:
     """Publish the onion service and print its address; None (after saying why) on failure."""
     from app.onion.service import OnionService, TorError
 
-    onion = OnionService(config, config.server.port)
+    onion = OnionService(config, config.server.port, circuit_port)
     try:
         address = onion.start()
     except TorError as exc:
@@ -367,6 +421,16 @@ def start_onion(config: Config, stopping: gevent.event.Event) -> OnionService | 
         return None
     print(f"onion address: http://{address}/ (not reachable yet: tor is connecting and "
           f"publishing it; wait for \"reachable\" below)", flush=True)
+    if onion.defenses:
+        print("onion service defenses: " + ", ".join(onion.defenses), flush=True)
+    if not config.tor.pow or not any("proof-of-work" in d for d in onion.defenses):
+        print("warning: the onion service runs without proof-of-work (tor.pow, or a tor "
+              "without its pow module): a flood of connections costs its sender little",
+              file=sys.stderr, flush=True)
+    if not onion.uses_circuits:
+        print("note: an attached tor does not say which circuit a viewer came through, so "
+              "the per-client budgets ([budgets]) do not apply to onion viewers; "
+              "tor.mode = \"launch\" gives them", file=sys.stderr, flush=True)
     follow_reachability(onion, config.tor.reachable_timeout)
     if config.tor.client_auth:
         print("client authorization is on: only viewers given a key by "

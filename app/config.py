@@ -118,6 +118,11 @@ class TorConfig:
     launch_timeout: float = 60.0
     check_interval: float = 2.0
     reachable_timeout: float = 120.0  # seconds before `serve --onion` says why it is not up
+    pow: bool = True  # proof-of-work defenses, where this tor has them
+    pow_queue_rate: int = 50  # rendezvous requests per second the service takes from the queue
+    pow_queue_burst: int = 250
+    max_streams: int = 32  # open streams (connections) per circuit; more closes the circuit
+    intro_dos_defense: bool = False  # rate limits at the intro points (can cost reachability)
     torrc: dict[str, str | int] = field(default_factory=dict)
 
 
@@ -248,6 +253,20 @@ class ViewersConfig:
 
 
 @dataclass
+class BudgetsConfig:
+    """Per client: a Tor circuit, an IPv4 address or an IPv6 /64 (app/web/budgets.py)."""
+    window_seconds: float = 600.0
+    identities: int = 30  # new viewer tokens handed out per window
+    captchas: int = 10  # captchas drawn per window
+    posts: int = 120  # chat posts per window (each token has its own flood limits too)
+    video: int = 8  # open /stream.mp4 responses at once
+    push: int = 12  # open chat frames and event streams at once
+    watching: int = 6  # viewers listed as watching at once
+    close_circuit_after: int = 60  # refusals in a window before tor closes the circuit
+    max_clients: int = 20000
+
+
+@dataclass
 class StoreConfig:
     redis_url: str = ""  # empty: SQLite in state_dir, for one process
 
@@ -265,6 +284,7 @@ class Config:
     viewers: ViewersConfig = field(default_factory=ViewersConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     source: Path | None = None
 
     @property
@@ -421,6 +441,8 @@ def _check(config: Config, where: str) -> None:
         problems.append("'cloud.http_port' and 'cloud.ingest_port' must be between 1 and 65535")
     problems += _check_community(config)
     problems += _check_relay(config)
+    problems += [f"'budgets.{name}' must be positive" for name, value in
+                 dataclasses.asdict(config.budgets).items() if value <= 0]
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
 

@@ -29,6 +29,7 @@ from app.stream.deliveries import Deliveries
 from app.stream.status import publish_stream_status
 from app.stream.timeline import TimelineBuilder
 from app.stream.watcher import StreamState
+from app.web.budgets import ClientBudgets
 from app.web.limits import PerViewerLimit, StreamSlots
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Services:
     chat_slots: StreamSlots
     push_slots: StreamSlots  # /events and long-polled /api/playlist
     clock: StreamClock
+    budgets: ClientBudgets  # what one client (circuit, address) may take
     deliveries: Deliveries = field(default_factory=Deliveries)  # each /stream.mp4's health
     history: History | None = None  # the cockpit's figures over time
     # more figures for /metrics from jobs beside the app (the onion service's tor traffic)

@@ -25,7 +25,7 @@ def test_the_page_frames_the_entry_page_not_the_live_frame(client):
 
 
 def test_the_entry_page_is_complete_and_moves_on_to_the_live_frame(client):
-    token = "abcdefghijklmnopqrstuvwx"
+    token = client.application.services.identities.new_token()
     response = client.get(f"/chat/messages?token={token}&mode=enter")
     body = response.get_data(as_text=True)
     assert response.status_code == 200 and body.rstrip().endswith("</html>")

@@ -80,7 +80,7 @@ def test_info_frame_ignores_a_malformed_token(server):
 
 
 def test_error_pages_lead_back_with_the_token(server):
-    token = "t" * 24
+    token = "t" * 24  # only well formed: an error page links back with it either way
     missing = requests.get(server.url + "/no-such-page", params={"token": token}, timeout=5)
     assert missing.status_code == 404
     assert f'href="/?token={token}" target="_top"' in missing.text
@@ -250,6 +250,7 @@ def test_viewers_who_never_posted_are_not_looked_up_in_the_database_on_every_req
 
     who = identities.viewer_id(tokens[7])
     store.save_viewer(Viewer(who, identities.tag(tokens[7]), name="Newly Named"))
+    time.sleep(2.1)  # the list is worked out at most every 2 s, whoever asks
     assert "Newly Named" in client.get(f"/chat/users?token={tokens[0]}").text
     store.db.set_trace_callback(None)
     store.close()

@@ -24,8 +24,11 @@ def services(tmp_path):
     app.services.stop()
 
 
-def viewer(services, token: str = "viewer-token-0123456789"):
-    return services.identities.requester(token)
+def viewer(services, name: str = "viewer"):
+    """The same viewer for the same name: a token this server signed, made once per name."""
+    tokens = services.__dict__.setdefault("test_tokens", {})
+    return services.identities.requester(
+        tokens.setdefault(name, services.identities.new_token()))
 
 
 def post(services, who, text: str, **fields) -> Message:
@@ -69,7 +72,7 @@ def test_a_reused_form_posts_once_and_a_made_up_one_is_called_expired(services):
 
 
 def test_names_are_cleaned_and_a_tripcode_follows_its_password(services):
-    alice, bob = viewer(services, "alice-token-0123456789"), viewer(services, "bob-token-012345678")
+    alice, bob = viewer(services, "alice"), viewer(services, "bob")
     a = post(services, alice, "hi", name="Alice\u202e\x00", trip_password="secret")
     b = post(services, bob, "hi", name="Bob", trip_password="secret")
     c = post(services, bob, "hi", name="Bob", trip_password="other")

@@ -72,7 +72,7 @@ def test_a_fixed_token_cannot_sign_with_the_victims_tripcode(server):
     """The attacker chooses the token, lures the victim to /?token=CHOSEN, the victim signs a
     message with their tripcode password; the attacker, holding the same token but not the
     password, must not get the tripcode on their own message."""
-    chosen = "attacker-chosen-token-0001"
+    chosen = ChatViewer(server).token  # a real token, handed out to the attacker
     victim = ChatViewer(server, chosen)
     attacker = ChatViewer(server, chosen)
     assert victim.post("hello from the victim", tripcode="victim secret").status_code == 303
@@ -94,22 +94,24 @@ def test_a_link_token_does_not_replace_the_identity_a_cookie_holds(server):
     first = browser.get(server.url + "/", timeout=5)
     own = browser.cookies.get("token")
     assert own and f"/chat/form?token={own}" in first.text
-    lured = browser.get(server.url + "/?token=attacker-chosen-token-0002", timeout=5,
+    chosen = ChatViewer(server).token  # the attacker's own, real token
+    lured = browser.get(server.url + f"/?token={chosen}", timeout=5,
                         allow_redirects=False)
     assert lured.status_code == 303 and lured.headers["Location"] == "/", \
         "the link's token must not be taken over the cookie's"
-    page = browser.get(server.url + "/?token=attacker-chosen-token-0002", timeout=5)
-    assert "attacker-chosen-token-0002" not in page.text and f"token={own}" in page.text
+    page = browser.get(server.url + f"/?token={chosen}", timeout=5)
+    assert chosen not in page.text and f"token={own}" in page.text
     assert browser.cookies.get("token") == own, "the cookie was overwritten by the link"
-    form = browser.get(server.url + "/chat/form?token=attacker-chosen-token-0002", timeout=5)
+    form = browser.get(server.url + f"/chat/form?token={chosen}", timeout=5)
     assert field(form.text, "token") == own
     # the address never carries the token for a browser with the cookie: reloads are clean
     reload = browser.get(f"{server.url}/?token={own}&player=plain", timeout=5,
                          allow_redirects=False)
     assert reload.status_code == 303 and reload.headers["Location"] == "/?player=plain"
     # a viewer without cookies keeps the token in the address, and is told not to share it
-    cookieless = requests.get(f"{server.url}/?token=cookieless-viewer-0001", timeout=5)
-    assert "token=cookieless-viewer-0001" in cookieless.text
+    own_link = ChatViewer(server).token
+    cookieless = requests.get(f"{server.url}/?token={own_link}", timeout=5)
+    assert f"token={own_link}" in cookieless.text
     assert "not the one in your address bar" in cookieless.text
 
 
@@ -332,16 +334,17 @@ def test_push_connections_are_capped_in_total_and_per_viewer(server):
         return response
 
     wake_listeners(server)  # connections other tests closed give their slots back first
+    tokens = [ChatViewer(server).token for _ in range(20)]
     try:
-        assert open_events("push-viewer-00001").status_code == 200
-        assert open_events("push-viewer-00001").status_code == 200
-        third = open_events("push-viewer-00001")
+        assert open_events(tokens[1]).status_code == 200
+        assert open_events(tokens[1]).status_code == 200
+        third = open_events(tokens[1])
         assert third.status_code == 429 and "max_push_per_viewer" in third.text
         # the long-polled timeline counts against the same allowance
         timeline = requests.get(server.url + "/api/playlist", timeout=5).json()
         newest = timeline["segments"][-1]["sequence"]
         poll = requests.get(f"{server.url}/api/playlist?gen={timeline['generation']}"
-                            f"&after={newest + 1000}&online=1&token=push-viewer-00001",
+                            f"&after={newest + 1000}&online=1&token={tokens[1]}",
                             timeout=20)
         assert poll.status_code == 429
         # requests without a token share one viewer's allowance
@@ -350,7 +353,7 @@ def test_push_connections_are_capped_in_total_and_per_viewer(server):
         assert open_events(None).status_code == 429
         opened = 4
         for i in range(2, 20):
-            if open_events(f"push-viewer-{i:05d}").status_code == 429:
+            if open_events(tokens[i]).status_code == 429:
                 break
             opened += 1
         assert opened == 12, f"{opened} push connections were let in (max_push = 12)"
@@ -362,7 +365,7 @@ def test_push_connections_are_capped_in_total_and_per_viewer(server):
     wake_listeners(server)
 
     def slot_back() -> bool:
-        with requests.get(server.url + "/events?token=push-viewer-00001", stream=True,
+        with requests.get(server.url + f"/events?token={tokens[1]}", stream=True,
                           timeout=5) as response:
             return response.status_code == 200
     wait_for(slot_back, 20, interval=1.0, what="the slots to come back")

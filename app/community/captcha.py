@@ -14,6 +14,7 @@ import os
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,12 +152,16 @@ class Captchas:
 
     # --- handing out -------------------------------------------------------------------
 
-    def issue(self, viewer_id: str) -> Challenge | None:
-        """The viewer's current challenge, or a new one; None if none is ready right now."""
+    def issue(self, viewer_id: str,
+              may_draw: Callable[[], bool] | None = None) -> Challenge | None:
+        """The viewer's current challenge, or a new one; None if none is ready right now, or
+        `may_draw` (asked only when a new one would be handed out) says no."""
         self._expire()
         held = self._held_by(viewer_id)
         if held is not None:
             return held
+        if may_draw is not None and not may_draw():
+            return None
         if self._pool:
             answer, image = self._pool.popleft()
         elif self._may_draw_now():

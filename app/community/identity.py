@@ -30,8 +30,8 @@ COLOURS = 24  # readable name colours, classes .c0 .. .c23 in style.css
 BROADCASTER_ID = "broadcaster"
 
 
-def new_token() -> str:
-    return secrets.token_urlsafe(18)
+TOKEN_RANDOM_BYTES = 15
+TOKEN_TAG_BYTES = 9  # 24 bytes in all: 32 characters of base64url, no padding
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,23 @@ class Identities:
         """Domain-separated keyed hash: one purpose never yields another purpose's value."""
         return hmac.new(self._secret, purpose.encode() + b"\0" + data, hashlib.sha256).digest()
 
+    def new_token(self) -> str:
+        """A token this server signed: an invented one is simply not a token here, so one
+        client's cost is the tokens it was given, which are counted (app/web/budgets.py)."""
+        random = secrets.token_bytes(TOKEN_RANDOM_BYTES)
+        return base64.urlsafe_b64encode(random + self._token_tag(random)).decode()
+
+    def _token_tag(self, random: bytes) -> bytes:
+        return self.derive("token", random)[:TOKEN_TAG_BYTES]
+
+    def is_ours(self, token: str | None) -> bool:
+        """Well formed and signed with our secret (constant-time compare)."""
+        if not token or len(token) != 32 or not TOKEN_PATTERN.fullmatch(token):
+            return False
+        raw = base64.urlsafe_b64decode(token)
+        random, tag = raw[:TOKEN_RANDOM_BYTES], raw[TOKEN_RANDOM_BYTES:]
+        return hmac.compare_digest(tag, self._token_tag(random))
+
     def viewer_id(self, token: str) -> str:
         return self.derive("viewer-id", token.encode()).hex()[:32]
 
@@ -79,14 +96,17 @@ class Identities:
         viewer = viewer or self.store.viewer(viewer_id)
         return bool(viewer and viewer.tripcode and ("tripcode", viewer.tripcode) in bans)
 
-    def requester(self, token: str | None, broadcaster: bool = False) -> Requester:
-        fresh = token is None or not TOKEN_PATTERN.fullmatch(token)
+    def requester(self, token: str | None, broadcaster: bool = False,
+                  check_ban: bool = True) -> Requester:
+        """check_ban=False for video: it never waits on the store (Redis may hang)."""
+        fresh = not self.is_ours(token)
         if fresh:
-            token = new_token()
+            token = self.new_token()
         viewer_id = self.viewer_id(token)
         return Requester(token, viewer_id, self.tag(token), self.colour(viewer_id),
                          broadcaster=broadcaster,
-                         banned=not broadcaster and not fresh and self.is_banned(viewer_id),
+                         banned=(check_ban and not broadcaster and not fresh
+                                 and self.is_banned(viewer_id)),
                          fresh=fresh)
 
 

@@ -434,7 +434,6 @@ class RedisAudience(Audience):
         # pipeline for thousands of viewers instead of one round trip per segment each
         self._pending: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._flushed = 0.0
-        self._touches = 0
 
     def _write(self, viewer_id: str, tag: str, video: bool, now: float) -> None:
         self._pending[viewer_id] = (tag, now) if video else self._pending.get(
@@ -458,9 +457,7 @@ class RedisAudience(Audience):
             pipe.hset(PREFIX + "presence:tag", mapping={v: tag for v, (tag, _) in
                                                         pending.items()})
             pipe.execute()
-            self._touches += 1
-            if self._touches % 30 == 0:
-                self._cap()
+            self._cap()
         except redis.RedisError as exc:
             log.debug("presence not saved, Redis unavailable: %s", exc)
 
@@ -485,7 +482,7 @@ class RedisAudience(Audience):
         except redis.RedisError as exc:
             log.debug("presence not saved, Redis unavailable: %s", exc)
 
-    def saw_video(self, viewer_id: str, tag: str) -> None:
+    def _watched(self, viewer_id: str, tag: str) -> None:
         self._write(viewer_id, tag, True, time.time())
 
     def _flush_due(self) -> None:
@@ -509,11 +506,11 @@ class RedisAudience(Audience):
         except redis.RedisError:
             return 0
 
-    def listing(self) -> list[Listed]:
+    def listing(self, limit: int) -> list[Listed]:
         self.expire()
         now = time.time()
         try:
-            seen = self.r.zrevrange(PREFIX + "presence:seen", 0, -1)
+            seen = self.r.zrevrange(PREFIX + "presence:seen", 0, limit - 1)
             if not seen:
                 return []
             videos = self.r.zmscore(PREFIX + "presence:video", seen)

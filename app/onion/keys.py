@@ -102,13 +102,13 @@ def write_key(path: Path, key: OnionKey) -> None:
     write_private(path, f"{KEY_TYPE}:{key.blob}\n")
 
 
-def write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.unlink(missing_ok=True)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(text.encode() if isinstance(text, str) else text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)

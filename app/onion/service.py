@@ -1,9 +1,17 @@
 """Publish the site as a Tor v3 onion service: launch our own tor or attach to one, keep the
 address stable across restarts, watch tor and bring it back (or exit clearly) if it dies.
 
-The service is ephemeral on tor's side (ADD_ONION without Detach): it lives as long as our
-control connection, so even a `kill -9` of the server leaves nothing published behind. The
-stable address comes from our own key file instead of a HiddenServiceDir.
+Two ways to publish, by mode:
+- launch (our own tor): a HiddenServiceDir inside tor's data folder, set with SETCONF, because
+  only such a service can tell us each connection's rendezvous circuit
+  (HiddenServiceExportCircuitID haproxy; ADD_ONION does not take it). It points at the
+  circuit listener (app/web/server.py), and it gets proof-of-work, stream limits per circuit
+  and, if asked, the intro-point DoS defense. Our tor dies with us, so nothing stays
+  published; the copy of the key in tor's folder is removed on stop (and at the next start).
+- attach (someone else's tor, often another user that cannot read our folder): ADD_ONION
+  without Detach, which lives as long as our control connection, with proof-of-work where
+  that tor takes it. No circuit ids: budgets per circuit do not apply (start-up says so).
+The stable address comes from our own key file either way.
 """
 from __future__ import annotations
 
@@ -24,7 +32,16 @@ import stem.response
 from stem.control import Controller, EventType
 
 from app.config import Config, TorConfig
-from app.onion.keys import KeyFileError, OnionKey, authorized_clients, new_key, read_key, write_key
+from app.onion.keys import (
+    TOR_SECRET_HEADER,
+    KeyFileError,
+    OnionKey,
+    authorized_clients,
+    new_key,
+    read_key,
+    write_key,
+    write_private,
+)
 from app.runtime import processes
 
 log = logging.getLogger(__name__)
@@ -229,8 +246,12 @@ def _torrc_value(value: str) -> str:
 class OnionService:
     """One onion service in front of 127.0.0.1:target_port, with its tor and a watchdog."""
 
-    def __init__(self, config: Config, target_port: int):
+    def __init__(self, config: Config, target_port: int, circuit_port: int | None = None):
+        """target_port: the plain listener (attach mode); circuit_port: the listener that
+        reads tor's PROXY lines (launch mode), when there is one."""
         self.config = config
+        self.circuit_port = circuit_port
+        self.defenses: list[str] = []  # what tor defends the service with, for start-up
         self.tor = config.tor
         self.paths = OnionPaths.from_config(config)
         self.target_port = target_port
@@ -282,22 +303,96 @@ class OnionService:
         else:
             self._controller = attach(self.tor, self.config)
         try:
-            self._add_service()
+            if self.uses_circuits:
+                self._set_service_dir()
+            else:
+                self._add_service()
+            self._follow_service()
         except BaseException:
             self._close()
             raise
+
+    @property
+    def uses_circuits(self) -> bool:
+        return self.tor.mode == "launch" and self.circuit_port is not None
+
+    @property
+    def service_dir(self) -> Path:
+        return self.paths.tor_dir / "service"
+
+    def _set_service_dir(self) -> None:
+        """Our key in tor's own format in a folder of tor's, and the service set on it."""
+        folder = self.service_dir
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "authorized_clients").mkdir(parents=True, mode=0o700)
+        os.chmod(folder, 0o700)
+        write_private(folder / "hs_ed25519_secret_key", TOR_SECRET_HEADER + self._key.secret)
+        if self.tor.client_auth:
+            for name, public in self._clients.items():
+                write_private(folder / "authorized_clients" / f"{name}.auth",
+                              f"descriptor:x25519:{public}\n")
+        options = [("HiddenServiceDir", str(folder)),
+                   ("HiddenServicePort",
+                    f"{self.tor.virtual_port} 127.0.0.1:{self.circuit_port}"),
+                   ("HiddenServiceExportCircuitID", "haproxy"),
+                   ("HiddenServiceMaxStreams", str(self.tor.max_streams)),
+                   ("HiddenServiceMaxStreamsCloseCircuit", "1")]
+        self.defenses = [f"at most {self.tor.max_streams} streams per circuit"]
+        if self.tor.pow:
+            if tor_has_pow(self.tor.command):
+                options += [("HiddenServicePoWDefensesEnabled", "1"),
+                            ("HiddenServicePoWQueueRate", str(self.tor.pow_queue_rate)),
+                            ("HiddenServicePoWQueueBurst", str(self.tor.pow_queue_burst))]
+                self.defenses.append(f"proof-of-work (queue {self.tor.pow_queue_rate}/s)")
+            else:
+                log.warning("this tor has no proof-of-work module (tor --list-modules): the "
+                            "onion service runs without it; tor 0.4.8 or newer has it")
+        if self.tor.intro_dos_defense:
+            options.append(("HiddenServiceEnableIntroDoSDefense", "1"))
+            self.defenses.append("intro-point DoS defense")
+        try:
+            self._controller.set_options(options)
+        except stem.InvalidArguments as exc:
+            raise TorError(f"tor refused the onion service's options: {exc}") from None
+        except stem.ControllerError as exc:
+            raise TorError(f"lost tor while creating the onion service: {exc}") from None
+        try:
+            address = (folder / "hostname").read_text("ascii").strip()
+        except OSError as exc:
+            raise TorError(f"tor did not write the onion service's hostname: {exc}") from None
+        if address != self._key.address:
+            raise TorError(f"tor published {address}, but the key says {self._key.address}")
+        self.address = address
 
     def _add_service(self) -> None:
         expected = self._key.address
         request = f"ADD_ONION ED25519-V3:{self._key.blob}"
         if self.tor.client_auth:
             request += " Flags=V3Auth"
+        if self.tor.pow:
+            request += (f" PoWDefensesEnabled=1 PoWQueueRate={self.tor.pow_queue_rate}"
+                        f" PoWQueueBurst={self.tor.pow_queue_burst}")
+        request += f" MaxStreams={self.tor.max_streams}"
         request += f" Port={self.tor.virtual_port},127.0.0.1:{self.target_port}"
         if self.tor.client_auth:
             request += "".join(f" ClientAuthV3={key}" for key in self._clients.values())
         try:
-            response = self._controller.msg(request)
-            stem.response.convert("ADD_ONION", response)
+            try:
+                response = self._controller.msg(request)
+                stem.response.convert("ADD_ONION", response)
+            except stem.ProtocolError as exc:
+                if "PoW" not in request or "unrecognized" not in str(exc).lower():
+                    raise
+                log.warning("the attached tor takes no proof-of-work options (tor 0.4.9.2 or "
+                            "newer does): the onion service runs without it")
+                request = request.replace(
+                    f" PoWDefensesEnabled=1 PoWQueueRate={self.tor.pow_queue_rate}"
+                    f" PoWQueueBurst={self.tor.pow_queue_burst}", "")
+                response = self._controller.msg(request)
+                stem.response.convert("ADD_ONION", response)
+            else:
+                if self.tor.pow:
+                    self.defenses.append(f"proof-of-work (queue {self.tor.pow_queue_rate}/s)")
         except stem.ProtocolError as exc:
             reason = str(exc).rsplit(": ", 1)[-1]
             if "collision" in reason.lower():
@@ -313,6 +408,9 @@ class OnionService:
         if address != expected:
             raise TorError(f"tor published {address}, but the key says {expected}")
         self.address = address
+
+    def _follow_service(self) -> None:
+        address = self.address
         self._controller.add_event_listener(self._on_descriptor, EventType.HS_DESC)
         self._controller.add_event_listener(self._on_status, EventType.STATUS_CLIENT)
         try:  # where tor is now; the events tell what follows
@@ -320,7 +418,8 @@ class OnionService:
             self.bootstrap = _bootstrap_fields(phase)
         except stem.ControllerError:
             pass
-        log.info("onion service %s -> 127.0.0.1:%d%s", address, self.target_port,
+        log.info("onion service %s -> 127.0.0.1:%d%s", address,
+                 self.circuit_port if self.uses_circuits else self.target_port,
                  f" ({len(self._clients)} authorized clients)" if self.tor.client_auth else "")
 
     def _on_descriptor(self, event) -> None:
@@ -347,6 +446,16 @@ class OnionService:
                         controller.get_info("traffic/written"))}
         except (stem.ControllerError, ValueError):
             return {}
+
+    def close_circuit(self, circuit: int) -> None:
+        """Close one rendezvous circuit (a client that keeps going over its budgets)."""
+        controller = self._controller
+        if controller is None:
+            return
+        try:
+            controller.msg(f"CLOSECIRCUIT {int(circuit)}")
+        except stem.ControllerError as exc:
+            log.debug("could not close a circuit: %s", exc)
 
     def network_disabled(self) -> bool:
         """DisableNetwork 1: tor will never connect (offline tests, or a torrc left so)."""
@@ -418,13 +527,16 @@ class OnionService:
         self._stopping.set()
         with self._lock:
             controller = self._controller
-            if controller is not None and controller.is_alive() and self.address:
+            if self.uses_circuits:
+                pass  # the service lives in our tor, which stops next
+            elif controller is not None and controller.is_alive() and self.address:
                 try:
                     controller.remove_ephemeral_hidden_service(self.address[:-len(".onion")])
                     log.info("onion service %s removed", self.address)
                 except stem.ControllerError as exc:
                     log.warning("could not remove the onion service: %s", exc)
             self._close()
+        shutil.rmtree(self.service_dir, ignore_errors=True)  # the copy of the key
         if self.tor.ephemeral:
             self.paths.address_file.unlink(missing_ok=True)
 
@@ -435,6 +547,17 @@ class OnionService:
         launched, self._launched = self._launched, None
         if launched is not None:
             launched.stop()
+
+
+def tor_has_pow(command: str) -> bool:
+    """Whether this tor was built with the proof-of-work module (`pow: yes`)."""
+    try:
+        listed = subprocess.run([shutil.which(command) or command, "--list-modules"],
+                                check=False, capture_output=True, text=True,
+                                timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "pow: yes" in listed
 
 
 def _bootstrap_fields(phase: str) -> dict[str, str]:

@@ -75,8 +75,6 @@ class PerViewerLimit:
     def __len__(self) -> int:
         return len(self._open)
 
-    def guard(self, viewer_id: str, body: Iterator[bytes]) -> Guarded:
-        return Guarded(body, lambda: self.release(viewer_id))
 
 
 class Guarded:

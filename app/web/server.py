@@ -14,6 +14,7 @@ import gevent.event
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from app.runtime.signals import stop_event
+from app.web.clients import CIRCUIT_KEY, BadProxyLine, circuit_from_proxy_line
 
 if typing.TYPE_CHECKING:
     from app.services import Services
@@ -120,6 +121,33 @@ class QuietHandler(WSGIHandler):
                       (self.status or "").split(" ", 1)[0])
 
 
+PROXY_LINE_MAX = 108  # the PROXY protocol's own limit for a v1 line
+
+
+class CircuitHandler(QuietHandler):
+    """The handler of the listener only our tor connects to (the onion service's target):
+    every connection starts with tor's PROXY line naming its rendezvous circuit, which the
+    requests on it carry as their client (app/web/clients.py). A connection without a valid
+    line is dropped. The public listener never reads such a line: there it is a bad request.
+    """
+
+    circuit: int | None = None
+
+    def handle(self):
+        self.socket.settimeout(self.server.head_timeout)
+        try:
+            self.circuit = circuit_from_proxy_line(self.rfile.readline(PROXY_LINE_MAX))
+        except (OSError, BadProxyLine) as exc:
+            log.debug("connection without tor's PROXY line dropped: %s", exc)
+            return
+        super().handle()
+
+    def get_environ(self):
+        environ = super().get_environ()
+        environ[CIRCUIT_KEY] = self.circuit
+        return environ
+
+
 class SlowRequest(ValueError):
     """The request head did not arrive in time (a ValueError: gevent answers 400)."""
 
@@ -138,12 +166,13 @@ class Server(WSGIServer):
         self.head_timeout = head_timeout
 
 
-def make_server(app: Callable, host: str, port: int, socket_timeout: float,
-                head_timeout: float) -> Server:
-    """socket_timeout: longest wait for one read or write (stream.send_timeout);
-    head_timeout: longest time for a request's head once it started (server.header_timeout)."""
+def make_server(app: Callable, listener, socket_timeout: float, head_timeout: float,
+                handler_class: type[QuietHandler] = QuietHandler) -> Server:
+    """listener: (host, port) or a bound socket; socket_timeout: longest wait for one read or
+    write (stream.send_timeout); head_timeout: longest time for a request's head once it
+    started (server.header_timeout)."""
     raise_file_limit()
-    return Server((host, port), app, socket_timeout, head_timeout, handler_class=QuietHandler,
+    return Server(listener, app, socket_timeout, head_timeout, handler_class=handler_class,
                   log=None, backlog=2048, error_log=logging.getLogger("app.web.server.errors"))
 
 

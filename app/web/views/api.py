@@ -15,7 +15,7 @@ from app.services import services
 from app.stream.status import status_of
 from app.stream.watcher import Snapshot
 from app.web.limits import StreamSlots
-from app.web.requester import token_from_request
+from app.web.requester import client, over_budget, token_from_request
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -41,9 +41,9 @@ def status():
 
 def push_holder() -> str:
     """Whom a long push connection counts against: the viewer's id, or one shared bucket for
-    every request without a token (the page's own scripts always send the token)."""
-    token = token_from_request()
-    return services().identities.requester(token).viewer_id if token else ""
+    every request without a token of ours (the page's own scripts always send the token)."""
+    token, identities = token_from_request(), services().identities
+    return identities.viewer_id(token) if identities.is_ours(token) else ""
 
 
 def too_many_push(slots: StreamSlots) -> Response:
@@ -64,8 +64,11 @@ def playlist():
     snap = services().stream.snapshot.view(quality)  # a rendition's own segments and init
     if generation is not None and not is_news(snap, generation, newest, was_online):
         slots: StreamSlots = services().push_slots
-        holder = push_holder()
+        holder, source, budgets = push_holder(), client(), services().budgets
+        if not budgets.hold(source, "push"):
+            return over_budget("push")
         if not slots.acquire(holder):
+            budgets.release(source, "push")
             return too_many_push(slots)
         try:
             deadline = time.monotonic() + LONG_POLL_SECONDS
@@ -77,6 +80,7 @@ def playlist():
                 services().stream.wait(remaining)
         finally:
             slots.release(holder)
+            budgets.release(source, "push")
     return jsonify(services().timeline.get(snap).as_json(services().clock)), 200, NO_STORE
 
 

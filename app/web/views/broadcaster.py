@@ -13,7 +13,7 @@ from app.stream import folder
 from app.stream.folder import clean_title
 from app.web.requester import identify
 from app.web.views.backstage import NOTICES, auth, bp, done, failed, shown_error
-from app.web.views.chat import user_list
+from app.web.views.chat import work_out_user_list
 
 NOTICES.update({
     "posted": "Message sent.", "hidden": "Message hidden.", "banned": "Viewer banned.",
@@ -40,7 +40,8 @@ def page():
             names[ban.value] = viewer.name if viewer and viewer.name else "Anonymous"
     error = shown_error()
     body = render_template(
-        "broadcaster.html", who=g.requester, messages=messages, people=user_list(True),
+        "broadcaster.html", who=g.requester, messages=messages,
+        people=work_out_user_list(True),
         bans=bans, more_bans=len(every_ban) - len(bans), names=names,
         filters=store.filters(), actions=ACTIONS,
         csrf=services().csrf_token,

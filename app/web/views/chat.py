@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import (
     Blueprint,
@@ -35,7 +35,7 @@ from app.community.identity import Requester
 from app.community.store import Message, StoreUnavailable
 from app.services import services
 from app.web.limits import Guarded, StreamSlots
-from app.web.requester import identify
+from app.web.requester import OVER_BUDGET, client, identify
 from app.web.security import style_nonce
 
 bp = Blueprint("chat", __name__)
@@ -99,12 +99,19 @@ def messages():
     if mode == "enter":
         return enter_frame(who)
     slots: StreamSlots = services().chat_slots
-    if mode != "poll" and slots.acquire(who.viewer_id):
-        try:
-            return live_frame(who, slots)
-        except BaseException:
-            slots.release(who.viewer_id)  # no frame was handed out: give the slot back
-            raise
+    source, budgets = client(), services().budgets
+    # over either limit, the viewer still reads the chat, from a frame that reloads itself
+    if mode != "poll" and budgets.hold(source, "push"):
+        if slots.acquire(who.viewer_id):
+            def release() -> None:
+                slots.release(who.viewer_id)
+                budgets.release(source, "push")
+            try:
+                return live_frame(who, release)
+            except BaseException:
+                release()  # no frame was handed out: give the slots back
+                raise
+        budgets.release(source, "push")
     return poll_frame(who)
 
 
@@ -144,7 +151,7 @@ def poll_frame(who: Requester):
     return response
 
 
-def live_frame(who: Requester, slots: StreamSlots):
+def live_frame(who: Requester, release: Callable[[], None]):
     hub: Hub = services().hub
     html: MessageHTML = current_app.message_html
     after = hub.last_id
@@ -183,7 +190,7 @@ def live_frame(who: Requester, slots: StreamSlots):
 
     # Guarded, not try/finally in the generator: a body that never starts (a HEAD request,
     # a client gone before the first byte) runs no finally, and its slot would never return.
-    return Response(Guarded(body(), lambda: slots.release(who.viewer_id)), mimetype="text/html",
+    return Response(Guarded(body(), release), mimetype="text/html",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -204,9 +211,20 @@ def form_page(who: Requester, error: str = "", draft: str = "", status: int = 20
     # A request without a token (made up on the spot for it) never takes a captcha from the
     # pool: one client could load the form in a loop and leave none for real viewers. The
     # page's frame carries the token, and a first post from a token-less form gets one then.
+    # A new captcha costs the client one of its budget (app/web/budgets.py).
     if not who.banned and not who.fresh and c.needs_captcha(who):
-        challenge = c.captchas.issue(who.viewer_id)
+        source, budgets = client(), services().budgets
+        refused = []
+
+        def may_draw() -> bool:
+            allowed = budgets.take(source, "captchas")
+            refused.extend([] if allowed else [True])
+            return allowed
+
+        challenge = c.captchas.issue(who.viewer_id, may_draw)
         captcha_busy = challenge is None
+        if refused and not error:
+            error, status = OVER_BUDGET["captchas"], 429
     body = render_template(
         "chat/form.html", who=who, viewer=viewer, error=error, draft=draft, sent=sent,
         nonce=c.nonces.issue(who.viewer_id), challenge=challenge, captcha_busy=captcha_busy,
@@ -230,6 +248,8 @@ def post():
     who: Requester = g.requester
     services().audience.still_here(who.viewer_id)
     f = request.form
+    if not services().budgets.take(client(), "posts"):
+        return form_page(who, OVER_BUDGET["posts"], f.get("message", ""), status=429)
     submission = Submission(
         text=f.get("message", ""), name=f.get("name"),
         trip_password=f.get("tripcode", ""), clear_tripcode=f.get("clear_tripcode") == "1",
@@ -276,10 +296,26 @@ def captcha_audio(challenge_id: str):
 
 # --- who is here -----------------------------------------------------------------------------
 
-def user_list(include_banned: bool = False, limit: int = 300) -> list[dict]:
+USER_LIST_SECONDS = 2.0  # the list is worked out at most this often, whoever asks
+USER_LIST_LIMIT = 300
+
+
+def user_list(include_banned: bool = False) -> list[dict]:
+    """Who is here, worked out at most every USER_LIST_SECONDS per process: its cost (a store
+    look-up per person) does not grow with how often, or by how many, it is asked for."""
+    cache = current_app.extensions.setdefault("livestream.user_list", {})
+    now = time.monotonic()
+    made, people = cache.get(include_banned, (-math.inf, []))
+    if now - made >= USER_LIST_SECONDS:
+        people = work_out_user_list(include_banned)
+        cache[include_banned] = (now, people)
+    return people
+
+
+def work_out_user_list(include_banned: bool) -> list[dict]:
     c = services().chat
     people = []
-    for person in services().audience.listing()[:limit]:
+    for person in services().audience.listing(USER_LIST_LIMIT):
         viewer = c.store.viewer(person.viewer_id)
         banned = c.identities.is_banned(person.viewer_id, viewer)
         if banned and not include_banned:

@@ -10,42 +10,56 @@ from app.services import services
 from app.stream.fanout import stream_mp4
 from app.stream.folder import MASTER_PLAYLIST, MIME_TYPES
 from app.stream.playlist import with_query
-from app.web.limits import PerViewerLimit
-from app.web.requester import token_from_request
+from app.web.limits import Guarded, PerViewerLimit
+from app.web.requester import client, over_budget, token_from_request
 
 bp = Blueprint("stream_files", __name__)
 
 
-
-
 def on_video_sent(who: Requester | None = None) -> Callable[[], None]:
-    """A callback for every segment this requester receives: it marks them as watching.
+    """A callback for every segment this requester receives: it tells presence, which lists
+    a viewer only after video reached them over time (app/community/presence.py), and at
+    most `budgets.watching` viewers per client.
 
     Requests without a token count as one anonymous viewer per connection.
     """
-    who = who or services().identities.requester(token_from_request())
-    audience = services().audience
-    return lambda: audience.saw_video(who.viewer_id, who.tag)
+    who = who or services().identities.requester(token_from_request(), check_ban=False)
+    audience, budgets, source = services().audience, services().budgets, client()
+    seconds = services().config.viewers.watching_seconds
 
+    def sent() -> None:
+        if budgets.may_watch(source, who.viewer_id, seconds):
+            audience.saw_video(who.viewer_id, who.tag)
+
+    return sent
 
 
 @bp.route("/stream.mp4")
 def mp4():
     config = services().config
-    who = services().identities.requester(token_from_request())
+    who = services().identities.requester(token_from_request(), check_ban=False)
     slots: PerViewerLimit = services().video_slots
+    source, budgets = client(), services().budgets
+    if not budgets.hold(source, "video"):
+        return over_budget("video")
     if not slots.acquire(who.viewer_id):
+        budgets.release(source, "video")
         return Response(
             f"This viewer already has {slots.per_viewer} video connections open "
             "(stream.max_connections_per_viewer). Close one and try again.\n", 429,
             mimetype="text/plain", headers={"Cache-Control": "no-store", "Retry-After": "5"})
     body = stream_mp4(services().stream, config.server.idle_timeout, on_video_sent(who),
                       quality=request.args.get("quality"), deliveries=services().deliveries)
-    if body is None:
+
+    def release() -> None:
         slots.release(who.viewer_id)
+        budgets.release(source, "video")
+
+    if body is None:
+        release()
         return Response("The stream is offline.\n", 503, mimetype="text/plain",
                         headers={"Cache-Control": "no-store", "Retry-After": "5"})
-    return Response(slots.guard(who.viewer_id, body), mimetype="video/mp4",
+    return Response(Guarded(body, release), mimetype="video/mp4",
                     direct_passthrough=True,
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
@@ -102,7 +116,8 @@ def stream_file(name: str):
             abort(404)
         return Response(snap.init, mimetype=mimetype, headers={"Cache-Control": "no-cache"})
     held = snap.segment(name)
-    if token_from_request():  # a JS / HLS player fetching segments is watching too
+    # a JS / HLS player fetching segments is watching too; a HEAD received no video
+    if token_from_request() and request.method == "GET":
         on_video_sent()()
     if held is not None:
         return Response(held.data, mimetype=mimetype, headers=immutable)
