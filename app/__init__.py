@@ -1,6 +1,8 @@
 """Application factory: configuration in, a wired Flask app with its services out."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -17,6 +19,7 @@ from app.community.identity import (
     BroadcasterSessions,
     FailedLogins,
     Identities,
+    local_key,
 )
 from app.community.presence import Audience
 from app.community.store import Store, open_store, private_dir
@@ -75,6 +78,7 @@ def build_services(config: Config) -> Services:
         client = shared.connect(config.store.redis_url)
     store = open_state(config, client)
     identities = Identities(store)
+    key = local_key(config.state_dir)
     captchas = make_captchas(config, client)
     if client is None:
         hub, audience, generations, failures = Hub(), Audience(config.viewers), None, None
@@ -88,8 +92,9 @@ def build_services(config: Config) -> Services:
         chat_state = {"used_nonces": shared.RedisUsedNonces(client),
                       "flood": shared.RedisFloodWindows(client, config.chat),
                       "hides": shared.RedisHideVersion(client)}
-        # the same for every worker, or a broadcaster form from one is refused by another
-        csrf_token = identities.derive("broadcaster-csrf", b"").hex()
+        # the same for every worker, or a broadcaster form from one is refused by another;
+        # from the local key, so reading Redis does not give it
+        csrf_token = hmac.new(key, b"broadcaster-csrf", hashlib.sha256).hexdigest()
         # one clock for every worker: a player syncs with one and reads timelines from another
         clock = StreamClock(identities.derive("player-clock", b""))
     return Services(
@@ -104,7 +109,7 @@ def build_services(config: Config) -> Services:
         password=broadcaster_password(store, config, failures),
         chat=Chat(store, identities, hub, config.chat, config.broadcaster, captchas,
                   **chat_state),
-        sessions=BroadcasterSessions(store, shared=client is not None),
+        sessions=BroadcasterSessions(store, shared=client is not None, key=key),
         csrf_token=csrf_token,
         clock=clock,
         history=History(config.state_dir / "history.sqlite3",

@@ -899,7 +899,8 @@ def run_broadcaster(args: argparse.Namespace, config: Config) -> int:
     """Print a one-time login link. Anyone who can run this as the server's user owns the
     machine anyway, so the link needs no password and ignores the failed-login lock."""
     from app import open_state
-    from app.community.identity import LOGIN_LINK_SECONDS, new_login_link
+    from app.community.identity import LOGIN_LINK_SECONDS, local_key, new_login_link
+    from app.community.store import private_dir
 
     try:
         store = open_state(config)  # where the server looks: Redis when workers share it
@@ -907,7 +908,7 @@ def run_broadcaster(args: argparse.Namespace, config: Config) -> int:
         print(f"livestream broadcaster: {exc}", file=sys.stderr)
         return 1
     try:
-        secret = new_login_link(store)
+        secret = new_login_link(store, local_key(private_dir(config.state_dir)))
     finally:
         store.close()
     if args.base_url:

@@ -11,6 +11,7 @@ import os
 import re
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,6 +270,7 @@ class BudgetsConfig:
 @dataclass
 class StoreConfig:
     redis_url: str = ""  # empty: SQLite in state_dir, for one process
+    allow_unprotected_redis: bool = False  # a Redis on another machine without password/TLS
 
 
 @dataclass
@@ -408,6 +410,8 @@ def _check(config: Config, where: str) -> None:
     if config.store.redis_url and not config.store.redis_url.startswith(
             ("redis://", "rediss://", "unix://")):
         problems.append("'store.redis_url' must start with redis://, rediss:// or unix://")
+    elif config.store.redis_url and not config.store.allow_unprotected_redis:
+        problems += _check_redis_protection(config.store.redis_url)
     if config.stream.memory_segments < 2:
         problems.append("'stream.memory_segments' must be at least 2")
     if config.stream.offline_after <= 0:
@@ -445,6 +449,29 @@ def _check(config: Config, where: str) -> None:
                  dataclasses.asdict(config.budgets).items() if value <= 0]
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def _check_redis_protection(url: str) -> list[str]:
+    """Redis holds the chat, the bans and the server secret: one on another machine must be
+    reached with a password, and over TLS (rediss://) unless the link is private."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix" or (parts.hostname or "") in ("localhost",):
+        return []
+    try:
+        if ipaddress.ip_address(parts.hostname or "").is_loopback:
+            return []
+    except ValueError:
+        pass
+    if parts.password and parts.scheme == "rediss":
+        return []
+    missing = " and ".join(
+        what for what, absent in (("a password", not parts.password),
+                                  ("TLS (rediss://)", parts.scheme != "rediss")) if absent)
+    return [f"'store.redis_url' reaches Redis on another machine without {missing}: whoever "
+            "can reach that port, or sits on the path, can read the chat and the server "
+            "secret and ban anyone. Give the edge its own Redis user with a password "
+            "(README: \"Edges on other machines\") over rediss:// or an SSH tunnel to "
+            "127.0.0.1, or set store.allow_unprotected_redis = true on a link you trust"]
 
 
 RENDITION_NAME = re.compile(r"[a-z][a-z0-9]{0,15}")

@@ -73,3 +73,27 @@ def test_cli_refuses_to_start_with_a_typo(tmp_path):
     assert result.returncode == 2
     assert "stream.memory_segmnets" in result.stderr and str(path) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("url", "refused"), [
+    ("redis://127.0.0.1:6379/0", False),
+    ("redis://localhost/0", False),
+    ("redis://[::1]:6379/0", False),
+    ("unix:///run/redis/redis.sock", False),
+    ("rediss://edge:secret@203.0.113.7:6380/0", False),
+    ("redis://203.0.113.7:6379/0", True),
+    ("redis://edge:secret@203.0.113.7:6379/0", True),
+    ("rediss://203.0.113.7:6380/0", True),
+])
+def test_a_redis_on_another_machine_needs_a_password_and_tls(url, refused):
+    """Redis holds the chat, the bans and the server secret: reached in clear from another
+    machine, anyone on the path can read or change them."""
+    data = {"store": {"redis_url": url}}
+    if refused:
+        with pytest.raises(config.ConfigError, match="store.redis_url.*another machine"):
+            config.from_dict(data)
+        allowed = config.from_dict({"store": {"redis_url": url,
+                                              "allow_unprotected_redis": True}})
+        assert allowed.store.redis_url == url
+    else:
+        assert config.from_dict(data).store.redis_url == url

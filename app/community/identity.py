@@ -11,11 +11,13 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import re
 import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import gevent
 
@@ -234,9 +236,35 @@ class _Session:
     saved_idle: float = 0.0
 
 
-def session_digest(secret: str) -> bytes:
-    """Only this is stored, so a copy of the database holds no session or link."""
-    return hashlib.sha256(b"broadcaster-session\0" + secret.encode()).digest()
+LOCAL_KEY_FILE = "local.key"
+
+
+def local_key(state_dir: Path) -> bytes:
+    """A secret that never leaves this machine's state folder (0600), never in the shared
+    store: sessions, login links and the CSRF token are derived with it, so whoever can read
+    or write Redis (an edge's account, someone on its path) can neither read nor mint them.
+    Workers of one server share it through the folder."""
+    path = state_dir / LOCAL_KEY_FILE
+    try:
+        key = path.read_bytes()
+        if len(key) == 32:
+            return key
+    except FileNotFoundError:
+        pass
+    key = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker made it first: use theirs
+        return local_key(state_dir)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key
+
+
+def session_digest(key: bytes, secret: str) -> bytes:
+    """Only this is stored, so a copy of the store holds no session or link; keyed with the
+    local key, so nobody who can only write the store can add one that works."""
+    return hmac.new(key, b"broadcaster-session\0" + secret.encode(), hashlib.sha256).digest()
 
 
 class BroadcasterSessions:
@@ -251,8 +279,9 @@ class BroadcasterSessions:
 
     def __init__(self, store: Store | None = None, idle_seconds: float = SESSION_IDLE_SECONDS,
                  max_seconds: float = SESSION_MAX_SECONDS, limit: int = MAX_SESSIONS,
-                 shared: bool = False):
+                 shared: bool = False, key: bytes | None = None):
         self.store = store
+        self.key = key or secrets.token_bytes(32)  # local_key() of the state folder
         # shared (Redis, several workers): the store is the only truth, so a session ended
         # through one worker is ended for all; nothing is trusted from this process's copy
         self.shared = shared and store is not None
@@ -269,7 +298,7 @@ class BroadcasterSessions:
         """A new session id for the browser's cookie (call only after a proven login)."""
         now = time.time()
         session_id = secrets.token_urlsafe(32)
-        session = _Session(session_digest(session_id), now + self.idle_seconds,
+        session = _Session(session_digest(self.key, session_id), now + self.idle_seconds,
                            now + self.max_seconds)
         session.saved_idle = session.idle_until
         kept = [s for s in self._sessions if self._alive(s, now)] + [session]
@@ -313,7 +342,7 @@ class BroadcasterSessions:
     def _find(self, session_id: str | None) -> _Session | None:
         if not session_id or len(session_id) > 128:
             return None
-        wanted = session_digest(session_id)
+        wanted = session_digest(self.key, session_id)
         now = time.time()
         found = None
         if self.shared:
@@ -339,19 +368,19 @@ class BroadcasterSessions:
 
 # --- the owner's way in: one-time login links --------------------------------------------------
 
-def new_login_link(store: Store, seconds: float = LOGIN_LINK_SECONDS) -> str:
+def new_login_link(store: Store, key: bytes, seconds: float = LOGIN_LINK_SECONDS) -> str:
     """A random secret for `livestream broadcaster login-link`; only its digest is stored.
 
     Whoever can run commands as the server's user owns the machine, so this way in needs no
     password and is not subject to the failed-login lock that guessers can keep closed.
     """
     secret = secrets.token_urlsafe(32)
-    store.add_login_link(session_digest("login-link\0" + secret), time.time() + seconds)
+    store.add_login_link(session_digest(key, "login-link\0" + secret), time.time() + seconds)
     return secret
 
 
-def use_login_link(store: Store, secret: str) -> bool:
+def use_login_link(store: Store, key: bytes, secret: str) -> bool:
     """True once for a live link (then it is gone), False for anything else."""
     if not secret or len(secret) > 128:
         return False
-    return store.use_login_link(session_digest("login-link\0" + secret), time.time())
+    return store.use_login_link(session_digest(key, "login-link\0" + secret), time.time())

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import gevent
 import redis
 
+from app.community.breaker import Breaker, GuardedPool, guarded_connection_class
 from app.community.captcha import Captchas, Challenge
 from app.community.hub import Hub
 from app.community.identity import FailedLogins, LoginLocked
@@ -44,8 +45,9 @@ CHANNEL = PREFIX + "events"  # a Redis stream
 LAYOUT_KEY = PREFIX + "layout"
 LAYOUT_VERSION = 1  # the first kept; grows when a key's shape changes (see schema.py)
 SHARED_KINDS = frozenset({"chat", "hide"})  # events every worker's listeners must get
-TIMEOUT = 3.0  # longest wait for one Redis reply: a dead Redis must not hold a view long
+TIMEOUT = 1.0  # longest wait for one Redis reply; then the breaker opens (breaker.py)
 POOL_SIZE = 32  # Redis connections per worker
+BANS_CHECK_SECONDS = 0.5
 RELAY_BLOCK_MS = 1000  # one XREAD waits this long for new events
 RELAY_READ_TIMEOUT = 30.0
 
@@ -72,10 +74,13 @@ def connect(url: str) -> redis.Redis:
     try:
         # Blocking pool: a thousand greenlets asking at once queue for the connections
         # (bounded, each wait at most TIMEOUT) instead of failing with "Too many connections"
-        pool = redis.BlockingConnectionPool.from_url(
+        breaker = Breaker(url)
+        pool = GuardedPool.from_url(
             url, max_connections=POOL_SIZE, timeout=TIMEOUT, socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT, health_check_interval=10)
+            socket_connect_timeout=TIMEOUT, health_check_interval=10, breaker=breaker,
+            connection_class=guarded_connection_class(url, breaker))
         client = redis.Redis(connection_pool=pool)
+        client.breaker = breaker
         client.ping()
     except ValueError as exc:
         raise RedisConfigError(f"{where} is not a valid Redis URL: {exc}. Use e.g. "
@@ -118,6 +123,7 @@ class RedisStore:
         self.max_viewers = max_viewers
         self._bans: dict[tuple[str, str], Ban] = {}
         self._bans_version: bytes | None = b"unread"
+        self._bans_checked = -math.inf
         self._filters: list[Filter] = []
         self._filters_version: bytes | None = b"unread"
         self._viewer_writes = 0
@@ -247,7 +253,13 @@ class RedisStore:
     # --- bans and filters: a local copy, read again when the shared version changed ---------
 
     def bans(self) -> dict[tuple[str, str], Ban]:
-        """One GET per call; the last copy read while Redis is down (video goes on)."""
+        """A local copy, its version asked at most every BANS_CHECK_SECONDS (a ban from
+        another worker applies that much later at most); the last copy read while Redis is
+        down (video goes on)."""
+        now = time.monotonic()
+        if now - self._bans_checked < BANS_CHECK_SECONDS:
+            return self._bans
+        self._bans_checked = now
         try:
             version = self.r.get(PREFIX + "bans:version")
             if version != self._bans_version:
@@ -271,6 +283,7 @@ class RedisStore:
                 self.r.hdel(PREFIX + "bans", *old)
                 self.r.zrem(PREFIX + "bans:order", *old)
             self.r.incr(PREFIX + "bans:version")
+        self._bans_checked = -math.inf  # this worker sees its own change at once
 
     def remove_ban(self, kind: str, value: str) -> None:
         key = f"{kind}\0{value}"
@@ -280,6 +293,7 @@ class RedisStore:
             pipe.zrem(PREFIX + "bans:order", key)
             pipe.incr(PREFIX + "bans:version")
             pipe.execute()
+        self._bans_checked = -math.inf
 
     def filters(self) -> list[Filter]:
         """The same list object until another process changes the filters (Chat compiles
@@ -351,6 +365,9 @@ class RedisStore:
         return raw is not None and float(raw) >= now
 
     def close(self) -> None:
+        breaker = getattr(self.r, "breaker", None)
+        if breaker is not None:
+            breaker.stop()
         self.r.close()  # the hub's reader is closed with its greenlet
 
 
@@ -423,9 +440,9 @@ class RedisHub(Hub):
 class RedisAudience(Audience):
     """Presence in three Redis keys (wall clock): the same list and count for every worker.
 
-    Video requests touch presence on every segment: sightings are gathered in memory and
-    written in one pipeline at most once a second (and by the count publisher every 2 s),
-    and never fail the request (Redis down: skipped)."""
+    Sightings (video, pages, chat frames) are gathered in memory and written in one pipeline
+    by the count publisher every 2 s, never inside a request: a Redis that hangs never holds
+    a viewer's video or page (Redis down: skipped). A post is written at once."""
 
     def __init__(self, settings: ViewersConfig, client: redis.Redis):
         super().__init__(settings)
@@ -433,7 +450,7 @@ class RedisAudience(Audience):
         # video sightings wait here and go to Redis together, at most once a second: one
         # pipeline for thousands of viewers instead of one round trip per segment each
         self._pending: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._flushed = 0.0
+        self._still: dict[str, float] = {}  # cheap signs of life of listed viewers
 
     def _write(self, viewer_id: str, tag: str, video: bool, now: float) -> None:
         self._pending[viewer_id] = (tag, now) if video else self._pending.get(
@@ -441,21 +458,25 @@ class RedisAudience(Audience):
         self._pending.move_to_end(viewer_id)
         while len(self._pending) > self.settings.max_present:
             self._pending.popitem(last=False)
-        if not video or now - self._flushed >= 1.0:
-            self._flush(now, viewer_id if not video else None)
+        if not video:
+            self._flush(now, viewer_id)
 
     def _flush(self, now: float, posted: str | None = None) -> None:
         pending, self._pending = self._pending, OrderedDict()
-        self._flushed = now
+        still, self._still = self._still, {}
         try:
             pipe = self.r.pipeline(transaction=False)
-            seen = {v: max(t, now if v == posted else 0.0) for v, (_, t) in pending.items()}
-            pipe.zadd(PREFIX + "presence:seen", {v: t or now for v, t in seen.items()})
-            videos = {v: t for v, (_, t) in pending.items() if t}
-            if videos:
-                pipe.zadd(PREFIX + "presence:video", videos)
-            pipe.hset(PREFIX + "presence:tag", mapping={v: tag for v, (tag, _) in
-                                                        pending.items()})
+            if still:  # XX: only a viewer already listed is kept; none is added
+                pipe.zadd(PREFIX + "presence:seen", still, xx=True)
+            if pending:
+                seen = {v: max(t, now if v == posted else 0.0)
+                        for v, (_, t) in pending.items()}
+                pipe.zadd(PREFIX + "presence:seen", {v: t or now for v, t in seen.items()})
+                videos = {v: t for v, (_, t) in pending.items() if t}
+                if videos:
+                    pipe.zadd(PREFIX + "presence:video", videos)
+                pipe.hset(PREFIX + "presence:tag", mapping={v: tag for v, (tag, _) in
+                                                            pending.items()})
             pipe.execute()
             self._cap()
         except redis.RedisError as exc:
@@ -477,16 +498,14 @@ class RedisAudience(Audience):
         self._write(viewer_id, tag, False, time.time())
 
     def still_here(self, viewer_id: str) -> None:
-        try:  # XX: only a viewer already listed is kept; none is added
-            self.r.zadd(PREFIX + "presence:seen", {viewer_id: time.time()}, xx=True)
-        except redis.RedisError as exc:
-            log.debug("presence not saved, Redis unavailable: %s", exc)
+        if len(self._still) < self.settings.max_present:
+            self._still[viewer_id] = time.time()
 
     def _watched(self, viewer_id: str, tag: str) -> None:
         self._write(viewer_id, tag, True, time.time())
 
     def _flush_due(self) -> None:
-        if self._pending:
+        if self._pending or self._still:
             self._flush(time.time())
 
     def expire(self) -> None:

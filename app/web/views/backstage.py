@@ -63,7 +63,8 @@ def login_link():
     """The owner's way in that no guesser can lock: a one-time link printed by
     `livestream broadcaster login-link` on the server opens a session without the password
     (and so without the failed-login lock)."""
-    if not use_login_link(services().store, request.args.get("key", "")):
+    if not use_login_link(services().store, services().sessions.key,
+                          request.args.get("key", "")):
         return Response("This login link does not work: it was already used, it is more than "
                         "10 minutes old, or it was cut short. On the server, run `livestream "
                         "broadcaster login-link` for a new one.\n", 403,
