@@ -89,7 +89,7 @@ def build_services(config: Config) -> Services:
         audience = shared.RedisAudience(config.viewers, client)
         generations = shared.RedisGenerations(client)
         failures = shared.RedisFailedLogins(client, config.broadcaster)
-        chat_state = {"used_nonces": shared.RedisUsedNonces(client),
+        chat_state = {"used_nonces": shared.RedisUsedNonces(client, config.chat.max_used_nonces),
                       "flood": shared.RedisFloodWindows(client, config.chat),
                       "hides": shared.RedisHideVersion(client)}
         # the same for every worker, or a broadcaster form from one is refused by another;

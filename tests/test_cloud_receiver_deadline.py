@@ -70,3 +70,43 @@ def test_a_dripping_client_cannot_hold_the_receiver(tmp_path):
         process.kill()
         process.wait()
         log.close()
+
+
+def test_idle_connections_do_not_hold_the_receiver(tmp_path):
+    """Finding 9 of the second review: three idle connections (20 s each, one at a time)
+    held the receiver longer than the uploader waits (10 s)."""
+    key_file = tmp_path / "deploy.key"
+    key_file.write_text(bytes(range(32)).hex() + "\n")
+    port = free_port()
+    log = (tmp_path / "receiver.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-I", "-S", str(PROJECT_DIR / "app" / "cloud" / "receiver.py"),
+         "--key-file", str(key_file), "--dest", str(tmp_path / "opt" / "src"),
+         "--host", "127.0.0.1", "--port", str(port), "--timeout", "60"], stdout=log, stderr=log)
+    idle: list[socket.socket] = []
+    try:
+        url = f"http://127.0.0.1:{port}/challenge"
+        wait_for(lambda: _answers(url), 10, what="the receiver to listen")
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert requests.get(url, timeout=5).status_code == 200
+        assert time.monotonic() - started < 1.0
+        # one address cannot take every connection: the fifth from it is closed at once
+        idle.append(socket.create_connection(("127.0.0.1", port)))
+        extra = socket.create_connection(("127.0.0.1", port))
+        extra.settimeout(3)
+        assert extra.recv(1) == b"", "a fifth connection from one address was kept"
+        extra.close()
+    finally:
+        for sock in idle:
+            sock.close()
+        process.terminate()
+        process.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

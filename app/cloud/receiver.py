@@ -48,7 +48,8 @@ import tempfile
 import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 
 log = logging.getLogger("cloud-receiver")
@@ -179,9 +180,14 @@ class Receiver:
         self.challenge = os.urandom(CHALLENGE_BYTES)
         self.seen_nonces: set[bytes] = set()
         self.done = False
+        self._one_at_a_time = threading.Lock()  # connections are served in threads
 
     def accept(self, envelope: bytes) -> bytes:
         """Check, decrypt and unpack one upload; the receipt to answer with, or Rejected."""
+        with self._one_at_a_time:
+            return self._accept(envelope)
+
+    def _accept(self, envelope: bytes) -> bytes:
         nonce, bundle = open_sealed(self.key, self.challenge, envelope)
         if nonce in self.seen_nonces:
             raise Rejected(409, "this upload was already received once (a replay)")
@@ -203,7 +209,7 @@ def handler_for(receiver: Receiver,
         def setup(self) -> None:
             """A total deadline per connection, not only per read: a client that drips a byte
             just inside every read timeout would otherwise hold the one-shot port for ever
-            (it serves one connection at a time) and make the deploy time out."""
+            (or, with others, fill the connections it serves) and make the deploy time out."""
             super().setup()
             self._watchdog = threading.Timer(connection_seconds, self._cut)
             self._watchdog.daemon = True
@@ -274,10 +280,46 @@ def handler_for(receiver: Receiver,
     return Handler
 
 
+MAX_CONNECTIONS = 64
+MAX_PER_ADDRESS = 4
+
+
+class ReceivingServer(ThreadingHTTPServer):
+    """Several connections at once, each in its own thread, at most MAX_PER_ADDRESS from one
+    address and MAX_CONNECTIONS in all: a few idle connections (each may last up to its
+    deadline) held the one-at-a-time server longer than the uploader waits."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def verify_request(self, request, client_address) -> bool:
+        with self._lock:
+            address = client_address[0]
+            if (sum(self._open.values()) >= MAX_CONNECTIONS
+                    or self._open[address] >= MAX_PER_ADDRESS):
+                log.warning("refused a connection from %s: too many open", address)
+                return False
+            self._open[address] += 1
+            return True
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._open[client_address[0]] -= 1
+                if self._open[client_address[0]] <= 0:
+                    del self._open[client_address[0]]
+
+
 def serve(receiver: Receiver, host: str, port: int, timeout: float,
           connection_seconds: float = CONNECTION_SECONDS) -> int:
     """Answer requests until one good upload arrived (0) or timeout seconds passed (2)."""
-    with HTTPServer((host, port), handler_for(receiver, connection_seconds)) as server:
+    with ReceivingServer((host, port), handler_for(receiver, connection_seconds)) as server:
         log.info("waiting up to %.0f s for the bundle on %s port %d", timeout, host, port)
         deadline = time.monotonic() + timeout
         while not receiver.done:

@@ -542,16 +542,30 @@ class RedisAudience(Audience):
         return sorted(people, key=lambda p: not p.watching)
 
 
-class RedisUsedNonces:
-    """Used form nonces: SET NX with the nonce's own expiry, atomic across workers."""
+FIRST_USE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1) end
+return 1
+"""
 
-    def __init__(self, client: redis.Redis):
+
+class RedisUsedNonces:
+    """Used form nonces in one sorted set (score: the nonce's expiry), checked and added in one
+    script, atomic across workers, and capped at `max_used` like the in-memory twin: one
+    client posting as fast as it can no longer grows Redis by a key per post."""
+
+    def __init__(self, client: redis.Redis, max_used: int):
         self.r = client
+        self.max_used = max_used
+        self._first_use = client.register_script(FIRST_USE)
 
     def first_use(self, signature: bytes, expires: float, now: float) -> bool:
         with unavailable():
-            return bool(self.r.set(f"{PREFIX}nonce:{signature.hex()}", b"1", nx=True,
-                                   px=max(1, int((expires - now) * 1000) + 1000)))
+            return bool(self._first_use(keys=[PREFIX + "nonces"],
+                                        args=[signature.hex(), expires, now, self.max_used]))
 
 
 class RedisFloodWindows:
@@ -706,6 +720,18 @@ class RedisHideVersion:
 
 # Take a challenge for its own viewer only: a wrong viewer's attempt leaves it in place, as
 # the in-memory version does.
+REMEMBER_CHALLENGE = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+if extra > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra - 1)) do
+    redis.call('DEL', ARGV[5] .. old)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
+end
+"""
+
 TAKE_CHALLENGE = """
 local v = redis.call('HMGET', KEYS[1], 'viewer', 'answer')
 if not v[1] or v[1] ~= ARGV[1] then return false end
@@ -725,6 +751,7 @@ class RedisCaptchas(Captchas):
         self.r = client
         self._ttl = max(1, math.ceil(settings.expire_seconds))
         self._take = client.register_script(TAKE_CHALLENGE)
+        self._cap = client.register_script(REMEMBER_CHALLENGE)
 
     @staticmethod
     def _key(challenge_id: str) -> str:
@@ -751,6 +778,11 @@ class RedisCaptchas(Captchas):
             pipe.expire(self._key(challenge.id), self._ttl)
             pipe.set(self._viewer_key(challenge.viewer_id), challenge.id, ex=self._ttl)
             pipe.execute()
+            # at most max_pending, like the in-memory twin: the oldest go first
+            now = time.time()
+            self._cap(keys=[PREFIX + "captchas"],
+                      args=[now, challenge.id, now - self.settings.expire_seconds,
+                            self.settings.max_pending, self._key("")])
 
     def _held(self, challenge_id: str, viewer_id: str) -> Challenge | None:
         if not challenge_id or len(challenge_id) > 64:
