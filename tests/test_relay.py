@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from test_party import Viewer, film, info_frame
 from app.sources.party import control
 from app.sources.relay import Relay, RelayError, RelaySettings, master_variants
 from app.stream import folder
+from app.stream import playlist as hls
 
 
 def status(server: Server) -> str:
@@ -192,7 +194,7 @@ def test_master_playlist_variants_are_followed(live_stream, tmp_path):
     master = ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=400000,RESOLUTION=320x180\nlow.m3u8\n"
               "#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=640x360\nhigh.m3u8\n")
     (served / "master.m3u8").write_text(master)
-    assert master_variants(master) == ["low.m3u8", "high.m3u8"]
+    assert [v.uri for v in master_variants(master)] == ["low.m3u8", "high.m3u8"]
 
     edge_dir = tmp_path / "edge"
     edge_dir.mkdir()
@@ -200,8 +202,10 @@ def test_master_playlist_variants_are_followed(live_stream, tmp_path):
         relay = Relay(RelaySettings(f"http://127.0.0.1:{origin.server_port}/stream/master.m3u8"),
                       edge_dir)
         relay.poll()
-    assert (edge_dir / "master.m3u8").read_text() == master
-    assert (edge_dir / "low.m3u8").read_text() == media
+    # the edge writes its own playlists, from what it understood of the origin's
+    assert hls.parse_master((edge_dir / "master.m3u8").read_text()) == \
+        tuple(replace(v, name=v.uri.removesuffix(".m3u8")) for v in hls.parse_master(master))
+    assert hls.parse((edge_dir / "low.m3u8").read_text()) == hls.parse(media)
     assert (edge_dir / "high.m3u8").read_text().endswith("#EXT-X-ENDLIST\n")
     for name in [*names, "init.mp4"]:
         assert (edge_dir / name).read_bytes() == (served / name).read_bytes()
@@ -236,7 +240,7 @@ def test_a_bare_origin_is_asked_for_its_master_again_after_a_restart(live_stream
         (served / "master.m3u8").unlink()  # the next broadcast has one rendition again
         relay.poll()
     assert not (edge_dir / "master.m3u8").exists() and not (edge_dir / "low.m3u8").exists()
-    assert (edge_dir / "stream.m3u8").read_text() == media_playlist(names)
+    assert hls.parse((edge_dir / "stream.m3u8").read_text()) == hls.parse(media_playlist(names))
     assert {p.name for p in edge_dir.iterdir()} == {"stream.m3u8", "init.mp4", *names}
 
 
@@ -254,7 +258,7 @@ def test_an_explicit_media_playlist_becomes_the_edges_stream(live_stream, tmp_pa
                       edge_dir)
         relay.poll()
     assert origin.asked[0] == "/stream/low.m3u8" and "/stream/master.m3u8" not in origin.asked
-    assert (edge_dir / "stream.m3u8").read_text() == media_playlist(names)
+    assert hls.parse((edge_dir / "stream.m3u8").read_text()) == hls.parse(media_playlist(names))
     assert not (edge_dir / "low.m3u8").exists()
 
 
@@ -398,3 +402,125 @@ def test_an_edge_on_the_origins_redis_shares_its_chat(live_stream, redis_server,
     finally:
         edge.stop()
         origin.stop()
+
+
+# --- hostile audiences, round two: an origin (or anyone on its plain-HTTP path) ----------------
+
+def hostile_origin(tmp_path: Path, playlist: str, master: str | None = None,
+                   segment_bytes: int = 1000, count: int = 0) -> Path:
+    """An origin's /stream/ folder with made-up segments seg0.m4s... of `segment_bytes`."""
+    served = tmp_path / "origin" / "stream"
+    served.mkdir(parents=True)
+    (served / "init.mp4").write_bytes(b"\0" * 100)
+    for i in range(count):
+        (served / f"seg{i}.m4s").write_bytes(b"\0" * segment_bytes)
+    (served / "stream.m3u8").write_text(playlist)
+    if master is not None:
+        (served / "master.m3u8").write_text(master)
+    return served
+
+
+def test_an_origin_listing_thousands_of_segments_gets_the_newest_few_fetched(tmp_path):
+    names = [f"seg{i}.m4s" for i in range(3000)]
+    hostile_origin(tmp_path, media_playlist(names), count=3000)
+    edge_dir = tmp_path / "edge"
+    edge_dir.mkdir()
+    with file_origin(tmp_path / "origin") as origin:
+        relay = Relay(RelaySettings(f"http://127.0.0.1:{origin.server_port}/stream/stream.m3u8"),
+                      edge_dir)
+        relay.poll()
+        asked = [path for path in origin.asked if path.endswith(".m4s")]
+    assert len(asked) == 16, f"{len(asked)} segments fetched of a 3,000-segment playlist"
+    written = hls.parse((edge_dir / "stream.m3u8").read_text())
+    assert [e.uri for e in written.entries] == names[-16:]
+    assert written.entries[0].sequence == 3000 - 16
+
+
+def test_an_origin_with_hundreds_of_variants_gets_eight_followed(tmp_path):
+    playlist = media_playlist(["seg0.m4s"])
+    master = "#EXTM3U\n" + "".join(f"#EXT-X-STREAM-INF:BANDWIDTH={i}\nv{i}.m3u8\n"
+                                   for i in range(300))
+    served = hostile_origin(tmp_path, playlist, master, count=1)
+    for i in range(300):
+        (served / f"v{i}.m3u8").write_text(playlist)
+    edge_dir = tmp_path / "edge"
+    edge_dir.mkdir()
+    with file_origin(tmp_path / "origin") as origin:
+        relay = Relay(RelaySettings(f"http://127.0.0.1:{origin.server_port}/stream/master.m3u8"),
+                      edge_dir)
+        relay.poll()
+        asked = [path for path in origin.asked if path.endswith(".m3u8")]
+    assert len(asked) == 1 + hls.MAX_VARIANTS, f"{len(asked)} playlists fetched"
+    assert len(hls.parse_master((edge_dir / "master.m3u8").read_text())) == hls.MAX_VARIANTS
+
+
+def test_an_edge_passes_on_only_the_tags_it_understood(tmp_path):
+    """An EXT-X-KEY naming a third host was fetched by players through the edge's playlist."""
+    playlist = ("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                '#EXT-X-KEY:METHOD=AES-128,URI="http://203.0.113.9/key"\n'
+                '#EXT-X-MAP:URI="init.mp4"\n#EXT-X-SESSION-DATA:DATA-ID="x",URI="http://a/b"\n'
+                "#EXTINF:1.0,\nseg0.m4s\n")
+    master = ('#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",URI="http://203.0.113.9/a.m3u8"\n'
+              '#EXT-X-STREAM-INF:BANDWIDTH=1000,AUDIO="a",NAME="top"\nstream.m3u8\n')
+    hostile_origin(tmp_path, playlist, master, count=1)
+    edge_dir = tmp_path / "edge"
+    edge_dir.mkdir()
+    with file_origin(tmp_path / "origin") as origin:
+        Relay(RelaySettings(f"http://127.0.0.1:{origin.server_port}/stream/master.m3u8"),
+              edge_dir).poll()
+    written = (edge_dir / "stream.m3u8").read_text() + (edge_dir / "master.m3u8").read_text()
+    assert "203.0.113.9" not in written and "http" not in written
+    assert "EXT-X-KEY" not in written and "EXT-X-MEDIA:" not in written
+
+
+@pytest.mark.parametrize("line", ["#EXTINF:inf,", "#EXTINF:nan,", "#EXTINF:-1,",
+                                  "#EXTINF:1e400,"])
+def test_numbers_that_are_not_finite_are_refused(line):
+    with pytest.raises(hls.PlaylistError):
+        hls.parse(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n{line}\nseg0.m4s\n")
+    with pytest.raises(hls.PlaylistError):
+        hls.parse("#EXTM3U\n#EXT-X-TARGETDURATION:nan\n#EXTINF:1,\nseg0.m4s\n")
+
+
+def test_a_rendition_holds_at_most_its_byte_budget(tmp_path, monkeypatch):
+    from app.sources import relay as relay_module
+
+    monkeypatch.setattr(relay_module, "RENDITION_BYTES", 1_000_000)
+    names = [f"seg{i}.m4s" for i in range(13)]
+    hostile_origin(tmp_path, media_playlist(names), segment_bytes=300_000, count=13)
+    edge_dir = tmp_path / "edge"
+    edge_dir.mkdir()
+    with file_origin(tmp_path / "origin") as origin:
+        relay = Relay(RelaySettings(f"http://127.0.0.1:{origin.server_port}/stream/stream.m3u8"),
+                      edge_dir)
+        with pytest.raises(RelayError, match="per rendition"):
+            relay.poll()
+    held = sum(p.stat().st_size for p in edge_dir.glob("*.m4s"))
+    assert held <= 1_000_000
+
+
+@pytest.mark.parametrize("status", [
+    '{"title": "x", "paused": false, "starts_at": 1e308, "now": -1e308}',
+    '{"title": "x", "paused": false, "starts_at": 9e15, "now": 0}',
+    "[" * 5000,
+    '"just a string"',
+])
+def test_a_bad_status_is_refused_and_the_status_follower_goes_on(tmp_path, status):
+    from app.sources.relay import parse_status
+
+    with pytest.raises(RelayError):
+        parse_status(status)
+    served = hostile_origin(tmp_path, media_playlist([]))
+    (served.parent / "api").mkdir()
+    (served.parent / "api" / "status").write_text(status)
+    edge_dir = tmp_path / "edge"
+    edge_dir.mkdir()
+    with file_origin(tmp_path / "origin") as origin:
+        relay = Relay(RelaySettings(f"http://127.0.0.1:{origin.server_port}"), edge_dir)
+        follower = threading.Thread(target=relay.follow_status, daemon=True)
+        follower.start()
+        wait_for(lambda: origin.asked.count("/api/status") >= 1, 10, what="a status poll")
+        time.sleep(0.2)
+        assert follower.is_alive(), "the status follower died on a bad status"
+        relay.stop()
+    assert not (edge_dir / folder.COUNTDOWN_FILE).exists()

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 
 MAX_PLAYLIST_BYTES = 256 * 1024
 MAX_STATUS_BYTES = 16 * 1024
+# What an edge takes from an origin at most (anyone on a plain-HTTP path is an origin too):
+MAX_SEGMENTS = 16  # the newest segments of a playlist; older ones are not fetched
+RENDITION_BYTES = 128 * 1024 * 1024  # on disk per rendition, all its held files together
+BITS_PER_SECOND = 50_000_000  # one segment may hold at most its duration at this rate
+MAX_COUNTDOWN = 366 * 86400.0  # seconds ahead a countdown may say
 STATUS_INTERVAL = 2.0  # the origin's title, pause and countdown reach the edge this often
 STREAM_INF = "#EXT-X-STREAM-INF"
 
@@ -100,6 +106,7 @@ def is_onion(url: str) -> bool:
 class _Variant:
     """What the edge holds of one media playlist."""
     held: set[str] = field(default_factory=set)  # segment names on the edge's disk
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes of each held file
     previous: frozenset[str] = frozenset()  # names the last written playlist listed
     newest: int | None = None
     last_text: str | None = None
@@ -210,10 +217,12 @@ class Relay:
         if STREAM_INF not in text:
             return self._sync_media(self.settings.playlist, url, text)
         variants = master_variants(text)
-        for uri in variants:
-            self._sync_media(uri, urljoin(url, uri), self._get_text(urljoin(url, uri)))
-        self._keep_only(set(variants))
-        self._write(MASTER_PLAYLIST, text.encode())  # last: every variant it names exists
+        for variant in variants:
+            self._sync_media(variant.uri, urljoin(url, variant.uri),
+                             self._get_text(urljoin(url, variant.uri)))
+        self._keep_only({variant.uri for variant in variants})
+        # last: every variant it names exists; written anew, with only what we understood
+        self._write(MASTER_PLAYLIST, render_master(variants).encode())
         return False
 
     def _drop_master(self) -> None:
@@ -236,7 +245,7 @@ class Relay:
         state = self.variants.setdefault(name, _Variant())
         if text == state.last_text:
             return False
-        parsed = hls.parse(text)
+        parsed = hls.newest(hls.parse(text), MAX_SEGMENTS)
         newest = parsed.entries[-1].sequence if parsed.entries else None
         listed = {(e.sequence, e.uri) for e in parsed.entries}
         restarted = state.last_text is None or (
@@ -246,13 +255,14 @@ class Relay:
         if restarted:  # the listed names are new files; the old unlisted ones go in _forget
             state.held -= parsed.uris
         if parsed.init_uri and parsed.init_uri not in state.held:
-            self._write(parsed.init_uri, self._get_bytes(urljoin(url, parsed.init_uri)))
-            state.held.add(parsed.init_uri)
-        fetched = [entry.uri for entry in parsed.entries if entry.uri not in state.held]
-        for uri in fetched:
-            self._write(uri, self._get_bytes(urljoin(url, uri)))
-            state.held.add(uri)
-        self._write(name, text.encode())
+            self._hold(state, parsed.init_uri,
+                       self._get(urljoin(url, parsed.init_uri), MAX_PLAYLIST_BYTES * 4))
+        fetched = [entry for entry in parsed.entries if entry.uri not in state.held]
+        for entry in fetched:
+            limit = min(self.settings.max_segment_bytes,
+                        int(max(entry.duration, 1.0) * BITS_PER_SECOND / 8))
+            self._hold(state, entry.uri, self._get(urljoin(url, entry.uri), limit))
+        self._write(name, hls.render(parsed).encode())  # only the tags we understood
         self._forget(state, parsed)
         if fetched and name == self.settings.playlist:
             self._segment_arrived()
@@ -272,7 +282,18 @@ class Relay:
             if uri not in keep:
                 (self.stream_dir / uri).unlink(missing_ok=True)
                 state.held.discard(uri)
+                state.sizes.pop(uri, None)
         state.previous = parsed.uris
+
+    def _hold(self, state: _Variant, uri: str, data: bytes) -> None:
+        """Write one fetched file, within the rendition's byte budget on disk."""
+        held = sum(state.sizes.get(name, 0) for name in state.held if name != uri)
+        if held + len(data) > RENDITION_BYTES:
+            raise RelayError(f"the origin's stream holds more than {RENDITION_BYTES >> 20} "
+                             "MiB per rendition; not following it further")
+        self._write(uri, data)
+        state.held.add(uri)
+        state.sizes[uri] = len(data)
 
     # ---------------------------------------------------------------- the origin's status
 
@@ -283,7 +304,7 @@ class Relay:
         while not self._stopped:
             try:
                 self.poll_status()
-            except (requests.RequestException, RelayError, OSError) as exc:
+            except Exception as exc:  # whatever the origin sends, the follower goes on
                 if not failing:
                     log.warning("origin %s: no status (%s); this edge's title, pause and "
                                 "countdown wait for it, the video goes on", self._shown(),
@@ -317,6 +338,8 @@ class Relay:
                 self.countdown = None
         else:
             starts_at = time.time() + (status.starts_at - status.now)  # on this machine's clock
+            if not math.isfinite(starts_at):
+                raise RelayError("/api/status gives a countdown out of range")
             if self.countdown is None or abs(starts_at - self.countdown) >= 1.0:  # not jitter
                 write_marker(self.stream_dir, COUNTDOWN_FILE, f"{starts_at:.0f}")
                 self.countdown = starts_at
@@ -338,9 +361,6 @@ class Relay:
             return data.decode("utf-8")
         except UnicodeDecodeError:
             raise RelayError(f"{Path(urlsplit(url).path).name} is not UTF-8 text") from None
-
-    def _get_bytes(self, url: str) -> bytes:
-        return self._get(url, self.settings.max_segment_bytes)
 
     def _get(self, url: str, limit: int) -> bytes:
         with self.session.get(url, timeout=self._timeouts(), stream=True,
@@ -388,26 +408,37 @@ def parse_status(text: str) -> OriginStatus:
         now = float(data["now"])
         title = clean_title(data["title"], "") if isinstance(data["title"], str) else ""
         paused = data["paused"] is True
-    except (ValueError, TypeError, KeyError) as exc:
-        raise RelayError(f"/api/status is not a livestream server's status ({exc!r})") from None
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise RelayError("/api/status is not a livestream server's status "
+                         f"({type(exc).__name__})") from None
     if not math.isfinite(now) or (starts_at is not None and not math.isfinite(starts_at)):
         raise RelayError("/api/status gives a time that is not a number")
+    if starts_at is not None and abs(starts_at - now) > MAX_COUNTDOWN:
+        raise RelayError("/api/status gives a countdown out of range")
     return OriginStatus(title, paused, starts_at, now)
 
 
-def master_variants(text: str) -> list[str]:
-    """The media playlists a master playlist lists (the URI line after each STREAM-INF);
-    plain file names only, like every other name in the stream folder."""
-    lines = [line.strip() for line in text.splitlines()]
-    variants = []
-    for index, line in enumerate(lines):
-        if line.startswith(STREAM_INF):
-            following = next((x for x in lines[index + 1:] if x and not x.startswith("#")), "")
-            if not following or "/" in following or following.startswith("."):
-                raise RelayError(f"master playlist variant {following!r} is not a plain "
-                                 "file name")
-            variants.append(following)
+def master_variants(text: str) -> tuple[hls.Variant, ...]:
+    """The media playlists a master playlist lists, at most hls.MAX_VARIANTS; plain file
+    names only, like every other name in the stream folder."""
+    variants = hls.parse_master(text)
+    if not variants:
+        raise RelayError("the master playlist lists no media playlist")
     return variants
+
+
+def render_master(variants: tuple[hls.Variant, ...]) -> str:
+    """The edge's own master playlist: only the variants it follows, with only the
+    attributes it understood (bandwidth, resolution, name)."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for variant in variants:
+        attributes = f"BANDWIDTH={max(0, variant.bandwidth)}"
+        if re.fullmatch(r"[0-9]{1,5}x[0-9]{1,5}", variant.resolution):
+            attributes += f",RESOLUTION={variant.resolution}"
+        if re.fullmatch(r"[A-Za-z0-9_-]{1,32}", variant.name):
+            attributes += f',NAME="{variant.name}"'
+        lines += [f"#EXT-X-STREAM-INF:{attributes}", variant.uri]
+    return "\n".join(lines) + "\n"
 
 
 def _reason(exc: Exception) -> str:

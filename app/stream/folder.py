@@ -13,6 +13,7 @@ renditions exist.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -169,6 +170,7 @@ def read_countdown(stream_dir: Path) -> float | None:
     """When the host's queue starts (unix time), if a countdown is set."""
     try:
         with (Path(stream_dir) / COUNTDOWN_FILE).open("rb") as handle:
-            return float(handle.read(32).decode("ascii"))
+            starts_at = float(handle.read(32).decode("ascii"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
+    return starts_at if math.isfinite(starts_at) else None  # "inf" is not a time

@@ -1,11 +1,15 @@
-"""Parse the HLS media playlist that ffmpeg (or OBS) writes.
+"""Parse the HLS media playlist that ffmpeg (or OBS) writes, and write one back.
 
 Only what the server needs: the init segment, the listed media segments with their
-sequence numbers and durations, and whether the stream has ended.
+sequence numbers and durations, and whether the stream has ended. Numbers must be finite and
+in range (a duration of `inf` or `nan` reached players as Infinity). `render` writes a
+playlist from only these parts: an edge passes on what it understood, never tags it did not
+(an EXT-X-KEY naming another host, say).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,13 @@ def parse(text: str) -> Playlist:
         if not line:
             continue
         if line.startswith("#EXT-X-TARGETDURATION:"):
-            target = _number(line, float)
+            target = _number(line, float, MAX_DURATION)
         elif line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
-            media_sequence = _number(line, int)
+            media_sequence = _number(line, int, MAX_SEQUENCE)
         elif line.startswith("#EXT-X-MAP:"):
             init_uri = _attribute(line, "URI")
         elif line.startswith("#EXTINF:"):
-            duration = _number(line.split(",", 1)[0], float)
+            duration = _number(line.split(",", 1)[0], float, MAX_DURATION)
         elif line == "#EXT-X-ENDLIST":
             ended = True
         elif not line.startswith("#"):
@@ -68,11 +72,39 @@ def parse(text: str) -> Playlist:
     return Playlist(target, media_sequence, init_uri, tuple(entries), ended)
 
 
-def _number(line: str, kind):
+MAX_DURATION = 3600.0  # seconds, for one segment or the target
+MAX_SEQUENCE = 2 ** 53  # what a JavaScript player still counts exactly
+
+
+def _number(line: str, kind, largest: float):
     try:
-        return kind(line.split(":", 1)[1].strip())
-    except (IndexError, ValueError):
-        raise PlaylistError(f"bad number in {line!r}") from None
+        value = kind(line.split(":", 1)[1].strip())
+    except (IndexError, ValueError, OverflowError):
+        raise PlaylistError(f"bad number in {line[:80]!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= largest:
+        raise PlaylistError(f"number out of range in {line[:80]!r}")
+    return value
+
+
+def newest(playlist: Playlist, count: int) -> Playlist:
+    """Only the `count` newest segments of a playlist (numbered as before)."""
+    kept = playlist.entries[-count:] if count else ()
+    first = kept[0].sequence if kept else playlist.media_sequence + len(playlist.entries)
+    return replace(playlist, entries=tuple(kept), media_sequence=first)
+
+
+def render(playlist: Playlist) -> str:
+    """A media playlist with only the tags this module understands."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS",
+             f"#EXT-X-TARGETDURATION:{math.ceil(playlist.target_duration)}",
+             f"#EXT-X-MEDIA-SEQUENCE:{playlist.media_sequence}"]
+    if playlist.init_uri:
+        lines.append(f'#EXT-X-MAP:URI="{playlist.init_uri}"')
+    for entry in playlist.entries:
+        lines += [f"#EXTINF:{entry.duration:.6f},", entry.uri]
+    if playlist.ended:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
 
 
 def _attribute(line: str, name: str) -> str:
