@@ -216,7 +216,7 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
         server = make_server(app, (host, config.server.port), config.stream.send_timeout,
                              config.server.header_timeout)
         server.init_socket()
-        circuits = start_circuit_listener(app, config, 0)
+        circuits = start_circuit_listener(app, config, config.tor.circuit_port)
     except OSError as exc:
         services.stop()
         print(f"livestream: cannot listen on {host}:{config.server.port}: "
@@ -239,8 +239,9 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def uses_circuits(config: Config) -> bool:
-    """Our own tor can tell each connection's circuit (app/web/clients.py)."""
-    return config.tor.enabled and config.tor.mode == "launch"
+    """Tor is to tell each connection's circuit (app/web/clients.py): our onion service
+    asks for it, or a backend's (`livestream onion backend`) points at tor.circuit_port."""
+    return (config.tor.enabled and config.tor.circuits) or config.tor.circuit_port != 0
 
 
 def start_circuit_listener(app, config: Config, port: int, shared: bool = False):
@@ -371,8 +372,8 @@ def supervise_workers(args: argparse.Namespace, config: Config, services, host: 
         return 1
     stopping = stop_event()
     circuit_port = None
-    if uses_circuits(config):  # a free port every worker binds (SO_REUSEPORT)
-        probe = reuse_port_listener("127.0.0.1", 0, backlog=1)
+    if uses_circuits(config):  # a port every worker binds (SO_REUSEPORT); 0: a free one
+        probe = reuse_port_listener("127.0.0.1", config.tor.circuit_port, backlog=1)
         circuit_port = probe.getsockname()[1]
         probe.close()
         os.environ[CIRCUIT_PORT_VARIABLE] = str(circuit_port)
@@ -428,9 +429,10 @@ def start_onion(config: Config, stopping: gevent.event.Event,
               "without its pow module): a flood of connections costs its sender little",
               file=sys.stderr, flush=True)
     if not onion.uses_circuits:
-        print("note: an attached tor does not say which circuit a viewer came through, so "
-              "the per-client budgets ([budgets]) do not apply to onion viewers; "
-              "tor.mode = \"launch\" gives them", file=sys.stderr, flush=True)
+        print("note: tor does not tell which circuit a viewer came through (tor.circuits is "
+              "off, or the attached tor cannot read a service folder of ours), so the "
+              "per-client budgets ([budgets]) do not apply to onion viewers",
+              file=sys.stderr, flush=True)
     follow_reachability(onion, config.tor.reachable_timeout)
     if config.tor.client_auth:
         print("client authorization is on: only viewers given a key by "

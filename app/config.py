@@ -123,6 +123,8 @@ class TorConfig:
     pow_queue_rate: int = 50  # rendezvous requests per second the service takes from the queue
     pow_queue_burst: int = 250
     max_streams: int = 32  # open streams (connections) per circuit; more closes the circuit
+    circuits: bool = True  # a service folder, so tor tells each connection's circuit
+    circuit_port: int = 0  # the loopback port for tor's PROXY lines; 0: a free one
     intro_dos_defense: bool = False  # rate limits at the intro points (can cost reachability)
     torrc: dict[str, str | int] = field(default_factory=dict)
 
@@ -437,6 +439,8 @@ def _check(config: Config, where: str) -> None:
         problems.append("'tor.mode' must be \"launch\" (start our own tor) or \"attach\"")
     if not 0 < config.tor.control_port < 65536:
         problems.append("'tor.control_port' must be between 1 and 65535")
+    if not 0 <= config.tor.circuit_port < 65536:
+        problems.append("'tor.circuit_port' must be between 0 (any free port) and 65535")
     if not 0 < config.tor.virtual_port < 65536:
         problems.append("'tor.virtual_port' must be between 1 and 65535")
     if config.tor.restart_attempts < 0 or config.tor.check_interval <= 0:

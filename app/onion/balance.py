@@ -114,12 +114,14 @@ def run_front(config_path: Path, control_host: str, control_port: int, testnet: 
 # ---------------------------------------------------------------- backends
 
 def publish_backend(controller: Controller, hs_dir: Path, target_port: int, front: str,
-                    virtual_port: int = 80, timeout: float = 30.0) -> str:
+                    virtual_port: int = 80, timeout: float = 30.0,
+                    export_circuits: bool = False) -> str:
     """Add a HiddenServiceDir onion service for this server to the attached tor, marked as an
     Onionbalance instance of `front`; return its own (backend) address.
 
     Existing onion services of that tor are kept: tor's whole HiddenService configuration is
-    read, ours is added (or replaced) and written back.
+    read, ours is added (or replaced) and written back. `export_circuits`: target_port is the
+    server's circuit listener, which reads tor's PROXY line naming each circuit.
     """
     hs_dir = Path(hs_dir).resolve()
     hs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -129,6 +131,8 @@ def publish_backend(controller: Controller, hs_dir: Path, target_port: int, fron
     conf[str(hs_dir)] = {"HiddenServicePort": [(virtual_port, "127.0.0.1", target_port)],
                          "HiddenServiceVersion": "3",
                          "HiddenServiceOnionbalanceInstance": "1"}
+    if export_circuits:
+        conf[str(hs_dir)]["HiddenServiceExportCircuitID"] = "haproxy"
     controller.set_hidden_service_conf(conf)
     hostname = hs_dir / "hostname"
     deadline = time.monotonic() + timeout
@@ -206,10 +210,15 @@ def run_backend_command(config, front: str) -> int:
         print(f"livestream: {exc}", file=sys.stderr)
         return 1
     try:
-        address = publish_backend(controller, hs_dir, config.server.port, front,
-                                  config.tor.virtual_port)
+        circuits = config.tor.circuit_port
+        address = publish_backend(controller, hs_dir, circuits or config.server.port, front,
+                                  config.tor.virtual_port, export_circuits=bool(circuits))
+        if not circuits:
+            print("note: set [tor] circuit_port (the same in `serve`'s config, then restart "
+                  "it) so this backend's viewers have per-circuit budgets", file=sys.stderr,
+                  flush=True)
         print(f"backend address: {address} (give it to `livestream onion balance "
-              f"--backend`); serving port {config.server.port} for {onion_name(front)}",
+              f"--backend`); serving port {circuits or config.server.port} for {onion_name(front)}",
               flush=True)
         until_stopped()
         return 130

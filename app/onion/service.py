@@ -314,14 +314,16 @@ class OnionService:
 
     @property
     def uses_circuits(self) -> bool:
-        return self.tor.mode == "launch" and self.circuit_port is not None
+        return self.circuit_port is not None
 
     @property
     def service_dir(self) -> Path:
         return self.paths.tor_dir / "service"
 
     def _set_service_dir(self) -> None:
-        """Our key in tor's own format in a folder of tor's, and the service set on it."""
+        """Our key in tor's own format in a folder of ours, and the service set on it next to
+        any other service that tor has. An attached tor that cannot use it (another user
+        that cannot read our folder, say) gets the ephemeral service instead."""
         folder = self.service_dir
         shutil.rmtree(folder, ignore_errors=True)
         (folder / "authorized_clients").mkdir(parents=True, mode=0o700)
@@ -331,31 +333,44 @@ class OnionService:
             for name, public in self._clients.items():
                 write_private(folder / "authorized_clients" / f"{name}.auth",
                               f"descriptor:x25519:{public}\n")
-        options = [("HiddenServiceDir", str(folder)),
-                   ("HiddenServicePort",
-                    f"{self.tor.virtual_port} 127.0.0.1:{self.circuit_port}"),
-                   ("HiddenServiceExportCircuitID", "haproxy"),
-                   ("HiddenServiceMaxStreams", str(self.tor.max_streams)),
-                   ("HiddenServiceMaxStreamsCloseCircuit", "1")]
-        self.defenses = [f"at most {self.tor.max_streams} streams per circuit"]
-        if self.tor.pow:
-            if tor_has_pow(self.tor.command):
-                options += [("HiddenServicePoWDefensesEnabled", "1"),
-                            ("HiddenServicePoWQueueRate", str(self.tor.pow_queue_rate)),
-                            ("HiddenServicePoWQueueBurst", str(self.tor.pow_queue_burst))]
-                self.defenses.append(f"proof-of-work (queue {self.tor.pow_queue_rate}/s)")
-            else:
-                log.warning("this tor has no proof-of-work module (tor --list-modules): the "
-                            "onion service runs without it; tor 0.4.8 or newer has it")
+        options = {"HiddenServicePort": [(self.tor.virtual_port, "127.0.0.1",
+                                          self.circuit_port)],
+                   "HiddenServiceExportCircuitID": "haproxy",
+                   "HiddenServiceMaxStreams": str(self.tor.max_streams),
+                   "HiddenServiceMaxStreamsCloseCircuit": "1"}
         if self.tor.intro_dos_defense:
-            options.append(("HiddenServiceEnableIntroDoSDefense", "1"))
-            self.defenses.append("intro-point DoS defense")
+            options["HiddenServiceEnableIntroDoSDefense"] = "1"
+        pow_options = {"HiddenServicePoWDefensesEnabled": "1",
+                       "HiddenServicePoWQueueRate": str(self.tor.pow_queue_rate),
+                       "HiddenServicePoWQueueBurst": str(self.tor.pow_queue_burst)}
+        with_pow = self.tor.pow and (self.tor.mode == "attach" or tor_has_pow(self.tor.command))
         try:
-            self._controller.set_options(options)
-        except stem.InvalidArguments as exc:
-            raise TorError(f"tor refused the onion service's options: {exc}") from None
+            try:
+                self._publish_dir(folder, {**options, **pow_options} if with_pow else options)
+            except stem.InvalidArguments:
+                if not with_pow:
+                    raise
+                with_pow = False  # an attached tor without the pow module
+                self._publish_dir(folder, options)
+        except (stem.InvalidArguments, stem.InvalidRequest, stem.OperationFailed) as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            if self.tor.mode == "launch":
+                raise TorError(f"tor refused the onion service's options: {exc}") from None
+            log.warning("the attached tor refused a service folder of ours (%s; it must run "
+                        "as this user to read it): publishing without circuit ids", exc)
+            self.circuit_port = None
+            self._add_service()
+            return
         except stem.ControllerError as exc:
             raise TorError(f"lost tor while creating the onion service: {exc}") from None
+        if self.tor.pow and not with_pow:
+            log.warning("this tor has no proof-of-work module (tor --list-modules shows "
+                        "`pow: yes` from tor 0.4.8): the onion service runs without it")
+        self.defenses = [f"at most {self.tor.max_streams} streams per circuit"]
+        if with_pow:
+            self.defenses.append(f"proof-of-work (queue {self.tor.pow_queue_rate}/s)")
+        if self.tor.intro_dos_defense:
+            self.defenses.append("intro-point DoS defense")
         try:
             address = (folder / "hostname").read_text("ascii").strip()
         except OSError as exc:
@@ -363,6 +378,21 @@ class OnionService:
         if address != self._key.address:
             raise TorError(f"tor published {address}, but the key says {self._key.address}")
         self.address = address
+
+    def _publish_dir(self, folder: Path, options: dict) -> None:
+        conf = self._controller.get_hidden_service_conf()
+        conf[str(folder)] = options
+        self._controller.set_hidden_service_conf(conf)
+
+    def _withdraw_dir(self, controller: Controller) -> None:
+        """Take our service out of an attached tor's configuration (its others stay)."""
+        try:
+            conf = controller.get_hidden_service_conf()
+            if conf.pop(str(self.service_dir), None) is not None:
+                controller.set_hidden_service_conf(conf)
+                log.info("onion service %s removed", self.address)
+        except stem.ControllerError as exc:
+            log.warning("could not remove the onion service: %s", exc)
 
     def _add_service(self) -> None:
         expected = self._key.address
@@ -527,9 +557,12 @@ class OnionService:
         self._stopping.set()
         with self._lock:
             controller = self._controller
+            alive = controller is not None and controller.is_alive() and self.address
             if self.uses_circuits:
-                pass  # the service lives in our tor, which stops next
-            elif controller is not None and controller.is_alive() and self.address:
+                if alive and self.tor.mode == "attach":
+                    self._withdraw_dir(controller)
+                # a launched tor takes the service with it
+            elif alive:
                 try:
                     controller.remove_ephemeral_hidden_service(self.address[:-len(".onion")])
                     log.info("onion service %s removed", self.address)
