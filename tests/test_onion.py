@@ -16,7 +16,9 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,7 +27,8 @@ import requests
 import stem
 import stem.control
 import stem.process
-from support import free_port, livestream, make_app, write_config
+from chat_support import field
+from support import free_port, livestream, make_app, wait_for, write_config
 
 from app.onion import keys as onion_keys
 
@@ -550,58 +553,175 @@ def private_tor_network(base: Path, *options: str, timeout: float = 240):
                        check=False, capture_output=True, timeout=60)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not PRIVNET.exists(), reason="no shared/tools/privnet.py beside the checkout")
-@pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("curl") is None,
-                    reason="needs ffmpeg and curl")
-def test_video_through_a_private_tor_network(tmp_path):
+needs_ffmpeg_and_curl = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or shutil.which("curl") is None, reason="needs ffmpeg and curl")
+PRIVNET_BUDGETS = {"identities": 10, "captchas": 4, "close_circuit_after": 20}
+
+
+@pytest.fixture(scope="module")
+def through_privnet(tmp_path_factory):
+    """One private Tor network, one test stream and one `serve` attached to the network's
+    onion-service tor for the tests below: (network state, server, address, port, folder)."""
+    if not PRIVNET.exists():
+        pytest.skip("no shared/tools/privnet.py beside the checkout")
+    tmp_path = tmp_path_factory.mktemp("privnet-serve")
     stream_dir = tmp_path / "stream"
     stream_dir.mkdir()
     source = subprocess.Popen([str(REPO / "stream.sh"), "--test"], cwd=REPO,
-                              env=dict(os.environ, STREAM_DIR=str(stream_dir), DURATION="240"),
+                              env=dict(os.environ, STREAM_DIR=str(stream_dir), DURATION="300"),
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         with private_tor_network(tmp_path / "privnet") as net:
             port = free_port()
-            config = onion_config(tmp_path / "app", port, {
-                "mode": "attach", "control_port": net["hs_control_port"], "torrc": {}},
-                stream_dir=stream_dir)
+            answers = tmp_path / "captcha-answers.txt"
+            config = write_config(tmp_path / "app", {
+                "server": {"port": port}, "stream": {"dir": str(stream_dir)},
+                "tor": {"enabled": True, "mode": "attach",
+                        "control_port": net["hs_control_port"], "torrc": {}},
+                "budgets": PRIVNET_BUDGETS,
+                "captcha": {"testing_answers_file": str(answers)}})
             with serving(config) as server:
-                address = server.address()
-                assert "not reachable yet" in server.stdout
-                # tor's own event says the descriptor is up; only then is it "reachable"
-                server.wait_for(r"onion address reachable: http://" + re.escape(address),
-                                timeout=120)
-                deadline = time.monotonic() + 60
-                while "<video" not in requests.get(f"http://127.0.0.1:{port}/", timeout=5).text:
-                    assert time.monotonic() < deadline, "the test stream never went live"
-                    time.sleep(0.5)
-                started, deadline = time.monotonic(), time.monotonic() + 90
-                page_file = tmp_path / "page.html"
-                while True:  # until the descriptor is published and a circuit is up
-                    page = curl_socks(net["socks_port"], f"http://{address}/", "--output",
-                                      str(page_file), "--write-out", "%{time_total}",
-                                      timeout=30)
-                    if page.returncode == 0 and b"<video" in page_file.read_bytes():
-                        break
-                    assert time.monotonic() < deadline, f"page never came: {page.stderr!r}"
-                    time.sleep(1)
-                print(f"\nthrough Tor: first page {time.monotonic() - started:.2f} s after "
-                      f"the address was printed (last fetch {float(page.stdout):.2f} s)")
-                html = page_file.read_bytes()
-                assert b"http://" not in html and b"https://" not in html
-                video = curl_socks(net["socks_port"], f"http://{address}/stream.mp4",
-                                   "--output", str(tmp_path / "video.mp4"), "--write-out",
-                                   "%{time_connect} %{time_starttransfer}", timeout=8)
-                assert video.returncode == 28, video  # stopped by --max-time: still live
-                connect, first_byte = map(float, video.stdout.split())
-                received = (tmp_path / "video.mp4").read_bytes()
-                print(f"through Tor: SOCKS connect {connect * 1000:.0f} ms, first byte of "
-                      f"/stream.mp4 after {first_byte * 1000:.0f} ms, {len(received)} bytes "
-                      "in 8 s")
-                assert received[4:8] == b"ftyp", received[:16]
-                assert len(received) > 100_000
+                server.answers = answers
+                yield net, server, server.address(), port, tmp_path
     finally:
         os.killpg(source.pid, signal.SIGTERM)
         source.wait(timeout=10)
+
+
+@pytest.mark.slow
+@needs_ffmpeg_and_curl
+def test_video_through_a_private_tor_network(through_privnet):
+    net, server, address, port, tmp_path = through_privnet
+    assert "not reachable yet" in server.stdout
+    # tor's own event says the descriptor is up; only then is it "reachable"
+    server.wait_for(r"onion address reachable: http://" + re.escape(address), timeout=120)
+    deadline = time.monotonic() + 60
+    while "<video" not in requests.get(f"http://127.0.0.1:{port}/", timeout=5).text:
+        assert time.monotonic() < deadline, "the test stream never went live"
+        time.sleep(0.5)
+    started, deadline = time.monotonic(), time.monotonic() + 90
+    page_file = tmp_path / "page.html"
+    while True:  # until the descriptor is published and a circuit is up
+        page = curl_socks(net["socks_port"], f"http://{address}/", "--output",
+                          str(page_file), "--write-out", "%{time_total}", timeout=30)
+        if page.returncode == 0 and b"<video" in page_file.read_bytes():
+            break
+        assert time.monotonic() < deadline, f"page never came: {page.stderr!r}"
+        time.sleep(1)
+    print(f"\nthrough Tor: first page {time.monotonic() - started:.2f} s after "
+          f"the address was printed (last fetch {float(page.stdout):.2f} s)")
+    html = page_file.read_bytes()
+    assert b"http://" not in html and b"https://" not in html
+    video = curl_socks(net["socks_port"], f"http://{address}/stream.mp4",
+                       "--output", str(tmp_path / "video.mp4"), "--write-out",
+                       "%{time_connect} %{time_starttransfer}", timeout=8)
+    assert video.returncode == 28, video  # stopped by --max-time: still live
+    connect, first_byte = map(float, video.stdout.split())
+    received = (tmp_path / "video.mp4").read_bytes()
+    print(f"through Tor: SOCKS connect {connect * 1000:.0f} ms, first byte of "
+          f"/stream.mp4 after {first_byte * 1000:.0f} ms, {len(received)} bytes in 8 s")
+    assert received[4:8] == b"ftyp", received[:16]
+    assert len(received) > 100_000
+    # the service tells circuits and defends itself with proof-of-work and stream limits
+    assert "proof-of-work" in server.stdout and "note: tor does not tell" not in server.stderr
+
+
+def through(net: dict, who: str) -> dict:
+    """requests' proxies for one Tor identity: tor keeps streams with different SOCKS
+    credentials on different circuits (IsolateSOCKSAuth)."""
+    proxy = f"socks5h://{who}:x@127.0.0.1:{net['socks_port']}"
+    return {"http": proxy, "https": proxy}
+
+
+@pytest.mark.slow
+@needs_ffmpeg_and_curl
+def test_one_circuit_inventing_viewers_is_held_and_closed_while_a_newcomer_posts(
+        through_privnet):
+    net, server, address, _, _ = through_privnet
+    server.wait_for(r"onion address reachable", timeout=120)
+    base = f"http://{address}"
+    wait_for(lambda: _fetches(base + "/", through(net, "warm-up")), 90, interval=1.0,
+             what="the onion service to answer")
+    stop, answers, lock = threading.Event(), [], threading.Lock()
+
+    def flood() -> None:
+        session = requests.Session()  # keep-alive streams, all on the flood's circuit
+        for n in range(2000):
+            if stop.is_set():
+                return
+            path = "/chat/form" if n % 2 else f"/chat/form?token=invented-{n:012d}"
+            session.cookies.clear()  # a new viewer each time, as a script inventing them
+            try:
+                status = session.get(base + path, proxies=through(net, "flood"),
+                                     timeout=20).status_code
+            except requests.RequestException:
+                status = 0  # the circuit was closed under it
+                session = requests.Session()
+            with lock:
+                answers.append(status)
+
+    threads = [threading.Thread(target=flood, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(answers) > 40, 60, what="the flood to get going")
+        started = time.monotonic()
+        newcomer = through(net, "newcomer")
+        page = requests.get(base + "/", proxies=newcomer, timeout=30)
+        token = re.search(r"/chat/form\?token=([\w-]+)", page.text).group(1)
+        captcha_id = form = None
+        for _ in range(2):  # a captcha within two reloads
+            form = requests.get(f"{base}/chat/form?token={token}", proxies=newcomer,
+                                timeout=30).text
+            captcha_id = field(form, "captcha_id")
+            if captcha_id:
+                break
+            time.sleep(1)
+        assert captcha_id, "the newcomer got no captcha during the flood"
+        to_captcha = time.monotonic() - started
+        answer = wait_for(lambda: _answer(server.answers, captcha_id), 10,
+                          what="the captcha answer")
+        posted = requests.post(f"{base}/chat/form?token={token}", proxies=newcomer,
+                               timeout=30, allow_redirects=False, data={
+                                   "token": token, "nonce": field(form, "nonce"),
+                                   "captcha_id": captcha_id, "captcha": answer,
+                                   "message": "hello from another circuit"})
+        assert posted.status_code == 303, posted.text[:200]
+        to_post = time.monotonic() - started
+        try:
+            wait_for(lambda: "closing a circuit" in server.stderr, 60, interval=0.5,
+                     what="the flooding circuit to be closed")
+        except TimeoutError:
+            raise AssertionError(f"no circuit closed; the flood got {Counter(answers)}") \
+                from None
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    closed = server.stderr.count("closing a circuit")
+    served = answers.count(200)
+    print(f"\nthrough Tor, one identity flooding: {len(answers)} form loads, {served} served, "
+          f"{answers.count(429)} refused, {answers.count(0)} cut; {closed} circuit(s) closed; "
+          f"newcomer on another circuit: captcha after {to_captcha:.2f} s, posted after "
+          f"{to_post:.2f} s")
+    assert answers.count(0) > 0, "the flood's circuit was never closed under it"
+    # each circuit the flood used (the first, and one more per close) got its budget, no more
+    assert served <= PRIVNET_BUDGETS["identities"] * (closed + 1)
+
+
+def _fetches(url: str, proxies: dict) -> bool:
+    try:
+        return requests.get(url, proxies=proxies, timeout=20).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _answer(answers: Path, captcha_id: str) -> str | None:
+    if not answers.exists():
+        return None
+    for line in answers.read_text().splitlines():
+        found, answer = line.split()
+        if found == captcha_id:
+            return answer
+    return None
