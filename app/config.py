@@ -125,6 +125,8 @@ class TorConfig:
     max_streams: int = 32  # open streams (connections) per circuit; more closes the circuit
     circuits: bool = True  # a service folder, so tor tells each connection's circuit
     circuit_port: int = 0  # the loopback port for tor's PROXY lines; 0: a free one
+    metrics: bool = True  # launch: open tor's MetricsPort on loopback for the cockpit
+    metrics_port: int = 0  # attach: the attached tor's MetricsPort on 127.0.0.1 (0: none)
     intro_dos_defense: bool = False  # rate limits at the intro points (can cost reachability)
     torrc: dict[str, str | int] = field(default_factory=dict)
 
@@ -439,6 +441,8 @@ def _check(config: Config, where: str) -> None:
         problems.append("'tor.mode' must be \"launch\" (start our own tor) or \"attach\"")
     if not 0 < config.tor.control_port < 65536:
         problems.append("'tor.control_port' must be between 1 and 65535")
+    if not 0 <= config.tor.metrics_port < 65536:
+        problems.append("'tor.metrics_port' must be between 0 (none) and 65535")
     if not 0 <= config.tor.circuit_port < 65536:
         problems.append("'tor.circuit_port' must be between 0 (any free port) and 65535")
     if not 0 < config.tor.virtual_port < 65536:

@@ -27,6 +27,7 @@ import requests
 import stem
 import stem.control
 import stem.process
+from prometheus_client.parser import text_string_to_metric_families
 from chat_support import field
 from support import free_port, livestream, make_app, wait_for, write_config
 
@@ -573,13 +574,17 @@ def through_privnet(tmp_path_factory):
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         with private_tor_network(tmp_path / "privnet") as net:
-            port = free_port()
+            port, metrics_port = free_port(), free_port()
+            with stem.control.Controller.from_port(port=net["hs_control_port"]) as tor:
+                tor.authenticate()  # the network's tor shows its figures, as a user's would
+                tor.set_options({"MetricsPort": f"127.0.0.1:{metrics_port}",
+                                 "MetricsPortPolicy": "accept 127.0.0.1"})
             answers = tmp_path / "captcha-answers.txt"
             config = write_config(tmp_path / "app", {
                 "server": {"port": port}, "stream": {"dir": str(stream_dir)},
-                "tor": {"enabled": True, "mode": "attach",
+                "tor": {"enabled": True, "mode": "attach", "metrics_port": metrics_port,
                         "control_port": net["hs_control_port"], "torrc": {}},
-                "budgets": PRIVNET_BUDGETS,
+                "budgets": PRIVNET_BUDGETS, "broadcaster": {"password": "test-password"},
                 "captcha": {"testing_answers_file": str(answers)}})
             with serving(config) as server:
                 server.answers = answers
@@ -638,7 +643,7 @@ def through(net: dict, who: str) -> dict:
 @needs_ffmpeg_and_curl
 def test_one_circuit_inventing_viewers_is_held_and_closed_while_a_newcomer_posts(
         through_privnet):
-    net, server, address, _, _ = through_privnet
+    net, server, address, port, _ = through_privnet
     server.wait_for(r"onion address reachable", timeout=120)
     base = f"http://{address}"
     wait_for(lambda: _fetches(base + "/", through(net, "warm-up")), 90, interval=1.0,
@@ -706,6 +711,15 @@ def test_one_circuit_inventing_viewers_is_held_and_closed_while_a_newcomer_posts
           f"newcomer on another circuit: captcha after {to_captcha:.2f} s, posted after "
           f"{to_post:.2f} s")
     assert answers.count(0) > 0, "the flood's circuit was never closed under it"
+    # the broadcaster sees it: the budgets' refusals and tor's own figures for the service
+    scrape = requests.get(f"http://127.0.0.1:{port}/metrics",
+                          auth=("broadcaster", "test-password"), timeout=10)
+    figures = {sample.name: sample.value
+               for family in text_string_to_metric_families(scrape.text)
+               for sample in family.samples}
+    print(f"tor's figures: { {k: v for k, v in figures.items() if 'tor_hs' in k} }")
+    assert figures["livestream_budget_refusals_total"] >= answers.count(429)
+    assert figures["livestream_tor_hs_rdv_num_total"] >= closed + 2
     # each circuit the flood used (the first, and one more per close) got its budget, no more
     assert served <= PRIVNET_BUDGETS["identities"] * (closed + 1)
 

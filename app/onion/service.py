@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -42,6 +43,7 @@ from app.onion.keys import (
     write_key,
     write_private,
 )
+from app.onion.tor_metrics import onion_figures
 from app.runtime import processes
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class LaunchedTor:
         self.tor = tor
         self.data_dir = data_dir
         self.process: subprocess.Popen | None = None
+        self.metrics_port = free_loopback_port() if tor.metrics else 0
 
     @property
     def port_file(self) -> Path:
@@ -147,6 +150,9 @@ class LaunchedTor:
             "Log": f"notice file {self.data_dir / 'notice.log'}",
             "__OwningControllerProcess": str(os.getpid()),
         }
+        if self.metrics_port:  # the onion service's own figures, for this machine only
+            options["MetricsPort"] = f"127.0.0.1:{self.metrics_port}"
+            options["MetricsPortPolicy"] = "accept 127.0.0.1"
         options.update({key: str(value) for key, value in self.tor.torrc.items()})
         return "".join(f"{key} {_torrc_value(value)}\n" for key, value in options.items())
 
@@ -233,6 +239,13 @@ def _authenticate(controller: Controller, password: str | None, where: str) -> N
         controller.close()
         raise TorError(f"authentication with {where} failed: {exc}. Check CookieAuthentication "
                        "or HashedControlPassword in torrc and tor.password.") from None
+
+
+def free_loopback_port() -> int:
+    """A port free right now on 127.0.0.1 (for tor's MetricsPort, which takes no "auto")."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _torrc_value(value: str) -> str:
@@ -465,17 +478,26 @@ class OnionService:
                               for key, value in (event.keyword_args or {}).items()}
             self.bootstrap["SEVERITY"] = str(event.runlevel)
 
+    @property
+    def metrics_port(self) -> int:
+        """Where tor's MetricsPort is: the one we opened, or tor.metrics_port (attach)."""
+        launched = self._launched
+        return launched.metrics_port if launched is not None else self.tor.metrics_port
+
     def traffic(self) -> dict[str, float]:
-        """Bytes tor read and wrote since it started: the cockpit's /metrics."""
+        """Bytes tor read and wrote since it started, and what its MetricsPort says about
+        our service: the cockpit's figures."""
         controller = self._controller
         if controller is None:
             return {}
+        figures = onion_figures(self.metrics_port, self.address) if self.metrics_port else {}
         try:
-            return {"livestream_tor_read_bytes": float(controller.get_info("traffic/read")),
-                    "livestream_tor_written_bytes": float(
-                        controller.get_info("traffic/written"))}
+            figures.update({
+                "livestream_tor_read_bytes": float(controller.get_info("traffic/read")),
+                "livestream_tor_written_bytes": float(controller.get_info("traffic/written"))})
         except (stem.ControllerError, ValueError):
-            return {}
+            pass
+        return figures
 
     def close_circuit(self, circuit: int) -> None:
         """Close one rendezvous circuit (a client that keeps going over its budgets)."""

@@ -60,7 +60,18 @@ def reading(s: Services) -> Reading:
             figures.extra.update(source())
         except Exception:  # noqa: BLE001 - a job that cannot answer must not break a scrape
             continue
+    figures.extra["livestream_budget_refusals_total"] = float(s.budgets.refusals)
     return figures
+
+
+TOR_FIGURES = (  # tor's own onion-service figures worth a line on the cockpit
+    ("livestream_tor_hs_intro_num_total", "Introductions tor received (since tor started)"),
+    ("livestream_tor_hs_intro_rejected_intro_req_count_total", "Introductions tor refused"),
+    ("livestream_tor_hs_rdv_num_total", "Rendezvous circuits (since tor started)"),
+    ("livestream_tor_hs_rdv_established_count", "Rendezvous circuits open now"),
+    ("livestream_tor_hs_pow_suggested_effort", "Proof-of-work effort tor asks of clients"),
+    ("livestream_tor_hs_rdv_pow_pqueue_count", "Introductions waiting in the proof-of-work queue"),
+)
 
 
 def process_figures() -> dict[str, float]:
@@ -143,7 +154,8 @@ def frame():
         uptime=int(snapshot.uptime()) if snapshot.uptime() is not None else None,
         restarts=max(0, snapshot.generation - s.stream.first_generation - 1),
         source=lock.holder(s.stream.directory), party=party, charts=charts,
-        ways=ways_in(s.config), now=now)
+        ways=ways_in(s.config), now=now, tor_figures=TOR_FIGURES,
+        tor_figures_shown=any(name in figures.extra for name, _ in TOR_FIGURES))
     response = current_app.make_response(body)
     response.headers["Cache-Control"] = "no-store"
     return response
