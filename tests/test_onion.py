@@ -27,8 +27,8 @@ import requests
 import stem
 import stem.control
 import stem.process
-from prometheus_client.parser import text_string_to_metric_families
 from chat_support import field
+from prometheus_client.parser import text_string_to_metric_families
 from support import free_port, livestream, make_app, wait_for, write_config
 
 from app.onion import keys as onion_keys
