@@ -265,7 +265,7 @@ class BudgetsConfig:
     captchas: int = 10  # captchas drawn per window
     posts: int = 120  # chat posts per window (each token has its own flood limits too)
     video: int = 8  # open /stream.mp4 responses at once
-    push: int = 12  # open chat frames and event streams at once
+    push: int = 16  # open chat frames and event streams at once
     watching: int = 6  # viewers listed as watching at once
     close_circuit_after: int = 60  # refusals in a window before tor closes the circuit
     max_clients: int = 20000

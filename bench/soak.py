@@ -39,7 +39,18 @@ PASSWORD = "soak-only"
 
 ROUNDS = 10
 SETTLE = 2.0  # seconds before the last sample: twice the test stream's segment length
-TOKENS = [f"soak-viewer-{i:06d}-token" for i in range(400)]
+VIEWERS = 400  # distinct viewers watching
+POSTERS = 2000  # distinct viewers posting
+_tokens: dict[str, str] = {}  # name -> a token the server handed out (made ones are not tokens)
+
+
+def token_for(port: int, name: str) -> str:
+    """The same server-made token for the same name, fetched from the page the first time."""
+    token = _tokens.get(name)
+    if token is None:
+        _, page = request(port, get("/"), want=10**9)
+        token = _tokens[name] = re.search(rb"/chat/form\?token=([\w-]+)", page).group(1).decode()
+    return token
 
 
 def request(port: int, raw: bytes, want: int = 1, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -64,7 +75,8 @@ def get(path: str) -> bytes:
 
 
 def video(port: int, i: int) -> int:
-    return request(port, get(f"/stream.mp4?token={TOKENS[i % len(TOKENS)]}"), want=512)[0]
+    token = token_for(port, f"viewer-{i % VIEWERS}")
+    return request(port, get(f"/stream.mp4?token={token}"), want=512)[0]
 
 
 def new_viewer(port: int, i: int) -> int:
@@ -73,7 +85,7 @@ def new_viewer(port: int, i: int) -> int:
 
 
 def chat(port: int, i: int) -> int:
-    token = f"soak-poster-{i % 2000:05d}-token"
+    token = token_for(port, f"poster-{i % POSTERS}")
     status, form = request(port, get(f"/chat/form?token={token}"), want=10**9)
     nonce = re.search(rb'name="nonce" value="([^"]+)"', form)
     if status != 200 or not nonce:

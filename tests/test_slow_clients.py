@@ -6,6 +6,7 @@ time out; one token cannot open more than stream.max_connections_per_viewer vide
 """
 from __future__ import annotations
 
+import re
 import socket
 import statistics
 import threading
@@ -203,8 +204,14 @@ def test_idle_connections_time_out(server):
     assert SEND_TIMEOUT - 0.5 < waited_keepalive < SEND_TIMEOUT + 3, waited_keepalive
 
 
+def server_token(server) -> str:
+    """A token the server handed out (a made-up one is not a token there)."""
+    page = requests.get(server.url + "/", timeout=10).text
+    return re.search(r"/chat/form\?token=([\w-]+)", page).group(1)
+
+
 def test_one_token_cannot_open_many_video_connections(server):
-    token = "greedy-viewer-token-123456"
+    token = server_token(server)
     url = f"{server.url}/stream.mp4?token={token}"
     held = [requests.get(url, stream=True, timeout=10) for _ in range(PER_VIEWER)]
     try:
@@ -212,7 +219,7 @@ def test_one_token_cannot_open_many_video_connections(server):
         refused = requests.get(url, timeout=10)
         assert refused.status_code == 429 and "Retry-After" in refused.headers
         assert "max_connections_per_viewer" in refused.text
-        other = requests.get(f"{server.url}/stream.mp4?token=another-viewer-token-1234",
+        other = requests.get(f"{server.url}/stream.mp4?token={server_token(server)}",
                              stream=True, timeout=10)
         assert other.status_code == 200  # other viewers are not affected
         other.close()

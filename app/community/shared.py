@@ -47,7 +47,6 @@ LAYOUT_VERSION = 1  # the first kept; grows when a key's shape changes (see sche
 SHARED_KINDS = frozenset({"chat", "hide"})  # events every worker's listeners must get
 TIMEOUT = 1.0  # longest wait for one Redis reply; then the breaker opens (breaker.py)
 POOL_SIZE = 32  # Redis connections per worker
-BANS_CHECK_SECONDS = 0.5
 RELAY_BLOCK_MS = 1000  # one XREAD waits this long for new events
 RELAY_READ_TIMEOUT = 30.0
 
@@ -123,7 +122,6 @@ class RedisStore:
         self.max_viewers = max_viewers
         self._bans: dict[tuple[str, str], Ban] = {}
         self._bans_version: bytes | None = b"unread"
-        self._bans_checked = -math.inf
         self._filters: list[Filter] = []
         self._filters_version: bytes | None = b"unread"
         self._viewer_writes = 0
@@ -253,13 +251,8 @@ class RedisStore:
     # --- bans and filters: a local copy, read again when the shared version changed ---------
 
     def bans(self) -> dict[tuple[str, str], Ban]:
-        """A local copy, its version asked at most every BANS_CHECK_SECONDS (a ban from
-        another worker applies that much later at most); the last copy read while Redis is
-        down (video goes on)."""
-        now = time.monotonic()
-        if now - self._bans_checked < BANS_CHECK_SECONDS:
-            return self._bans
-        self._bans_checked = now
+        """One GET per call (video never asks: it does not wait on Redis); the last copy
+        read while Redis is down or hangs (the breaker answers at once)."""
         try:
             version = self.r.get(PREFIX + "bans:version")
             if version != self._bans_version:
@@ -283,7 +276,6 @@ class RedisStore:
                 self.r.hdel(PREFIX + "bans", *old)
                 self.r.zrem(PREFIX + "bans:order", *old)
             self.r.incr(PREFIX + "bans:version")
-        self._bans_checked = -math.inf  # this worker sees its own change at once
 
     def remove_ban(self, kind: str, value: str) -> None:
         key = f"{kind}\0{value}"
@@ -293,7 +285,6 @@ class RedisStore:
             pipe.zrem(PREFIX + "bans:order", key)
             pipe.incr(PREFIX + "bans:version")
             pipe.execute()
-        self._bans_checked = -math.inf
 
     def filters(self) -> list[Filter]:
         """The same list object until another process changes the filters (Chat compiles
