@@ -117,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
                                           "(default: this machine's server address)")
     owner.set_defaults(run=run_broadcaster)
 
+    chat = commands.add_parser("chat", help="the chat's messages")
+    chat.add_argument("action", choices=["export"],
+                      help="write every kept message (hidden ones marked) to standard output")
+    chat.add_argument("--format", choices=["json", "csv", "txt"], default="txt")
+    chat.add_argument("--since", default="",
+                      help="only messages from this long ago (30m, 2h, 1d) or this UTC time "
+                           "on (2026-12-06T20:00)")
+    chat.set_defaults(run=run_chat)
+
     from app.sources.party.queue import split_play_argv
 
     argv, later_items = split_play_argv(list(sys.argv[1:] if argv is None else argv))
@@ -895,6 +904,29 @@ def run_doctor(args: argparse.Namespace, config: Config) -> int:
     from app.runtime import doctor
 
     return doctor.run(config)
+
+
+def run_chat(args: argparse.Namespace, config: Config) -> int:
+    """`livestream chat export`: the chat as a file, from the store the server uses (SQLite
+    beside a running server is fine: it reads a snapshot)."""
+    from app import open_state
+    from app.community.export import SinceError, export, parse_since
+
+    try:
+        since = parse_since(args.since)
+    except SinceError as exc:
+        print(f"livestream chat export: --since {exc}", file=sys.stderr)
+        return 2
+    try:
+        store = open_state(config)
+    except RuntimeError as exc:
+        print(f"livestream chat export: {exc}", file=sys.stderr)
+        return 1
+    try:
+        sys.stdout.write(export(store.history(since), args.format))
+    finally:
+        store.close()
+    return 0
 
 
 def run_broadcaster(args: argparse.Namespace, config: Config) -> int:

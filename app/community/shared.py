@@ -117,7 +117,7 @@ class RedisStore:
     def __init__(self, client: redis.Redis, history: int = 5000, shown: int = 100,
                  max_viewers: int = 50000):
         self.r = client
-        self.history = history
+        self.history_size = history
         self.shown = shown
         self.max_viewers = max_viewers
         self._bans: dict[tuple[str, str], Ban] = {}
@@ -173,10 +173,10 @@ class RedisStore:
 
     def _trim(self) -> None:
         """Bounded retention: the newest `history` messages, `max_viewers` viewers."""
-        old = self.r.lrange(PREFIX + "msg:ids", 0, -(self.history + 1))
+        old = self.r.lrange(PREFIX + "msg:ids", 0, -(self.history_size + 1))
         if old:
             self.r.hdel(PREFIX + "msg", *old)
-            self.r.ltrim(PREFIX + "msg:ids", -self.history, -1)
+            self.r.ltrim(PREFIX + "msg:ids", -self.history_size, -1)
 
     def _messages(self, count: int) -> list[Message]:
         with unavailable():
@@ -186,6 +186,9 @@ class RedisStore:
 
     def recent_messages(self, include_hidden: bool = False) -> list[Message]:
         return [m for m in self._messages(self.shown) if include_hidden or not m.hidden]
+
+    def history(self, since: float = 0.0) -> list[Message]:
+        return [m for m in self._messages(self.history_size) if m.created >= since]
 
     def messages_since(self, last_id: int) -> list[Message]:
         return [m for m in self._messages(self.shown) if m.id > last_id and not m.hidden]
@@ -218,7 +221,7 @@ class RedisStore:
         return wanted
 
     def hide_messages_of(self, viewer_id: str) -> list[int]:
-        found = [m for m in self._messages(self.history)
+        found = [m for m in self._messages(self.history_size)
                  if m.viewer_id == viewer_id and not m.hidden]
         self._hide(found)
         return [m.id for m in found]

@@ -84,6 +84,7 @@ class Store(Protocol):
     def set_secret(self, name: str, value: bytes) -> None: ...
     def add_message(self, message: Message) -> Message: ...
     def recent_messages(self, include_hidden: bool = False) -> list[Message]: ...
+    def history(self, since: float = 0.0) -> list[Message]: ...
     def messages_since(self, last_id: int) -> list[Message]: ...
     def last_message_id(self) -> int: ...
     def hide_messages(self, ids: list[int]) -> list[int]: ...
@@ -135,7 +136,7 @@ class SQLiteStore:
     def __init__(self, path: Path, history: int = 5000, shown: int = 100,
                  max_viewers: int = 50000, cache_size: int = 5000):
         self.path = Path(path)
-        self.history = history
+        self.history_size = history
         self.max_viewers = max_viewers
         self.cache_size = cache_size
         self.db = sqlite3.connect(str(self.path), isolation_level=None,
@@ -213,13 +214,18 @@ class SQLiteStore:
     def _trim(self) -> None:
         """Bounded retention: keep the newest `history` messages and `max_viewers` viewers."""
         self._run("DELETE FROM messages WHERE id <= (SELECT MAX(id) FROM messages) - ?",
-                        (self.history,))
+                        (self.history_size,))
         self._run(
             "DELETE FROM viewers WHERE id IN (SELECT id FROM viewers ORDER BY last_seen DESC"
             " LIMIT -1 OFFSET ?)", (self.max_viewers,))
 
     def recent_messages(self, include_hidden: bool = False) -> list[Message]:
         return [m for m in self._recent if include_hidden or not m.hidden]
+
+    def history(self, since: float = 0.0) -> list[Message]:
+        """Every kept message posted at or after `since` (hidden ones too), oldest first."""
+        rows = self._run("SELECT * FROM messages WHERE created >= ? ORDER BY id", (since,))
+        return [_message(r) for r in rows.fetchall()]
 
     def messages_since(self, last_id: int) -> list[Message]:
         return [m for m in self._recent if m.id > last_id and not m.hidden]

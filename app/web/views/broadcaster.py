@@ -3,9 +3,10 @@
 Login, sessions and the CSRF check are the side door's (backstage.py)."""
 from __future__ import annotations
 
-from flask import current_app, g, render_template, request
+from flask import Response, current_app, g, render_template, request
 
 from app.community.chat import Refused, Submission
+from app.community.export import FORMATS, SinceError, export, parse_since
 from app.community.filters import ACTIONS, FilterError
 from app.community.identity import BROADCASTER_ID
 from app.services import services
@@ -54,6 +55,24 @@ def page():
     response = current_app.make_response(body)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.route("/chat-export", methods=["GET"])
+@auth.login_required
+def chat_export():
+    """Every kept message as a file (hidden ones marked): ?format=txt|csv|json&since=2h."""
+    fmt = request.args.get("format", "txt")
+    if fmt not in FORMATS:
+        return Response(f"format must be one of {', '.join(FORMATS)}\n", 400,
+                        mimetype="text/plain")
+    try:
+        since = parse_since(request.args.get("since", "")[:64])
+    except SinceError as exc:
+        return Response(f"since: {exc}\n", 400, mimetype="text/plain")
+    return Response(export(services().store.history(since), fmt),
+                    mimetype=FORMATS[fmt] + "; charset=utf-8",
+                    headers={"Cache-Control": "no-store",
+                             "Content-Disposition": f'attachment; filename="chat.{fmt}"'})
 
 
 def lowest_quality(snap) -> str:
