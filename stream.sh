@@ -36,6 +36,8 @@ RENDITIONS=${RENDITIONS-low:360:400:64}
 CLOCK=${CLOCK:-0}
 DURATION=${DURATION:-}
 LOGLEVEL=${LOGLEVEL:-warning}
+LOW_LATENCY=${LOW_LATENCY:-0}
+PART_MS=${PART_MS:-200}
 
 usage() {
   sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
@@ -54,6 +56,8 @@ Settings (environment variables) and their current values:
     separated, as config.toml's [[stream.renditions]]; empty writes the source quality only)
   CLOCK=$CLOCK (1 draws the time in UTC in the corner; off by default: a clock in local time
     would tell every viewer the streamer's time zone)  DURATION=${DURATION:-unlimited} (seconds)
+  LOW_LATENCY=$LOW_LATENCY (1: every PART_MS=$PART_MS ms of video reaches the server as it is
+    encoded, through \`livestream segment\`, instead of a whole segment at a time)
 TXT
 }
 
@@ -178,8 +182,16 @@ else
 fi
 
 # The output options every rendition shares: fMP4 HLS, metadata and x264's SEI (its version
-# and options: a fingerprint of this machine) stripped.
-hls() {  # hls INIT SEGMENT_PATTERN PLAYLIST
+# and options: a fingerprint of this machine) stripped. With LOW_LATENCY=1 each rendition is
+# fragmented MP4 on a pipe instead (a fragment every PART_MS), cut into segments and parts by
+# `livestream segment` (app/sources/segmenter.py), one per rendition, reading fd 3, 4, ...
+hls() {  # hls INIT SEGMENT_PATTERN PLAYLIST FD (the pipe's, with LOW_LATENCY=1)
+  if [ "$LOW_LATENCY" = 1 ]; then
+    echo -map_metadata -1 -map_chapters -1 -fflags +bitexact -f mp4 \
+      -movflags +frag_keyframe+empty_moov+default_base_moof -frag_duration "${PART_MS}000" \
+      "pipe:$4"
+    return
+  fi
   echo -map_metadata -1 -map_chapters -1 -fflags +bitexact \
     -f hls -hls_time "$SEGMENT_SECONDS" -hls_list_size "$PLAYLIST_SIZE" \
     -hls_segment_type fmp4 -hls_fmp4_init_filename "$1" \
@@ -205,6 +217,7 @@ for entry in "${wanted[@]}"; do  # a "lower" rendition as tall as the source wou
 done
 graph="[0:v:0]$picture,split=$(( ${#lower[@]} + 1 ))[top]"
 outputs=()
+segmenters=("")  # LOW_LATENCY=1: one `livestream segment` per rendition, the top one first
 master="#EXTM3U
 #EXT-X-VERSION:7
 #EXT-X-INDEPENDENT-SEGMENTS
@@ -222,7 +235,8 @@ for i in "${!lower[@]}"; do
   scaled+=";[in$i]scale=-2:$height:flags=bicubic,setsar=1,format=yuv420p[v$i]"
   # shellcheck disable=SC2207
   outputs+=(-map "[v$i]" $(x264 "${vkbps}k") -map 1:a:0 -c:a aac -b:a "${akbps}k" -ac 2
-            -flags:a +bitexact $(hls "$name-init.mp4" "$name-%d.m4s" "$name.m3u8"))
+            -flags:a +bitexact $(hls "$name-init.mp4" "$name-%d.m4s" "$name.m3u8" $(( 4 + i ))))
+  segmenters+=("$name")
   width=$(( ${VIDEO_SIZE%x*} * height / ${VIDEO_SIZE#*x} / 2 * 2 ))
   master+="
 #EXT-X-STREAM-INF:BANDWIDTH=$(( (vkbps + akbps) * 1000 )),RESOLUTION=${width}x$height,NAME=\"$name\"
@@ -242,13 +256,29 @@ set +e
 # ffmpeg itself; the trap then only waits, because a second signal makes ffmpeg abandon the
 # playlist it is writing (it is left empty).
 trap '' HUP
+if [ "$LOW_LATENCY" = 1 ]; then  # the top rendition on fd 3, the lower ones on 4, 5, ...
+  python=$here/.venv/bin/python
+  if [ ! -x "$python" ]; then
+    echo "stream.sh: LOW_LATENCY=1 needs the project's Python environment ($python):" \
+         "run .ci/setup first." >&2
+    exit 2
+  fi
+  for i in "${!segmenters[@]}"; do
+    fd=$(( 3 + i ))
+    # each segmenter ignores Ctrl-C and ends its playlist when ffmpeg closes its pipe
+    eval "exec $fd> >(cd \"\$here\" && LIVESTREAM_STREAM_DIR=\"\$STREAM_DIR\" \"\$python\" -m app.cli segment --locked --segment-seconds \"\$SEGMENT_SECONDS\" --playlist \"\$PLAYLIST\" \${segmenters[$i]:+--rendition \"\${segmenters[$i]}\"})"
+  done
+fi
 # shellcheck disable=SC2046
 ffmpeg -hide_banner -nostdin -loglevel "$LOGLEVEL" "${inputs[@]}" \
   -filter_complex "$graph" \
   -map "[v]" $(x264 "$VIDEO_BITRATE") -map 1:a:0 -c:a aac -b:a "$AUDIO_BITRATE" -ac 2 \
-  -flags:a +bitexact $(hls init.mp4 "stream%d.m4s" "$PLAYLIST") \
+  -flags:a +bitexact $(hls init.mp4 "stream%d.m4s" "$PLAYLIST" 3) \
   "${outputs[@]}" &
 encoder=$!
+if [ "$LOW_LATENCY" = 1 ]; then  # ffmpeg holds the pipes now; the segmenters see its end
+  for i in "${!segmenters[@]}"; do eval "exec $(( 3 + i ))>&-"; done
+fi
 stopping=0
 # shellcheck disable=SC2317  # called by the trap
 stop_encoder() {
@@ -264,6 +294,7 @@ trap stop_encoder INT TERM HUP
 while kill -0 "$encoder" 2>/dev/null; do wait "$encoder"; done
 wait "$encoder"
 status=$?
+wait  # the segmenters, ending their playlists
 set -e
 if [ $status -ne 0 ] && [ $status -ne 255 ]; then
   echo "stream.sh: ffmpeg stopped with status $status." >&2

@@ -8,6 +8,7 @@ monkey.patch_all()
 import argparse
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -685,6 +686,20 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
                      help="replace the key; publishers using the old one are refused")
     key.set_defaults(run=run_key)
 
+    segment = commands.add_parser(
+        "segment", help="fragmented MP4 on standard input into the stream folder, each "
+                        "fragment as it comes (low latency; see README)")
+    segment.add_argument("--rendition", default="",
+                         help="a lower rendition's name (files NAME.m3u8, NAME-init.mp4, "
+                              "NAME-N.m4s); empty: the top one, which takes the folder")
+    segment.add_argument("--segment-seconds", type=float, default=2.0,
+                         help="a new segment at the first keyframe after this long")
+    segment.add_argument("--playlist", default=None,
+                         help="the top rendition's playlist name (default: stream.playlist)")
+    segment.add_argument("--locked", action="store_true",
+                         help="the caller holds the folder's lock (stream.sh does)")
+    segment.set_defaults(run=run_segment)
+
 
 def run_play(args: argparse.Namespace, config: Config) -> int:
     from app.sources import ffmpeg, last_word, options, play
@@ -810,6 +825,52 @@ def run_ingest(args: argparse.Namespace, config: Config) -> int:
     from app.sources.rtmp import server as ingest
 
     return ingest.run(config)
+
+
+def run_segment(args: argparse.Namespace, config: Config) -> int:
+    """`ffmpeg ... -f mp4 -movflags +frag_keyframe+empty_moov+default_base_moof
+    -frag_duration 200000 pipe:1 | livestream segment`: app/sources/segmenter.py."""
+    from app.sources.segmenter import InputError, Segmenter
+    from app.stream import folder
+
+    name = args.rendition
+    if name and not re.fullmatch(r"[a-z][a-z0-9]{0,15}", name):
+        print("livestream segment: --rendition must be a name such as low", file=sys.stderr)
+        return 2
+    if not 0.5 <= args.segment_seconds <= 30:
+        print("livestream segment: --segment-seconds must be between 0.5 and 30",
+              file=sys.stderr)
+        return 2
+    held = None
+    config.stream_dir.mkdir(parents=True, exist_ok=True)
+    if not name and not args.locked:
+        try:
+            held = take_folder(config, "livestream segment")
+        except FolderBusy as exc:
+            print(f"livestream segment: {exc}", file=sys.stderr)
+            return 75
+        folder.prepare_stream_dir(config.stream_dir, config.stream.playlist)
+    playlist = args.playlist or config.stream.playlist
+    if "/" in playlist or not playlist.endswith(".m3u8"):
+        print("livestream segment: --playlist must be a file name such as stream.m3u8",
+              file=sys.stderr)
+        return 2
+    files = folder.rendition_files(name, not name, playlist)
+    segmenter = Segmenter(config.stream_dir, files, args.segment_seconds)
+    # Ctrl-C in the terminal reaches the whole pipeline: ffmpeg finishes and closes the pipe,
+    # and the end of the input ends the playlist. A SIGTERM meant for this process alone ends
+    # it the same way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        segmenter.run(sys.stdin.buffer)
+    except InputError as exc:
+        print(f"livestream segment: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if held is not None:
+            held.release()
+    return 0
 
 
 def run_key(args: argparse.Namespace, config: Config) -> int:

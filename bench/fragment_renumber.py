@@ -46,7 +46,7 @@ def main() -> None:
     before = (time.perf_counter() - started) / args.rounds
     started = time.perf_counter()
     for number in range(args.rounds):
-        pieces = renumbered(segment, number)
+        pieces = renumbered(segment.data, segment.fragment_offsets, number)
     after = (time.perf_counter() - started) / args.rounds
     started = time.perf_counter()
     for _ in range(1000):

@@ -79,14 +79,15 @@ class TestStream:
 
     def __init__(self, directory: Path, size: str = "320x180", segment_seconds: int = 1,
                  duration: float | None = None, framerate: int = 15, renditions: str = "",
-                 video_bitrate: str = "300k"):
+                 video_bitrate: str = "300k", low_latency: bool = False):
         self.directory = Path(directory)
         # renditions: stream.sh's RENDITIONS (e.g. "low:90:100:32"); none by default, so the
         # many tests that need only a picture do not pay for a second encoder.
         self.env = dict(os.environ, STREAM_DIR=str(self.directory), VIDEO_SIZE=size,
                         FRAMERATE=str(framerate), SEGMENT_SECONDS=str(segment_seconds),
                         VIDEO_BITRATE=video_bitrate, AUDIO_BITRATE="64k", PRESET="ultrafast",
-                        LOGLEVEL="error", PLAYLIST_SIZE="10", RENDITIONS=renditions)
+                        LOGLEVEL="error", PLAYLIST_SIZE="10", RENDITIONS=renditions,
+                        LOW_LATENCY="1" if low_latency else "0")
         if duration:
             self.env["DURATION"] = str(duration)
         self.process: subprocess.Popen | None = None

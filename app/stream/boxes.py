@@ -302,3 +302,96 @@ def fragment_sequence_offsets(data: bytes) -> tuple[int, ...]:
     except struct.error:
         return ()
     return tuple(offsets)
+
+
+# ------------------------------------------------------------------ one fragment, as it comes
+
+@dataclass(frozen=True)
+class FragmentInfo:
+    """What a segmenter needs of one moof+mdat: where it starts, how long, a keyframe?"""
+
+    start: float  # media seconds (tfdt) of the main track
+    duration: float  # seconds of the main track's samples
+    keyframe: bool  # its first main-track sample is a sync sample
+
+
+NON_SYNC = 0x00010000  # sample_is_non_sync_sample, in ISO/IEC 14496-12 sample flags
+
+
+def track_defaults(init: bytes) -> dict[int, tuple[int, int]]:
+    """Each track's trex defaults (sample duration, sample flags) from an init segment."""
+    defaults = {}
+    try:
+        for start, _ in find(init, (b"moov", b"mvex", b"trex")):
+            track_id, _, duration, _, flags = struct.unpack_from(">IIIII", init, start + 4)
+            defaults[track_id] = (duration, flags)
+    except struct.error:
+        return {}
+    return defaults
+
+
+def describe_fragment(data: bytes, init: InitInfo,
+                      defaults: dict[int, tuple[int, int]]) -> FragmentInfo | None:
+    """The main track's start, duration and first-sample sync flag in one fragment (moof,
+    then its mdat); None when the fragment has no main-track samples or does not parse."""
+    main = init.main_track
+    if main is None:
+        return None
+    try:
+        moof = first(data, (b"moof",))
+        if moof is None:
+            return None
+        for traf_start, traf_end in find(data, (b"traf",), *moof):
+            tfhd = first(data, (b"tfhd",), traf_start, traf_end)
+            tfdt = first(data, (b"tfdt",), traf_start, traf_end)
+            if tfhd is None or tfdt is None:
+                continue
+            tf_flags = struct.unpack_from(">I", data, tfhd[0])[0] & 0xFFFFFF
+            if struct.unpack_from(">I", data, tfhd[0] + 4)[0] != main.track_id:
+                continue
+            duration, flags = defaults.get(main.track_id, (0, 0))
+            at = tfhd[0] + 8
+            if tf_flags & 0x01:
+                at += 8  # base data offset
+            if tf_flags & 0x02:
+                at += 4  # sample description index
+            if tf_flags & 0x08:
+                duration = struct.unpack_from(">I", data, at)[0]
+                at += 4
+            if tf_flags & 0x10:
+                at += 4  # default sample size
+            if tf_flags & 0x20:
+                flags = struct.unpack_from(">I", data, at)[0]
+            wide = data[tfdt[0]] == 1
+            decode_time = struct.unpack_from(">Q" if wide else ">I", data, tfdt[0] + 4)[0]
+            total, first_flags = 0, None
+            for trun_start, _ in find(data, (b"trun",), traf_start, traf_end):
+                tr_flags = struct.unpack_from(">I", data, trun_start)[0] & 0xFFFFFF
+                count = struct.unpack_from(">I", data, trun_start + 4)[0]
+                at = trun_start + 8 + (4 if tr_flags & 0x01 else 0)
+                trun_first = None
+                if tr_flags & 0x04:
+                    trun_first = struct.unpack_from(">I", data, at)[0]
+                    at += 4
+                fields = [bit for bit in (0x100, 0x200, 0x400, 0x800) if tr_flags & bit]
+                for index in range(count):
+                    sample_duration, sample_flags = duration, flags
+                    for bit in fields:
+                        value = struct.unpack_from(">I", data, at)[0]
+                        at += 4
+                        if bit == 0x100:
+                            sample_duration = value
+                        elif bit == 0x400:
+                            sample_flags = value
+                    if index == 0 and trun_first is not None:
+                        sample_flags = trun_first
+                    if first_flags is None:
+                        first_flags = sample_flags
+                    total += sample_duration
+            if first_flags is None:
+                return None
+            return FragmentInfo(decode_time / main.timescale, total / main.timescale,
+                                not first_flags & NON_SYNC)
+    except struct.error:
+        return None
+    return None

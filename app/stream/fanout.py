@@ -13,13 +13,20 @@ from collections.abc import Callable, Iterator
 import gevent
 
 from app.stream.deliveries import Deliveries
-from app.stream.watcher import Segment, StreamState
+from app.stream.watcher import StreamState
 
 log = logging.getLogger(__name__)
 
 # Bytes of each new segment every viewer gets before anyone gets the rest: with thousands of
 # viewers woken at once, the last one would otherwise wait for all the others' full segments.
 HEAD_BYTES = 4 * 1024
+
+
+# A viewer arriving while a segment is being written part by part starts with it when it
+# began at most this long ago (the picture starts at once, this far behind live), and with the
+# next one otherwise (the picture starts at the next keyframe, as close to live as it gets):
+# docs/benchmarks.md, "Sub-second live".
+START_WITHIN = 0.5
 
 
 def stream_mp4(state: StreamState, idle_timeout: float,
@@ -37,33 +44,44 @@ def stream_mp4(state: StreamState, idle_timeout: float,
         snap = state.snapshot  # the chosen rendition has nothing yet: the top one
         if not snap.online or not snap.segments or snap.init is None:
             return None
-    return _follow(state, snap.generation, snap.init, snap.segments[-1].sequence,
-                   idle_timeout, on_bytes or (lambda: None), snap.quality,
-                   deliveries or Deliveries())
+    first = snap.segments[-1].sequence
+    if snap.partial is not None:  # a source writing parts: start at a keyframe near live
+        first = snap.partial.sequence + (snap.partial.duration > START_WITHIN)
+    return _follow(state, snap.generation, snap.init, first, idle_timeout,
+                   on_bytes or (lambda: None), snap.quality, deliveries or Deliveries())
 
 
-def renumbered(segment: Segment, first_number: int) -> list[bytes | bytearray | memoryview]:
-    """The segment as pieces to send, its fragments numbered from `first_number`.
+def renumbered(data: bytes, offsets: tuple[int, ...], first_number: int, start: int = 0,
+               end: int | None = None) -> list[bytes | bytearray | memoryview]:
+    """data[start:end] as pieces to send, its fragments numbered on from `first_number`
+    (the number of the fragment at offsets[0]).
 
     The encoder numbers fragments from the start of the stream; a player reading one long
     response (VLC's mp4 demuxer) expects them to follow on from the response's own first one,
     and took a first number of 7 for a discontinuity and stopped. The head bytes (which hold
     the first moof) are a small per-viewer copy with the number patched; the rest is the
-    shared buffer, cut only around a later fragment's four bytes when a segment has several.
+    shared buffer, cut only around a later fragment's four bytes when there are several.
     """
-    data = memoryview(segment.data)
-    head = bytearray(data[:HEAD_BYTES])
+    end = len(data) if end is None else end
+    view = memoryview(data)
+    head_end = min(start + HEAD_BYTES, end)
+    for offset in offsets:  # a number straddling the head's end: the head takes all of it
+        if offset < head_end < offset + 4 <= end:
+            head_end = offset + 4
+    head = bytearray(view[start:head_end])
     pieces: list[bytes | bytearray | memoryview] = [head]
-    cut = len(head)
-    for number, offset in enumerate(segment.fragment_offsets, first_number):
+    cut = head_end
+    for number, offset in enumerate(offsets, first_number):
+        if offset < start or offset + 4 > end:
+            continue
         value = struct.pack(">I", number & 0xFFFFFFFF)
-        if offset + 4 <= len(head):
-            head[offset:offset + 4] = value
+        if offset + 4 <= head_end:
+            head[offset - start:offset - start + 4] = value
         elif offset >= cut:
-            pieces += [data[cut:offset], value]
+            pieces += [view[cut:offset], value]
             cut = offset + 4
-    if cut < len(data):
-        pieces.append(data[cut:])
+    if cut < end:
+        pieces.append(view[cut:end])
     return pieces
 
 
@@ -74,6 +92,7 @@ def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int
     # This response's own fragment numbering (see renumbered). VLC 3 expects the first
     # fragment of a stream it reads to be 0 ("1 != 0" is a discontinuity to it as well).
     fragment = 0
+    sent = 0  # bytes of segment `next_sequence` already sent from its parts
     try:  # one generator, no delegation: every yield here is paid per viewer and piece
         yield init
         while True:
@@ -85,20 +104,29 @@ def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int
                 log.debug("dropping a viewer that fell behind")
                 deliveries.dropped(delivery)
                 return
-            ready = [s for s in snap.segments if s.sequence >= next_sequence]
-            if not ready:
-                if not state.wait(idle_timeout) and state.snapshot is top and not top.hold:
-                    return  # nothing new for a long time although still "online" (not paused)
-                continue
-            segment = ready[0]
-            next_sequence = segment.sequence + 1
-            on_bytes()
-            pieces = renumbered(segment, fragment)
-            fragment += len(segment.fragment_offsets)
-            yield pieces[0]  # this viewer's own copy: no need to freeze it
-            gevent.sleep(0)  # let every other woken viewer send its head first
-            yield from pieces[1:]
-            delivery.sent = segment.sequence  # written whole: the viewer health
-            deliveries.bytes_sent += len(segment.data)
+            segment = next((s for s in snap.segments if s.sequence >= next_sequence), None)
+            partial = snap.partial
+            if segment is not None:
+                if segment.sequence != next_sequence:
+                    sent = 0  # the parts sent were of a segment now gone: start this one
+                if not sent:
+                    on_bytes()
+                pieces = renumbered(segment.data, segment.fragment_offsets, fragment, sent)
+                fragment += len(segment.fragment_offsets)
+                next_sequence, sent = segment.sequence + 1, 0
+                yield pieces[0]  # this viewer's own copy: no need to freeze it
+                gevent.sleep(0)  # let every other woken viewer send its head first
+                yield from pieces[1:]
+                delivery.sent = segment.sequence  # written whole: the viewer health
+                deliveries.bytes_sent += len(segment.data)
+            elif (partial is not None and partial.sequence == next_sequence
+                  and len(partial.data) > sent):
+                if not sent:
+                    on_bytes()
+                pieces = renumbered(partial.data, partial.fragment_offsets, fragment, sent)
+                sent = len(partial.data)
+                yield from pieces  # a fragment or two: small, at once
+            elif not state.wait(idle_timeout) and state.snapshot is top and not top.hold:
+                return  # nothing new for a long time although still "online" (not paused)
     finally:
         deliveries.closed(delivery)

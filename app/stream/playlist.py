@@ -20,16 +20,29 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Part:
+    """One part (a fragment) of the segment in progress, from `#EXT-X-PART`."""
+    uri: str
+    duration: float
+
+
+@dataclass(frozen=True)
 class Playlist:
     target_duration: float
     media_sequence: int
     init_uri: str | None
     entries: tuple[Entry, ...]
     ended: bool
+    pending: tuple[Part, ...] = ()  # the parts of the segment after the last one listed
+    part_uris: frozenset[str] = frozenset()  # every part listed (players may fetch them)
+
+    @property
+    def pending_sequence(self) -> int:
+        return self.media_sequence + len(self.entries)
 
     @property
     def uris(self) -> frozenset[str]:
-        names = {e.uri for e in self.entries}
+        names = {e.uri for e in self.entries} | self.part_uris
         if self.init_uri:
             names.add(self.init_uri)
         return frozenset(names)
@@ -48,6 +61,8 @@ def parse(text: str) -> Playlist:
     init_uri = None
     ended = False
     entries: list[Entry] = []
+    parts: list[Part] = []
+    part_uris: set[str] = set()
     duration = None
     for line in lines[1:]:
         if not line:
@@ -60,6 +75,13 @@ def parse(text: str) -> Playlist:
             init_uri = _attribute(line, "URI")
         elif line.startswith("#EXTINF:"):
             duration = _number(line.split(",", 1)[0], float, MAX_DURATION)
+        elif line.startswith("#EXT-X-PART:"):
+            parts.append(Part(_safe_name(_attribute(line, "URI")),
+                              _number("x:" + _attribute(line, "DURATION"), float,
+                                      MAX_DURATION)))
+            part_uris.add(parts[-1].uri)
+            if len(parts) > MAX_PARTS:
+                raise PlaylistError(f"more than {MAX_PARTS} parts in one segment")
         elif line == "#EXT-X-ENDLIST":
             ended = True
         elif not line.startswith("#"):
@@ -67,12 +89,15 @@ def parse(text: str) -> Playlist:
                 raise PlaylistError(f"segment {line!r} has no #EXTINF")
             entries.append(Entry(_safe_name(line), media_sequence + len(entries), duration))
             duration = None
+            parts = []  # those were this segment's; only the trailing ones are pending
     if init_uri is not None:
         init_uri = _safe_name(init_uri)
-    return Playlist(target, media_sequence, init_uri, tuple(entries), ended)
+    return Playlist(target, media_sequence, init_uri, tuple(entries), ended, tuple(parts),
+                    frozenset(part_uris))
 
 
 MAX_DURATION = 3600.0  # seconds, for one segment or the target
+MAX_PARTS = 1000  # parts of one segment
 MAX_SEQUENCE = 2 ** 53  # what a JavaScript player still counts exactly
 
 

@@ -38,6 +38,19 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Partial:
+    """The segment in progress of a source that writes parts (app/sources/segmenter.py): its
+    fragments so far, joined. The finished segment holds the same bytes and more, so a
+    viewer sent part of it goes on from where it stopped."""
+
+    sequence: int
+    data: bytes = field(repr=False)
+    parts: int
+    duration: float
+    fragment_offsets: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What viewers see at one moment. Replaced, never mutated."""
 
@@ -61,6 +74,7 @@ class Snapshot:
     qualities: tuple[hls.Variant, ...] = ()  # every rendition the master lists, top first
     lower: tuple[Snapshot, ...] = field(default=(), repr=False)
     master: bytes | None = field(default=None, repr=False)
+    partial: Partial | None = field(default=None, repr=False)
 
     def view(self, quality: str | None) -> Snapshot:
         """The view of rendition `quality`; the top one for None or a name not live now."""
@@ -277,7 +291,8 @@ class StreamState:
         media = replace(base, generation=top.generation, init=init,
                         init_name=parsed.init_uri, segments=self._read_segments(
                             parsed.entries, known), playlist=raw, entries=parsed.entries,
-                        listed=parsed.uris, target_duration=parsed.target_duration)
+                        listed=parsed.uris, target_duration=parsed.target_duration,
+                        partial=self._read_partial(parsed, None if changed else base.partial))
         self._media[name], self._media_keys[name] = media, key
         return media
 
@@ -309,6 +324,7 @@ class StreamState:
         segments = self._read_segments(parsed.entries, known)
         return replace(
             snap,
+            partial=self._read_partial(parsed, None if restarted else snap.partial),
             online=online,
             ended=parsed.ended,
             generation=generation,
@@ -372,6 +388,27 @@ class StreamState:
             if seg is not None:
                 segments.append(seg)
         return tuple(segments)
+
+    def _read_partial(self, parsed: hls.Playlist, known: Partial | None) -> Partial | None:
+        """The parts listed after the last segment, each part file read once."""
+        if not parsed.pending or parsed.ended:
+            return None
+        if known is None or known.sequence != parsed.pending_sequence:
+            known = Partial(parsed.pending_sequence, b"", 0, 0.0)
+        data, parts, duration = known.data, known.parts, known.duration
+        for part in parsed.pending[known.parts:]:
+            try:
+                chunk = (self.directory / part.uri).read_bytes()
+            except FileNotFoundError:
+                break  # listed before it was written (it cannot be): wait for the next look
+            if len(data) + len(chunk) > self.settings.max_segment_bytes:
+                log.warning("the segment in progress is over stream.max_segment_bytes")
+                return None
+            data, parts, duration = data + chunk, parts + 1, duration + part.duration
+        if parts == known.parts:
+            return known
+        return Partial(known.sequence, data, parts, duration,
+                       boxes.fragment_sequence_offsets(data))
 
     def _load(self, entry: hls.Entry) -> Segment | None:
         path = self.directory / entry.uri

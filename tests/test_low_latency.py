@@ -1,0 +1,124 @@
+"""Sub-second live (issue 22): fragments pushed as they are encoded.
+
+`LOW_LATENCY=1 ./stream.sh --test` pipes fragmented MP4 (a fragment every 200 ms) through
+`livestream segment`, which writes parts and segments; the server pushes each part to every
+/stream.mp4 viewer at once, numbered on from the response's start, and serves the parts to
+HLS players from a low-latency playlist.
+"""
+from __future__ import annotations
+
+import statistics
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+from support import Server, TestStream, cli
+
+from app.stream import boxes
+from app.stream import playlist as hls
+
+
+@pytest.fixture(scope="module")
+def low_latency(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("low-latency")
+    stream = TestStream(folder / "stream", segment_seconds=2, renditions="low:90:100:32",
+                        low_latency=True).start()
+    stream.wait_segments(1)
+    server = Server(folder, stream.directory).start()
+    server.wait_live()
+    yield server, stream
+    server.stop()
+    stream.stop()
+
+
+def test_the_folder_holds_parts_and_segments_an_hls_player_reads(low_latency):
+    server, stream = low_latency
+    text = requests.get(server.url + "/stream/stream.m3u8", timeout=5).text
+    parsed = hls.parse(text)
+    assert "#EXT-X-PART-INF:PART-TARGET=" in text and "#EXT-X-PRELOAD-HINT:TYPE=PART" in text
+    assert parsed.pending, "no part of the segment in progress is listed"
+    part = parsed.pending[0].uri
+    served = requests.get(f"{server.url}/stream/{part}", timeout=5)
+    assert served.status_code == 200 and served.content[4:8] == b"moof"
+    # a finished segment is its parts, byte for byte
+    segment = parsed.entries[-1]
+    number = segment.sequence
+    parts = sorted(stream.directory.glob(f"stream{number}.*.m4s"),
+                   key=lambda p: int(p.name.split(".")[1]))
+    assert parts, "the newest finished segment's parts are gone"
+    assert b"".join(p.read_bytes() for p in parts) == \
+        (stream.directory / segment.uri).read_bytes()
+    low = hls.parse(requests.get(server.url + "/stream/low.m3u8", timeout=5).text)
+    assert low.pending and low.entries
+
+
+def test_stream_mp4_gets_each_fragment_as_it_is_encoded(low_latency, tmp_path):
+    server, _ = low_latency
+    arrivals: list[tuple[float, int]] = []
+    received = bytearray()
+
+    def read() -> None:
+        with requests.get(server.url + "/stream.mp4", stream=True, timeout=10) as response:
+            deadline = time.monotonic() + 6
+            for chunk in response.iter_content(None):
+                received.extend(chunk)
+                arrivals.append((time.monotonic(), len(chunk)))
+                if time.monotonic() > deadline:
+                    return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(20)
+    # the fragments' numbers follow on from 0 in this response, whatever the encoder said
+    data = bytes(received)
+    numbers = [struct.unpack_from(">I", data, offset)[0]
+               for offset in boxes.fragment_sequence_offsets(data)]
+    assert numbers[:5] == [0, 1, 2, 3, 4] and numbers == list(range(len(numbers)))
+    # a 2 s segment arrives in pieces, about every 200 ms, not as one
+    times = [t for t, _ in arrivals[1:]]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    print(f"\n/stream.mp4 with parts: {len(numbers)} fragments in 6 s, median gap between "
+          f"writes {statistics.median(gaps) * 1000:.0f} ms, longest {max(gaps) * 1000:.0f} ms")
+    assert len(numbers) >= 20
+    assert max(gaps) < 1.0, "a write waited for a whole segment"
+    # and what arrived is video a player decodes
+    path = tmp_path / "received.mp4"
+    path.write_bytes(data)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams",
+                            "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0",
+                            str(path)], capture_output=True, text=True, timeout=30, check=False)
+    assert probe.returncode == 0, probe.stderr
+    assert int(probe.stdout.strip()) >= 60  # 15 fps over 4 s and more
+
+
+def test_a_new_viewer_starts_at_a_keyframe_near_live(low_latency):
+    server, _ = low_latency
+    started = time.monotonic()
+    with requests.get(server.url + "/stream.mp4", stream=True, timeout=10) as response:
+        data = b""
+        for chunk in response.iter_content(None):
+            data += chunk
+            if boxes.fragment_sequence_offsets(data):
+                break
+    first = time.monotonic() - started
+    moof = data.index(b"moof") - 4
+    init = boxes.parse_init(data[:moof])
+    fragment = data[moof:]
+    info = boxes.describe_fragment(fragment + b"\0" * 8, init, boxes.track_defaults(data[:moof]))
+    assert info is not None and info.keyframe, "the response did not start at a keyframe"
+    print(f"\nfirst fragment after {first * 1000:.0f} ms")
+    assert first < 2.5  # at most one segment's wait for the next keyframe
+
+
+def test_a_second_source_is_refused_by_the_segmenter(low_latency, tmp_path):
+    _, stream = low_latency
+    config = tmp_path / "config.toml"
+    config.write_text(f'[stream]\ndir = "{stream.directory}"\n'
+                      f'[server]\nstate_dir = "{tmp_path / "state"}"\n')
+    run = subprocess.run(cli(config, "segment"), input=b"", capture_output=True, timeout=30,
+                         check=False)
+    assert run.returncode == 75 and b"stream.sh" in run.stderr, run.stderr
+    assert (stream.directory / "init.mp4").exists(), "the refused source touched the folder"
