@@ -122,3 +122,21 @@ def test_a_second_source_is_refused_by_the_segmenter(low_latency, tmp_path):
                          check=False)
     assert run.returncode == 75 and b"stream.sh" in run.stderr, run.stderr
     assert (stream.directory / "init.mp4").exists(), "the refused source touched the folder"
+
+
+def test_a_blocking_reload_answers_when_the_asked_part_is_there(low_latency):
+    server, _ = low_latency
+    url = server.url + "/stream/stream.m3u8"
+    parsed = hls.parse(requests.get(url, timeout=5).text)
+    msn, part = parsed.pending_sequence, len(parsed.pending)  # the next part, not yet written
+    started = time.monotonic()
+    answer = requests.get(url, params={"_HLS_msn": msn, "_HLS_part": part}, timeout=10)
+    waited = time.monotonic() - started
+    after = hls.parse(answer.text)
+    print(f"\nblocking reload for part {part} of segment {msn}: answered after "
+          f"{waited * 1000:.0f} ms")
+    assert answer.status_code == 200
+    assert (after.pending_sequence == msn and len(after.pending) > part) or \
+        after.pending_sequence > msn
+    assert waited < 1.5
+    assert "CAN-BLOCK-RELOAD=YES" in answer.text

@@ -196,7 +196,10 @@ class Segmenter:
         longest = max([d.duration for d in listed] + [self.segment_seconds])
         target_duration = max(1, int(longest + 0.5))  # EXTINF rounded may not exceed it
         target = f"{self.part_target:.3f}" if self.part_target else "0.200"
+        hold_back = 3 * (self.part_target or 0.2)
         lines = ["#EXTM3U", "#EXT-X-VERSION:9", f"#EXT-X-TARGETDURATION:{target_duration}",
+                 # the server answers _HLS_msn/_HLS_part when they are there (stream_files.py)
+                 f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={hold_back:.3f}",
                  f"#EXT-X-PART-INF:PART-TARGET={target}",
                  f"#EXT-X-MEDIA-SEQUENCE:{max(first, 0)}",
                  f'#EXT-X-MAP:URI="{self.files.init}"']

@@ -1,6 +1,7 @@
 """The stream itself: /stream.mp4 for plain <video>, the HLS playlist and its segments."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from flask import Blueprint, Response, abort, redirect, request, send_file
@@ -93,6 +94,39 @@ def playlist_response(raw: bytes) -> Response:
     return Response(text, mimetype=MIME_TYPES[".m3u8"], headers={"Cache-Control": "no-cache"})
 
 
+def has_part(snap, msn: int, part: int | None) -> bool:
+    """Whether a playlist of this snapshot lists segment `msn` (or, with `part`, that part of
+    it): what a low-latency HLS player's blocking reload waits for."""
+    if not snap.online or (snap.segments and snap.segments[-1].sequence >= msn):
+        return True
+    partial = snap.partial
+    if partial is None:
+        return bool(snap.segments) and snap.segments[-1].sequence >= msn
+    if partial.sequence != msn:
+        return partial.sequence > msn
+    return part is not None and partial.parts > part
+
+
+def blocking_reload(quality: str, msn: int, part: int | None):
+    """Wait (at most three target durations) until the playlist has what the player asked for
+    with _HLS_msn / _HLS_part; the snapshot then, or None when the client is over its budget.
+    Every waiting request holds one of its client's push connections."""
+    state, budgets, source = services().stream, services().budgets, client()
+    snap = state.snapshot.view(quality)
+    if has_part(snap, msn, part):
+        return snap
+    if not budgets.hold(source, "push"):
+        return None
+    try:
+        deadline = time.monotonic() + 3 * snap.target_duration
+        while not has_part(snap, msn, part) and time.monotonic() < deadline:
+            state.wait(deadline - time.monotonic())
+            snap = state.snapshot.view(quality)
+    finally:
+        budgets.release(source, "push")
+    return snap
+
+
 @bp.route("/stream/<name>")
 def stream_file(name: str):
     top = services().stream.snapshot
@@ -102,6 +136,13 @@ def stream_file(name: str):
         playlist = (services().config.stream.playlist if snap is top
                     else next((v.uri for v in top.qualities if v.name == snap.quality), None))
         if name == playlist:
+            msn = request.args.get("_HLS_msn", type=int)
+            if msn is not None and 0 <= msn < 2 ** 53:
+                part = request.args.get("_HLS_part", type=int)
+                snap = blocking_reload(snap.quality if snap is not top else "", msn,
+                                       part if part is not None and part >= 0 else None)
+                if snap is None:
+                    return over_budget("push")
             if snap.playlist is None:
                 abort(404)
             return playlist_response(snap.playlist)
