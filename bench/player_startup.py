@@ -5,9 +5,11 @@ headless Chromium again and again, alternating `?player=mse` and `?player=plain`
 
   start-up   navigation start -> the video's currentTime first moves while playing
   delay      live edge - currentTime, sampled for a few seconds after start-up; the live edge
-             is the server's `now - origin` (/api/playlist), read on this same machine's clock
+             is the server's `now - origin` (/api/playlist, both on the server's private
+             clock), carried to the moment the position is read
 
     python bench/player_startup.py [--runs 6] [--segment-seconds 1] [--size 320x180]
+    python bench/player_startup.py --segment-seconds 2 --low-latency
 """
 from __future__ import annotations
 
@@ -56,10 +58,16 @@ def measure(browser, server_url: str, mode: str, samples: int) -> tuple[float, f
         delays = []
         for _ in range(samples):
             # The origin only tightens as segments arrive: read the current one each time.
-            origin = requests.get(server_url + "/api/playlist", timeout=5).json()["origin"]
+            # Both it and `now` are on the server's private scale (app/stream/clock.py), so
+            # the server's `now` is carried to the moment the position is read, on this
+            # machine's clock (the browser's Date.now() is the same clock).
+            asked = time.time()
+            timeline = requests.get(server_url + "/api/playlist", timeout=5).json()
+            answered = time.time()
             position, wall = page.evaluate(
                 "() => [document.querySelector('video').currentTime, Date.now() / 1000]")
-            delays.append((wall - origin) - position)
+            server_now = timeline["now"] + (wall - (asked + answered) / 2)
+            delays.append((server_now - timeline["origin"]) - position)
             time.sleep(0.5)
         return startup, statistics.mean(delays)
     finally:
@@ -72,6 +80,8 @@ def main() -> int:
     parser.add_argument("--segment-seconds", type=int, default=1, help="HLS segment length")
     parser.add_argument("--size", default="320x180", help="video size of the test stream")
     parser.add_argument("--samples", type=int, default=6, help="delay samples per viewer")
+    parser.add_argument("--low-latency", action="store_true",
+                        help="the stream through `livestream segment` (stream.sh LOW_LATENCY=1)")
     args = parser.parse_args()
     path = chromium_path()
     if path is None:
@@ -82,7 +92,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         stream = TestStream(work / "stream", size=args.size,
-                            segment_seconds=args.segment_seconds).start()
+                            segment_seconds=args.segment_seconds,
+                            low_latency=args.low_latency).start()
         server = Server(work, stream.directory)
         try:
             stream.wait_segments(3, timeout=30)

@@ -22,13 +22,6 @@ log = logging.getLogger(__name__)
 HEAD_BYTES = 4 * 1024
 
 
-# A viewer arriving while a segment is being written part by part starts with it when it
-# began at most this long ago (the picture starts at once, this far behind live), and with the
-# next one otherwise (the picture starts at the next keyframe, as close to live as it gets):
-# docs/benchmarks.md, "Sub-second live".
-START_WITHIN = 0.5
-
-
 def stream_mp4(state: StreamState, idle_timeout: float,
                on_bytes: Callable[[], None] | None = None,
                quality: str | None = None,
@@ -45,8 +38,12 @@ def stream_mp4(state: StreamState, idle_timeout: float,
         if not snap.online or not snap.segments or snap.init is None:
             return None
     first = snap.segments[-1].sequence
-    if snap.partial is not None:  # a source writing parts: start at a keyframe near live
-        first = snap.partial.sequence + (snap.partial.duration > START_WITHIN)
+    if snap.partial is not None:
+        # A source writing parts: start with the segment in progress (its keyframe is the
+        # newest), what is written of it at once. Waiting for the next keyframe instead
+        # started Chromium's <video> 2 s later with the same delay behind live, which its
+        # own buffering sets (docs/benchmarks.md, "Sub-second live").
+        first = snap.partial.sequence
     return _follow(state, snap.generation, snap.init, first, idle_timeout,
                    on_bytes or (lambda: None), snap.quality, deliveries or Deliveries())
 
