@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import re
 import resource
 import selectors
 import shutil
@@ -62,8 +63,21 @@ def make_clip(seconds: int = 60) -> Path:
     return clip
 
 
-def start_replay(clip: Path, directory: Path) -> subprocess.Popen:
+def start_replay(clip: Path, directory: Path, part_ms: int = 0) -> subprocess.Popen:
+    """The clip in real time into `directory`: ffmpeg's HLS muxer, or with `part_ms`,
+    fragments of that length through `livestream segment` (stream.sh LOW_LATENCY=1)."""
     directory.mkdir(parents=True, exist_ok=True)
+    if part_ms:
+        encoder = subprocess.Popen(
+            ["ffmpeg", "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip),
+             "-c", "copy", "-f", "mp4", "-movflags",
+             "+frag_keyframe+empty_moov+default_base_moof", "-frag_duration",
+             str(part_ms * 1000), "pipe:1"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "-m", "app.cli", "segment", "--locked"],
+                         cwd=PROJECT, stdin=encoder.stdout,
+                         env=dict(os.environ, LIVESTREAM_STREAM_DIR=str(directory)))
+        encoder.stdout.close()
+        return encoder
     return subprocess.Popen(
         ["ffmpeg", "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip),
          "-c", "copy", "-f", "hls", "-hls_time", "2", "-hls_list_size", "10",
@@ -82,7 +96,7 @@ def watch_segments(directory: Path, stop: threading.Event, completed: list) -> N
         notifier.add_watch(str(directory), inotify_simple.flags.MOVED_TO)
         while not stop.is_set():
             for event in notifier.read(timeout=200):
-                if event.name.endswith(".m4s"):
+                if re.fullmatch(r"stream\d+\.m4s", event.name):  # segments, not parts
                     now = time.monotonic()
                     try:
                         completed.append((now, os.path.getsize(directory / event.name)))
@@ -218,13 +232,17 @@ def main() -> None:
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1,
                         help="server worker processes (more than 1: with a local Redis)")
+    parser.add_argument("--part-ms", type=int, default=0,
+                        help="fragments of this length through `livestream segment` (low "
+                             "latency) instead of whole HLS segments; push delay is then not "
+                             "measured (every part is a burst)")
     args = parser.parse_args()
     if not shutil.which("ffmpeg"):
         sys.exit("ffmpeg is needed: apt-get install ffmpeg")
     clip = make_clip()
     with tempfile.TemporaryDirectory(prefix="bench-viewers-") as tmp:
         tmp = Path(tmp)
-        replay = start_replay(clip, tmp / "stream")
+        replay = start_replay(clip, tmp / "stream", args.part_ms)
         redis_server = RedisServer(tmp / "redis").start() if args.workers > 1 else None
         store = f'[store]\nredis_url = "{redis_server.url()}"\n' if redis_server else ""
         server = Server(tmp, tmp / "stream", "memory_segments = 6\n" + store)
@@ -237,7 +255,8 @@ def main() -> None:
                 time.sleep(3)
             wait_for(lambda: (tmp / "stream" / "stream.m3u8").exists(), 30, what="playlist")
             server.wait_live(30)
-            print(f"workers: {args.workers}")
+            print(f"workers: {args.workers}" + (f", parts of {args.part_ms} ms"
+                                                 if args.part_ms else ", whole segments"))
             print(f"{'viewers':>8} {'keeping up':>11} {'CPU %core':>10} {'CPU/viewer':>11} "
                   f"{'RSS MB':>8} {'Redis %core':>12} "
                   f"{'push p50 ms':>12} {'push p95 ms':>12} {'segments':>9}")
