@@ -10,6 +10,15 @@ one rendition. Each lower rendition NAME writes NAME.m3u8, NAME-init.mp4 and NAM
 the same keyframe times, so segment N of every rendition covers the same media time. The
 master playlist (master.m3u8) lists them all for HLS players and tells the watcher which
 renditions exist.
+
+Parts (low latency, written by `livestream segment`: app/sources/segmenter.py): while segment N
+is being written, each of its fragments is a file of its own, stream{N}.{K}.m4s (NAME-{N}.{K}.m4s
+for a lower rendition), listed after the last finished segment as `#EXT-X-PART` lines (the
+segment in progress) with an `#EXT-X-PRELOAD-HINT` for the next. Segment N, once finished, is
+its parts joined byte for byte, listed with `#EXTINF` as any segment; its parts stay listed
+(and on disk) for the three newest segments. A part is written whole and renamed into place
+before the playlist naming it, like every other file. Readers that know nothing of parts
+(OBS-era players, an older edge) read the same folder at segment latency.
 """
 from __future__ import annotations
 
