@@ -92,12 +92,17 @@ def test_idle_connections_do_not_hold_the_receiver(tmp_path):
         started = time.monotonic()
         assert requests.get(url, timeout=5).status_code == 200
         assert time.monotonic() - started < 1.0
-        # one address cannot take every connection: the fifth from it is closed at once
-        idle.append(socket.create_connection(("127.0.0.1", port)))
-        extra = socket.create_connection(("127.0.0.1", port))
-        extra.settimeout(3)
-        assert extra.recv(1) == b"", "a fifth connection from one address was kept"
-        extra.close()
+        # one address cannot take every connection: beyond 4 open, more are closed at once
+        more = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        idle += more
+        closed = 0
+        for sock in idle:
+            sock.settimeout(1.5)
+            try:
+                closed += sock.recv(1) == b""
+            except socket.timeout:
+                pass
+        assert closed >= 2, f"{len(idle)} idle connections from one address, {closed} closed"
     finally:
         for sock in idle:
             sock.close()

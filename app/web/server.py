@@ -172,8 +172,9 @@ def make_server(app: Callable, listener, socket_timeout: float, head_timeout: fl
     write (stream.send_timeout); head_timeout: longest time for a request's head once it
     started (server.header_timeout)."""
     raise_file_limit()
+    backlog = {"backlog": 2048} if isinstance(listener, tuple) else {}  # a socket has its own
     return Server(listener, app, socket_timeout, head_timeout, handler_class=handler_class,
-                  log=None, backlog=2048, error_log=logging.getLogger("app.web.server.errors"))
+                  log=None, error_log=logging.getLogger("app.web.server.errors"), **backlog)
 
 
 def raise_file_limit() -> None:
