@@ -13,6 +13,7 @@ from app.stream.folder import MASTER_PLAYLIST, MIME_TYPES
 from app.stream.playlist import with_query
 from app.web.limits import Guarded, PerViewerLimit
 from app.web.requester import client, over_budget, token_from_request
+from app.web.views.api import push_holder
 
 bp = Blueprint("stream_files", __name__)
 
@@ -110,12 +111,16 @@ def has_part(snap, msn: int, part: int | None) -> bool:
 def blocking_reload(quality: str, msn: int, part: int | None):
     """Wait (at most three target durations) until the playlist has what the player asked for
     with _HLS_msn / _HLS_part; the snapshot then, or None when the client is over its budget.
-    Every waiting request holds one of its client's push connections."""
+    Every waiting request holds one of its client's push connections and a push slot."""
     state, budgets, source = services().stream, services().budgets, client()
+    slots, holder = services().push_slots, push_holder()
     snap = state.snapshot.view(quality)
     if has_part(snap, msn, part):
         return snap
     if not budgets.hold(source, "push"):
+        return None
+    if not slots.acquire(holder):  # the process's own cap on waiting responses
+        budgets.release(source, "push")
         return None
     try:
         deadline = time.monotonic() + 3 * snap.target_duration
@@ -123,6 +128,7 @@ def blocking_reload(quality: str, msn: int, part: int | None):
             state.wait(deadline - time.monotonic())
             snap = state.snapshot.view(quality)
     finally:
+        slots.release(holder)
         budgets.release(source, "push")
     return snap
 
