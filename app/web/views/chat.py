@@ -214,12 +214,12 @@ def form_page(who: Requester, error: str = "", draft: str = "", status: int = 20
     # A new captcha costs the client one of its budget (app/web/budgets.py).
     if not who.banned and not who.fresh and c.needs_captcha(who):
         source, budgets = client(), services().budgets
-        refused = []
+        refused = False
 
         def may_draw() -> bool:
-            allowed = budgets.take(source, "captchas")
-            refused.extend([] if allowed else [True])
-            return allowed
+            nonlocal refused
+            refused = not budgets.take(source, "captchas")
+            return not refused
 
         challenge = c.captchas.issue(who.viewer_id, may_draw)
         captcha_busy = challenge is None
@@ -300,15 +300,14 @@ USER_LIST_SECONDS = 2.0  # the list is worked out at most this often, whoever as
 USER_LIST_LIMIT = 300
 
 
-def user_list(include_banned: bool = False) -> list[dict]:
+def user_list() -> list[dict]:
     """Who is here, worked out at most every USER_LIST_SECONDS per process: its cost (a store
     look-up per person) does not grow with how often, or by how many, it is asked for."""
-    cache = current_app.extensions.setdefault("livestream.user_list", {})
+    made, people = current_app.extensions.get("livestream.user_list", (-math.inf, []))
     now = time.monotonic()
-    made, people = cache.get(include_banned, (-math.inf, []))
     if now - made >= USER_LIST_SECONDS:
-        people = work_out_user_list(include_banned)
-        cache[include_banned] = (now, people)
+        people = work_out_user_list(include_banned=False)
+        current_app.extensions["livestream.user_list"] = (now, people)
     return people
 
 
