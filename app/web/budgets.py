@@ -4,12 +4,13 @@ Tokens cost nothing to keep, so every per-token limit is only as strong as the c
 token. These budgets put the cost where an attacker pays it: per circuit over Tor (a new
 rendezvous circuit takes seconds and, with proof-of-work on, real CPU) and per address on the
 clear web. Counted per window (`window_seconds`): new identities, captchas drawn, posts. Held
-at once: open video responses and open push responses (chat frames, event streams), and the
-viewers a client may have listed as watching. A client that keeps being refused is reported
-to `on_abuse` once per window (the onion service closes its circuit).
+at once: open video responses, open push responses (chat frames, event streams, long polls,
+blocking playlist reloads) and the viewers a client may have listed as watching. A client that
+keeps being refused is reported to `on_abuse` once per window (the onion service closes its
+circuit).
 
 Per process: with `--workers N` each worker keeps its own, so a client gets up to N times a
-budget; a circuit's connections usually stay with the worker that accepted them.
+budget, and circuits are not closed (tor's controller lives in the parent).
 """
 from __future__ import annotations
 
@@ -22,9 +23,6 @@ from dataclasses import dataclass, field
 from app.config import BudgetsConfig
 
 log = logging.getLogger(__name__)
-
-RATES = ("identities", "captchas", "posts")
-HOLDS = ("video", "push")
 
 
 @dataclass
