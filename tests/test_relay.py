@@ -209,7 +209,7 @@ def test_master_playlist_variants_are_followed(live_stream, tmp_path):
     assert (edge_dir / "high.m3u8").read_text().endswith("#EXT-X-ENDLIST\n")
     for name in [*names, "init.mp4"]:
         assert (edge_dir / name).read_bytes() == (served / name).read_bytes()
-    assert not list(edge_dir.glob(".relay.*"))  # no temp file left behind
+    assert not list(edge_dir.glob(".write.*"))  # no temp file left behind
 
 
 def test_a_bare_origin_is_asked_for_its_master_again_after_a_restart(live_stream, tmp_path):

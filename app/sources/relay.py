@@ -20,9 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from app.stream.folder import (
     MASTER_PLAYLIST,
     clean_title,
     prepare_stream_dir,
+    write_file,
     write_marker,
     write_title,
 )
@@ -381,14 +380,7 @@ class Relay:
         """Replace one file of the stream folder atomically: readers see old or new."""
         if "/" in name or name.startswith(".") or not name:
             raise RelayError(f"refusing to write {name!r} outside the stream folder")
-        fd, temp = tempfile.mkstemp(prefix=".relay.", dir=self.stream_dir)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(temp, self.stream_dir / name)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_file(self.stream_dir, name, data)
 
 
 @dataclass(frozen=True)

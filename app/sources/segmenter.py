@@ -20,14 +20,12 @@ Every file is written whole and renamed into place, the playlist last.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.stream import boxes
-from app.stream.folder import RenditionFiles
+from app.stream.folder import RenditionFiles, write_file
 
 log = logging.getLogger(__name__)
 
@@ -228,11 +226,4 @@ class Segmenter:
         self._write(self.files.playlist, self.playlist(ended).encode())
 
     def _write(self, name: str, data: bytes) -> None:
-        fd, temp = tempfile.mkstemp(prefix=".segment.", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(temp, self.folder / name)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_file(self.folder, name, data)

@@ -133,6 +133,19 @@ def ensure_endlist(playlist_path: Path) -> bool:
 
 
 
+def write_file(stream_dir: Path, name: str, data: bytes) -> None:
+    """Replace one file of the folder atomically (temp file + rename): readers see the old
+    bytes or the new, never half of them."""
+    fd, temp = tempfile.mkstemp(prefix=".write.", dir=stream_dir)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, Path(stream_dir) / name)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
 def clean_title(text: str, default: str) -> str:
     text = "".join(ch for ch in text if ch.isprintable()).strip()
     return text[:TITLE_MAX] or default
