@@ -44,11 +44,15 @@ def test_the_chat_exports_as_json_csv_and_text_with_hidden_messages_marked(serve
     text = livestream(server.config_path, "chat", "export").stdout
     assert re.search(r"Z Anonymous #\w+ \[hidden\]: to be hidden", text)
 
-    # --since: only what is newer; a bad value is a clear error
+    # --since: only what is newer (a UTC time, or a duration ago); a bad value is a clear error
+    since = by_text["to be hidden"]["time"]
     recent = json.loads(livestream(server.config_path, "chat", "export", "--format", "json",
-                                   "--since", "2s").stdout)
+                                   "--since", since).stdout)
     assert "first words" not in {row["text"] for row in recent}
     assert "to be hidden" in {row["text"] for row in recent}
+    today = json.loads(livestream(server.config_path, "chat", "export", "--format", "json",
+                                  "--since", "1d").stdout)
+    assert {row["text"] for row in today} >= {"first words", "to be hidden"}
     bad = livestream(server.config_path, "chat", "export", "--since", "yesterday")
     assert bad.returncode == 2 and "neither a duration" in bad.stderr
 
