@@ -7,7 +7,10 @@
  * was live), the player measures the server's clock (/api/clock: seconds on a scale private to
  * the server process, never the host's wall clock) and steers its playback rate
  * gently towards "server now - origin - delay". It can scrub back through the segments the
- * playlist still lists, and return to live. Without MSE, or when it fails, the page's own
+ * playlist still lists, and return to live. When the source writes parts (a fragment every
+ * ~200 ms), the player follows the segment in progress fragment by fragment (/fragment: the
+ * server answers each request the moment that fragment exists), so it plays under a second
+ * behind the encoder instead of a segment and more. Without MSE, or when it fails, the page's own
  * /stream.mp4 keeps playing. ?player=plain or ?player=mse picks one explicitly; the choice is
  * carried in same-origin links and forms, never in a cookie.
  *
@@ -254,6 +257,8 @@
     this.throughput = null;      // bits per second, the last segment fetch
     this.wanted = null;          // a rendition asked for: nothing is fetched until its timeline comes
     this.onQuality = null;       // (name) -> ask the feed for that rendition's timeline
+    this.follow = null;          // following the live edge: {sequence, index} of the next fragment
+    this.fragments = 0;          // fragments appended while following (shown in data-fragments)
     this.bindVideo();
   }
 
@@ -314,6 +319,7 @@
     this.started = false;
     this.live = true;
     this.failures = 0;
+    this.follow = null;
     var mediaSource = new MediaSource();
     this.mediaSource = mediaSource;
     this.objectUrl = URL.createObjectURL(mediaSource);
@@ -420,10 +426,11 @@
   MsePlayer.prototype.target = function () {
     var tl = this.tl, edge = this.edge();
     if (edge === null) { return 0; }
-    var last = tl.segments[tl.segments.length - 1];
+    var last = tl.segments[tl.segments.length - 1], end = last.start + last.duration;
+    if (tl.partial) { end = tl.partial.start + tl.partial.duration; }
     var aim = edge - tl.delay - this.extraDelay;
     // Never aim past what exists (an encoder slower than real time would pull us there).
-    return clamp(aim, tl.segments[0].start, last.start + last.duration - 0.25);
+    return clamp(aim, tl.segments[0].start, end - 0.25);
   };
 
   MsePlayer.prototype.position = function () {
@@ -475,7 +482,11 @@
       uri = tl.init;
     } else {
       seg = this.nextSegment();
-      if (!seg) { return; }
+      if (!seg) {
+        var next = this.followFrom();
+        if (next) { this.pumpFragment(next); }
+        return;
+      }
       uri = seg.uri;
     }
     this.busy = true;
@@ -515,6 +526,72 @@
     });
   };
 
+  /** Where to go on following the live edge fragment by fragment, or null: only while live,
+   * with a source writing parts, once every earlier segment the position needs is here. */
+  MsePlayer.prototype.followFrom = function () {
+    if (!this.live) { this.stopFollowing(); return null; }
+    if (this.follow) { return this.follow; }
+    var partial = this.tl.partial;
+    if (!partial || this.appended.has(partial.sequence) || this.missing.has(partial.sequence)) { return null; }
+    this.follow = { sequence: partial.sequence, index: 0 };  // its first fragment holds the keyframe
+    return this.follow;
+  };
+
+  /** Back to whole segments (scrubbed back, paused, or the server no longer has it): the
+   * segment followed halfway is fetched whole again when it is needed. */
+  MsePlayer.prototype.stopFollowing = function () {
+    if (!this.follow) { return; }
+    if (this.follow.index > 0) { this.appended.delete(this.follow.sequence); }
+    this.follow = null;
+  };
+
+  /** Ask for the next fragment; the server answers when it is written. */
+  MsePlayer.prototype.pumpFragment = function (at) {
+    var self = this, buffer = this.buffer, tl = this.tl;
+    this.busy = true;
+    var control = this.fetchControl = new AbortController();
+    var limit = Math.max(FETCH_TIMEOUT_MS, (3 * tl.target_duration + 2) * 1000);
+    var timer = setTimeout(function () { control.timedOut = true; control.abort(); }, limit);
+    var uri = '/fragment?gen=' + this.generation + '&seq=' + at.sequence + '&k=' + at.index +
+      (tl.quality ? '&quality=' + encodeURIComponent(tl.quality) : '');
+    fetch(withToken(uri), { credentials: 'same-origin', cache: 'no-store', signal: control.signal })
+      .then(function (response) {
+        if (response.status === 204) { return null; }  // nothing new in time: ask again
+        if (response.status === 404) { var gone = new Error('gone'); gone.gone = true; throw gone; }
+        if (!response.ok) { throw new Error('a fragment answered ' + response.status); }
+        var which = (response.headers.get('X-Fragment') || '').split('.');
+        return response.arrayBuffer().then(function (data) {
+          return { sequence: parseInt(which[0], 10), index: parseInt(which[1], 10), data: data };
+        });
+      }).finally(function () { clearTimeout(timer); })
+      .then(function (got) {
+        if (buffer !== self.buffer || !got || self.follow !== at) { return; }
+        return self.append(got.data).then(function () {
+          if (!self.appended.has(got.sequence)) {
+            // placed for eviction once the timeline lists it (see evict)
+            self.appended.set(got.sequence, { sequence: got.sequence, start: Infinity, duration: 0 });
+          }
+          self.follow = { sequence: got.sequence, index: got.index + 1 };
+          self.fragments += 1;
+          self.ui.root.dataset.fragments = String(self.fragments);
+          self.failures = 0;
+        });
+      }).catch(function (error) {
+        if (buffer !== self.buffer || (error.name === 'AbortError' && !control.timedOut)) { return; }
+        self.stopFollowing();
+        if (error.gone) { return; }
+        if (error.name === 'QuotaExceededError') { self.evict(5); return; }
+        self.failures += 1;
+        if (self.failures >= 5) { self.fail('fragments keep failing: ' + error.message); }
+        return sleep(500 * self.failures);
+      }).then(function () {
+        if (buffer !== self.buffer) { return; }
+        self.busy = false;
+        self.tick();
+        self.pump();
+      });
+  };
+
   MsePlayer.prototype.buffered = function (time) {
     var ranges = this.video.buffered;
     for (var i = 0; i < ranges.length; i++) {
@@ -543,9 +620,9 @@
     try {
       buffer.remove(0, until);
     } catch (e) { return; }
-    var self = this;
+    var self = this, oldest = this.tl.segments.length ? this.tl.segments[0].sequence : -1;
     this.appended.forEach(function (seg, sequence) {
-      if (seg.start + seg.duration <= until + 0.05) { self.appended.delete(sequence); }
+      if (seg.start + seg.duration <= until + 0.05 || sequence < oldest) { self.appended.delete(sequence); }
     });
   };
 
@@ -726,6 +803,7 @@
     var behind = Math.max(0, edge - video.currentTime);
     root.dataset.state = player.live ? 'live' : 'dvr';
     root.dataset.behind = behind.toFixed(2);
+    root.dataset.extraDelay = player.extraDelay.toFixed(1);  // added after stalls
     this.behind.textContent = (player.live ? '' : 'Replay · ') + behind.toFixed(1) + ' s behind live';
     this.goLiveButton.classList.toggle('is-live', player.live);
     this.goLiveButton.textContent = player.live ? 'Live' : 'Go live';

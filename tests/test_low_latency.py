@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import Server, TestStream, cli
+from firefox import firefox  # noqa: F401 - the shared browser fixture
+from support import Server, TestStream, cli, wait_for
 
 from app.stream import boxes
 from app.stream import playlist as hls
@@ -188,3 +189,91 @@ def test_hls_js_in_low_latency_mode_plays_parts_near_live(low_latency, browser):
     assert playing > 6 and parts_asked, "hls.js did not play the parts"
     # whole 2 s segments keep hls.js 4-6 s behind; the goal is 1.5 s (docs/benchmarks.md)
     assert latency < 2.5
+
+
+DATASET = """() => {
+  const data = document.getElementById('player-controls').dataset;
+  return {mode: data.mode, state: data.state, behind: data.behind, fragments: data.fragments,
+          extra: data.extraDelay,
+          time: document.querySelector('video.player').currentTime};
+}"""
+
+
+def test_the_mse_player_follows_the_segment_in_progress_fragment_by_fragment(low_latency,
+                                                                              browser):
+    """Our own player, JavaScript on: once live it asks /fragment for each fragment as it is
+    written and aims a few parts behind the edge instead of a segment and more."""
+    server, _ = low_latency
+    timeline = requests.get(server.url + "/api/playlist", timeout=5).json()
+    assert timeline["partial"] is None or timeline["partial"]["sequence"] == \
+        timeline["segments"][-1]["sequence"] + 1
+    assert timeline["delay"] < 1.0, "a source writing parts gets a short delay"
+    context = browser.new_context()
+    page = context.new_page()
+    fragments_asked: list[str] = []
+    page.on("request", lambda r: fragments_asked.append(r.url) if "/fragment?" in r.url
+            else None)
+    try:
+        page.goto(server.url + "/?player=mse")
+        wait_for(lambda: int(page.evaluate(DATASET)["fragments"] or 0) > 15, 30, 0.2,
+                 "the player to follow 15 fragments")
+        behind = []
+        for _ in range(10):
+            behind.append(float(page.evaluate(DATASET)["behind"]))
+            time.sleep(0.3)
+        state = page.evaluate(DATASET)
+    finally:
+        context.close()
+    print(f"\nMSE player following fragments: {statistics.median(behind):.2f} s behind live "
+          f"(median of 10; {state['extra']} s added after stalls), {len(fragments_asked)} "
+          "fragments asked")
+    assert state["mode"] == "mse" and state["state"] == "live" and state["time"] > 0
+    assert all(re.search(r"[?&]gen=\d+&seq=\d+&k=\d+", url) for url in fragments_asked)
+    # segment by segment it aims 2.75 s (one 2 s segment + 0.75 s) behind; following
+    # fragments, timeline["delay"] (0.6 s with 200 ms parts; figures: docs/benchmarks.md)
+    assert statistics.median(behind) < 2.0
+
+
+def test_fragments_answer_in_order_and_say_which_came(low_latency):
+    server, _ = low_latency
+    timeline = requests.get(server.url + "/api/playlist", timeout=5).json()
+    newest = timeline["segments"][-1]
+    ask = {"gen": timeline["generation"], "seq": newest["sequence"], "k": 0}
+    first = requests.get(server.url + "/fragment", params=ask, timeout=10)
+    assert first.status_code == 200 and first.headers["X-Fragment"] == f"{newest['sequence']}.0"
+    assert first.content[4:8] == b"moof" or b"moof" in first.content[:64]
+    # far past the fragments of the newest segment: the first of the next one, when written
+    later = requests.get(server.url + "/fragment", params=dict(ask, k=999), timeout=10)
+    assert later.status_code == 200
+    assert later.headers["X-Fragment"] == f"{newest['sequence'] + 1}.0"
+    gone = requests.get(server.url + "/fragment", params=dict(ask, gen=ask["gen"] + 7),
+                        timeout=10)
+    assert gone.status_code == 404
+    assert requests.get(server.url + "/fragment", params={"seq": "x"},
+                        timeout=10).status_code == 400
+
+
+FIREFOX_DATASET = ("var d = document.getElementById('player-controls').dataset;"
+                   "return {mode: d.mode, state: d.state, behind: d.behind,"
+                   " fragments: d.fragments || '0'};")
+
+
+def test_firefox_esr_follows_fragments_too(low_latency, firefox):  # noqa: F811
+    """Tor Browser's engine at its Standard level (JavaScript on)."""
+    server, _ = low_latency
+    client = firefox.client
+    with client.using_prefs({"javascript.enabled": True, "media.autoplay.default": 0}):
+        try:
+            firefox.open(server.url + "/?player=mse", wait_complete=10.0)
+            wait_for(lambda: int(firefox.content_script(FIREFOX_DATASET)["fragments"]) > 15,
+                     30, 0.2, "Firefox's player to follow 15 fragments")
+            behind = []
+            for _ in range(10):
+                behind.append(float(firefox.content_script(FIREFOX_DATASET)["behind"]))
+                time.sleep(0.3)
+            state = firefox.content_script(FIREFOX_DATASET)
+        finally:
+            client.navigate("about:blank")  # no JS page left running after the pref flips back
+    print(f"\nFirefox ESR following fragments: {statistics.median(behind):.2f} s behind live")
+    assert state["mode"] == "mse" and state["state"] == "live"
+    assert statistics.median(behind) < 2.0

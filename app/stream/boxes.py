@@ -304,6 +304,19 @@ def fragment_sequence_offsets(data: bytes) -> tuple[int, ...]:
     return tuple(offsets)
 
 
+def fragment_bounds(data: bytes) -> tuple[tuple[int, int], ...]:
+    """(start, end) of each fragment of a media segment: from one moof to the next, the
+    first from the segment's own start (a styp or sidx goes with it). The parts a segmenter
+    writes are these fragments, so the bounds are the same in a segment in progress and in
+    the finished one."""
+    starts, at = [], 0
+    for kind, _, box_end in boxes(data):
+        if kind == b"moof":
+            starts.append(at if starts else 0)
+        at = box_end
+    return tuple(zip(starts, starts[1:] + [len(data)]))
+
+
 # ------------------------------------------------------------------ one fragment, as it comes
 
 @dataclass(frozen=True)

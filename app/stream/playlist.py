@@ -35,6 +35,7 @@ class Playlist:
     ended: bool
     pending: tuple[Part, ...] = ()  # the parts of the segment after the last one listed
     part_uris: frozenset[str] = frozenset()  # every part listed (players may fetch them)
+    part_target: float | None = None  # #EXT-X-PART-INF: a source writing parts
 
     @property
     def pending_sequence(self) -> int:
@@ -64,6 +65,7 @@ def parse(text: str) -> Playlist:
     parts: list[Part] = []
     part_uris: set[str] = set()
     duration = None
+    part_target = None
     for line in lines[1:]:
         if not line:
             continue
@@ -75,6 +77,8 @@ def parse(text: str) -> Playlist:
             init_uri = _attribute(line, "URI")
         elif line.startswith("#EXTINF:"):
             duration = _number(line.split(",", 1)[0], float, MAX_DURATION)
+        elif line.startswith("#EXT-X-PART-INF:"):
+            part_target = _number("x:" + _attribute(line, "PART-TARGET"), float, MAX_DURATION)
         elif line.startswith("#EXT-X-PART:"):
             parts.append(Part(_safe_name(_attribute(line, "URI")),
                               _number("x:" + _attribute(line, "DURATION"), float,
@@ -93,7 +97,7 @@ def parse(text: str) -> Playlist:
     if init_uri is not None:
         init_uri = _safe_name(init_uri)
     return Playlist(target, media_sequence, init_uri, tuple(entries), ended, tuple(parts),
-                    frozenset(part_uris))
+                    frozenset(part_uris), part_target or None)
 
 
 MAX_DURATION = 3600.0  # seconds, for one segment or the target

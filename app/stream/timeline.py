@@ -25,6 +25,10 @@ from app.stream.watcher import Snapshot
 # Seconds behind the live edge on top of one segment: room for noticing, fetching and
 # appending the newest segment before the play position reaches it.
 DELAY_MARGIN = 0.75
+# With a source that writes parts the player follows fragment by fragment (fragments.py):
+# it aims this many parts behind the edge, plus a margin for the request and the append.
+DELAY_PARTS = 2
+PART_MARGIN = 0.2
 STREAM_PREFIX = "/stream/"
 
 
@@ -52,6 +56,8 @@ class Timeline:
     quality: str = ""  # the rendition these segments belong to ("" with a single one)
     # every rendition: {"name", "bandwidth", "resolution"}, top first, for the player's choice
     qualities: tuple[dict, ...] = ()
+    # the segment in progress of a source writing parts: {"sequence", "start", "duration"}
+    partial: dict | None = None
 
     def as_json(self, clock: StreamClock) -> dict:
         """For the player: every moment on the public clock (app/stream/clock.py)."""
@@ -91,6 +97,8 @@ class _RenditionTimeline:
         self._init_bytes: bytes | None = None
         self._init = boxes.InitInfo()
         self._starts: dict[tuple[int, int, str], float | None] = {}
+        # the tightest origin bound any part of a segment gave while it was in progress
+        self._part_bounds: dict[tuple[int, int], float] = {}
 
     def get(self, snap: Snapshot) -> Timeline:
         if snap is not self._snapshot or self._timeline is None:
@@ -106,18 +114,37 @@ class _RenditionTimeline:
         held = {seg.sequence: seg for seg in snap.segments}
         starts = self._media_starts(snap, held)
         segments = place(entries, starts, held)
-        origin = live_origin(segments)
+        partial = in_progress(snap, segments)
+        origin = live_origin(segments, self._note_part_bound(snap, segments, partial))
         longest = max((s.duration for s in segments), default=snap.target_duration)
+        delay = longest + DELAY_MARGIN
+        if snap.part_target:
+            delay = min(delay, DELAY_PARTS * snap.part_target + PART_MARGIN)
         return Timeline(
             status=snap.status, online=snap.online, generation=snap.generation,
             title=snap.title, target_duration=snap.target_duration,
             init=STREAM_PREFIX + snap.init_name if snap.init_name else None,
             codecs=self._init.codecs, origin=origin,
-            delay=round(longest + DELAY_MARGIN, 3), segments=segments,
+            delay=round(delay, 3), segments=segments, partial=partial,
             quality=snap.quality,
             qualities=tuple({"name": v.name, "bandwidth": v.bandwidth,
                              "resolution": v.resolution} for v in snap.qualities),
         )
+
+    def _note_part_bound(self, snap: Snapshot, segments: tuple[TimedSegment, ...],
+                         partial: dict | None) -> list[float]:
+        """Origin bounds from parts, one per segment still listed: a segment is only seen
+        complete once the next one's first part is written, so its parts said more."""
+        if partial is not None and snap.partial.seen_at:
+            key = (snap.generation, partial["sequence"])
+            bound = snap.partial.seen_at - (partial["start"] + partial["duration"])
+            self._part_bounds[key] = min(bound, self._part_bounds.get(key, bound))
+        listed = {(snap.generation, s.sequence) for s in segments}
+        if partial is not None:
+            listed.add((snap.generation, partial["sequence"]))
+        for gone in [key for key in self._part_bounds if key not in listed]:
+            del self._part_bounds[gone]  # bounded by the segments listed
+        return list(self._part_bounds.values())
 
     def _media_starts(self, snap: Snapshot, held: dict) -> dict[int, float]:
         """Start times read from the held segments' bytes, each segment read only once."""
@@ -155,12 +182,26 @@ def place(entries: Sequence[hls.Entry], starts: dict[int, float],
     )
 
 
-def live_origin(segments: tuple[TimedSegment, ...]) -> float | None:
+def in_progress(snap: Snapshot, segments: tuple[TimedSegment, ...]) -> dict | None:
+    """The segment in progress right after the newest listed one, where the player may
+    follow it fragment by fragment."""
+    partial = snap.partial
+    if partial is None or not segments or partial.sequence != segments[-1].sequence + 1:
+        return None
+    start = segments[-1].start + segments[-1].duration
+    return {"sequence": partial.sequence, "start": round(start, 4),
+            "duration": round(partial.duration, 4)}
+
+
+def live_origin(segments: tuple[TimedSegment, ...],
+                part_bounds: Sequence[float] = ()) -> float | None:
     """Server time at which media time 0 was live.
 
-    A segment cannot be seen before its last frame was captured, so each seen segment gives
-    an upper bound `seen_at - end`; the smallest is the tightest. Using the smallest also
-    keeps the estimated live edge at or behind what has really been written.
+    A segment (or a part) cannot be seen before its last frame was captured, so each seen
+    one gives an upper bound `seen_at - end`; the smallest is the tightest. Using the
+    smallest also keeps the estimated live edge at or behind what has really been written.
+    Parts give tighter bounds than segments with a source writing them (`part_bounds`).
     """
     bounds = [s.seen_at - (s.start + s.duration) for s in segments if s.seen_at]
+    bounds += part_bounds
     return round(min(bounds), 4) if bounds else None

@@ -48,6 +48,7 @@ class Partial:
     parts: int
     duration: float
     fragment_offsets: tuple[int, ...] = ()
+    seen_at: float = 0.0  # wall clock when the watcher saw its newest part
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Snapshot:
     lower: tuple[Snapshot, ...] = field(default=(), repr=False)
     master: bytes | None = field(default=None, repr=False)
     partial: Partial | None = field(default=None, repr=False)
+    part_target: float | None = None  # seconds per part, when the source writes parts
 
     def view(self, quality: str | None) -> Snapshot:
         """The view of rendition `quality`; the top one for None or a name not live now."""
@@ -292,7 +294,7 @@ class StreamState:
                         init_name=parsed.init_uri, segments=self._read_segments(
                             parsed.entries, known), playlist=raw, entries=parsed.entries,
                         listed=parsed.uris, target_duration=parsed.target_duration,
-                        partial=self._read_partial(parsed, None if changed else base.partial))
+                        part_target=parsed.part_target, partial=self._read_partial(parsed, None if changed else base.partial))
         self._media[name], self._media_keys[name] = media, key
         return media
 
@@ -336,6 +338,7 @@ class StreamState:
             listed=parsed.uris,
             started_at=started_at,
             target_duration=parsed.target_duration,
+            part_target=parsed.part_target,
         )
 
     def _restart_storm(self) -> bool:
@@ -408,7 +411,7 @@ class StreamState:
         if parts == known.parts:
             return known
         return Partial(known.sequence, data, parts, duration,
-                       boxes.fragment_sequence_offsets(data))
+                       boxes.fragment_sequence_offsets(data), time.time())
 
     def _load(self, entry: hls.Entry) -> Segment | None:
         path = self.directory / entry.uri

@@ -10,7 +10,9 @@ from app.community.identity import TOKEN_PATTERN, Requester
 from app.services import services
 from app.stream.fanout import stream_mp4
 from app.stream.folder import MASTER_PLAYLIST, MIME_TYPES
+from app.stream.fragments import GONE, WAIT, find_fragment
 from app.stream.playlist import with_query
+from app.stream.watcher import Snapshot
 from app.web.limits import Guarded, PerViewerLimit
 from app.web.requester import client, over_budget, token_from_request
 from app.web.views.api import push_holder
@@ -108,14 +110,14 @@ def has_part(snap, msn: int, part: int | None) -> bool:
     return part is not None and partial.parts > part
 
 
-def blocking_reload(quality: str, msn: int, part: int | None):
-    """Wait (at most three target durations) until the playlist has what the player asked for
-    with _HLS_msn / _HLS_part; the snapshot then, or None when the client is over its budget.
-    Every waiting request holds one of its client's push connections and a push slot."""
+def wait_until(quality: str, ready: Callable[[Snapshot], bool]) -> Snapshot | None:
+    """Wait (at most three target durations) until `ready` holds for the rendition's
+    snapshot; the snapshot then, or None when the client is over its budget. Every waiting
+    request holds one of its client's push connections and a push slot."""
     state, budgets, source = services().stream, services().budgets, client()
     slots, holder = services().push_slots, push_holder()
     snap = state.snapshot.view(quality)
-    if has_part(snap, msn, part):
+    if ready(snap):
         return snap
     if not budgets.hold(source, "push"):
         return None
@@ -124,13 +126,37 @@ def blocking_reload(quality: str, msn: int, part: int | None):
         return None
     try:
         deadline = time.monotonic() + 3 * snap.target_duration
-        while not has_part(snap, msn, part) and time.monotonic() < deadline:
+        while not ready(snap) and time.monotonic() < deadline:
             state.wait(deadline - time.monotonic())
             snap = state.snapshot.view(quality)
     finally:
         slots.release(holder)
         budgets.release(source, "push")
     return snap
+
+
+@bp.route("/fragment")
+def fragment():
+    """The JavaScript player following the live edge: fragment `k` of segment `seq` of
+    generation `gen` as soon as it is written (app/stream/fragments.py). X-Fragment says
+    which one came ("seq.k"); 204 when nothing came in time, 404 when it is gone."""
+    generation, sequence, index = (request.args.get(name, type=int)
+                                   for name in ("gen", "seq", "k"))
+    if None in (generation, sequence, index) or not 0 <= sequence < 2 ** 53:
+        abort(400)
+    quality = request.args.get("quality") or ""
+    snap = wait_until(quality, lambda s: find_fragment(s, generation, sequence, index) != WAIT)
+    if snap is None:
+        return over_budget("push")
+    found = find_fragment(snap, generation, sequence, index)
+    if found == WAIT:
+        return Response(status=204, headers={"Cache-Control": "no-store"})
+    if found == GONE:
+        abort(404)
+    if token_from_request():
+        on_video_sent()()
+    return Response(found.data, mimetype="video/mp4", headers={
+        "Cache-Control": "no-store", "X-Fragment": f"{found.sequence}.{found.index}"})
 
 
 @bp.route("/stream/<name>")
@@ -145,8 +171,9 @@ def stream_file(name: str):
             msn = request.args.get("_HLS_msn", type=int)
             if msn is not None and 0 <= msn < 2 ** 53:
                 part = request.args.get("_HLS_part", type=int)
-                snap = blocking_reload(snap.quality if snap is not top else "", msn,
-                                       part if part is not None and part >= 0 else None)
+                part = part if part is not None and part >= 0 else None
+                snap = wait_until(snap.quality if snap is not top else "",
+                                  lambda s: has_part(s, msn, part))
                 if snap is None:
                     return over_budget("push")
             if snap.playlist is None:

@@ -1,0 +1,53 @@
+"""Fragment by fragment: what the JavaScript player asks for while following the live edge.
+
+A source that writes parts (app/sources/segmenter.py) makes a fragment about every 200 ms;
+the player asks for "fragment k of segment n" and the server answers as soon as it exists,
+from the bytes the watcher already holds, so the player is one request behind the encoder
+instead of one segment. A segment's fragments are the same bytes while it is in progress and
+once it is finished (boxes.fragment_bounds), so it does not matter which of the two answers.
+A source that writes whole segments has one fragment per segment: the same questions work,
+at segment pace.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.stream import boxes
+from app.stream.watcher import Snapshot
+
+MAX_INDEX = 10_000  # fragments in one segment: far more than any source writes
+
+
+@dataclass(frozen=True)
+class Found:
+    sequence: int
+    index: int
+    data: bytes
+
+
+WAIT = "wait"  # not written yet: ask again when the stream changes
+GONE = "gone"  # no longer held, another generation, or offline: back to the timeline
+
+
+def find_fragment(snap: Snapshot, generation: int, sequence: int,
+                  index: int) -> Found | str:
+    """Fragment `index` of segment `sequence`; when that segment ended with fewer, the first
+    fragment of the next one (the answer says which it is)."""
+    if not snap.online or snap.generation != generation or not 0 <= index <= MAX_INDEX:
+        return GONE
+    held = {segment.sequence: segment for segment in snap.segments}
+    partial = snap.partial
+    while sequence in held:
+        bounds = boxes.fragment_bounds(held[sequence].data)
+        if index < len(bounds):
+            start, end = bounds[index]
+            return Found(sequence, index, held[sequence].data[start:end])
+        sequence, index = sequence + 1, 0
+    if partial is not None and partial.sequence == sequence:
+        bounds = boxes.fragment_bounds(partial.data)
+        if index < len(bounds):
+            start, end = bounds[index]
+            return Found(sequence, index, partial.data[start:end])
+        return WAIT
+    newest = max([*held, partial.sequence if partial else -1], default=-1)
+    return WAIT if newest < sequence <= newest + 1 else GONE
