@@ -314,7 +314,7 @@ def fragment_bounds(data: bytes) -> tuple[tuple[int, int], ...]:
         if kind == b"moof":
             starts.append(at if starts else 0)
         at = box_end
-    return tuple(zip(starts, starts[1:] + [len(data)]))
+    return tuple(zip(starts, starts[1:] + [len(data)], strict=True))
 
 
 # ------------------------------------------------------------------ one fragment, as it comes

@@ -294,7 +294,8 @@ class StreamState:
                         init_name=parsed.init_uri, segments=self._read_segments(
                             parsed.entries, known), playlist=raw, entries=parsed.entries,
                         listed=parsed.uris, target_duration=parsed.target_duration,
-                        part_target=parsed.part_target, partial=self._read_partial(parsed, None if changed else base.partial))
+                        part_target=parsed.part_target,
+                        partial=self._read_partial(parsed, None if changed else base.partial))
         self._media[name], self._media_keys[name] = media, key
         return media
 

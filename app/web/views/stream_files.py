@@ -173,7 +173,7 @@ def stream_file(name: str):
                 part = request.args.get("_HLS_part", type=int)
                 part = part if part is not None and part >= 0 else None
                 snap = wait_until(snap.quality if snap is not top else "",
-                                  lambda s: has_part(s, msn, part))
+                                  lambda s, msn=msn, part=part: has_part(s, msn, part))
                 if snap is None:
                     return over_budget("push")
             if snap.playlist is None:
