@@ -737,7 +737,7 @@ def run_play(args: argparse.Namespace, config: Config) -> int:
             raise options.SourceError("--audio: track numbers start at 0")
         return play.play(chosen, config.stream_dir, config.stream.playlist,
                          dry_run=args.dry_run, renditions=config.stream.renditions,
-                         pass_fds=pass_fds)
+                         pass_fds=pass_fds, part_ms=config.stream.part_ms)
     except options.SourceError as exc:
         print(f"livestream play: {exc}", file=sys.stderr)
         return 2
@@ -778,7 +778,7 @@ def run_party_play(args: argparse.Namespace, config: Config,
     party = runner.Party(items, base, config.stream_dir, config.state_dir,
                          config.stream.playlist, starts_at=starts_at,
                          renditions=None if args.to else config.stream.renditions,
-                         pass_fds=pass_fds)
+                         pass_fds=pass_fds, part_ms=config.stream.part_ms)
     party.check()
     print(f"queue:\n{runner.describe(items, party.infos)}", file=sys.stderr)
     if args.dry_run:

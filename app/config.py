@@ -74,6 +74,7 @@ class StreamConfig:
     send_timeout: float = 20.0
     max_connections_per_viewer: int = 4
     poll_interval: float = 0.25
+    part_ms: int = 200
     renditions: list[Rendition] = field(default_factory=_default_renditions)
 
     def rendition(self, name: str | None) -> Rendition:
@@ -418,6 +419,8 @@ def _check(config: Config, where: str) -> None:
         problems += _check_redis_protection(config.store.redis_url)
     if config.stream.memory_segments < 2:
         problems.append("'stream.memory_segments' must be at least 2")
+    if config.stream.part_ms != 0 and not 50 <= config.stream.part_ms <= 2000:
+        problems.append("'stream.part_ms' must be 0 (whole segments) or 50-2000")
     if config.stream.offline_after <= 0:
         problems.append("'stream.offline_after' must be positive")
     if "/" in config.stream.playlist:

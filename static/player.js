@@ -429,6 +429,9 @@
     var last = tl.segments[tl.segments.length - 1], end = last.start + last.duration;
     if (tl.partial) { end = tl.partial.start + tl.partial.duration; }
     var aim = edge - tl.delay - this.extraDelay;
+    // Following parts, every fragment comes a round trip after it was asked for: a viewer
+    // behind a slow circuit sits that much further back instead of stalling first.
+    if (tl.part_target && this.clock.synced) { aim -= this.clock.roundTrip; }
     // Never aim past what exists (an encoder slower than real time would pull us there).
     return clamp(aim, tl.segments[0].start, end - 0.25);
   };
@@ -559,9 +562,11 @@
         if (response.status === 204) { return null; }  // nothing new in time: ask again
         if (response.status === 404) { var gone = new Error('gone'); gone.gone = true; throw gone; }
         if (!response.ok) { throw new Error('a fragment answered ' + response.status); }
-        var which = (response.headers.get('X-Fragment') || '').split('.');
+        var which = /^(\d+)\.(\d+)-(\d+)$/.exec(response.headers.get('X-Fragments') || '');
+        if (!which) { throw new Error('a fragment answer without X-Fragments'); }
         return response.arrayBuffer().then(function (data) {
-          return { sequence: parseInt(which[0], 10), index: parseInt(which[1], 10), data: data };
+          return { sequence: parseInt(which[1], 10), first: parseInt(which[2], 10),
+                   last: parseInt(which[3], 10), data: data };
         });
       }).finally(function () { clearTimeout(timer); })
       .then(function (got) {
@@ -571,8 +576,8 @@
             // placed for eviction once the timeline lists it (see evict)
             self.appended.set(got.sequence, { sequence: got.sequence, start: Infinity, duration: 0 });
           }
-          self.follow = { sequence: got.sequence, index: got.index + 1 };
-          self.fragments += 1;
+          self.follow = { sequence: got.sequence, index: got.last + 1 };
+          self.fragments += got.last - got.first + 1;
           self.ui.root.dataset.fragments = String(self.fragments);
           self.failures = 0;
         });

@@ -1,6 +1,7 @@
 """RTMP ingest: real ffmpeg publishers pushing to a real `livestream ingest` process."""
 from __future__ import annotations
 
+import re
 import socket
 import stat
 import subprocess
@@ -63,10 +64,12 @@ class Running:
         return f"rtmp://127.0.0.1:{self.port}/{app}/{key or self.key}"
 
     def segments(self) -> list[str]:
-        # the top rendition's segments (the low rendition writes low-N.m4s beside them)
+        # the top rendition's segments (the low rendition writes low-N.m4s beside them, and
+        # the recent segments' parts stay as streamN.K.m4s)
         if not self.stream.exists():
             return []
-        return sorted(p.name for p in self.stream.glob("stream*.m4s"))
+        return sorted(p.name for p in self.stream.glob("stream*.m4s")
+                      if re.fullmatch(r"stream\d+\.m4s", p.name))
 
     def stop(self) -> None:
         if self.proc.poll() is None:

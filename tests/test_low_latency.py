@@ -240,12 +240,17 @@ def test_fragments_answer_in_order_and_say_which_came(low_latency):
     newest = timeline["segments"][-1]
     ask = {"gen": timeline["generation"], "seq": newest["sequence"], "k": 0}
     first = requests.get(server.url + "/fragment", params=ask, timeout=10)
-    assert first.status_code == 200 and first.headers["X-Fragment"] == f"{newest['sequence']}.0"
-    assert first.content[4:8] == b"moof" or b"moof" in first.content[:64]
-    # far past the fragments of the newest segment: the first of the next one, when written
+    whole = requests.get(server.url + newest["uri"], timeout=10).content
+    # a finished segment from its first fragment: all of it, its fragments counted
+    assert first.status_code == 200 and first.content == whole
+    assert first.headers["X-Fragments"] == \
+        f"{newest['sequence']}.0-{len(boxes.fragment_bounds(whole)) - 1}"
+    assert len(boxes.fragment_bounds(whole)) >= 5, "2 s in parts of about 200 ms"
+    # far past the fragments of the newest segment: from the first of the next one
     later = requests.get(server.url + "/fragment", params=dict(ask, k=999), timeout=10)
     assert later.status_code == 200
-    assert later.headers["X-Fragment"] == f"{newest['sequence'] + 1}.0"
+    assert later.headers["X-Fragments"].startswith(f"{newest['sequence'] + 1}.0-")
+    assert boxes.fragment_bounds(later.content)[0][0] == 0
     gone = requests.get(server.url + "/fragment", params=dict(ask, gen=ask["gen"] + 7),
                         timeout=10)
     assert gone.status_code == 404

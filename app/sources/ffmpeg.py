@@ -93,6 +93,34 @@ class Plan:
     variants: tuple[Variant, ...] = field(default=())  # the master playlist; () for one
 
 
+@dataclass(frozen=True)
+class Pipes:
+    """Where the outputs go when our segmenters write the folder (app/sources/pipes.py):
+    one file descriptor per rendition, the top one first, and the fragment length."""
+
+    fds: tuple[int, ...]
+    part_ms: int
+
+
+def fragmented_output_args(fd: int, part_ms: int) -> list[str]:
+    """Fragmented MP4 into pipe `fd`: a fragment at least every `part_ms` and at every
+    keyframe, written the moment it is complete. frag_discont with negative timestamps left
+    alone keeps -output_ts_offset in the fragments (a watch party's media time goes on)."""
+    return ["-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact",
+            "-avoid_negative_ts", "disabled", "-f", "mp4",
+            "-movflags", "+frag_keyframe+empty_moov+default_base_moof+frag_discont",
+            "-frag_duration", str(part_ms * 1000), f"pipe:{fd}"]
+
+
+def output_args(stream_dir: Path, playlist: str, index: int, rendition: str | None,
+                pipes: Pipes | None, segment_seconds: int = SEGMENT_SECONDS) -> list[str]:
+    """Output `index` (0: the top rendition): into its pipe, or ffmpeg's own HLS muxer."""
+    if pipes is not None:
+        return fragmented_output_args(pipes.fds[index], pipes.part_ms)
+    return hls_output_args(stream_dir, playlist, segment_seconds=segment_seconds,
+                           rendition=rendition)
+
+
 def hls_output_args(stream_dir: Path, playlist: str = DEFAULT_PLAYLIST,
                     segment_seconds: int = SEGMENT_SECONDS,
                     list_size: int = PLAYLIST_SIZE, rendition: str | None = None) -> list[str]:
@@ -114,7 +142,8 @@ def hls_output_args(stream_dir: Path, playlist: str = DEFAULT_PLAYLIST,
 
 def lower_rendition_args(stream_dir: Path, rendition: Rendition, *, video: list[str],
                          audio_map: str | None, keyframes: str, preset: str, fps: float,
-                         segment_seconds: int = SEGMENT_SECONDS) -> list[str]:
+                         segment_seconds: int = SEGMENT_SECONDS, index: int = 1,
+                         pipes: Pipes | None = None) -> list[str]:
     """One more HLS output of the same input: a smaller picture at a lower bitrate.
 
     `video` maps (and filters) the picture, e.g. ["-map", "0:v:0", "-vf", "scale=..."];
@@ -134,8 +163,8 @@ def lower_rendition_args(stream_dir: Path, rendition: Rendition, *, video: list[
     if audio_map is not None:
         args += ["-map", audio_map, "-c:a", "aac", "-b:a", f"{rendition.audio_kbps}k",
                  "-ac", "2", "-ar", "48000", "-flags:a", "+bitexact"]
-    return args + ["-sn", "-dn"] + hls_output_args(stream_dir, segment_seconds=segment_seconds,
-                                                   rendition=rendition.name)
+    return args + ["-sn", "-dn"] + output_args(stream_dir, DEFAULT_PLAYLIST, index,
+                                               rendition.name, pipes, segment_seconds)
 
 
 def scale_filter(height: int) -> str:
@@ -252,11 +281,13 @@ def _missing_track(kind: str, flag: str, number: int, tracks: tuple[Track, ...],
 
 def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
               playlist: str = DEFAULT_PLAYLIST, ffmpeg: str = "ffmpeg",
-              renditions: list[Rendition] | None = None) -> Plan:
+              renditions: list[Rendition] | None = None, pipes: Pipes | None = None) -> Plan:
     """Build the ffmpeg command for `livestream play` from what the input holds.
 
     `renditions` (config's stream.renditions) adds one encoded HLS output per lower quality;
     a push to RTMP (--to) writes only the top one (the receiving ingest makes the others).
+    With `pipes` the outputs go to our segmenters (one fd per rendition in plan.variants, or
+    one) instead of ffmpeg's HLS muxer.
     """
     if not info.video:
         raise SourceError(f"{info.source}: has no video track (audio only?); "
@@ -340,12 +371,14 @@ def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
         argv += (["-c:a", "copy", "-bsf:a", "aac_adtstoasc"] if copy_audio
                  else audio_encoder_args(encoding))
     argv += ["-sn", "-dn"]
-    argv += rtmp_output_args(options.to) if options.to else hls_output_args(stream_dir, playlist)
+    argv += (rtmp_output_args(options.to) if options.to
+             else output_args(stream_dir, playlist, 0, None, pipes))
     keyframes = SOURCE_KEYFRAMES if copy_video else keyframe_times(encoding.segment_seconds)
-    for rendition, picture_args in zip(lower, lower_video, strict=True):
+    for index, (rendition, picture_args) in enumerate(zip(lower, lower_video, strict=True), 1):
         argv += lower_rendition_args(stream_dir, rendition, video=picture_args,
                                      audio_map=audio_map, keyframes=keyframes,
-                                     preset=encoding.preset, fps=video.fps)
+                                     preset=encoding.preset, fps=video.fps, index=index,
+                                     pipes=pipes)
 
     notes = []
     if not copy_video and not options.wants_encoding:
@@ -370,9 +403,11 @@ def plan_play(info: MediaInfo, options: PlayOptions, stream_dir: Path,
 
 def ingest_command(stream_dir: Path, playlist: str, copy_video: bool, copy_audio: bool,
                    has_audio: bool, encoding: Encoding, ffmpeg: str = "ffmpeg",
-                   renditions: list[Rendition] | None = None) -> list[str]:
+                   renditions: list[Rendition] | None = None,
+                   pipes: Pipes | None = None) -> list[str]:
     """FLV on stdin (what an RTMP publisher sends) -> HLS in stream_dir, one output per
-    rendition: the top one copied when it can be, the lower ones always encoded."""
+    rendition: the top one copied when it can be, the lower ones always encoded. With
+    `pipes`, through our segmenters (one fd per rendition)."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "warning", "-nostats",
             "-f", "flv", "-i", "pipe:0", "-map", "0:v:0"]
     argv += ["-c:v", "copy"] + STRIP_SEI if copy_video else (["-vf", "format=yuv420p"]
@@ -380,14 +415,16 @@ def ingest_command(stream_dir: Path, playlist: str, copy_video: bool, copy_audio
     if has_audio:
         argv += ["-map", "0:a:0"]
         argv += ["-c:a", "copy"] if copy_audio else audio_encoder_args(encoding)
-    argv += ["-sn", "-dn"] + hls_output_args(stream_dir, playlist)
+    argv += ["-sn", "-dn"] + output_args(stream_dir, playlist, 0, None, pipes,
+                                         encoding.segment_seconds)
     keyframes = SOURCE_KEYFRAMES if copy_video else keyframe_times(encoding.segment_seconds)
-    for rendition in (renditions or [])[1:]:
+    for index, rendition in enumerate((renditions or [])[1:], 1):
         argv += lower_rendition_args(stream_dir, rendition,
                                      video=["-map", "0:v:0", "-vf", scale_filter(rendition.height)],
                                      audio_map="0:a:0" if has_audio else None,
                                      keyframes=keyframes, preset=encoding.preset,
-                                     fps=encoding.fps, segment_seconds=encoding.segment_seconds)
+                                     fps=encoding.fps, segment_seconds=encoding.segment_seconds,
+                                     index=index, pipes=pipes)
     return argv
 
 

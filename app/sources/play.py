@@ -16,8 +16,9 @@ from typing import TextIO
 
 from app.config import Rendition
 from app.runtime import processes
-from app.sources.ffmpeg import PlayOptions, plan_play, redact_url, shell_line
+from app.sources.ffmpeg import Pipes, PlayOptions, plan_play, redact_url, shell_line
 from app.sources.options import SourceError, format_clock
+from app.sources.pipes import SegmenterPipes, segmenters
 from app.sources.probe import probe
 from app.stream.folder import (
     DEFAULT_PLAYLIST,
@@ -214,8 +215,10 @@ def _collect_stderr(stream, errors: deque, hide: tuple[str, ...]) -> None:
 
 def play(options: PlayOptions, stream_dir: Path, playlist: str = DEFAULT_PLAYLIST,
          dry_run: bool = False, out: TextIO = sys.stderr,
-         renditions: list[Rendition] | None = None, pass_fds: tuple[int, ...] = ()) -> int:
-    """Check the input, explain the plan, then stream it in real time."""
+         renditions: list[Rendition] | None = None, pass_fds: tuple[int, ...] = (),
+         part_ms: int = 0) -> int:
+    """Check the input, explain the plan, then stream it in real time: with `part_ms`,
+    fragment by fragment through our segmenters (app/sources/pipes.py)."""
     info = probe(options.source)
     plan = plan_play(info, options, stream_dir, playlist, renditions=renditions)
     if options.hwaccel and not dry_run:
@@ -237,6 +240,18 @@ def play(options: PlayOptions, stream_dir: Path, playlist: str = DEFAULT_PLAYLIS
         prepare_stream_dir(Path(stream_dir), playlist)
         if plan.variants:
             write_master(Path(stream_dir), list(plan.variants))
+    if part_ms and not options.to:
+        piped = SegmenterPipes(segmenters(Path(stream_dir), playlist,
+                                          [v.name for v in plan.variants[1:]]))
+        pipes = Pipes(tuple(piped.open()), part_ms)
+        argv = plan_play(info, options, stream_dir, playlist, renditions=renditions,
+                         pipes=pipes).argv
+        try:
+            return run_ffmpeg(argv, duration=info.duration, offset=options.start,
+                              out=out, pass_fds=pass_fds + pipes.fds,
+                              started=lambda _: piped.spawned())
+        finally:
+            piped.close()  # the segmenters write what came, then ENDLIST
     playlist_path = None if options.to else Path(stream_dir) / playlist
     status = run_ffmpeg(plan.argv, duration=info.duration, offset=options.start,
                         playlist_path=playlist_path, out=out, pass_fds=pass_fds,

@@ -110,19 +110,23 @@ class Segmenter:
         self.done: list[Done] = []
         self.next_sequence = 0
         self.part_target = 0.0
+        self.init_bytes = b""
 
     # ------------------------------------------------------------------ the input
 
-    def run(self, stream: typing.BinaryIO) -> None:
-        """Read the whole input; the playlist ends with ENDLIST however it ends."""
+    def run(self, stream: typing.BinaryIO, last: bool = True) -> None:
+        """Read the whole input; however it ends, the segment in progress is finished and,
+        when it is the `last` input, the playlist ends with ENDLIST. A watch party feeds one
+        input per ffmpeg run (last=False): numbering and media time go on across them."""
         pending_moof = None
-        head = b""
+        head: bytes | None = b""  # the input's init segment until its moov is complete
         try:
             for kind, box in read_boxes(stream):
-                if self.init is None:
+                if head is not None:
                     head += box
                     if kind == b"moov":
                         self._init(head)
+                        head = None
                     elif kind not in (b"ftyp", b"free", b"skip"):
                         raise InputError(f"a {kind!r} box before the moov: not fragmented MP4")
                 elif kind == b"moof":
@@ -131,15 +135,21 @@ class Segmenter:
                     self.fragment(pending_moof + box)
                     pending_moof = None
         finally:
-            if self.init is not None:
+            if self.init is not None and last:
                 self.end()
+            elif self.init is not None:
+                self.pause()
 
     def _init(self, data: bytes) -> None:
-        self.init = boxes.parse_init(data)
-        if self.init.main_track is None:
+        """The input's init segment; written only when it differs from the one in place (a
+        party's runs write the same one, and a new one is a restart to the watcher)."""
+        init = boxes.parse_init(data)
+        if init.main_track is None:
             raise InputError("the input's moov has no track")
-        self.defaults = boxes.track_defaults(data)
-        self._write(self.files.init, data)
+        self.init, self.defaults = init, boxes.track_defaults(data)
+        if data != self.init_bytes:
+            self.init_bytes = data
+            self._write(self.files.init, data)
 
     # ------------------------------------------------------------------ the folder
 
@@ -181,9 +191,17 @@ class Segmenter:
             (self.folder / self.segment_name(old.sequence)).unlink(missing_ok=True)
         self.done = self.done[-2 * self.list_size:]
 
+    def pause(self) -> None:
+        """An input ended but the stream goes on: its last segment is finished."""
+        if self.building is not None and self.building.parts:
+            self._finish(self.building)
+        self.building = None
+        self._write_playlist()
+
     def end(self) -> None:
         if self.building is not None and self.building.parts:
             self._finish(self.building)
+        self.building = None
         self._write_playlist(ended=True)
 
     def playlist(self, ended: bool = False) -> str:

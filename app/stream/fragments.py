@@ -7,6 +7,10 @@ instead of one segment. A segment's fragments are the same bytes while it is in 
 once it is finished (boxes.fragment_bounds), so it does not matter which of the two answers.
 A source that writes whole segments has one fragment per segment: the same questions work,
 at segment pace.
+
+An answer holds every fragment of that segment written so far from the one asked for: a
+player whose round trip is longer than a part (a Tor circuit: 0.5-1 s against 200 ms parts)
+would otherwise fall behind one request per part.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ MAX_INDEX = 10_000  # fragments in one segment: far more than any source writes
 @dataclass(frozen=True)
 class Found:
     sequence: int
-    index: int
+    first: int  # the fragments first..last of segment `sequence`
+    last: int
     data: bytes
 
 
@@ -31,23 +36,26 @@ GONE = "gone"  # no longer held, another generation, or offline: back to the tim
 
 def find_fragment(snap: Snapshot, generation: int, sequence: int,
                   index: int) -> Found | str:
-    """Fragment `index` of segment `sequence`; when that segment ended with fewer, the first
-    fragment of the next one (the answer says which it is)."""
+    """Fragment `index` of segment `sequence` and the ones written after it in that segment;
+    when that segment ended with fewer, from the first fragment of the next one (the answer
+    says which they are)."""
     if not snap.online or snap.generation != generation or not 0 <= index <= MAX_INDEX:
         return GONE
     held = {segment.sequence: segment for segment in snap.segments}
     partial = snap.partial
     while sequence in held:
-        bounds = boxes.fragment_bounds(held[sequence].data)
-        if index < len(bounds):
-            start, end = bounds[index]
-            return Found(sequence, index, held[sequence].data[start:end])
+        found = _from(held[sequence].data, sequence, index)
+        if found is not None:
+            return found
         sequence, index = sequence + 1, 0
     if partial is not None and partial.sequence == sequence:
-        bounds = boxes.fragment_bounds(partial.data)
-        if index < len(bounds):
-            start, end = bounds[index]
-            return Found(sequence, index, partial.data[start:end])
-        return WAIT
+        return _from(partial.data, sequence, index) or WAIT
     newest = max([*held, partial.sequence if partial else -1], default=-1)
     return WAIT if newest < sequence <= newest + 1 else GONE
+
+
+def _from(data: bytes, sequence: int, index: int) -> Found | None:
+    bounds = boxes.fragment_bounds(data)
+    if index >= len(bounds):
+        return None
+    return Found(sequence, index, len(bounds) - 1, data[bounds[index][0]:])

@@ -58,6 +58,7 @@ class Timeline:
     qualities: tuple[dict, ...] = ()
     # the segment in progress of a source writing parts: {"sequence", "start", "duration"}
     partial: dict | None = None
+    part_target: float | None = None  # seconds per part, when the source writes parts
 
     def as_json(self, clock: StreamClock) -> dict:
         """For the player: every moment on the public clock (app/stream/clock.py)."""
@@ -126,6 +127,7 @@ class _RenditionTimeline:
             init=STREAM_PREFIX + snap.init_name if snap.init_name else None,
             codecs=self._init.codecs, origin=origin,
             delay=round(delay, 3), segments=segments, partial=partial,
+            part_target=snap.part_target,
             quality=snap.quality,
             qualities=tuple({"name": v.name, "bandwidth": v.bandwidth,
                              "resolution": v.resolution} for v in snap.qualities),

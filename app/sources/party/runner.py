@@ -1,11 +1,15 @@
 """The controller: ffmpeg for the current item from a position, restarted on every control.
 
-Each run continues the one stream: segment numbers go on (`-start_number`), media time goes
-on (`-output_ts_offset` past the end of what is written, and `movflags=+frag_discont` so the
-fragments carry it), the playlist never gets ENDLIST between runs (`omit_endlist`), and every
-run encodes to the same size, frame rate and audio format so ffmpeg writes a byte-identical
-init segment: the watcher sees one stream, and /stream.mp4 responses simply go on. Between
-runs (and while paused) the folder's hold marker keeps the stream online.
+Each run continues the one stream: media time goes on (`-output_ts_offset` past the end of
+what is written, and `movflags=+frag_discont` so the fragments carry it), and every run
+encodes to the same size, frame rate and audio format so ffmpeg writes a byte-identical init
+segment: the watcher sees one stream, and /stream.mp4 responses simply go on. With
+`stream.part_ms` (the default) every run's outputs go through pipes into one set of
+segmenters that live as long as the party (app/sources/pipes.py): they number on and end
+the playlists only when the party ends. With part_ms 0, ffmpeg's HLS muxer writes the
+folder: segment numbers go on with `-start_number` and `omit_endlist` keeps ENDLIST out
+between runs. Between runs (and while paused) the folder's hold marker keeps the stream
+online.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from app.runtime import processes, signals
 from app.sources.ffmpeg import (
     DEFAULT_PRESET,
     Encoding,
+    Pipes,
     Plan,
     PlayOptions,
     audio_encoder_args,
@@ -34,8 +39,10 @@ from app.sources.options import SourceError, format_clock
 from app.sources.party import control
 from app.sources.party.queue import Item
 from app.sources.party.timeline import listed_last, seek_target, written_end
+from app.sources.pipes import SegmenterPipes, segmenters
 from app.sources.play import run_ffmpeg
 from app.sources.probe import MediaInfo, probe
+from app.sources.segmenter import Segmenter
 from app.stream.folder import (
     COUNTDOWN_FILE,
     DEFAULT_PLAYLIST,
@@ -60,21 +67,22 @@ DEFAULT_FPS = 25.0
 def run_argv(info: MediaInfo, item: Item, base: PlayOptions, position: float,
              offset: float, start_number: int, size: tuple[int, int], fps: float,
              stream_dir: Path, playlist: str,
-             renditions: list[Rendition] | None = None) -> list[str]:
+             renditions: list[Rendition] | None = None, pipes: Pipes | None = None) -> list[str]:
     """The ffmpeg command for one run: plan_play's (every configured rendition), held to the
     party's one output format, each output continuing the numbering and the media time."""
     return _run_plan(info, item, base, position, offset, start_number, size, fps, stream_dir,
-                     playlist, renditions)[0]
+                     playlist, renditions, pipes)[0]
 
 
 def _run_plan(info: MediaInfo, item: Item, base: PlayOptions, position: float,
               offset: float, start_number: int, size: tuple[int, int], fps: float,
               stream_dir: Path, playlist: str,
-              renditions: list[Rendition] | None) -> tuple[list[str], Plan]:
+              renditions: list[Rendition] | None,
+              pipes: Pipes | None = None) -> tuple[list[str], Plan]:
     options = replace(base, source=item.source, subs=item.subs, audio=item.audio,
                       start=position, size=size, preset=base.preset or DEFAULT_PRESET,
                       loop=False)
-    plan = plan_play(info, options, stream_dir, playlist, renditions=renditions)
+    plan = plan_play(info, options, stream_dir, playlist, renditions=renditions, pipes=pipes)
     argv = list(plan.argv)
     if plan.copy_audio:  # copied AAC keeps the file's rate and layout: the init would change
         at = argv.index("-c:a")
@@ -84,7 +92,7 @@ def _run_plan(info: MediaInfo, item: Item, base: PlayOptions, position: float,
     outputs = [i for i, arg in enumerate(argv) if arg == "-map_metadata"]
     for out in reversed(outputs):
         extra = ["-r", f"{fps:g}", "-output_ts_offset", f"{offset:.3f}"]
-        if not base.to:
+        if not base.to and pipes is None:
             at = argv.index("-hls_flags", out)
             argv[at + 1] += "+omit_endlist"
             at = argv.index("-f", out)
@@ -109,8 +117,10 @@ class Party:
     def __init__(self, items: list[Item], base: PlayOptions, stream_dir: Path,
                  state_dir: Path, playlist: str = DEFAULT_PLAYLIST, out: TextIO = sys.stderr,
                  starts_at: float | None = None, renditions: list[Rendition] | None = None,
-                 pass_fds: tuple[int, ...] = ()):
+                 pass_fds: tuple[int, ...] = (), part_ms: int = 0):
         self.items = items
+        self.part_ms = 0 if base.to else part_ms
+        self.segmenters: list[Segmenter] = []  # with part_ms: for the whole party
         self.renditions = list(renditions or [])
         self.variants: tuple = ()  # the master playlist, from the first item's plan
         self.base = base
@@ -239,6 +249,8 @@ class Party:
             if not self.base.to:
                 self._hold("")
                 (self.stream_dir / COUNTDOWN_FILE).unlink(missing_ok=True)
+                for segmenter in self.segmenters:
+                    segmenter.end()
                 ensure_endlist(self.stream_dir / self.playlist)
                 for variant in self.variants[1:]:  # the lower renditions end with the top
                     ensure_endlist(self.stream_dir / variant.playlist)
@@ -308,8 +320,16 @@ class Party:
     def _run_current(self) -> int:
         index, position = self.state.index, self.state.position
         item, info = self.items[index], self.infos[index]
+        piped, pipes = None, None
+        if self.part_ms:
+            if not self.segmenters:
+                self.segmenters = segmenters(self.stream_dir, self.playlist,
+                                             [v.name for v in self.variants[1:]])
+            piped = SegmenterPipes(self.segmenters)
+            pipes = Pipes(tuple(piped.open(last=False)), self.part_ms)
         argv = run_argv(info, item, self.base, position, self.offset, self.next_number,
-                        self.size, self.fps, self.stream_dir, self.playlist, self.renditions)
+                        self.size, self.fps, self.stream_dir, self.playlist, self.renditions,
+                        pipes)
         if not self.base.to:
             write_title(self.stream_dir, item.name if len(self.items) == 1
                         else f"{item.name} ({index + 1}/{len(self.items)})")
@@ -321,11 +341,19 @@ class Party:
         release.start()
         with self.lock:
             self.state.running_since = time.monotonic()
+        def started(proc: subprocess.Popen) -> None:
+            if piped is not None:
+                piped.spawned()
+            self._started(proc)
+
         try:
             status = run_ffmpeg(argv, duration=info.duration, offset=position,
-                                out=self.out, started=self._started, pass_fds=self.pass_fds,
+                                out=self.out, started=started,
+                                pass_fds=self.pass_fds + (pipes.fds if pipes else ()),
                                 hide=(self.base.to,) if self.base.to else ())
         finally:
+            if piped is not None:
+                piped.close()  # every fragment ffmpeg wrote is in the folder
             with self.lock:
                 self.proc = None
                 elapsed = time.monotonic() - (self.state.running_since or time.monotonic())

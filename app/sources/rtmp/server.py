@@ -34,6 +34,7 @@ from app.config import Config
 from app.runtime import processes
 from app.runtime.signals import stop_event
 from app.sources import ffmpeg, options
+from app.sources.pipes import SegmenterPipes, segmenters
 from app.sources.rtmp.amf0 import UNDEFINED, RtmpError, amf_decode
 from app.sources.rtmp.chunks import (
     MSG_AUDIO,
@@ -106,6 +107,7 @@ class IngestServer:
         self.live: str | None = None  # address of the current publisher
         self.live_connection: RtmpConnection | None = None
         self.writing = gevent.lock.Semaphore()  # one ffmpeg writes the folder at a time
+        self.segmenter_pipes: SegmenterPipes | None = None  # that ffmpeg's (stream.part_ms)
         # connections still before `publish`, oldest first: the ones evicted when over a cap
         self.pending: OrderedDict[RtmpConnection, str] = OrderedDict()
         self.host = listen_host(config)
@@ -369,9 +371,15 @@ class IngestServer:
         # would reach every viewer as a black picture
         copy_video = codecs["video"] == "h264" and (picture is None or picture.browsers_play)
         copy_audio = codecs["audio"] == "aac"
+        piped, pipes = None, None
+        if self.config.stream.part_ms:  # fragment by fragment, through our segmenters
+            piped = SegmenterPipes(segmenters(self.stream_dir, self.playlist,
+                                              [r.name for r in self.renditions[1:]],
+                                              self.encoding.segment_seconds))
+            pipes = ffmpeg.Pipes(tuple(piped.open()), self.config.stream.part_ms)
         argv = ffmpeg.ingest_command(self.stream_dir, self.playlist, copy_video, copy_audio,
                                       codecs["audio"] is not None, self.encoding,
-                                      renditions=self.renditions)
+                                      renditions=self.renditions, pipes=pipes)
         if codecs["video"] == "h264" and not copy_video:
             log.warning("publisher %s sends %s, which browsers cannot play: transcoding to "
                         "H.264 High 4:2:0 8-bit (set the encoder to that to save the CPU)",
@@ -385,8 +393,14 @@ class IngestServer:
             top_kbps = self.encoding.video_kbps + self.encoding.audio_kbps
             folder.write_master(self.stream_dir,
                                 ffmpeg.variants(self.renditions, self.playlist, top_kbps))
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, preexec_fn=processes.dies_with_us())
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, preexec_fn=processes.dies_with_us(),
+                                    pass_fds=pipes.fds if pipes else ())
+        finally:
+            if piped is not None:
+                piped.spawned()
+        self.segmenter_pipes = piped
         gevent.spawn(_log_lines, proc.stderr)
         return proc
 
@@ -400,6 +414,9 @@ class IngestServer:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             processes.stop(proc, 5, signal.SIGINT)
+        if self.segmenter_pipes is not None:
+            self.segmenter_pipes.close()  # what ffmpeg wrote is in the folder, then ENDLIST
+            self.segmenter_pipes = None
         if folder.ensure_endlist(self.stream_dir / self.playlist):
             log.info("added ENDLIST to the playlist ffmpeg left open")
         for rendition in self.renditions[1:]:

@@ -138,8 +138,9 @@ def wait_until(quality: str, ready: Callable[[Snapshot], bool]) -> Snapshot | No
 @bp.route("/fragment")
 def fragment():
     """The JavaScript player following the live edge: fragment `k` of segment `seq` of
-    generation `gen` as soon as it is written (app/stream/fragments.py). X-Fragment says
-    which one came ("seq.k"); 204 when nothing came in time, 404 when it is gone."""
+    generation `gen` (and the ones after it already written) as soon as it is written
+    (app/stream/fragments.py). X-Fragments says which came ("seq.first-last"); 204 when
+    nothing came in time, 404 when it is gone."""
     generation, sequence, index = (request.args.get(name, type=int)
                                    for name in ("gen", "seq", "k"))
     if None in (generation, sequence, index) or not 0 <= sequence < 2 ** 53:
@@ -156,7 +157,8 @@ def fragment():
     if token_from_request():
         on_video_sent()()
     return Response(found.data, mimetype="video/mp4", headers={
-        "Cache-Control": "no-store", "X-Fragment": f"{found.sequence}.{found.index}"})
+        "Cache-Control": "no-store",
+        "X-Fragments": f"{found.sequence}.{found.first}-{found.last}"})
 
 
 @bp.route("/stream/<name>")
