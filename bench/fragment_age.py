@@ -13,8 +13,11 @@ Two ways from encoder to server, the same picture (640x360, 30 fps, a keyframe e
 - hls: ffmpeg's HLS muxer, a whole 2 s segment at a time (stream.sh's default).
 
     python bench/fragment_age.py --seconds 20 --viewers 20
+    python bench/fragment_age.py --privnet --modes parts   # through a private Tor network
 
-Loopback only; every loop ends with --seconds.
+With --privnet the server is an onion service of a private Tor network on this machine
+(bench/privnet_site.py) and every viewer reads through the network's SOCKS port on a circuit
+of its own. Loopback only; every loop ends with --seconds.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(PROJECT / "tests"))
+from privnet_site import onion_site  # noqa: E402
 from support import free_port, wait_for  # noqa: E402
 
 from app.stream import boxes  # noqa: E402
@@ -61,10 +65,10 @@ def source(mode: str, folder: Path, seconds: float, part_ms: int) -> subprocess.
     return encoder
 
 
-def viewer(port: int, seconds: float, ages: list[float], started: float) -> None:
+def viewer(connect, seconds: float, ages: list[float], started: float) -> None:
     """Read /stream.mp4 raw (a socket, no HTTP library in between), note each fragment's age
     when its last byte arrived."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with connect() as sock:
         sock.sendall(b"GET /stream.mp4 HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
         data = bytearray()
         head_done, deadline = False, time.monotonic() + seconds
@@ -120,35 +124,49 @@ def _unchunk(data: bytearray) -> bytearray:
         at = end + 2 + size + 2
 
 
-def measure(mode: str, seconds: float, viewers: int, part_ms: int) -> list[float]:
+def measure(mode: str, seconds: float, viewers: int, part_ms: int,
+            privnet: bool = False) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         stream = folder / "stream"
         stream.mkdir()
         port = free_port()
-        config = folder / "config.toml"
-        config.write_text(f'[server]\nport = {port}\nstate_dir = "{folder / "state"}"\n'
-                          f'[stream]\ndir = "{stream}"\n')
+        config_text = (f'[server]\nport = {port}\nstate_dir = "{folder / "state"}"\n'
+                       f'[stream]\ndir = "{stream}"\n')
         started = time.time()
-        encoder = source(mode, stream, seconds, part_ms)
-        server = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(config),
-                                   "serve"], cwd=PROJECT, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        encoder = source(mode, stream, seconds + (240 if privnet else 0), part_ms)
         try:
-            wait_for(lambda: _live(port), 60, 0.5, "the stream to go live")
-            ages: list[float] = []
-            threads = [threading.Thread(target=viewer, args=(port, seconds, ages, started))
-                       for _ in range(viewers)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(seconds + 30)
-            return ages
+            if privnet:
+                with onion_site(folder, config_text) as site:
+                    wait_for(lambda: _live(port), 60, 0.5, "the stream to go live")
+                    return _read(viewers, seconds, started,
+                                 lambda i: lambda: site.connect(f"viewer-{i}"))
+            config = folder / "config.toml"
+            config.write_text(config_text)
+            server = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(config),
+                                       "serve"], cwd=PROJECT, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: _live(port), 60, 0.5, "the stream to go live")
+                return _read(viewers, seconds, started, lambda i: lambda: (
+                    socket.create_connection(("127.0.0.1", port), timeout=10)))
+            finally:
+                server.terminate()
+                server.wait(15)
         finally:
-            server.terminate()
             encoder.terminate()
-            server.wait(15)
             encoder.wait(15)
+
+
+def _read(viewers: int, seconds: float, started: float, connect_for) -> list[float]:
+    ages: list[float] = []
+    threads = [threading.Thread(target=viewer, args=(connect_for(i), seconds, ages, started))
+               for i in range(viewers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 60)
+    return ages
 
 
 def _live(port: int) -> bool:
@@ -167,11 +185,13 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["hls", "parts"])
     parser.add_argument("--part-ms", type=int, nargs="+", default=[200],
                         help="fragment lengths to try in parts mode (stream.sh's PART_MS)")
+    parser.add_argument("--privnet", action="store_true",
+                        help="viewers through a private Tor network (../shared/tools)")
     args = parser.parse_args()
     runs = [(mode, part_ms) for mode in args.modes
             for part_ms in (args.part_ms if mode == "parts" else [0])]
     for mode, part_ms in runs:
-        ages = sorted(measure(mode, args.seconds, args.viewers, part_ms))
+        ages = sorted(measure(mode, args.seconds, args.viewers, part_ms, args.privnet))
         name = f"parts of {part_ms} ms" if mode == "parts" else "hls segments"
         if not ages:
             print(f"{name}: no fragment arrived")

@@ -130,7 +130,7 @@ GET_PATHS = ["/", "/info", "/events", "/api/clock", "/api/status", "/api/playlis
              "/chat/messages", "/chat/messages.json", "/chat/form", "/chat/users",
              "/stream.mp4", "/stream.m3u8", "/static/style.css", "/broadcaster",
              "/broadcaster/login", "/favicon.ico", "/broadcaster/cockpit", "/metrics",
-             "/broadcaster/chat-export"]
+             "/broadcaster/chat-export", "/fragment"]
 header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
 
 
@@ -138,7 +138,8 @@ header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_
 @given(path=st.sampled_from(GET_PATHS), token=tokens,
        params=st.dictionaries(st.sampled_from(["gen", "after", "online", "since", "mode", "for",
                                                "sent", "notice", "error", "token", "key", "x",
-                                               "format", "_HLS_msn", "_HLS_part"]),
+                                               "format", "_HLS_msn", "_HLS_part", "seq",
+                                               "k", "quality"]),
                               st.one_of(hostile, ids), max_size=4),
        headers=st.dictionaries(st.sampled_from(["If-None-Match", "Last-Event-ID", "Cookie",
                                                 "Accept-Encoding", "Origin", "Referer", "Range",

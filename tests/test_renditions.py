@@ -110,6 +110,7 @@ def test_demo_passes_the_configured_playlist_and_renditions(tmp_path):
                              "audio_kbps": 48}]}}, tmp_path / "config.toml")
     env = builders.stream_sh_environment(config)
     assert env["PLAYLIST"] == "party.m3u8" and env["RENDITIONS"] == "tiny:144:150:48"
+    assert env["LOW_LATENCY"] == "1" and env["PART_MS"] == "200"  # stream.part_ms's default
 
 
 def fake_ffmpeg(tmp_path: Path) -> dict:

@@ -430,11 +430,14 @@ def ingest_command(stream_dir: Path, playlist: str, copy_video: bool, copy_audio
 
 def stream_sh_environment(config: Config) -> dict[str, str]:
     """What stream.sh needs to write the folder this config's server reads (`serve --demo`):
-    the folder, the playlist name and the lower renditions as NAME:HEIGHT:VIDEO:AUDIO."""
+    the folder, the playlist name, the lower renditions as NAME:HEIGHT:VIDEO:AUDIO and the
+    part length (stream.part_ms; 0: whole segments)."""
     lower = " ".join(f"{r.name}:{r.height}:{r.video_kbps}:{r.audio_kbps}"
                      for r in config.stream.renditions[1:])
+    part_ms = config.stream.part_ms
     return {"STREAM_DIR": str(config.stream_dir), "PLAYLIST": config.stream.playlist,
-            "RENDITIONS": lower}
+            "RENDITIONS": lower, "LOW_LATENCY": "1" if part_ms else "0",
+            "PART_MS": str(part_ms or 200)}
 
 
 def shell_line(argv: list[str]) -> str:

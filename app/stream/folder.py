@@ -1,8 +1,9 @@
 """The stream folder contract: the names every source writes and every reader expects.
 
-ffmpeg (stream.sh, `livestream play`, the RTMP ingest) and OBS write fMP4 HLS into one folder:
-an init segment, numbered media segments and a playlist, ended with ENDLIST when the broadcast
-is over. The watcher, the file views and the sources all take the names from here.
+ffmpeg (stream.sh, `livestream play`, the RTMP ingest, through our segmenter when they write
+parts) and OBS write fMP4 HLS into one folder: an init segment, numbered media segments and a
+playlist, ended with ENDLIST when the broadcast is over. The watcher, the file views and the
+sources all take the names from here.
 
 Renditions: the top one (the source quality) keeps the single-rendition names (the configured
 playlist, init.mp4, stream%d.m4s), so a folder with one playlist (OBS) is simply a stream with
@@ -11,7 +12,8 @@ the same keyframe times, so segment N of every rendition covers the same media t
 master playlist (master.m3u8) lists them all for HLS players and tells the watcher which
 renditions exist.
 
-Parts (low latency, written by `livestream segment`: app/sources/segmenter.py): while segment N
+Parts (low latency, written by our segmenter, app/sources/segmenter.py: `livestream segment`,
+and in-process for `play`, the party and the ingest with stream.part_ms): while segment N
 is being written, each of its fragments is a file of its own, stream{N}.{K}.m4s (NAME-{N}.{K}.m4s
 for a lower rendition), listed after the last finished segment as `#EXT-X-PART` lines (the
 segment in progress) with an `#EXT-X-PRELOAD-HINT` for the next. Segment N, once finished, is
