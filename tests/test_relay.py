@@ -524,3 +524,43 @@ def test_a_bad_status_is_refused_and_the_status_follower_goes_on(tmp_path, statu
         assert follower.is_alive(), "the status follower died on a bad status"
         relay.stop()
     assert not (edge_dir / folder.COUNTDOWN_FILE).exists()
+
+
+def test_an_edge_follows_an_origin_writing_parts_part_by_part(tmp_path):
+    """Blocking reloads for the next part: the edge lists the origin's segment in progress
+    as its own, a moment behind, so its viewers get parts too (issue 22)."""
+    stream = TestStream(tmp_path / "origin-stream", low_latency=True).start()
+    (tmp_path / "origin").mkdir()
+    (tmp_path / "edge").mkdir()
+    origin = Server(tmp_path / "origin", stream.directory).start()
+    edge = Server(tmp_path / "edge", tmp_path / "edge-stream")
+    try:
+        origin.wait_live()
+        edge.start("--origin", origin.url)
+        edge.wait_live()
+        wait_for(lambda: "#EXT-X-PART:" in requests.get(
+            edge.url + "/stream/stream.m3u8", timeout=5).text, 20, 0.1, "parts on the edge")
+        behind = []
+        for _ in range(20):
+            ends = []  # the edge asked first: the figure errs on the high side
+            for server in (edge, origin):
+                timeline = requests.get(server.url + "/api/playlist", timeout=5).json()
+                last, partial = timeline["segments"][-1], timeline["partial"]
+                ends.append(partial["start"] + partial["duration"] if partial
+                            else last["start"] + last["duration"])
+            behind.append(ends[1] - ends[0])
+            time.sleep(0.15)
+        print(f"\nedge behind its origin: median {sorted(behind)[10]:.3f} s, "
+              f"max {max(behind):.3f} s (media time of the newest part)")
+        # following whole segments it was a segment (2 s) behind at times
+        assert sorted(behind)[10] < 0.5
+        playlist = requests.get(edge.url + "/stream/stream.m3u8", timeout=5).text
+        assert "CAN-BLOCK-RELOAD=YES" in playlist and "#EXT-X-PRELOAD-HINT" in playlist
+        asked = requests.get(edge.url + "/api/playlist", timeout=5).json()
+        fragment = requests.get(edge.url + "/fragment", timeout=10, params={
+            "gen": asked["generation"], "seq": asked["segments"][-1]["sequence"], "k": 0})
+        assert fragment.status_code == 200 and fragment.headers["X-Fragments"]
+    finally:
+        edge.stop()
+        origin.stop()
+        stream.stop()

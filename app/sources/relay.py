@@ -11,6 +11,11 @@ numbering from the start again) pass through. A broken origin never stops the ed
 says so once, retries with a growing pause, and the edge's playlist goes stale, which the
 watcher shows as offline.
 
+An origin writing parts (low latency) is followed part by part: the edge asks for each
+playlist with a blocking reload for the next part (`_HLS_msn`, `_HLS_part`), which the origin
+answers as soon as that part is written, fetches the new parts and lists them as its own
+segment in progress, so the edge's viewers get each part a moment after the origin's.
+
 The origin serves only the files its playlists list, so what the folder's marker files say
 (title, the watch party's pause and countdown) comes from its public /api/status instead,
 polled beside the video and written into this folder's markers.
@@ -51,6 +56,7 @@ RENDITION_BYTES = 128 * 1024 * 1024  # on disk per rendition, all its held files
 BITS_PER_SECOND = 50_000_000  # one segment may hold at most its duration at this rate
 MAX_COUNTDOWN = 366 * 86400.0  # seconds ahead a countdown may say
 STATUS_INTERVAL = 2.0  # the origin's title, pause and countdown reach the edge this often
+BLOCKING_PAUSE = 0.02  # between blocking reloads: the origin's answer is the pause
 STREAM_INF = "#EXT-X-STREAM-INF"
 
 
@@ -109,6 +115,7 @@ class _Variant:
     previous: frozenset[str] = frozenset()  # names the last written playlist listed
     newest: int | None = None
     last_text: str | None = None
+    next_part: tuple[int, int] | None = None  # (segment, part) a blocking reload asks for
 
 
 class Relay:
@@ -168,7 +175,8 @@ class Relay:
                              time.monotonic() - self.failing_since)
                 self.failing_since = None
                 self.offline = False
-                pause = self.settings.poll_interval
+                blocking = any(state.next_part for state in self.variants.values())
+                pause = BLOCKING_PAUSE if blocking else self.settings.poll_interval
             time.sleep(pause)  # gevent-patched in `serve`: a greenlet pause
 
     def stop(self) -> None:
@@ -204,7 +212,8 @@ class Relay:
             else:
                 self._follow(self.origin.master, text)
                 return
-        if self._follow(self.url, self._get_text(self.url)) and self.origin.master:
+        text = self._get_text(self._blocking(self.settings.playlist, self.url))
+        if self._follow(self.url, text) and self.origin.master:
             self.ask_master = True  # a new broadcast may come with renditions
 
     def _follow(self, url: str, text: str) -> bool:
@@ -217,8 +226,9 @@ class Relay:
             return self._sync_media(self.settings.playlist, url, text)
         variants = master_variants(text)
         for variant in variants:
-            self._sync_media(variant.uri, urljoin(url, variant.uri),
-                             self._get_text(urljoin(url, variant.uri)))
+            media = urljoin(url, variant.uri)
+            self._sync_media(variant.uri, media,
+                             self._get_text(self._blocking(variant.uri, media)))
         self._keep_only({variant.uri for variant in variants})
         # last: every variant it names exists; written anew, with only what we understood
         self._write(MASTER_PLAYLIST, render_master(variants).encode())
@@ -261,6 +271,13 @@ class Relay:
             limit = min(self.settings.max_segment_bytes,
                         int(max(entry.duration, 1.0) * BITS_PER_SECOND / 8))
             self._hold(state, entry.uri, self._get(urljoin(url, entry.uri), limit))
+        for part in parsed.pending if parsed.part_target and not parsed.ended else ():
+            if part.uri not in state.held:
+                limit = int(max(part.duration, 0.1) * BITS_PER_SECOND / 8)
+                self._hold(state, part.uri, self._get(urljoin(url, part.uri), limit))
+        state.next_part = ((parsed.pending_sequence, len(parsed.pending))
+                           if parsed.can_block and parsed.part_target and not parsed.ended
+                           else None)
         self._write(name, hls.render(parsed).encode())  # only the tags we understood
         self._forget(state, parsed)
         if fetched and name == self.settings.playlist:
@@ -272,6 +289,14 @@ class Relay:
             log.info("origin ended the stream (%s)", name)
         state.last_text, state.newest = text, newest
         return again
+
+    def _blocking(self, name: str, url: str) -> str:
+        """The playlist's URL, asking for the next part when the origin writes parts."""
+        state = self.variants.get(name)
+        if state is None or state.next_part is None:
+            return url
+        segment, part = state.next_part
+        return f"{url}{'&' if '?' in url else '?'}_HLS_msn={segment}&_HLS_part={part}"
 
     def _forget(self, state: _Variant, parsed: hls.Playlist) -> None:
         """Delete segments neither this playlist nor the one before it lists (a player may
@@ -364,7 +389,7 @@ class Relay:
     def _get(self, url: str, limit: int) -> bytes:
         with self.session.get(url, timeout=self._timeouts(), stream=True,
                               allow_redirects=False) as response:
-            if response.status_code == 404 and url.endswith(".m3u8"):
+            if response.status_code == 404 and urlsplit(url).path.endswith(".m3u8"):
                 raise OriginOffline(f"{urlsplit(url).path} answered 404: no stream yet")
             if response.status_code != 200:
                 raise RelayError(f"{urlsplit(url).path} answered HTTP {response.status_code}")

@@ -24,6 +24,7 @@ class Part:
     """One part (a fragment) of the segment in progress, from `#EXT-X-PART`."""
     uri: str
     duration: float
+    independent: bool = False  # starts with a keyframe
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Playlist:
     pending: tuple[Part, ...] = ()  # the parts of the segment after the last one listed
     part_uris: frozenset[str] = frozenset()  # every part listed (players may fetch them)
     part_target: float | None = None  # #EXT-X-PART-INF: a source writing parts
+    preload_hint: str | None = None  # the part a low-latency HLS player may ask for next
+    can_block: bool = False  # the server answers _HLS_msn/_HLS_part (EXT-X-SERVER-CONTROL)
 
     @property
     def pending_sequence(self) -> int:
@@ -65,7 +68,8 @@ def parse(text: str) -> Playlist:
     parts: list[Part] = []
     part_uris: set[str] = set()
     duration = None
-    part_target = None
+    part_target = hint = None
+    can_block = False
     for line in lines[1:]:
         if not line:
             continue
@@ -79,10 +83,15 @@ def parse(text: str) -> Playlist:
             duration = _number(line.split(",", 1)[0], float, MAX_DURATION)
         elif line.startswith("#EXT-X-PART-INF:"):
             part_target = _number("x:" + _attribute(line, "PART-TARGET"), float, MAX_DURATION)
+        elif line.startswith("#EXT-X-SERVER-CONTROL:"):
+            can_block = _attributes(line.split(":", 1)[1]).get("CAN-BLOCK-RELOAD") == "YES"
+        elif line.startswith("#EXT-X-PRELOAD-HINT:"):
+            hint = _safe_name(_attribute(line, "URI"))
         elif line.startswith("#EXT-X-PART:"):
             parts.append(Part(_safe_name(_attribute(line, "URI")),
                               _number("x:" + _attribute(line, "DURATION"), float,
-                                      MAX_DURATION)))
+                                      MAX_DURATION),
+                              _attributes(line.split(":", 1)[1]).get("INDEPENDENT") == "YES"))
             part_uris.add(parts[-1].uri)
             if len(parts) > MAX_PARTS:
                 raise PlaylistError(f"more than {MAX_PARTS} parts in one segment")
@@ -94,10 +103,11 @@ def parse(text: str) -> Playlist:
             entries.append(Entry(_safe_name(line), media_sequence + len(entries), duration))
             duration = None
             parts = []  # those were this segment's; only the trailing ones are pending
+            hint = None
     if init_uri is not None:
         init_uri = _safe_name(init_uri)
     return Playlist(target, media_sequence, init_uri, tuple(entries), ended, tuple(parts),
-                    frozenset(part_uris), part_target or None)
+                    frozenset(part_uris), part_target or None, hint, can_block)
 
 
 MAX_DURATION = 3600.0  # seconds, for one segment or the target
@@ -123,14 +133,26 @@ def newest(playlist: Playlist, count: int) -> Playlist:
 
 
 def render(playlist: Playlist) -> str:
-    """A media playlist with only the tags this module understands."""
-    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS",
-             f"#EXT-X-TARGETDURATION:{math.ceil(playlist.target_duration)}",
-             f"#EXT-X-MEDIA-SEQUENCE:{playlist.media_sequence}"]
+    """A media playlist with only the tags this module understands: with parts, the segment
+    in progress as parts and the hint of the next (low-latency HLS, as the segmenter writes)."""
+    parts = playlist.part_target is not None and not playlist.ended
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{9 if parts else 7}", "#EXT-X-INDEPENDENT-SEGMENTS",
+             f"#EXT-X-TARGETDURATION:{math.ceil(playlist.target_duration)}"]
+    if parts:
+        lines += ["#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
+                  f"PART-HOLD-BACK={3 * playlist.part_target:.3f}",
+                  f"#EXT-X-PART-INF:PART-TARGET={playlist.part_target:.3f}"]
+    lines.append(f"#EXT-X-MEDIA-SEQUENCE:{playlist.media_sequence}")
     if playlist.init_uri:
         lines.append(f'#EXT-X-MAP:URI="{playlist.init_uri}"')
     for entry in playlist.entries:
         lines += [f"#EXTINF:{entry.duration:.6f},", entry.uri]
+    if parts:
+        lines += [f'#EXT-X-PART:DURATION={part.duration:.6f},URI="{part.uri}"'
+                  + (",INDEPENDENT=YES" if part.independent else "")
+                  for part in playlist.pending]
+        if playlist.preload_hint:
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{playlist.preload_hint}"')
     if playlist.ended:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
