@@ -14,6 +14,7 @@ Two ways from encoder to server, the same picture (640x360, 30 fps, a keyframe e
 
     python bench/fragment_age.py --seconds 20 --viewers 20
     python bench/fragment_age.py --privnet --modes parts   # through a private Tor network
+    python bench/fragment_age.py --edge --modes parts      # viewers of an edge of the server
 
 With --privnet the server is an onion service of a private Tor network on this machine
 (bench/privnet_site.py) and every viewer reads through the network's SOCKS port on a circuit
@@ -125,7 +126,7 @@ def _unchunk(data: bytearray) -> bytearray:
 
 
 def measure(mode: str, seconds: float, viewers: int, part_ms: int,
-            privnet: bool = False) -> list[float]:
+            privnet: bool = False, edge: bool = False) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         stream = folder / "stream"
@@ -143,16 +144,28 @@ def measure(mode: str, seconds: float, viewers: int, part_ms: int,
                                  lambda i: lambda: site.connect(f"viewer-{i}"))
             config = folder / "config.toml"
             config.write_text(config_text)
-            server = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(config),
-                                       "serve"], cwd=PROJECT, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+            servers = [subprocess.Popen([sys.executable, "-m", "app.cli", "--config",
+                                         str(config), "serve"], cwd=PROJECT,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
             try:
                 wait_for(lambda: _live(port), 60, 0.5, "the stream to go live")
+                if edge:  # a second server following the first; the viewers read from it
+                    origin, port = port, free_port()
+                    edge_config = folder / "edge.toml"
+                    edge_config.write_text(
+                        f'[server]\nport = {port}\nstate_dir = "{folder / "edge-state"}"\n'
+                        f'[stream]\ndir = "{folder / "edge-stream"}"\n')
+                    servers.append(subprocess.Popen(
+                        [sys.executable, "-m", "app.cli", "--config", str(edge_config), "serve",
+                         "--origin", f"http://127.0.0.1:{origin}"],
+                        cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                    wait_for(lambda: _live(port), 60, 0.5, "the edge to go live")
                 return _read(viewers, seconds, started, lambda i: lambda: (
                     socket.create_connection(("127.0.0.1", port), timeout=10)))
             finally:
-                server.terminate()
-                server.wait(15)
+                for server in servers:
+                    server.terminate()
+                    server.wait(15)
         finally:
             encoder.terminate()
             encoder.wait(15)
@@ -187,11 +200,14 @@ def main() -> None:
                         help="fragment lengths to try in parts mode (stream.sh's PART_MS)")
     parser.add_argument("--privnet", action="store_true",
                         help="viewers through a private Tor network (../shared/tools)")
+    parser.add_argument("--edge", action="store_true",
+                        help="viewers of an edge (`serve --origin`) of the server")
     args = parser.parse_args()
     runs = [(mode, part_ms) for mode in args.modes
             for part_ms in (args.part_ms if mode == "parts" else [0])]
     for mode, part_ms in runs:
-        ages = sorted(measure(mode, args.seconds, args.viewers, part_ms, args.privnet))
+        ages = sorted(measure(mode, args.seconds, args.viewers, part_ms, args.privnet,
+                              args.edge))
         name = f"parts of {part_ms} ms" if mode == "parts" else "hls segments"
         if not ages:
             print(f"{name}: no fragment arrived")

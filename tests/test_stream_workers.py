@@ -111,3 +111,33 @@ def test_a_worker_that_missed_an_offline_spell_takes_the_others_generation(own_s
     counted = max(before.values()) + 1
     wait_for(lambda: generations(server) == dict.fromkeys(server.pids, counted), 40, 0.5,
              "the frozen worker to take the other's generation")
+
+
+def test_every_worker_follows_the_parts_fragment_by_fragment(tmp_path, redis_server):  # noqa: F811
+    """A source writing parts (issue 22): each worker's watcher reads the parts itself, and
+    each answers the player's /fragment with the same bytes and goes on from there."""
+    stream = TestStream(tmp_path / "stream", low_latency=True).start()
+    server = WorkersServer(tmp_path, stream.directory, redis_server.new_database())
+    try:
+        server.start()
+        server.wait_live()
+        pinned = one_per_worker(server.pids, lambda: Pinned(server.port))
+        try:
+            timeline = json.loads(next(iter(pinned.values())).get("/api/playlist").body)
+            newest = timeline["segments"][-1]["sequence"]
+            asked = f"/fragment?gen={timeline['generation']}&seq={newest}&k=0"
+            answers = {pid: c.get(asked) for pid, c in pinned.items()}
+            assert {a.status for a in answers.values()} == {200}
+            assert len({a.body for a in answers.values()}) == 1, "the same bytes from each"
+            assert len({a.headers["X-Fragments"] for a in answers.values()}) == 1
+            for connection in pinned.values():  # then each goes on to the next segment's parts
+                later = connection.get(f"/fragment?gen={timeline['generation']}"
+                                       f"&seq={newest + 1}&k=0")
+                assert later.status == 200
+                assert later.headers["X-Fragments"].startswith(f"{newest + 1}.0-")
+        finally:
+            for connection in pinned.values():
+                connection.close()
+    finally:
+        server.stop()
+        stream.stop()
