@@ -282,3 +282,38 @@ def test_firefox_esr_follows_fragments_too(low_latency, firefox):  # noqa: F811
     print(f"\nFirefox ESR following fragments: {statistics.median(behind):.2f} s behind live")
     assert state["mode"] == "mse" and state["state"] == "live"
     assert statistics.median(behind) < 2.0
+
+
+def test_firefox_at_the_safest_level_plays_the_parts_from_a_click(low_latency, firefox):  # noqa: F811
+    """JavaScript off, autoplay blocked: the viewer clicks play; /stream.mp4 starts with the
+    segment in progress and its parts follow. Prints how far behind the live edge it plays:
+    the server's own now - origin, read beside the position. Firefox counts currentTime from
+    the response's first picture, so the position is that picture's media time plus it."""
+    server, _ = low_latency
+
+    def first_picture() -> float:
+        """Where a /stream.mp4 asked for now starts: the segment in progress (fanout.py)."""
+        timeline = requests.get(server.url + "/api/playlist", timeout=5).json()
+        last = timeline["segments"][-1]
+        return (timeline["partial"] or {"start": last["start"]})["start"]
+
+    for _ in range(5):
+        firefox.open(server.url + "/")
+        assert firefox.video()["paused"]
+        before = first_picture()
+        firefox.play()
+        if first_picture() == before:
+            break  # else a segment began meanwhile: which one the response took is unknown
+    time.sleep(4)
+    behind = []
+    for _ in range(8):
+        asked = time.monotonic()
+        timeline = requests.get(server.url + "/api/playlist", timeout=5).json()
+        position = before + firefox.video()["time"]
+        carried = time.monotonic() - asked  # the server's now, carried to the reading
+        behind.append(timeline["now"] + carried - timeline["origin"] - position)
+        time.sleep(0.4)
+    firefox.open("about:blank")
+    print(f"\nFirefox ESR, JavaScript off, after a click: plain /stream.mp4 "
+          f"{statistics.median(behind):.2f} s behind live")
+    assert 0 < statistics.median(behind) < 30
