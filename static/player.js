@@ -843,11 +843,16 @@
   Ui.prototype.showPlain = function (player) {
     var tl = player.tl, video = player.video, edge = player.edge();
     this.root.dataset.state = tl ? (tl.online ? 'live' : tl.status) : 'starting';
-    this.behind.hidden = !(tl && tl.online && edge !== null && video.currentTime > 0);
+    // Firefox counts a progressive MP4's currentTime from the response's first picture, not
+    // from its media time: a position before every listed segment says nothing of the delay.
+    this.behind.hidden = !(tl && tl.online && edge !== null && video.currentTime > 0 &&
+                           tl.segments.length && video.currentTime >= tl.segments[0].start);
     if (!this.behind.hidden) {
       var behind = Math.max(0, edge - video.currentTime);
       this.root.dataset.behind = behind.toFixed(2);
       this.behind.textContent = behind.toFixed(1) + ' s behind live';
+    } else {
+      delete this.root.dataset.behind;
     }
   };
 
