@@ -24,6 +24,7 @@ from app.community.identity import (
 from app.community.presence import Audience
 from app.community.store import Store, open_store, private_dir
 from app.config import PROJECT_DIR, Config
+from app.hooks.bus import HookBus
 from app.services import App, Services
 from app.stream.clock import StreamClock
 from app.stream.timeline import TimelineBuilder
@@ -97,8 +98,12 @@ def build_services(config: Config) -> Services:
         csrf_token = hmac.new(key, b"broadcaster-csrf", hashlib.sha256).hexdigest()
         # one clock for every worker: a player syncs with one and reads timelines from another
         clock = StreamClock(identities.derive("player-clock", b""))
+    hooks = HookBus(client)
+    chat = Chat(store, identities, hub, config.chat, config.broadcaster, captchas, **chat_state)
+    chat.emit = hooks.emit
     return Services(
         config=config,
+        hooks=hooks,
         stream=StreamState(config.stream_dir, config.stream, generations),
         timeline=TimelineBuilder(),
         hub=hub,
@@ -107,8 +112,7 @@ def build_services(config: Config) -> Services:
         audience=audience,
         captchas=captchas,
         password=broadcaster_password(store, config, failures),
-        chat=Chat(store, identities, hub, config.chat, config.broadcaster, captchas,
-                  **chat_state),
+        chat=chat,
         sessions=BroadcasterSessions(store, shared=client is not None, key=key),
         csrf_token=csrf_token,
         clock=clock,

@@ -6,6 +6,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -126,6 +127,26 @@ def main(argv: list[str] | None = None) -> int:
                       help="only messages from this long ago (30m, 2h, 1d) or this UTC time "
                            "on (2026-12-06T20:00)")
     chat.set_defaults(run=run_chat)
+
+    control = commands.add_parser(
+        "control", help="the broadcaster's powers from a script: state/control.sock")
+    control.add_argument("command", choices=["title", "say", "hide", "ban", "unban", "filter",
+                                             "unfilter", "party", "status"])
+    control.add_argument("value", nargs="*",
+                         help="title/say: the text; hide/ban/unban: a message id; filter: a "
+                              "pattern; unfilter: a filter id; party: pause, resume, seek "
+                              "+30, next, prev or status")
+    control.add_argument("--hide-all", action="store_true",
+                         help="ban: hide every message of that viewer too")
+    control.add_argument("--action", default="censor", choices=["censor", "block", "ban"],
+                         help="filter: what a matching message gets")
+    control.add_argument("--regex", action="store_true", help="filter: a regular expression")
+    control.set_defaults(run=run_control)
+
+    events = commands.add_parser("events", help="print every event as a JSON line "
+                                                 "(state/events.sock) until Ctrl-C")
+    events.add_argument("--count", type=int, default=0, help="stop after this many")
+    events.set_defaults(run=run_events)
 
     from app.sources.party.queue import split_play_argv
 
@@ -818,6 +839,55 @@ def run_party(args: argparse.Namespace, config: Config) -> int:
         where = (f"{format_clock(status['position'])} / " if number == status["index"] else "")
         print(f"{mark} {number + 1}. {item['name']}  {where}{format_clock(item['duration'])}")
     print(status["state"])
+    return 0
+
+
+def control_request(args: argparse.Namespace) -> dict:
+    """The control socket's JSON for `livestream control COMMAND VALUE...`."""
+    text = " ".join(args.value)
+    command = args.command
+    if command in ("title", "say"):
+        return {"command": command, "text": text}
+    if command in ("hide", "ban", "unban"):
+        return {"command": command, "message": text, "hide_all": args.hide_all}
+    if command == "filter":
+        return {"command": command, "pattern": text, "action": args.action,
+                "regex": args.regex}
+    if command == "unfilter":
+        return {"command": command, "id": text}
+    if command == "party":
+        return {"command": command, "action": args.value[0] if args.value else "status",
+                "argument": " ".join(args.value[1:])}
+    return {"command": command}
+
+
+def run_control(args: argparse.Namespace, config: Config) -> int:
+    """`livestream control ...`: one command to the running server (app/hooks)."""
+    from app.hooks.client import HookClientError, control
+
+    try:
+        answer = control(config.state_dir, control_request(args))
+    except HookClientError as exc:
+        print(f"livestream control: {exc}", file=sys.stderr)
+        return 1
+    if not answer.get("ok"):
+        print(f"livestream control {args.command}: {answer.get('error')}", file=sys.stderr)
+        return 1
+    answer.pop("ok")
+    print(json.dumps(answer) if answer else "done")
+    return 0
+
+
+def run_events(args: argparse.Namespace, config: Config) -> int:
+    from app.hooks.client import HookClientError, follow_events
+
+    try:
+        follow_events(config.state_dir, count=args.count)
+    except HookClientError as exc:
+        print(f"livestream events: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -279,6 +279,18 @@ class StoreConfig:
 
 
 @dataclass
+class HooksConfig:
+    """The streamer's bots and scripts: app/hooks."""
+
+    events_socket: bool = True  # state/events.sock: every event as a JSON line
+    control_socket: bool = True  # state/control.sock: the broadcaster's powers
+    webhooks: list[str] = field(default_factory=list)  # every event POSTed to each URL
+    webhook_secret: str = ""  # HMAC-SHA256 key of the signature header (needed with webhooks)
+    allow_clearnet: bool = False  # with [tor] enabled: webhooks to hosts not loopback/.onion
+    tor_socks: str = "127.0.0.1:9050"  # for .onion webhooks
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -292,6 +304,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
     source: Path | None = None
 
     @property
@@ -458,6 +471,7 @@ def _check(config: Config, where: str) -> None:
     problems += _check_relay(config)
     problems += [f"'budgets.{name}' must be positive" for name, value in
                  dataclasses.asdict(config.budgets).items() if value <= 0]
+    problems += _check_hooks(config.hooks, config.tor.enabled)
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
 
@@ -581,3 +595,18 @@ def _from_text(text: str, dotted: str, variable: str):
     except ValueError:
         raise ConfigError(f"environment: {variable}={text!r} is not a {hint.__name__} "
                           f"(it sets '{dotted}')") from None
+
+
+def _check_hooks(hooks: HooksConfig, tor: bool) -> list[str]:
+    from app.hooks.webhooks import WebhookError, check_url
+
+    problems = []
+    if hooks.webhooks and len(hooks.webhook_secret) < 16:
+        problems.append("'hooks.webhook_secret' must be at least 16 characters when "
+                        "'hooks.webhooks' lists a URL (receivers check the signature with it)")
+    for url in hooks.webhooks:
+        try:
+            check_url(url, tor, hooks.allow_clearnet)
+        except WebhookError as exc:
+            problems.append(f"'hooks.webhooks': {exc}")
+    return problems

@@ -24,6 +24,11 @@ from app.community.identity import BroadcasterPassword, BroadcasterSessions, Ide
 from app.community.presence import Audience, publish_viewer_count
 from app.community.store import Store
 from app.config import Config
+from app.hooks.bus import HookBus, is_dispatcher
+from app.hooks.control_socket import ControlSocket
+from app.hooks.event_socket import EventSocket
+from app.hooks.happenings import follow_audience, follow_stream
+from app.hooks.webhooks import Webhooks
 from app.stream.clock import StreamClock
 from app.stream.deliveries import Deliveries
 from app.stream.status import publish_stream_status
@@ -56,6 +61,7 @@ class Services:
     budgets: ClientBudgets  # what one client (circuit, address) may take
     deliveries: Deliveries = field(default_factory=Deliveries)  # each /stream.mp4's health
     history: History | None = None  # the cockpit's figures over time
+    hooks: HookBus = field(default_factory=HookBus)  # events for the streamer's bots
     # more figures for /metrics from jobs beside the app (the onion service's tor traffic)
     extra_figures: list[Callable[[], dict[str, float]]] = field(default_factory=list)
     _greenlets: list[gevent.Greenlet] = field(default_factory=list)
@@ -74,6 +80,37 @@ class Services:
         if self.history is not None:
             sampler = Sampler(self.history, self.stream, self.deliveries, self.chat)
             self._greenlets.append(gevent.spawn(sampler.run))
+        if is_dispatcher():
+            self._start_hooks()
+
+    def _start_hooks(self) -> None:
+        """The event and control sockets, the webhooks and the stream's and audience's
+        events: in one process only (worker 0 of several), so each event is said once."""
+        settings, state_dir = self.config.hooks, self.config.state_dir
+        if settings.events_socket:
+            events = EventSocket(state_dir)
+            self._greenlets.append(events.start())
+            self.hooks.sinks.append(events)
+            self.adopt(events.stop)
+        if settings.webhooks:
+            webhooks = Webhooks(settings.webhooks, settings.webhook_secret, settings.tor_socks)
+            self._greenlets += webhooks.start()
+            self.hooks.sinks.append(webhooks)
+        if settings.control_socket:
+            control = ControlSocket(state_dir, self)
+            self._greenlets.append(control.start())
+            self.adopt(control.stop)
+        if self.hooks.sinks:
+            relay = self.hooks.start()
+            if relay is not None:
+                self._greenlets.append(relay)
+            self._greenlets.append(follow_stream(self.stream, self.hooks.emit))
+            self._greenlets.append(follow_audience(self.audience, self._name_of,
+                                                   self.hooks.emit))
+
+    def _name_of(self, viewer_id: str) -> str:
+        viewer = self.store.viewer(viewer_id)
+        return (viewer.name if viewer else "") or "Anonymous"
 
     def adopt(self, stop: Callable[[], object]) -> None:
         """A job started beside the app (onion service, ingest, demo source): `stop()` ends

@@ -13,7 +13,7 @@ import secrets
 import time
 import unicodedata
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -23,7 +23,7 @@ from app.community.captcha import Captchas
 from app.community.filters import WordFilters, compile_pattern
 from app.community.hub import Hub
 from app.community.identity import BROADCASTER_ID, Identities, Requester
-from app.community.store import Ban, Message, Store, Viewer
+from app.community.store import Ban, Filter, Message, Store, Viewer
 from app.config import BroadcasterConfig, ChatConfig
 
 ANONYMOUS = "Anonymous"
@@ -240,6 +240,8 @@ class Chat:
         self._filters = WordFilters(self._filter_source, settings.filter_max_length)
         self.posted = 0  # messages this process took, and refused: the cockpit's counters
         self.refused = 0
+        # what happened, for the streamer's bots (app/hooks/bus.py: HookBus.emit)
+        self.emit: Callable[..., None] = lambda kind, **data: None
 
     @property
     def hide_version(self) -> int:
@@ -336,6 +338,8 @@ class Chat:
             who.colour, verdict.text, time.time(), broadcaster=who.broadcaster)
         stored = self.store.add_message(message)
         self.hub.publish("chat", public(stored))
+        self.emit("message", **{key: value for key, value in public(stored).items()
+                                if key != "time"})  # the event's own time is exact
         return stored
 
     def _check_limits(self, text: str) -> None:
@@ -394,6 +398,7 @@ class Chat:
             self.store.add_ban(Ban("tripcode", viewer.tripcode, now, note))
         if hide_all:
             self._announce_hidden(self.store.hide_messages_of(viewer_id))
+        self.emit("ban", **self._who(viewer_id, viewer), by=note)
 
     def unban(self, value: str, kind: str = "viewer") -> None:
         """Lift a ban; a viewer's ban goes together with the ban on their tripcode."""
@@ -401,21 +406,32 @@ class Chat:
         viewer = self.store.viewer(value) if kind == "viewer" else None
         if viewer and viewer.tripcode:
             self.store.remove_ban("tripcode", viewer.tripcode)
+        if kind == "viewer":
+            self.emit("unban", **self._who(value, viewer))
+        else:
+            self.emit("unban", tripcode=value)
+
+    def _who(self, viewer_id: str, viewer: Viewer | None) -> dict:
+        """A viewer as events name them: what the chat shows, never the internal id."""
+        return {"tag": viewer.tag if viewer else "", "name": (viewer.name if viewer else "")
+                or "Anonymous", "tripcode": viewer.tripcode if viewer else ""}
 
     def _announce_hidden(self, ids: list[int]) -> None:
         if ids:
             self.hides.bump()
             self.hub.publish("hide", {"ids": ids})
+            self.emit("hide", ids=ids)
 
     def add_filter(self, pattern: str, is_regex: bool, case_sensitive: bool,
-                   action: str) -> None:
+                   action: str) -> Filter:
         """Validate (raises wordfilter.FilterError with the reason), then keep it."""
         if len(self.store.filters()) >= self.settings.max_filters:
             raise ValueError(f"there are already {self.settings.max_filters} filters "
                              "(chat.max_filters); remove one first")
         compile_pattern(pattern, is_regex, case_sensitive, self.settings.filter_max_length)
-        self.store.add_filter(pattern, is_regex, case_sensitive, action)
+        added = self.store.add_filter(pattern, is_regex, case_sensitive, action)
         self._current_filters()
+        return added
 
     def remove_filter(self, filter_id: int) -> None:
         self.store.remove_filter(filter_id)

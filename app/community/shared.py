@@ -93,6 +93,16 @@ def connect(url: str) -> redis.Redis:
     return client
 
 
+def stream_reader(client: redis.Redis) -> redis.Redis:
+    """A relay's own connection to `client`'s Redis, with a long read timeout: a worker busy
+    with thousands of viewers may not read the reply of a 1 s XREAD BLOCK within the usual
+    timeout, and that must not look like a lost Redis."""
+    pool = client.connection_pool
+    return redis.Redis(connection_pool=redis.ConnectionPool(
+        connection_class=pool.connection_class, max_connections=2,
+        **{**pool.connection_kwargs, "socket_timeout": RELAY_READ_TIMEOUT}))
+
+
 @contextmanager
 def unavailable() -> Iterator[None]:
     """Redis errors as the store's own error: views answer 503 with a sentence."""
@@ -378,13 +388,7 @@ class RedisHub(Hub):
         super().__init__(history)
         self.r = client
         self._keep = history
-        # the relay's own connection, with a long read timeout: a worker busy with thousands
-        # of viewers may not read the reply of a 1 s XREAD BLOCK within the usual 3 s, and a
-        # timeout must not look like a lost Redis
-        pool = client.connection_pool
-        self.reader = redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class, max_connections=2,
-            **{**pool.connection_kwargs, "socket_timeout": RELAY_READ_TIMEOUT}))
+        self.reader = stream_reader(client)
 
     def publish(self, kind: str, data: dict):  # type: ignore[override]
         if kind not in SHARED_KINDS:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
-import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
+
+from app.runtime.private_socket import bind_private, same_user
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +41,9 @@ class ControlServer:
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            refuse_second_play(self.path.parent)
-            self.path.unlink()  # left by a play that died
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # created 0600: no window where others could connect
-        try:
-            sock.bind(str(self.path))
-        finally:
-            os.umask(old)
-        os.chmod(self.path, 0o600)
-        sock.listen(8)
-        self.sock = sock
+            refuse_second_play(self.path.parent)  # else it was left by a play that died
+        self.sock = bind_private(self.path)
         self.thread = threading.Thread(target=self._serve, name="party-control", daemon=True)
         self.thread.start()
 
@@ -79,7 +69,7 @@ class ControlServer:
 
     def _one(self, conn: socket.socket) -> None:
         conn.settimeout(5)
-        if not _same_user(conn):
+        if not same_user(conn):
             conn.sendall(b'{"ok": false, "error": "not the broadcaster\'s account"}\n')
             return
         data = b""
@@ -102,16 +92,6 @@ class ControlServer:
             except ControlError as exc:
                 reply = {"ok": False, "error": str(exc)}
         conn.sendall(json.dumps(reply).encode() + b"\n")
-
-
-def _same_user(conn: socket.socket) -> bool:
-    """The peer runs as our user (the socket's mode already says so; this says it twice)."""
-    try:
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (AttributeError, OSError):
-        return True  # no SO_PEERCRED here: the 0600 mode is the guard
-    _, uid, _ = struct.unpack("3i", creds)
-    return uid == os.getuid()
 
 
 def refuse_second_play(state_dir: Path) -> None:

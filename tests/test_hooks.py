@@ -1,0 +1,188 @@
+"""Hooks for bots and scripts (issue 24, item 5): the event socket, webhooks signed with an
+HMAC, the control socket and `livestream control`, one event per event with workers.
+
+Real parts: `livestream serve` (one process, and two workers on a real redis-server), a
+webhook receiver on loopback (http.server), the Unix sockets as a script would use them.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import socket
+import stat
+import threading
+import time
+
+import pytest
+from chat_support import ChatViewer, chat_server
+from redis_support import redis_server  # noqa: F401 (a fixture)
+from support import free_port, livestream, wait_for
+
+from app.config import ConfigError, from_dict
+
+CHAT_STREAM = "none"
+SECRET = "a-webhook-secret-for-tests"
+
+
+class Receiver:
+    """A webhook receiver on loopback: every POST with its headers and arrival time."""
+
+    def __init__(self):
+        self.posts: list[tuple[float, dict, bytes]] = []
+        received = self.posts
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((time.monotonic(), dict(self.headers), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook/some-path"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self, kind: str) -> list[dict]:
+        return [json.loads(body) for _, headers, body in self.posts
+                if headers["X-Livestream-Event"] == kind]
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def hooks_config(receiver: Receiver) -> str:
+    return (f'[hooks]\nwebhooks = ["{receiver.url}"]\nwebhook_secret = "{SECRET}"\n')
+
+
+@pytest.fixture(scope="module")
+def hooked(tmp_path_factory):
+    receiver = Receiver()
+    work = tmp_path_factory.mktemp("hooks")
+    server = chat_server(work, work / "stream", hooks_config(receiver)).start()
+    yield server, receiver, work / "state"
+    server.stop()
+    receiver.close()
+
+
+def listen(state_dir) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(str(state_dir / "events.sock"))
+    return sock
+
+
+def control(state_dir, **request) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(state_dir / "control.sock"))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        return json.loads(sock.makefile("rb").readline())
+
+
+def test_a_posted_message_reaches_the_webhook_signed_and_the_event_socket(hooked):
+    server, receiver, state_dir = hooked
+    listener = listen(state_dir)
+    lines = listener.makefile("rb")
+    viewer = ChatViewer(server)
+    posted = time.monotonic()
+    assert viewer.post("hello bots", name="Ada").status_code == 303
+    wait_for(lambda: receiver.events("message"), 5, 0.02, "the webhook")
+    arrived, headers, body = next(p for p in receiver.posts
+                                  if p[1]["X-Livestream-Event"] == "message")
+    print(f"\nwebhook {1000 * (arrived - posted):.0f} ms after the post")
+    assert arrived - posted < 1.0
+    expected = hmac.new(SECRET.encode(), headers["X-Livestream-Timestamp"].encode() + b"."
+                        + body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Livestream-Signature"], "sha256=" + expected)
+    assert abs(int(headers["X-Livestream-Timestamp"]) - time.time()) < 30
+    event = json.loads(body)
+    assert event["event"] == "message" and event["body"] == "hello bots"
+    assert event["name"] == "Ada" and "viewer_id" not in event and "token" not in body.decode()
+    line = json.loads(lines.readline())
+    assert line == event, "the event socket says the same"
+    listener.close()
+
+
+def test_the_control_socket_bans_hides_says_and_titles(hooked):
+    server, receiver, state_dir = hooked
+    viewer = ChatViewer(server)
+    assert viewer.post("buy my stuff").status_code == 303
+    message_id = wait_for(lambda: next((e["id"] for e in receiver.events("message")
+                                        if e["body"] == "buy my stuff"), None), 5, 0.05,
+                          "the message's event")
+    assert control(state_dir, command="ban", message=message_id, hide_all=True) == {"ok": True}
+    refused = viewer.post("again")
+    assert refused.status_code != 303 or "again" not in viewer.messages()
+    wait_for(lambda: receiver.events("ban") and receiver.events("hide"), 5, 0.05, "ban, hide")
+    assert receiver.events("ban")[-1]["by"] == "control socket"
+    assert control(state_dir, command="unban", message=message_id) == {"ok": True}
+    time.sleep(1.1)  # the flood rule's one second between two posts
+    again = viewer.post("sorry")
+    assert again.status_code == 303, again.text
+    said = control(state_dir, command="say", text="Welcome, everyone")
+    assert said["ok"] and "Welcome, everyone" in viewer.messages()
+    assert control(state_dir, command="title", text="Movie night") == {"ok": True}
+    wait_for(lambda: any(e["title"] == "Movie night" for e in receiver.events("title")), 5,
+             0.1, "the title event")
+    assert control(state_dir, command="status")["title"] == "Movie night"
+    assert control(state_dir, command="party", action="pause")["error"].startswith("no ")
+    assert control(state_dir, command="nuke")["ok"] is False
+    assert control(state_dir, command="ban", message="x")["error"].startswith("give")
+
+
+def test_livestream_control_and_events_from_the_command_line(hooked):
+    server, receiver, state_dir = hooked
+    done = livestream(server.config_path, "control", "title", "From", "the", "shell")
+    assert done.returncode == 0, done.stderr
+    assert livestream(server.config_path, "control", "status").stdout.count("From the shell")
+    bad = livestream(server.config_path, "control", "hide", "999999")
+    assert bad.returncode == 1 and "no message 999999" in bad.stderr
+    events = []
+    reader = threading.Thread(target=lambda: events.append(
+        livestream(server.config_path, "events", "--count", "1", timeout=30)))
+    reader.start()
+    time.sleep(1.5)  # `events` connected by then
+    livestream(server.config_path, "control", "say", "to the events")
+    reader.join(30)
+    assert json.loads(events[0].stdout)["body"] == "to the events"
+
+
+def test_the_sockets_are_the_broadcasters_own(hooked):
+    _, _, state_dir = hooked
+    for name in ("events.sock", "control.sock"):
+        mode = os.stat(state_dir / name).st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600, name
+
+
+def test_webhooks_need_a_secret_and_with_tor_stay_off_the_clear_internet(tmp_path):
+    with pytest.raises(ConfigError, match="hooks.webhook_secret"):
+        from_dict({"hooks": {"webhooks": ["http://127.0.0.1:9/x"]}})
+    tor = {"tor": {"enabled": True}}
+    hooks = {"webhooks": ["https://hooks.example.net/x"], "webhook_secret": SECRET}
+    with pytest.raises(ConfigError, match="would reveal this server"):
+        from_dict({**tor, "hooks": hooks})
+    from_dict({**tor, "hooks": {**hooks, "allow_clearnet": True}})
+    from_dict({**tor, "hooks": {**hooks, "webhooks": ["http://127.0.0.1:8/x",
+                                                      "http://" + "a" * 56 + ".onion/x"]}})
+
+
+def test_with_workers_each_event_is_said_once(tmp_path, redis_server):  # noqa: F811
+    receiver = Receiver()
+    server = chat_server(tmp_path, tmp_path / "stream", hooks_config(receiver),
+                         redis_url=redis_server.new_database()).start()
+    try:
+        for number in range(6):  # new connections: the kernel spreads them over the workers
+            assert ChatViewer(server).post(f"worker message {number}").status_code == 303
+        wait_for(lambda: len(receiver.events("message")) >= 6, 10, 0.1, "six webhooks")
+        time.sleep(1.0)  # a duplicate would have come by now
+        bodies = [e["body"] for e in receiver.events("message")]
+        assert sorted(bodies) == [f"worker message {n}" for n in range(6)]
+    finally:
+        server.stop()
+        receiver.close()
