@@ -13,13 +13,15 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from chat_support import ChatViewer, chat_server
 from redis_support import redis_server  # noqa: F401 (a fixture)
-from support import free_port, livestream, wait_for
+from support import PROJECT, free_port, livestream, wait_for
 
 from app.config import ConfigError, from_dict
 
@@ -186,3 +188,28 @@ def test_with_workers_each_event_is_said_once(tmp_path, redis_server):  # noqa: 
     finally:
         server.stop()
         receiver.close()
+
+
+def test_the_irc_bridge_of_the_docs_carries_the_chat(hooked, tmp_path):
+    """docs/examples/chat_to_irc.py against a small IRC server on loopback."""
+    server, _, state_dir = hooked
+    irc = socket.create_server(("127.0.0.1", 0))
+    irc.settimeout(20)
+    bridge = subprocess.Popen(
+        [sys.executable, str(PROJECT / "docs" / "examples" / "chat_to_irc.py"), "--state",
+         str(state_dir), "--irc", f"127.0.0.1:{irc.getsockname()[1]}", "--channel", "#night"],
+        stdin=subprocess.DEVNULL)
+    try:
+        conn, _ = irc.accept()
+        lines = conn.makefile("r", encoding="utf-8")
+        assert lines.readline().startswith("NICK ")
+        conn.sendall(b"PING :check\r\n")
+        time.sleep(1.0)  # the bridge is on the event socket by now
+        ChatViewer(server).post("hello\nIRC", name="Grace")
+        seen = [lines.readline().strip() for _ in range(4)]
+        assert "PONG :check" in seen
+        assert "PRIVMSG #night :Grace: hello IRC" in seen, seen
+    finally:
+        bridge.kill()
+        bridge.wait(10)
+        irc.close()
