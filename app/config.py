@@ -219,6 +219,9 @@ class ChatConfig:
     max_filters: int = 100
     filter_max_length: int = 200
     tripcode_cost: int = 16384
+    closed: bool = False  # only the broadcaster may post
+    slow_seconds: int = 0  # slow mode: one message per this many seconds per viewer
+    established_minutes: int = 0  # an identity must be this old before it may post
 
 
 @dataclass
@@ -549,12 +552,22 @@ def _check_relay(config: Config) -> list[str]:
 def _check_community(config: Config) -> list[str]:
     """Every cap on an in-memory collection must be a positive number."""
     problems = []
+    modes = ("slow_seconds", "established_minutes")  # chat modes: 0 is off
     for section in ("chat", "captcha", "viewers"):
         values = getattr(config, section)
         for f in dataclasses.fields(values):
             value = getattr(values, f.name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            if f.name in modes or isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float)) and value <= 0:
                 problems.append(f"'{section}.{f.name}' must be positive")
+    from app.community.modes import ModeError, Modes, checked
+
+    try:
+        checked(Modes(config.chat.closed, config.chat.slow_seconds,
+                      config.chat.established_minutes))
+    except ModeError as exc:
+        problems.append(f"'chat': {exc}")
     if not 2 <= config.captcha.length <= 10:
         problems.append("'captcha.length' must be between 2 and 10")
     if config.chat.tripcode_cost & (config.chat.tripcode_cost - 1):

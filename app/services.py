@@ -25,10 +25,6 @@ from app.community.presence import Audience, publish_viewer_count
 from app.community.store import Store
 from app.config import Config
 from app.hooks.bus import HookBus, is_dispatcher
-from app.hooks.control_socket import ControlSocket
-from app.hooks.event_socket import EventSocket
-from app.hooks.happenings import follow_audience, follow_stream
-from app.hooks.webhooks import Webhooks
 from app.stream.clock import StreamClock
 from app.stream.deliveries import Deliveries
 from app.stream.status import publish_stream_status
@@ -86,6 +82,12 @@ class Services:
     def _start_hooks(self) -> None:
         """The event and control sockets, the webhooks and the stream's and audience's
         events: in one process only (worker 0 of several), so each event is said once."""
+        # here, not at the top: requests (for webhooks) must come after the CLI's monkey-patching
+        from app.hooks.control_socket import ControlSocket
+        from app.hooks.event_socket import EventSocket
+        from app.hooks.happenings import follow_audience, follow_stream
+        from app.hooks.webhooks import Webhooks
+
         settings, state_dir = self.config.hooks, self.config.state_dir
         if settings.events_socket:
             events = EventSocket(state_dir)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import http.server
 import json
 import os
@@ -19,7 +20,8 @@ import threading
 import time
 
 import pytest
-from chat_support import ChatViewer, chat_server
+import requests
+from chat_support import BROADCASTER, ChatViewer, broadcaster_post, chat_server
 from redis_support import redis_server  # noqa: F401 (a fixture)
 from support import PROJECT, free_port, livestream, wait_for
 
@@ -213,3 +215,39 @@ def test_the_irc_bridge_of_the_docs_carries_the_chat(hooked, tmp_path):
         bridge.kill()
         bridge.wait(10)
         irc.close()
+
+
+def test_chat_modes_refuse_with_a_clear_message_and_lift(hooked):
+    """Slow mode, established viewers only and a closed chat (issue 24, item 2), set from
+    /broadcaster and from the control socket."""
+    server, receiver, state_dir = hooked
+    viewer = ChatViewer(server)
+    assert viewer.post("first").status_code == 303
+
+    answer = control(state_dir, command="modes", slow_seconds=30)
+    assert answer == {"ok": True, "closed": False, "slow_seconds": 30, "established_minutes": 0}
+    time.sleep(1.1)
+    slow = viewer.post("second")
+    assert slow.status_code == 400 and "Slow mode is on: one message every 30 seconds" in \
+        html.unescape(slow.text)
+    wait_for(lambda: receiver.events("modes"), 5, 0.05, "the modes event")
+
+    assert broadcaster_post(server, "modes", slow_seconds="0", established_minutes="10") \
+        .status_code == 303
+    newcomer = ChatViewer(server)
+    refused = newcomer.post("hi all")
+    assert refused.status_code == 400
+    assert "Only viewers who have been here 10 minutes may write now; you may in 10 min" in \
+        html.unescape(refused.text)
+    page = requests.get(server.url + "/broadcaster", auth=BROADCASTER, timeout=5).text
+    assert "viewers here 10 min or more" in page
+
+    assert broadcaster_post(server, "modes", closed="1").status_code == 303
+    closed = viewer.post("anyone?")
+    assert "The chat is closed for now" in html.unescape(closed.text)
+    assert control(state_dir, command="say", text="only me")["ok"]  # the broadcaster writes
+
+    assert control(state_dir, command="modes", closed=False, established_minutes=0)["ok"]
+    time.sleep(1.1)
+    assert viewer.post("open again").status_code == 303
+    assert control(state_dir, command="modes", slow_seconds=99999)["error"].startswith("slow")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 import time
 import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 import gevent
@@ -23,6 +24,7 @@ from app.community.captcha import Captchas
 from app.community.filters import WordFilters, compile_pattern
 from app.community.hub import Hub
 from app.community.identity import BROADCASTER_ID, Identities, Requester
+from app.community.modes import ChatModes, Modes
 from app.community.store import Ban, Filter, Message, Store, Viewer
 from app.config import BroadcasterConfig, ChatConfig
 
@@ -235,6 +237,8 @@ class Chat:
         self.flood = flood if flood is not None else MemoryFloodWindows(
             settings.max_tracked_posters, settings.window_messages)
         self.hides = hides if hides is not None else MemoryHideVersion()
+        self.modes = ChatModes(store, Modes(settings.closed, settings.slow_seconds,
+                                            settings.established_minutes))
         self._trip_salt = store.secret("tripcode-salt", 16)
         self._filter_source = store.filters()
         self._filters = WordFilters(self._filter_source, settings.filter_max_length)
@@ -302,6 +306,9 @@ class Chat:
                 raise Refused("This form had expired, so your message was not sent. "
                               "Please send it again.")
         viewer = self.viewer(who)
+        modes = self.modes.current()
+        if not who.broadcaster:
+            viewer = self._check_modes(modes, viewer)
         if self.needs_captcha(who):
             if not form.captcha_id:
                 raise Refused("Please solve the captcha below to send your message.")
@@ -312,7 +319,7 @@ class Chat:
         text = clean_text(form.text)
         self._check_limits(text)
         if not who.broadcaster:
-            self._check_flood(who, viewer)  # counts this attempt, whatever happens next
+            self._check_flood(who, viewer, modes)  # counts this attempt, whatever comes next
         name = viewer.name if form.name is None else clean_name(form.name,
                                                                  self.settings.name_max)
         filters = self._current_filters()
@@ -366,10 +373,29 @@ class Chat:
             return replace(viewer, tripcode="")
         return viewer
 
-    def _check_flood(self, who: Requester, viewer: Viewer) -> None:
+    def _check_modes(self, modes: Modes, viewer: Viewer) -> Viewer:
+        """Closed, or too new for "established viewers only": refused before any captcha."""
+        if modes.closed:
+            raise Refused("The chat is closed for now: only the broadcaster writes.")
+        if modes.established_minutes:
+            if self.store.viewer(viewer.id) is None:
+                self.store.save_viewer(viewer)  # this identity's clock starts now
+            waited = time.time() - viewer.first_seen
+            wait = modes.established_minutes * 60 - waited
+            if wait > 0:
+                raise Refused(f"Only viewers who have been here {modes.established_minutes} "
+                              f"minutes may write now; you may in {math.ceil(wait / 60)} min.")
+        return viewer
+
+    def _check_flood(self, who: Requester, viewer: Viewer, modes: Modes) -> None:
         s = self.settings
         now = self.flood.now()
         times = self.flood.times(who.viewer_id)
+        if modes.slow_seconds > s.min_interval and times and \
+                now - times[-1] < modes.slow_seconds:
+            wait = math.ceil(modes.slow_seconds - (now - times[-1]))
+            raise Refused(f"Slow mode is on: one message every {modes.slow_seconds} seconds. "
+                          f"You may write again in {wait} s.")
         if times and now - times[-1] < s.min_interval:
             # a person who pressed Send twice: say so and keep the draft, no new captcha
             raise Refused(f"You are sending messages too fast: wait {s.min_interval:g} "
@@ -415,6 +441,12 @@ class Chat:
         """A viewer as events name them: what the chat shows, never the internal id."""
         return {"tag": viewer.tag if viewer else "", "name": (viewer.name if viewer else "")
                 or "Anonymous", "tripcode": viewer.tripcode if viewer else ""}
+
+    def change_modes(self, **changes) -> Modes:
+        """closed, slow_seconds, established_minutes (ModeError when out of range)."""
+        modes = self.modes.change(**changes)
+        self.emit("modes", **asdict(modes))
+        return modes
 
     def _announce_hidden(self, ids: list[int]) -> None:
         if ids:

@@ -11,6 +11,7 @@ client.
     {"command": "unfilter", "id": 4}
     {"command": "party", "action": "pause"}             also resume, seek (with "argument"),
                                                         next, prev, status
+    {"command": "modes", "slow_seconds": 30}             also closed, established_minutes
     {"command": "status"}
 
 Each answer is {"ok": true, ...} or {"ok": false, "error": "..."}.
@@ -21,6 +22,7 @@ import json
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import gevent
@@ -52,7 +54,7 @@ class ControlSocket:
         self.commands: dict[str, Callable[[dict], dict]] = {
             "title": self._title, "say": self._say, "hide": self._hide, "ban": self._ban,
             "unban": self._unban, "filter": self._filter, "unfilter": self._unfilter,
-            "party": self._party, "status": self._status}
+            "party": self._party, "status": self._status, "modes": self._modes}
 
     def start(self) -> gevent.Greenlet:
         self.sock = bind_private(self.path)
@@ -160,6 +162,19 @@ class ControlSocket:
                            str(request.get("argument", ""))[:64])
         reply.pop("ok", None)
         return reply
+
+    def _modes(self, request: dict) -> dict:
+        """Change the given ones (closed, slow_seconds, established_minutes); all, as now."""
+        changes = {}
+        for name, kind in (("closed", bool), ("slow_seconds", int),
+                           ("established_minutes", int)):
+            if name in request:
+                try:
+                    changes[name] = kind(request[name])
+                except (TypeError, ValueError):
+                    raise CommandError(f"{name} must be a {kind.__name__}") from None
+        chat = self.services.chat
+        return asdict(chat.change_modes(**changes) if changes else chat.modes.current())
 
     def _status(self, request: dict) -> dict:
         snap = self.services.stream.snapshot

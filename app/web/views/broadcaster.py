@@ -20,7 +20,7 @@ NOTICES.update({
     "posted": "Message sent.", "hidden": "Message hidden.", "banned": "Viewer banned.",
     "banned-hidden": "Viewer banned and their messages hidden.", "unbanned": "Ban lifted.",
     "filter-added": "Filter added.", "filter-removed": "Filter removed.",
-    "title": "Title changed.",
+    "title": "Title changed.", "modes": "Chat modes changed.",
 })
 BANS_SHOWN = 300
 
@@ -50,7 +50,7 @@ def page():
         title=services().stream.snapshot.title,
         stream_warning=long_segment_warning(services().stream.snapshot),
         preview_quality=lowest_quality(services().stream.snapshot),
-        count=services().audience.count(), limits=c.settings,
+        count=services().audience.count(), limits=c.settings, modes=c.modes.current(),
         broadcaster_id=BROADCASTER_ID)
     response = current_app.make_response(body)
     response.headers["Cache-Control"] = "no-store"
@@ -154,6 +154,19 @@ def remove_filter():
     if filter_id is not None:
         services().chat.remove_filter(filter_id)
     return done("filter-removed")
+
+
+@bp.route("/modes", methods=["POST"])
+@auth.login_required
+def modes():
+    f = request.form
+    try:
+        services().chat.change_modes(
+            closed=f.get("closed") == "1", slow_seconds=int(f.get("slow_seconds") or 0),
+            established_minutes=int(f.get("established_minutes") or 0))
+    except ValueError as exc:
+        return failed(f"Modes not changed: {exc}.")
+    return done("modes")
 
 
 @bp.route("/title", methods=["POST"])
