@@ -131,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     control = commands.add_parser(
         "control", help="the broadcaster's powers from a script: state/control.sock")
     control.add_argument("command", choices=["title", "say", "hide", "ban", "unban", "filter",
-                                             "unfilter", "party", "status"])
+                                             "unfilter", "party", "modes", "status"])
     control.add_argument("value", nargs="*",
                          help="title/say: the text; hide/ban/unban: a message id; filter: a "
                               "pattern; unfilter: a filter id; party: pause, resume, seek "
-                              "+30, next, prev or status")
+                              "+30, next, prev or status; modes: slow=30 established=10 "
+                              "closed=yes (none: show them)")
     control.add_argument("--hide-all", action="store_true",
                          help="ban: hide every message of that viewer too")
     control.add_argument("--action", default="censor", choices=["censor", "block", "ban"],
@@ -855,6 +856,18 @@ def control_request(args: argparse.Namespace) -> dict:
                 "regex": args.regex}
     if command == "unfilter":
         return {"command": command, "id": text}
+    if command == "modes":
+        names = {"slow": "slow_seconds", "established": "established_minutes",
+                 "closed": "closed"}
+        request: dict = {"command": command}
+        for pair in args.value:
+            name, _, value = pair.partition("=")
+            if name not in names:
+                raise SystemExit(f"livestream control modes: {pair!r}: use slow=SECONDS, "
+                                 "established=MINUTES or closed=yes|no")
+            request[names[name]] = value.lower() in ("yes", "true", "1") if name == "closed" \
+                else value
+        return request
     if command == "party":
         return {"command": command, "action": args.value[0] if args.value else "status",
                 "argument": " ".join(args.value[1:])}

@@ -145,6 +145,9 @@ def test_livestream_control_and_events_from_the_command_line(hooked):
     done = livestream(server.config_path, "control", "title", "From", "the", "shell")
     assert done.returncode == 0, done.stderr
     assert livestream(server.config_path, "control", "status").stdout.count("From the shell")
+    modes = livestream(server.config_path, "control", "modes", "slow=5", "closed=no")
+    assert json.loads(modes.stdout)["slow_seconds"] == 5, modes.stderr
+    livestream(server.config_path, "control", "modes", "slow=0")
     bad = livestream(server.config_path, "control", "hide", "999999")
     assert bad.returncode == 1 and "no message 999999" in bad.stderr
     events = []
