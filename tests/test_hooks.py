@@ -23,7 +23,7 @@ import pytest
 import requests
 from chat_support import BROADCASTER, ChatViewer, broadcaster_post, chat_server
 from redis_support import redis_server  # noqa: F401 (a fixture)
-from support import PROJECT, free_port, livestream, wait_for
+from support import PROJECT, cli, free_port, livestream, wait_for
 
 from app.config import ConfigError, from_dict
 
@@ -150,14 +150,23 @@ def test_livestream_control_and_events_from_the_command_line(hooked):
     livestream(server.config_path, "control", "modes", "slow=0")
     bad = livestream(server.config_path, "control", "hide", "999999")
     assert bad.returncode == 1 and "no message 999999" in bad.stderr
-    events = []
-    reader = threading.Thread(target=lambda: events.append(
-        livestream(server.config_path, "events", "--count", "1", timeout=30)))
-    reader.start()
-    time.sleep(1.5)  # `events` connected by then
-    livestream(server.config_path, "control", "say", "to the events")
-    reader.join(30)
-    assert json.loads(events[0].stdout)["body"] == "to the events"
+    reader = subprocess.Popen(cli(server.config_path, "events"), stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True)
+    deadline = threading.Timer(30, reader.kill)  # the loop below ends, whatever comes
+    deadline.start()
+    try:
+        time.sleep(1.5)  # `events` connected by then
+        livestream(server.config_path, "control", "say", "to the events")
+        bodies = []
+        for line in reader.stdout:  # other events (viewers coming and going) may come first
+            bodies.append(json.loads(line).get("body"))
+            if bodies[-1] == "to the events":
+                break
+        assert "to the events" in bodies
+    finally:
+        deadline.cancel()
+        reader.kill()
+        reader.wait(10)
 
 
 def test_the_sockets_are_the_broadcasters_own(hooked):
