@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                               "closed=yes (none: show them)")
     control.add_argument("--hide-all", action="store_true",
                          help="ban: hide every message of that viewer too")
+    control.add_argument("--minutes", type=int, default=0,
+                         help="ban: for this many minutes (default: for good)")
     control.add_argument("--action", default="censor", choices=["censor", "block", "ban"],
                          help="filter: what a matching message gets")
     control.add_argument("--regex", action="store_true", help="filter: a regular expression")
@@ -850,7 +852,8 @@ def control_request(args: argparse.Namespace) -> dict:
     if command in ("title", "say"):
         return {"command": command, "text": text}
     if command in ("hide", "ban", "unban"):
-        return {"command": command, "message": text, "hide_all": args.hide_all}
+        return {"command": command, "message": text, "hide_all": args.hide_all,
+                "minutes": args.minutes}
     if command == "filter":
         return {"command": command, "pattern": text, "action": args.action,
                 "regex": args.regex}

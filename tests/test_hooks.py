@@ -12,6 +12,7 @@ import html
 import http.server
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -263,3 +264,37 @@ def test_chat_modes_refuse_with_a_clear_message_and_lift(hooked):
     time.sleep(1.1)
     assert viewer.post("open again").status_code == 303
     assert control(state_dir, command="modes", slow_seconds=99999)["error"].startswith("slow")
+
+
+def test_a_timed_ban_ends_by_itself(hooked):
+    """A ban for minutes (issue 24, item 2): refused while it lasts, shown with its end in UTC
+    on /broadcaster, gone afterwards without anyone lifting it."""
+    server, receiver, state_dir = hooked
+    viewer = ChatViewer(server)
+    assert viewer.post("rude words").status_code == 303
+    message_id = wait_for(lambda: next((e["id"] for e in receiver.events("message")
+                                        if e["body"] == "rude words"), None), 5, 0.05, "event")
+    assert control(state_dir, command="ban", message=message_id, minutes=10)["ok"]
+    assert viewer.post("let me in").status_code == 403
+    page = requests.get(server.url + "/broadcaster", auth=BROADCASTER, timeout=5).text
+    assert re.search(r"until \d\d:\d\d UTC", page)
+    wait_for(lambda: any(e["minutes"] == 10 for e in receiver.events("ban")), 5, 0.05,
+             "the ban event, with its minutes")
+    assert control(state_dir, command="ban", message=message_id, minutes=-5)["ok"] is False
+
+
+def test_timed_bans_expire(tmp_path):
+    from app.community.identity import Identities
+    from app.community.store import Ban, SQLiteStore
+
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    identities = Identities(store)
+    now = time.time()
+    store.add_ban(Ban("viewer", "v1", now - 700, "test", now - 100))
+    store.add_ban(Ban("viewer", "v2", now, "test", now + 600))
+    store.add_ban(Ban("viewer", "v3", now, "test"))
+    assert [identities.is_banned(v) for v in ("v1", "v2", "v3")] == [False, True, True]
+    store.close()
+    again = SQLiteStore(tmp_path / "state.sqlite3")  # kept across a restart
+    assert again.bans()[("viewer", "v2")].expires == pytest.approx(now + 600)
+    again.close()

@@ -415,16 +415,19 @@ class Chat:
         hidden = self.store.hide_messages(ids)
         self._announce_hidden(hidden)
 
-    def ban(self, viewer_id: str, hide_all: bool = False, note: str = "") -> None:
-        """Ban a viewer's token and, if they use one, their tripcode."""
+    def ban(self, viewer_id: str, hide_all: bool = False, note: str = "",
+            minutes: int = 0) -> None:
+        """Ban a viewer's token and, if they use one, their tripcode: for `minutes`, or for
+        good (0)."""
         now = time.time()
-        self.store.add_ban(Ban("viewer", viewer_id, now, note))
+        expires = now + minutes * 60 if minutes else 0.0
+        self.store.add_ban(Ban("viewer", viewer_id, now, note, expires))
         viewer = self.store.viewer(viewer_id)
         if viewer and viewer.tripcode:
-            self.store.add_ban(Ban("tripcode", viewer.tripcode, now, note))
+            self.store.add_ban(Ban("tripcode", viewer.tripcode, now, note, expires))
         if hide_all:
             self._announce_hidden(self.store.hide_messages_of(viewer_id))
-        self.emit("ban", **self._who(viewer_id, viewer), by=note)
+        self.emit("ban", **self._who(viewer_id, viewer), by=note, minutes=minutes)
 
     def unban(self, value: str, kind: str = "viewer") -> None:
         """Lift a ban; a viewer's ban goes together with the ban on their tripcode."""

@@ -92,11 +92,13 @@ class Identities:
         return self.derive("colour", viewer_id.encode())[0] % COLOURS
 
     def is_banned(self, viewer_id: str, viewer: Viewer | None = None) -> bool:
-        bans = self.store.bans()
-        if ("viewer", viewer_id) in bans:
+        bans, now = self.store.bans(), time.time()
+        ban = bans.get(("viewer", viewer_id))
+        if ban is not None and ban.active(now):
             return True
         viewer = viewer or self.store.viewer(viewer_id)
-        return bool(viewer and viewer.tripcode and ("tripcode", viewer.tripcode) in bans)
+        ban = bans.get(("tripcode", viewer.tripcode)) if viewer and viewer.tripcode else None
+        return ban is not None and ban.active(now)
 
     def requester(self, token: str | None, broadcaster: bool = False,
                   check_ban: bool = True) -> Requester:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, list[str]] = {
     1: [],  # from 0: the same tables; from now on the version is kept
+    2: ["ALTER TABLE bans ADD COLUMN expires REAL NOT NULL DEFAULT 0"],  # timed bans
 }
 
 

@@ -57,6 +57,10 @@ class Ban:
     value: str
     created: float
     note: str = ""
+    expires: float = 0.0  # a timed ban ends then; 0: for good
+
+    def active(self, now: float) -> bool:
+        return not self.expires or self.expires > now
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ CREATE TABLE IF NOT EXISTS viewers (
 CREATE INDEX IF NOT EXISTS viewers_seen ON viewers (last_seen);
 CREATE TABLE IF NOT EXISTS bans (
     kind TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL, note TEXT NOT NULL,
-    PRIMARY KEY (kind, value));
+    expires REAL NOT NULL DEFAULT 0, PRIMARY KEY (kind, value));
 CREATE TABLE IF NOT EXISTS broadcaster_sessions (
     digest BLOB PRIMARY KEY, idle_until REAL NOT NULL, ends REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS login_links (digest BLOB PRIMARY KEY, expires REAL NOT NULL);
@@ -313,8 +317,9 @@ class SQLiteStore:
     def add_ban(self, ban: Ban) -> None:
         """Keep a ban. Bans come from fresh tokens too (a word filter bans every token that
         trips it), so at most `max_viewers` are kept: beyond that the oldest is dropped."""
-        self._run("INSERT OR REPLACE INTO bans (kind, value, created, note)"
-                        " VALUES (?, ?, ?, ?)", (ban.kind, ban.value, ban.created, ban.note))
+        self._run("INSERT OR REPLACE INTO bans (kind, value, created, note, expires)"
+                  " VALUES (?, ?, ?, ?, ?)",
+                  (ban.kind, ban.value, ban.created, ban.note, ban.expires))
         bans = {k: b for k, b in self._bans.items() if k != (ban.kind, ban.value)}
         bans[(ban.kind, ban.value)] = ban  # newest last: the dict keeps insertion order
         while len(bans) > self.max_viewers:
@@ -329,7 +334,7 @@ class SQLiteStore:
 
     def _load_bans(self) -> list[Ban]:
         return [Ban(*r) for r in self._run(
-            "SELECT kind, value, created, note FROM bans ORDER BY created")]
+            "SELECT kind, value, created, note, expires FROM bans ORDER BY created")]
 
     # --- filters -------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ client.
     {"command": "title", "text": "Movie night"}
     {"command": "say", "text": "Back in five"}           posted as the broadcaster
     {"command": "hide", "message": 123}
-    {"command": "ban", "message": 123, "hide_all": true} the author of message 123
+    {"command": "ban", "message": 123, "hide_all": true} the author of message 123, for
+                                                        good or for "minutes": 10
     {"command": "unban", "message": 123}
     {"command": "filter", "pattern": "spam", "action": "block", "regex": false}
     {"command": "unfilter", "id": 4}
@@ -133,8 +134,14 @@ class ControlSocket:
         message = self._message(request)
         if message.broadcaster or message.viewer_id == BROADCASTER_ID:
             raise CommandError("that is the broadcaster's own message")
+        try:
+            minutes = int(request.get("minutes") or 0)
+        except (TypeError, ValueError):
+            raise CommandError("minutes must be a whole number (0: for good)") from None
+        if not 0 <= minutes <= 366 * 24 * 60:
+            raise CommandError("a timed ban lasts at most a year (minutes; 0: for good)")
         self.services.chat.ban(message.viewer_id, hide_all=bool(request.get("hide_all")),
-                               note="control socket")
+                               note="control socket", minutes=minutes)
         return {}
 
     def _unban(self, request: dict) -> dict:

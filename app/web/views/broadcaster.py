@@ -3,6 +3,8 @@
 Login, sessions and the CSRF check are the side door's (backstage.py)."""
 from __future__ import annotations
 
+import time
+
 from flask import Response, current_app, g, render_template, request
 
 from app.community.chat import Refused, Submission
@@ -23,6 +25,7 @@ NOTICES.update({
     "title": "Title changed.", "modes": "Chat modes changed.",
 })
 BANS_SHOWN = 300
+MAX_BAN_MINUTES = 366 * 24 * 60
 
 
 @bp.route("", methods=["GET"])
@@ -32,7 +35,9 @@ def page():
     c = services().chat
     store = c.store
     messages = list(reversed(store.recent_messages(include_hidden=True)))
-    every_ban = sorted(store.bans().values(), key=lambda b: -b.created)
+    now = time.time()
+    every_ban = sorted((b for b in store.bans().values() if b.active(now)),
+                       key=lambda b: -b.created)
     bans = every_ban[:BANS_SHOWN]  # one page, however many tokens a word filter has banned
     names = {}
     for ban in bans:
@@ -51,7 +56,7 @@ def page():
         stream_warning=long_segment_warning(services().stream.snapshot),
         preview_quality=lowest_quality(services().stream.snapshot),
         count=services().audience.count(), limits=c.settings, modes=c.modes.current(),
-        broadcaster_id=BROADCASTER_ID)
+        broadcaster_id=BROADCASTER_ID, until=ban_end)
     response = current_app.make_response(body)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -73,6 +78,13 @@ def chat_export():
                     mimetype=FORMATS[fmt] + "; charset=utf-8",
                     headers={"Cache-Control": "no-store",
                              "Content-Disposition": f'attachment; filename="chat.{fmt}"'})
+
+
+def ban_end(ban) -> str:
+    """When a timed ban ends, in UTC (the page never guesses the reader's time zone)."""
+    if not ban.expires:
+        return "for good"
+    return "until " + time.strftime("%H:%M UTC", time.gmtime(ban.expires))
 
 
 def lowest_quality(snap) -> str:
@@ -119,7 +131,10 @@ def ban():
     if not viewer_id or viewer_id == BROADCASTER_ID:
         return failed("No viewer was chosen to ban.")
     hide_all = request.form.get("hide_all") == "1"
-    services().chat.ban(viewer_id, hide_all=hide_all, note="broadcaster")
+    minutes = request.form.get("minutes", type=int) or 0
+    if not 0 <= minutes <= MAX_BAN_MINUTES:
+        return failed("A timed ban lasts at most a year; leave it empty for good.")
+    services().chat.ban(viewer_id, hide_all=hide_all, note="broadcaster", minutes=minutes)
     return done("banned-hidden" if hide_all else "banned")
 
 
