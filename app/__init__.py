@@ -101,10 +101,12 @@ def build_services(config: Config) -> Services:
     hooks = HookBus(client)
     chat = Chat(store, identities, hub, config.chat, config.broadcaster, captchas, **chat_state)
     chat.emit = hooks.emit
+    stream = StreamState(config.stream_dir, config.stream, generations)
+    chat.stream_online = lambda: stream.snapshot.online
     return Services(
         config=config,
         hooks=hooks,
-        stream=StreamState(config.stream_dir, config.stream, generations),
+        stream=stream,
         timeline=TimelineBuilder(),
         hub=hub,
         store=store,

@@ -128,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
                            "on (2026-12-06T20:00)")
     chat.set_defaults(run=run_chat)
 
+    schedule = commands.add_parser("schedule", help="the next stream, shown on the offline "
+                                                    "page (no argument: show it)")
+    schedule.add_argument("action", nargs="?", choices=["set", "clear"])
+    schedule.add_argument("at", nargs="?", help="set: a UTC time, e.g. 2026-12-08T20:00")
+    schedule.add_argument("--note", default="", help="set: a line for the viewers")
+    schedule.add_argument("--chat-closed", action="store_true",
+                          help="set: the chat stays closed until the stream starts")
+    schedule.set_defaults(run=run_schedule)
+
     control = commands.add_parser(
         "control", help="the broadcaster's powers from a script: state/control.sock")
     control.add_argument("command", choices=["title", "say", "hide", "ban", "unban", "filter",
@@ -891,6 +900,28 @@ def run_control(args: argparse.Namespace, config: Config) -> int:
         return 1
     answer.pop("ok")
     print(json.dumps(answer) if answer else "done")
+    return 0
+
+
+def run_schedule(args: argparse.Namespace, config: Config) -> int:
+    """`livestream schedule [set TIME | clear]`, in the store the server reads."""
+    from app import open_state
+    from app.community.schedule import ScheduleBook, ScheduleError, parse_when
+
+    try:
+        book = ScheduleBook(open_state(config))
+        if args.action == "set":
+            book.set(parse_when(args.at or ""), args.note, not args.chat_closed)
+        elif args.action == "clear":
+            book.clear()
+    except (RuntimeError, ScheduleError) as exc:
+        print(f"livestream schedule: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, RuntimeError) else 2
+    planned = book.current()
+    print(f"next stream: {planned.when()} ({planned.countdown()})"
+          + (f": {planned.note}" if planned.note else "")
+          + ("" if planned.chat_open else "; the chat opens with it") if planned
+          else "no stream scheduled")
     return 0
 
 

@@ -25,6 +25,7 @@ from app.community.filters import WordFilters, compile_pattern
 from app.community.hub import Hub
 from app.community.identity import BROADCASTER_ID, Identities, Requester
 from app.community.modes import ChatModes, Modes
+from app.community.schedule import ScheduleBook
 from app.community.store import Ban, Filter, Message, Store, Viewer
 from app.config import BroadcasterConfig, ChatConfig
 
@@ -239,6 +240,8 @@ class Chat:
         self.hides = hides if hides is not None else MemoryHideVersion()
         self.modes = ChatModes(store, Modes(settings.closed, settings.slow_seconds,
                                             settings.established_minutes))
+        self.schedule = ScheduleBook(store)
+        self.stream_online: Callable[[], bool] = lambda: True  # the watcher's, once built
         self._trip_salt = store.secret("tripcode-salt", 16)
         self._filter_source = store.filters()
         self._filters = WordFilters(self._filter_source, settings.filter_max_length)
@@ -377,6 +380,9 @@ class Chat:
         """Closed, or too new for "established viewers only": refused before any captcha."""
         if modes.closed:
             raise Refused("The chat is closed for now: only the broadcaster writes.")
+        planned = None if self.stream_online() else self.schedule.current()
+        if planned is not None and not planned.chat_open:
+            raise Refused(f"The chat opens with the next stream, {planned.when()}.")
         if modes.established_minutes:
             if self.store.viewer(viewer.id) is None:
                 self.store.save_viewer(viewer)  # this identity's clock starts now

@@ -11,6 +11,7 @@ from app.community.chat import Refused, Submission
 from app.community.export import FORMATS, SinceError, export, parse_since
 from app.community.filters import ACTIONS, FilterError
 from app.community.identity import BROADCASTER_ID
+from app.community.schedule import ScheduleError, parse_when
 from app.services import services
 from app.stream import folder
 from app.stream.folder import clean_title
@@ -23,6 +24,7 @@ NOTICES.update({
     "banned-hidden": "Viewer banned and their messages hidden.", "unbanned": "Ban lifted.",
     "filter-added": "Filter added.", "filter-removed": "Filter removed.",
     "title": "Title changed.", "modes": "Chat modes changed.",
+    "scheduled": "Next stream set.", "unscheduled": "Next stream cleared.",
 })
 BANS_SHOWN = 300
 MAX_BAN_MINUTES = 366 * 24 * 60
@@ -56,6 +58,7 @@ def page():
         stream_warning=long_segment_warning(services().stream.snapshot),
         preview_quality=lowest_quality(services().stream.snapshot),
         count=services().audience.count(), limits=c.settings, modes=c.modes.current(),
+        planned=c.schedule.current(),
         broadcaster_id=BROADCASTER_ID, until=ban_end)
     response = current_app.make_response(body)
     response.headers["Cache-Control"] = "no-store"
@@ -182,6 +185,21 @@ def modes():
     except ValueError as exc:
         return failed(f"Modes not changed: {exc}.")
     return done("modes")
+
+
+@bp.route("/schedule", methods=["POST"])
+@auth.login_required
+def schedule():
+    f = request.form
+    book = services().chat.schedule
+    if f.get("clear") == "1":
+        book.clear()
+        return done("unscheduled")
+    try:
+        book.set(parse_when(f.get("at", "")), f.get("note", ""), f.get("chat_open") == "1")
+    except ScheduleError as exc:
+        return failed(f"Next stream not set: {exc}.")
+    return done("scheduled")
 
 
 @bp.route("/title", methods=["POST"])

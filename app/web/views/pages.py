@@ -5,7 +5,7 @@ import secrets
 import time
 from urllib.parse import urlencode
 
-from flask import Blueprint, current_app, g, redirect, render_template, request
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request
 
 from app.community.identity import TOKEN_PATTERN
 from app.services import services
@@ -44,7 +44,9 @@ def page():
     services().audience.still_here(who.viewer_id)
     quality = chosen_quality(snap)
     keep = f"&quality={quality}" if quality else ""
+    planned = None if snap.online else services().chat.schedule.current()
     return render_template("index.html", snap=snap, refresh=OFFLINE_REFRESH_SECONDS, who=who,
+                           planned=planned,
                            token_in_address="token" in request.args,
                            quality=quality, qualities=quality_links(snap, quality), keep=keep,
                            players=player_addresses(who.query + keep),
@@ -88,6 +90,17 @@ def viewer_token() -> str | None:
     """The viewer's token if the address carries a well-formed one (never a new one)."""
     token = request.args.get("token")
     return token if token and TOKEN_PATTERN.fullmatch(token) else None
+
+
+@bp.route("/schedule.ics")
+def schedule_ics():
+    """The next stream for the viewer's own calendar, which shows it in their time zone."""
+    planned = services().chat.schedule.current()
+    if planned is None:
+        return Response("No stream is scheduled.\n", 404, mimetype="text/plain")
+    return Response(planned.ics(services().stream.snapshot.title), mimetype="text/calendar",
+                    headers={"Content-Disposition": 'attachment; filename="next-stream.ics"',
+                             "Cache-Control": "no-cache"})
 
 
 @bp.route("/info")
