@@ -21,6 +21,7 @@ from app.community.identity import (
     Identities,
     local_key,
 )
+from app.community.invites import InviteBook
 from app.community.presence import Audience
 from app.community.store import Store, open_store, private_dir
 from app.config import PROJECT_DIR, Config
@@ -29,7 +30,7 @@ from app.services import App, Services
 from app.stream.clock import StreamClock
 from app.stream.timeline import TimelineBuilder
 from app.stream.watcher import StreamState
-from app.web import security
+from app.web import access, security
 from app.web.budgets import ClientBudgets
 from app.web.limits import BodyLimit, PerViewerLimit, StreamSlots
 from app.web.views import (  # noqa: F401  their routes join backstage.bp
@@ -60,6 +61,7 @@ def create_app(config: Config) -> App:
     app.message_html = chat.MessageHTML(app)
 
     security.init_app(app)
+    access.init_app(app)
     init_compression(app)
     for view in (pages, events, errors, api, stream_files, chat, backstage):
         app.register_blueprint(view.bp)
@@ -106,6 +108,7 @@ def build_services(config: Config) -> Services:
     return Services(
         config=config,
         hooks=hooks,
+        invites=InviteBook(store),
         stream=stream,
         timeline=TimelineBuilder(),
         hub=hub,

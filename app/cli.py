@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -127,6 +128,19 @@ def main(argv: list[str] | None = None) -> int:
                       help="only messages from this long ago (30m, 2h, 1d) or this UTC time "
                            "on (2026-12-06T20:00)")
     chat.set_defaults(run=run_chat)
+
+    invite = commands.add_parser("invite", help="invite links for an invite-only stream "
+                                                "([access] invite_only)")
+    invite.add_argument("action", choices=["new", "list", "revoke"])
+    invite.add_argument("id", nargs="?", help="revoke: the invite's id (from list)")
+    invite.add_argument("--many", action="store_true",
+                        help="new: for anyone with the link (default: one person)")
+    invite.add_argument("--hours", type=float, default=0.0,
+                        help="new: expires after this many hours (default: never)")
+    invite.add_argument("--note", default="", help="new: for whom, to recognise it later")
+    invite.add_argument("--base-url", help="new: the address viewers use, e.g. "
+                                           "http://xyz.onion (default: this machine's)")
+    invite.set_defaults(run=run_invite)
 
     schedule = commands.add_parser("schedule", help="the next stream, shown on the offline "
                                                     "page (no argument: show it)")
@@ -903,6 +917,48 @@ def run_control(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def run_invite(args: argparse.Namespace, config: Config) -> int:
+    """`livestream invite new|list|revoke`, in the store the server reads."""
+    from app import open_state
+    from app.community.invites import InviteBook, InviteError
+
+    try:
+        book = InviteBook(open_state(config))
+        if args.action == "new":
+            _, code = book.new(-1 if args.many else 1, args.hours, args.note)
+            # printed, never logged: the link is the way in
+            print(f"{server_base(config, args.base_url)}/invite/{code}")
+            if not config.access.invite_only:
+                print("note: [access] invite_only is off: anyone can watch without it",
+                      file=sys.stderr)
+        elif args.action == "revoke":
+            if not book.revoke(args.id or ""):
+                print(f"livestream invite revoke: no invite {args.id!r} (see "
+                      "`livestream invite list`)", file=sys.stderr)
+                return 2
+            print("revoked")
+        else:
+            for item in book.invites():
+                uses = "any number of uses" if item.uses < 0 else f"{item.uses} use(s) left"
+                ends = (time.strftime("until %Y-%m-%d %H:%M UTC", time.gmtime(item.expires))
+                        if item.expires else "no expiry")
+                print(f"{item.id}  {item.note or '-'}  {uses}, {ends}, opened by "
+                      f"{len(item.viewers)}")
+    except (RuntimeError, InviteError) as exc:
+        print(f"livestream invite: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def server_base(config: Config, given: str | None) -> str:
+    """The address to print in links: the one given, or this machine's server address."""
+    if given:
+        return given.rstrip("/")
+    host = config.server.host if config.server.host not in ("0.0.0.0", "::", "") \
+        else "127.0.0.1"
+    return f"http://{host}:{config.server.port}"
+
+
 def run_schedule(args: argparse.Namespace, config: Config) -> int:
     """`livestream schedule [set TIME | clear]`, in the store the server reads."""
     from app import open_state
@@ -1123,14 +1179,8 @@ def run_broadcaster(args: argparse.Namespace, config: Config) -> int:
         secret = new_login_link(store, local_key(private_dir(config.state_dir)))
     finally:
         store.close()
-    if args.base_url:
-        base = args.base_url.rstrip("/")
-    else:
-        host = config.server.host if config.server.host not in ("0.0.0.0", "::", "") \
-            else "127.0.0.1"
-        base = f"http://{host}:{config.server.port}"
     # Printed, on purpose not logged: the link is a secret for the person at this terminal.
-    print(f"{base}/broadcaster/login?key={secret}")
+    print(f"{server_base(config, args.base_url)}/broadcaster/login?key={secret}")
     print(f"(works once, within {LOGIN_LINK_SECONDS / 60:.0f} minutes; over Tor use "
           "--base-url http://YOUR.onion)", file=sys.stderr)
     return 0

@@ -282,6 +282,11 @@ class StoreConfig:
 
 
 @dataclass
+class AccessConfig:
+    invite_only: bool = False  # only viewers who opened an invite link (app/web/access.py)
+
+
+@dataclass
 class HooksConfig:
     """The streamer's bots and scripts: app/hooks."""
 
@@ -308,6 +313,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
     source: Path | None = None
 
     @property

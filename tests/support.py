@@ -142,7 +142,8 @@ class Server:
         if self.process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{self.log()}")
         try:
-            return requests.get(self.url + "/", timeout=1).status_code == 200
+            # 403: an invite-only server answers strangers so
+            return requests.get(self.url + "/", timeout=1).status_code in (200, 403)
         except requests.RequestException:
             return False
 

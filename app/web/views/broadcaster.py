@@ -3,20 +3,31 @@
 Login, sessions and the CSRF check are the side door's (backstage.py)."""
 from __future__ import annotations
 
+import hmac
 import time
+from urllib.parse import quote
 
-from flask import Response, current_app, g, render_template, request
+from flask import Response, current_app, g, redirect, render_template, request
 
 from app.community.chat import Refused, Submission
 from app.community.export import FORMATS, SinceError, export, parse_since
 from app.community.filters import ACTIONS, FilterError
 from app.community.identity import BROADCASTER_ID
+from app.community.invites import InviteError
 from app.community.schedule import ScheduleError, parse_when
 from app.services import services
 from app.stream import folder
 from app.stream.folder import clean_title
 from app.web.requester import identify
-from app.web.views.backstage import NOTICES, auth, bp, done, failed, shown_error
+from app.web.views.backstage import (
+    NOTICES,
+    auth,
+    bp,
+    done,
+    error_signature,
+    failed,
+    shown_error,
+)
 from app.web.views.chat import work_out_user_list
 
 NOTICES.update({
@@ -25,6 +36,8 @@ NOTICES.update({
     "filter-added": "Filter added.", "filter-removed": "Filter removed.",
     "title": "Title changed.", "modes": "Chat modes changed.",
     "scheduled": "Next stream set.", "unscheduled": "Next stream cleared.",
+    "invited": "Invite made: copy the link above; it is shown only now.",
+    "revoked": "Invite revoked: the viewers who opened it have no access now.",
 })
 BANS_SHOWN = 300
 MAX_BAN_MINUTES = 366 * 24 * 60
@@ -58,7 +71,9 @@ def page():
         stream_warning=long_segment_warning(services().stream.snapshot),
         preview_quality=lowest_quality(services().stream.snapshot),
         count=services().audience.count(), limits=c.settings, modes=c.modes.current(),
-        planned=c.schedule.current(),
+        planned=c.schedule.current(), invites=services().invites.invites(),
+        invite_only=services().config.access.invite_only, new_invite=shown_invite(),
+        invite_end=invite_end,
         broadcaster_id=BROADCASTER_ID, until=ban_end)
     response = current_app.make_response(body)
     response.headers["Cache-Control"] = "no-store"
@@ -185,6 +200,44 @@ def modes():
     except ValueError as exc:
         return failed(f"Modes not changed: {exc}.")
     return done("modes")
+
+
+@bp.route("/invites", methods=["POST"])
+@auth.login_required
+def new_invite():
+    f = request.form
+    try:
+        hours = float(f.get("hours") or 0)
+        if not 0 <= hours <= 366 * 24:
+            raise InviteError("an invite expires within a year, or never (0)")
+        _, code = services().invites.new(-1 if f.get("uses") == "many" else 1, hours,
+                                         f.get("note", ""))
+    except (InviteError, ValueError) as exc:
+        return failed(f"No invite made: {exc}.")
+    link = f"{request.host_url}invite/{code}"
+    return redirect(f"/broadcaster?notice=invited&invite={quote(link)}"
+                    f"&isig={error_signature(link)}", 303)
+
+
+@bp.route("/invites/revoke", methods=["POST"])
+@auth.login_required
+def revoke_invite():
+    services().invites.revoke(request.form.get("invite_id", ""))
+    return done("revoked")
+
+
+def shown_invite() -> str:
+    """The link just made, from this page's own redirect (signed: a crafted link shows
+    nothing)."""
+    link, signature = request.args.get("invite", ""), request.args.get("isig", "")
+    if link and hmac.compare_digest(signature, error_signature(link)):
+        return link
+    return ""
+
+
+def invite_end(invite) -> str:
+    return ("never expires" if not invite.expires
+            else "until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(invite.expires)))
 
 
 @bp.route("/schedule", methods=["POST"])

@@ -8,7 +8,9 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request
 
 from app.community.identity import TOKEN_PATTERN
+from app.community.invites import InviteError
 from app.services import services
+from app.web.access import refused
 from app.web.requester import cookie_token, identify
 
 bp = Blueprint("pages", __name__)
@@ -90,6 +92,18 @@ def viewer_token() -> str | None:
     """The viewer's token if the address carries a well-formed one (never a new one)."""
     token = request.args.get("token")
     return token if token and TOKEN_PATTERN.fullmatch(token) else None
+
+
+@bp.route("/invite/<code>")
+@identify
+def invite(code: str):
+    """Open an invite link: this viewer's identity is invited from now on, then the page."""
+    who = g.requester
+    try:
+        services().invites.redeem(code[:64], who.viewer_id)
+    except InviteError as exc:
+        return refused(f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
+    return redirect(f"/?token={who.token}", 303)
 
 
 @bp.route("/schedule.ics")
