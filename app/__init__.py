@@ -22,6 +22,7 @@ from app.community.identity import (
     local_key,
 )
 from app.community.invites import InviteBook
+from app.community.moderators import Moderation
 from app.community.presence import Audience
 from app.community.store import Store, open_store, private_dir
 from app.config import PROJECT_DIR, Config
@@ -41,6 +42,7 @@ from app.web.views import (  # noqa: F401  their routes join backstage.bp
     cockpit,
     errors,
     events,
+    moderate,
     pages,
     party,
     stream_files,
@@ -63,7 +65,7 @@ def create_app(config: Config) -> App:
     security.init_app(app)
     access.init_app(app)
     init_compression(app)
-    for view in (pages, events, errors, api, stream_files, chat, backstage):
+    for view in (pages, events, errors, api, stream_files, chat, moderate, backstage):
         app.register_blueprint(view.bp)
     app.register_blueprint(cockpit.metrics_bp)
     log.debug("app created for %s", config.source)
@@ -109,6 +111,7 @@ def build_services(config: Config) -> Services:
         config=config,
         hooks=hooks,
         invites=InviteBook(store),
+        moderation=Moderation(store, chat),
         stream=stream,
         timeline=TimelineBuilder(),
         hub=hub,

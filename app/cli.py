@@ -129,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
                            "on (2026-12-06T20:00)")
     chat.set_defaults(run=run_chat)
 
+    mods = commands.add_parser("moderators", help="who moderates the chat, by tripcode")
+    mods.add_argument("action", choices=["add", "remove", "list"])
+    mods.add_argument("tripcode", nargs="?", help="add/remove: the tripcode (with or without !)")
+    mods.add_argument("--note", default="", help="add: who it is, for you")
+    mods.set_defaults(run=run_moderators)
+
     invite = commands.add_parser("invite", help="invite links for an invite-only stream "
                                                 "([access] invite_only)")
     invite.add_argument("action", choices=["new", "list", "revoke"])
@@ -914,6 +920,27 @@ def run_control(args: argparse.Namespace, config: Config) -> int:
         return 1
     answer.pop("ok")
     print(json.dumps(answer) if answer else "done")
+    return 0
+
+
+def run_moderators(args: argparse.Namespace, config: Config) -> int:
+    """`livestream moderators add|remove|list`, in the store the server reads."""
+    from app import open_state
+    from app.community.moderators import Moderation, ModerationError
+
+    try:
+        moderation = Moderation(open_state(config), chat=None)
+        if args.action == "add":
+            moderation.add(args.tripcode or "", args.note)
+        elif args.action == "remove" and not moderation.remove(args.tripcode or ""):
+            print(f"livestream moderators: !{args.tripcode} is not a moderator",
+                  file=sys.stderr)
+            return 2
+    except (RuntimeError, ModerationError) as exc:
+        print(f"livestream moderators: {exc}", file=sys.stderr)
+        return 1
+    for moderator in moderation.moderators():
+        print(f"!{moderator['tripcode']}  {moderator['note']}".rstrip())
     return 0
 
 

@@ -22,6 +22,7 @@ from app.community.chat import Chat
 from app.community.hub import Hub
 from app.community.identity import BroadcasterPassword, BroadcasterSessions, Identities
 from app.community.invites import InviteBook
+from app.community.moderators import Moderation
 from app.community.presence import Audience, publish_viewer_count
 from app.community.store import Store
 from app.config import Config
@@ -60,6 +61,7 @@ class Services:
     history: History | None = None  # the cockpit's figures over time
     hooks: HookBus = field(default_factory=HookBus)  # events for the streamer's bots
     invites: InviteBook | None = None  # [access] invite_only: who opened an invite link
+    moderation: Moderation | None = None  # the broadcaster's moderators
     # more figures for /metrics from jobs beside the app (the onion service's tor traffic)
     extra_figures: list[Callable[[], dict[str, float]]] = field(default_factory=list)
     _greenlets: list[gevent.Greenlet] = field(default_factory=list)

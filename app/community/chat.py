@@ -421,6 +421,14 @@ class Chat:
         hidden = self.store.hide_messages(ids)
         self._announce_hidden(hidden)
 
+    def unhide(self, ids: list[int]) -> None:
+        """Show hidden messages again: to new pages and refreshing chats at once, to an
+        open live chat after its next reload."""
+        shown = self.store.hide_messages(ids, hidden=False)
+        if shown:
+            self.hides.bump()
+            self.emit("unhide", ids=shown)
+
     def ban(self, viewer_id: str, hide_all: bool = False, note: str = "",
             minutes: int = 0) -> None:
         """Ban a viewer's token and, if they use one, their tripcode: for `minutes`, or for

@@ -215,19 +215,19 @@ class RedisStore:
             raw = self.r.hget(PREFIX + "msg", str(message_id))
         return _message(raw) if raw else None
 
-    def _hide(self, found: list[Message]) -> None:
+    def _hide(self, found: list[Message], hidden: bool = True) -> None:
         if found:
             with unavailable():
                 self.r.hset(PREFIX + "msg", mapping={
-                    str(m.id): json.dumps(asdict(replace(m, hidden=True))) for m in found})
+                    str(m.id): json.dumps(asdict(replace(m, hidden=hidden))) for m in found})
 
-    def hide_messages(self, ids: list[int]) -> list[int]:
+    def hide_messages(self, ids: list[int], hidden: bool = True) -> list[int]:
         wanted = sorted({i for i in ids if is_row_id(i)})
         if not wanted:
             return []
         with unavailable():
             raws = self.r.hmget(PREFIX + "msg", [str(i) for i in wanted])
-        self._hide([_message(raw) for raw in raws if raw is not None])
+        self._hide([_message(raw) for raw in raws if raw is not None], hidden)
         return wanted
 
     def hide_messages_of(self, viewer_id: str) -> list[int]:

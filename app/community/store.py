@@ -92,7 +92,7 @@ class Store(Protocol):
     def history(self, since: float = 0.0) -> list[Message]: ...
     def messages_since(self, last_id: int) -> list[Message]: ...
     def last_message_id(self) -> int: ...
-    def hide_messages(self, ids: list[int]) -> list[int]: ...
+    def hide_messages(self, ids: list[int], hidden: bool = True) -> list[int]: ...
     def hide_messages_of(self, viewer_id: str) -> list[int]: ...
     def viewer(self, viewer_id: str) -> Viewer | None: ...
     def save_viewer(self, viewer: Viewer) -> None: ...
@@ -247,14 +247,15 @@ class SQLiteStore:
         row = self._run("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
         return _message(row) if row else None
 
-    def hide_messages(self, ids: list[int]) -> list[int]:
+    def hide_messages(self, ids: list[int], hidden: bool = True) -> list[int]:
+        """Hide these messages (or show them again, hidden=False)."""
         ids = [i for i in ids if is_row_id(i)]
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
-        self._run(f"UPDATE messages SET hidden = 1 WHERE id IN ({marks})", ids)
+        self._run(f"UPDATE messages SET hidden = ? WHERE id IN ({marks})", [int(hidden), *ids])
         wanted = set(ids)
-        self._hide_cached(lambda m: m.id in wanted)
+        self._hide_cached(lambda m: m.id in wanted, hidden)
         return sorted(wanted)
 
     def hide_messages_of(self, viewer_id: str) -> list[int]:
@@ -264,8 +265,8 @@ class SQLiteStore:
         self._hide_cached(lambda m: m.viewer_id == viewer_id)
         return ids
 
-    def _hide_cached(self, matches) -> None:
-        recent = [replace(m, hidden=True) if matches(m) else m for m in self._recent]
+    def _hide_cached(self, matches, hidden: bool = True) -> None:
+        recent = [replace(m, hidden=hidden) if matches(m) else m for m in self._recent]
         self._recent.clear()
         self._recent.extend(recent)
 

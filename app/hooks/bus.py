@@ -21,7 +21,7 @@ import gevent
 log = logging.getLogger(__name__)
 
 KINDS = ("message", "hide", "ban", "unban", "viewer_arrived", "viewer_left", "live",
-         "offline", "restarted", "title", "party", "modes")
+         "offline", "restarted", "title", "party", "modes", "unhide")
 STREAM_KEY = "livestream:hooks"  # the Redis stream between workers (shared.PREFIX)
 STREAM_LENGTH = 10_000  # events kept in it (about)
 

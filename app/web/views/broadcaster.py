@@ -14,6 +14,7 @@ from app.community.export import FORMATS, SinceError, export, parse_since
 from app.community.filters import ACTIONS, FilterError
 from app.community.identity import BROADCASTER_ID
 from app.community.invites import InviteError
+from app.community.moderators import ModerationError
 from app.community.schedule import ScheduleError, parse_when
 from app.services import services
 from app.stream import folder
@@ -38,6 +39,8 @@ NOTICES.update({
     "scheduled": "Next stream set.", "unscheduled": "Next stream cleared.",
     "invited": "Invite made: copy the link above; it is shown only now.",
     "revoked": "Invite revoked: the viewers who opened it have no access now.",
+    "moderator-added": "Moderator added.", "moderator-removed": "Moderator removed.",
+    "undone": "The moderator's action was undone.",
 })
 BANS_SHOWN = 300
 MAX_BAN_MINUTES = 366 * 24 * 60
@@ -73,7 +76,8 @@ def page():
         count=services().audience.count(), limits=c.settings, modes=c.modes.current(),
         planned=c.schedule.current(), invites=services().invites.invites(),
         invite_only=services().config.access.invite_only, new_invite=shown_invite(),
-        invite_end=invite_end,
+        invite_end=invite_end, moderators=services().moderation.moderators(),
+        moderation_log=services().moderation.log()[:50], utc_time=utc_time,
         broadcaster_id=BROADCASTER_ID, until=ban_end)
     response = current_app.make_response(body)
     response.headers["Cache-Control"] = "no-store"
@@ -200,6 +204,34 @@ def modes():
     except ValueError as exc:
         return failed(f"Modes not changed: {exc}.")
     return done("modes")
+
+
+@bp.route("/moderators", methods=["POST"])
+@auth.login_required
+def moderators():
+    moderation = services().moderation
+    if request.form.get("remove"):
+        moderation.remove(request.form["remove"])
+        return done("moderator-removed")
+    try:
+        moderation.add(request.form.get("tripcode", ""), request.form.get("note", ""))
+    except ModerationError as exc:
+        return failed(f"Moderator not added: {exc}.")
+    return done("moderator-added")
+
+
+@bp.route("/moderation/undo", methods=["POST"])
+@auth.login_required
+def undo():
+    try:
+        services().moderation.undo(request.form.get("action_id", ""))
+    except ModerationError as exc:
+        return failed(f"Not undone: {exc}.")
+    return done("undone")
+
+
+def utc_time(moment: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(moment))
 
 
 @bp.route("/invites", methods=["POST"])

@@ -227,6 +227,8 @@ def form_page(who: Requester, error: str = "", draft: str = "", status: int = 20
             error, status = OVER_BUDGET["captchas"], 429
     body = render_template(
         "chat/form.html", who=who, viewer=viewer, error=error, draft=draft, sent=sent,
+        moderators=bool(services().moderation.moderators()),
+        moderator=services().moderation.moderator_of(who.viewer_id),
         nonce=c.nonces.issue(who.viewer_id), challenge=challenge, captcha_busy=captcha_busy,
         limits=c.settings)
     response = current_app.make_response((body, status))
