@@ -77,7 +77,16 @@ def test_a_moderator_without_javascript_hides_and_bans_and_the_broadcaster_undoe
     own = message_id(chat, "hello, I moderate")
     assert "do not act on moderators" in press(own, "Hide")
 
+    # slow mode, from the moderator's own frame
+    slow = firefox.client.find_element(By.CSS_SELECTOR, "input[name=slow_seconds]")
+    slow.clear()
+    slow.send_keys("20")
+    firefox.follow(firefox.client.find_element(By.CSS_SELECTOR, ".modes-form button"))
+    assert "slow mode: one message per 20 s" in firefox.content_script(
+        "return document.body.textContent;")
+
     page = requests.get(chat.url + "/broadcaster", auth=BROADCASTER, timeout=5).text
+    assert f"!{moderator_trip} set the chat modes: slow mode: one message per 20 s" in page
     assert f"!{moderator_trip} hid a message:" in page
     assert f"!{moderator_trip} banned for 10 minutes:" in page
     for action_id in re.findall(r'name="action_id" value="(\w+)"', page):

@@ -25,7 +25,8 @@ MAX_MODERATORS = 50
 MAX_SESSIONS = 200
 MAX_LOG = 300
 ACTIONS = {"hide": "hid a message", "ban10": "banned for 10 minutes",
-           "ban60": "banned for an hour", "ban": "banned for good", "unban": "lifted a ban"}
+           "ban60": "banned for an hour", "ban": "banned for good", "unban": "lifted a ban",
+           "modes": "set the chat modes"}
 BAN_MINUTES = {"ban10": 10, "ban60": 60, "ban": 0}
 
 
@@ -43,6 +44,7 @@ class Action:
     target: str  # how the chat shows the target: name #tag !tripcode
     viewer_id: str  # the target's internal id, to undo a ban (never shown)
     undone: bool = False
+    previous: dict | None = None  # modes: what they were, to undo
 
     def describe(self) -> str:
         return f"!{self.moderator} {ACTIONS[self.action]}: {self.target}"
@@ -139,6 +141,19 @@ class Moderation:
         self._write(LOG, [*self._read(LOG, []), asdict(done)][-MAX_LOG:])
         return done
 
+    def set_modes(self, viewer_id: str, **changes) -> Action:
+        """Slow mode, established only, closed: as the broadcaster can (ModeError if out of
+        range)."""
+        moderator = self.moderator_of(viewer_id)
+        if moderator is None:
+            raise ModerationError("you are not signed in as a moderator")
+        before = asdict(self.chat.modes.current())
+        after = self.chat.change_modes(**changes)
+        done = Action(secrets.token_hex(4), time.time(), moderator, "modes", 0,
+                      after.describe(), "", previous=before)
+        self._write(LOG, [*self._read(LOG, []), asdict(done)][-MAX_LOG:])
+        return done
+
     def log(self) -> list[Action]:
         return [Action(**entry) for entry in reversed(self._read(LOG, []))]
 
@@ -150,6 +165,8 @@ class Moderation:
             raise ModerationError("no such action to undo")
         if found.action == "hide":
             self.chat.unhide([found.message_id])
+        elif found.action == "modes":
+            self.chat.change_modes(**(found.previous or {}))
         elif found.action == "unban":
             self.chat.ban(found.viewer_id, note="broadcaster (undid an unban)")
         else:

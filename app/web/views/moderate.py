@@ -41,6 +41,7 @@ def page():
               if tripcode and not m.broadcaster}
     return render_template("chat/moderate.html", who=who, tripcode=tripcode,
                            messages=messages if tripcode else [], banned=banned,
+                           modes=services().chat.modes.current(),
                            actions=ACTIONS, check=form_check(who),
                            error=request.args.get("error", "")[:200] if tripcode else "",
                            notice=NOTICES.get(request.args.get("notice", ""), "")), 200, {
@@ -59,7 +60,7 @@ def sign_in():
         services().moderation.sign_in(who.viewer_id, request.form.get("password", ""))
     except ModerationError as exc:
         return render_template("chat/moderate.html", who=who, tripcode=None, messages=[],
-                               banned={}, actions=ACTIONS, check=form_check(who),
+                               banned={}, actions=ACTIONS, check=form_check(who), modes=None,
                                error=f"{exc}.", notice=""), 403
     return back(who, notice="signed-in")
 
@@ -84,6 +85,23 @@ def act():
                                   request.form.get("message_id", type=int) or 0)
     except ModerationError as exc:
         return back(who, error=f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
+    return back(who, notice="done")
+
+
+@bp.route("/chat/moderate/modes", methods=["POST"])
+@identify
+def modes():
+    who: Requester = g.requester
+    if not checked(who):
+        return back(who, error="This form is out of date; try again.")
+    f = request.form
+    try:
+        services().moderation.set_modes(
+            who.viewer_id, closed=f.get("closed") == "1",
+            slow_seconds=int(f.get("slow_seconds") or 0),
+            established_minutes=int(f.get("established_minutes") or 0))
+    except (ModerationError, ValueError) as exc:
+        return back(who, error=f"Modes not changed: {exc}.")
     return back(who, notice="done")
 
 
