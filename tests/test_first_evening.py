@@ -54,7 +54,10 @@ def start_play(config: Path, *args: str) -> subprocess.Popen:
 
 
 def segments_written(playlist: Path, count: int = 1) -> None:
-    wait_for(lambda: read(playlist).count(".m4s") >= count, 30, what=f"segments in {playlist}")
+    # whole segments: the lines that name one (parts are named inside #EXT-X-PART tags)
+    wait_for(lambda: sum(line.endswith(".m4s") and not line.startswith("#")
+                         for line in read(playlist).splitlines()) >= count, 30,
+             what=f"segments in {playlist}")
 
 
 def assert_nothing_left(folder: Path, playlist: Path) -> None:
