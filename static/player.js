@@ -428,6 +428,9 @@
     if (edge === null) { return 0; }
     var last = tl.segments[tl.segments.length - 1], end = last.start + last.duration;
     if (tl.partial) { end = tl.partial.start + tl.partial.duration; }
+    // Following fragments, what exists has grown since this timeline came: what we hold.
+    var ranges = this.video.buffered;
+    if (this.follow && ranges.length) { end = Math.max(end, ranges.end(ranges.length - 1)); }
     var aim = edge - tl.delay - this.extraDelay;
     // Following parts, every fragment comes a round trip after it was asked for: a viewer
     // behind a slow circuit sits that much further back instead of stalling first.

@@ -298,3 +298,33 @@ def test_timed_bans_expire(tmp_path):
     again = SQLiteStore(tmp_path / "state.sqlite3")  # kept across a restart
     assert again.bans()[("viewer", "v2")].expires == pytest.approx(now + 600)
     again.close()
+
+
+def test_with_workers_modes_invites_and_moderators_hold_on_every_worker(tmp_path,
+                                                                        redis_server):  # noqa: F811
+    """Issue 24, item 7: what the control socket, the CLI and one worker set holds on the other
+    worker too (every new connection may reach either: SO_REUSEPORT)."""
+    server = chat_server(tmp_path, tmp_path / "stream", "[access]\ninvite_only = true\n",
+                         redis_url=redis_server.new_database()).start()
+    try:
+        link = livestream(server.config_path, "invite", "new", "--many").stdout.strip()
+        tokens = []
+        for _ in range(4):  # redeemed on whichever worker took the connection
+            opened = requests.get(server.url + link[link.index("/invite/"):], timeout=5,
+                                  allow_redirects=False)
+            tokens.append(re.search(r"token=([\w-]+)", opened.headers["Location"])[1])
+        for token in tokens:  # and valid on every worker
+            for _ in range(3):
+                assert requests.get(server.url + f"/?token={token}", timeout=5,
+                                    headers={"Connection": "close"}).status_code == 200
+        assert requests.get(server.url + "/", timeout=5).status_code == 403
+
+        state_dir = tmp_path / "state"
+        assert control(state_dir, command="modes", slow_seconds=60)["ok"]
+        viewer = ChatViewer(server, tokens[0])
+        assert viewer.post("first").status_code == 303
+        time.sleep(1.1)
+        for _ in range(3):  # refused by whichever worker answers
+            assert "Slow mode is on" in html.unescape(viewer.post("again").text)
+    finally:
+        server.stop()

@@ -376,6 +376,14 @@ class Chat:
             return replace(viewer, tripcode="")
         return viewer
 
+    def start_clock(self, who: Requester) -> None:
+        """With "established viewers only" on, an identity's age counts from the first time
+        its chat form was shown (one record per identity, within the identities budget)."""
+        if who.broadcaster or who.fresh or not self.modes.current().established_minutes:
+            return
+        if self.store.viewer(who.viewer_id) is None:
+            self.store.save_viewer(self.viewer(who))
+
     def _check_modes(self, modes: Modes, viewer: Viewer) -> Viewer:
         """Closed, or too new for "established viewers only": refused before any captcha."""
         if modes.closed:

@@ -241,6 +241,7 @@ def form_page(who: Requester, error: str = "", draft: str = "", status: int = 20
 def form():
     who: Requester = g.requester
     services().audience.still_here(who.viewer_id)
+    services().chat.start_clock(who)
     return form_page(who, sent=request.args.get("sent") == "1")
 
 
