@@ -93,19 +93,25 @@ class Services:
         from app.hooks.webhooks import Webhooks
 
         settings, state_dir = self.config.hooks, self.config.state_dir
+        sockets = []
         if settings.events_socket:
-            events = EventSocket(state_dir)
-            self._greenlets.append(events.start())
-            self.hooks.sinks.append(events)
-            self.adopt(events.stop)
+            sockets.append(EventSocket(state_dir))
+        if settings.control_socket:
+            sockets.append(ControlSocket(state_dir, self))
+        for server in sockets:
+            try:
+                self._greenlets.append(server.start())
+            except OSError as exc:  # a state folder path too long for a Unix socket, say
+                log.warning("%s not opened: %s ([hooks] in the config turns it off)",
+                            server.path, exc)
+                continue
+            self.adopt(server.stop)
+            if isinstance(server, EventSocket):
+                self.hooks.sinks.append(server)
         if settings.webhooks:
             webhooks = Webhooks(settings.webhooks, settings.webhook_secret, settings.tor_socks)
             self._greenlets += webhooks.start()
             self.hooks.sinks.append(webhooks)
-        if settings.control_socket:
-            control = ControlSocket(state_dir, self)
-            self._greenlets.append(control.start())
-            self.adopt(control.stop)
         if self.hooks.sinks:
             relay = self.hooks.start()
             if relay is not None:

@@ -46,6 +46,7 @@
   var FETCH_TIMEOUT_MS = 4000;
   var FETCH_TIMEOUT_DURATIONS = 3;
   var GAP_LIMIT_SECONDS = 2.5;   // stuck before a hole in the buffer at most this wide: jump it
+  var FOLLOW_PAUSE_MS = 30000;   // /fragment refused (429): follow whole segments this long
   var QUALITY_KEY = 'livestream-quality';
 
   /* ---------------------------------------------------------------- small helpers */
@@ -258,6 +259,7 @@
     this.wanted = null;          // a rendition asked for: nothing is fetched until its timeline comes
     this.onQuality = null;       // (name) -> ask the feed for that rendition's timeline
     this.follow = null;          // following the live edge: {sequence, index} of the next fragment
+    this.followAfter = 0;        // refused as too busy: whole segments until then (ms)
     this.fragments = 0;          // fragments appended while following (shown in data-fragments)
     this.bindVideo();
   }
@@ -431,7 +433,9 @@
     // Following fragments, what exists has grown since this timeline came: what we hold.
     var ranges = this.video.buffered;
     if (this.follow && ranges.length) { end = Math.max(end, ranges.end(ranges.length - 1)); }
-    var aim = edge - tl.delay - this.extraDelay;
+    // Whole segments (following refused for a while): a segment and a margin behind.
+    var delay = performance.now() < this.followAfter ? tl.target_duration + 0.75 : tl.delay;
+    var aim = edge - delay - this.extraDelay;
     // Following parts, every fragment comes a round trip after it was asked for: a viewer
     // behind a slow circuit sits that much further back instead of stalling first.
     if (tl.part_target && this.clock.synced) { aim -= this.clock.roundTrip; }
@@ -537,6 +541,7 @@
   MsePlayer.prototype.followFrom = function () {
     if (!this.live) { this.stopFollowing(); return null; }
     if (this.follow) { return this.follow; }
+    if (performance.now() < this.followAfter) { return null; }
     var partial = this.tl.partial;
     if (!partial || this.appended.has(partial.sequence) || this.missing.has(partial.sequence)) { return null; }
     this.follow = { sequence: partial.sequence, index: 0 };  // its first fragment holds the keyframe
@@ -563,6 +568,9 @@
     fetch(withToken(uri), { credentials: 'same-origin', cache: 'no-store', signal: control.signal })
       .then(function (response) {
         if (response.status === 204) { return null; }  // nothing new in time: ask again
+        if (response.status === 429) {  // the server is full of waiting requests: segments
+          var busy = new Error('busy'); busy.busy = true; throw busy;
+        }
         if (response.status === 404) { var gone = new Error('gone'); gone.gone = true; throw gone; }
         if (!response.ok) { throw new Error('a fragment answered ' + response.status); }
         var which = /^(\d+)\.(\d+)-(\d+)$/.exec(response.headers.get('X-Fragments') || '');
@@ -588,6 +596,7 @@
         if (buffer !== self.buffer || (error.name === 'AbortError' && !control.timedOut)) { return; }
         self.stopFollowing();
         if (error.gone) { return; }
+        if (error.busy) { self.followAfter = performance.now() + FOLLOW_PAUSE_MS; return; }
         if (error.name === 'QuotaExceededError') { self.evict(5); return; }
         self.failures += 1;
         if (self.failures >= 5) { self.fail('fragments keep failing: ' + error.message); }

@@ -36,16 +36,16 @@ class SegmenterPipes:
     """One run of ffmpeg: a pipe per segmenter, read in a thread until ffmpeg closes it.
 
         pipes = SegmenterPipes(segmenters)
-        fds = pipes.open()          # ffmpeg writes pipe:fds[i] (pass them with pass_fds)
+        fds = pipes.open()          # ffmpeg writes pipe:fds[i] (pass them with pass_fds);
+                                    # open(last=False): the input ends, the stream goes on
         ... start ffmpeg ...; pipes.spawned()
-        ... ffmpeg ends ...;  pipes.close(last=True)
+        ... ffmpeg ends ...;  pipes.close()
     """
 
     def __init__(self, outputs: list[Segmenter]):
         self.outputs = outputs
         self.threads: list[threading.Thread] = []
         self.write_ends: list[int] = []
-        self.failed: list[str] = []  # what a segmenter could not read, for the user
 
     def open(self, last: bool = True) -> list[int]:
         """The write ends, for ffmpeg. `last`: the runs' last input ends the playlists."""
@@ -78,7 +78,6 @@ class SegmenterPipes:
         try:
             segmenter.run(stream, last=last)
         except InputError as exc:
-            self.failed.append(f"{segmenter.files.playlist}: {exc}")
             log.warning("segmenter for %s: %s", segmenter.files.playlist, exc)
             while stream.read(READ_CHUNK):
                 pass  # drain, so ffmpeg never blocks on a pipe nobody reads
