@@ -130,7 +130,7 @@ GET_PATHS = ["/", "/info", "/events", "/api/clock", "/api/status", "/api/playlis
              "/chat/messages", "/chat/messages.json", "/chat/form", "/chat/users",
              "/stream.mp4", "/stream.m3u8", "/static/style.css", "/broadcaster",
              "/broadcaster/login", "/favicon.ico", "/broadcaster/cockpit", "/metrics",
-             "/broadcaster/chat-export", "/fragment"]
+             "/broadcaster/chat-export", "/fragment", "/schedule.ics", "/chat/moderate"]
 header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
 
 
@@ -218,6 +218,16 @@ MODERATION = {
     "unban": ["kind", "value"], "filters": ["pattern", "regex", "case", "action"],
     "filters/remove": ["filter_id"], "title": ["title"], "logout": [],
     "party": ["action", "target", "by"],
+    "modes": ["closed", "slow_seconds", "established_minutes"],
+    "schedule": ["at", "note", "chat_open", "clear"], "invites": ["uses", "hours", "note"],
+    "invites/revoke": ["invite_id"], "moderators": ["tripcode", "note", "remove"],
+    "moderation/undo": ["action_id"],
+}
+# the moderators' forms on the viewer side (their own check value, not the broadcaster's)
+MODERATOR_FORMS = {
+    "/chat/moderate": ["action", "message_id", "check"],
+    "/chat/moderate/modes": ["closed", "slow_seconds", "established_minutes", "check"],
+    "/chat/moderate/sign-in": ["password", "check"], "/chat/moderate/sign-out": ["check"],
 }
 
 
@@ -255,11 +265,22 @@ def test_login_with_hostile_credentials(client, user, password, raw):
     assert response.status_code == 401 or "Retry-After" in response.headers
 
 
+@FUZZ
+@given(path=st.sampled_from(sorted(MODERATOR_FORMS)), token=tokens,
+       values=st.lists(ids, min_size=4, max_size=4), code=hostile)
+def test_moderator_forms_and_invite_links_survive_hostile_values(client, path, token, values,
+                                                                 code):
+    data = dict(zip(MODERATOR_FORMS[path], values, strict=False))
+    check(client.post(f"{path}?{token_query(token)}", data=data), 303, 403, 429)
+    check(client.get("/invite/" + quote(code, safe="")), 403, 404)  # no invite was made
+
+
 def test_fuzzing_covers_every_route(app):
     """A new route must be added to the fuzzing above before this passes."""
     covered = set(GET_PATHS) | {"/stream/<name>", "/captcha/<challenge_id>.png",
                                 "/captcha/<challenge_id>.wav", "/static/<path:filename>",
-                                "/chat/form"} | {f"/broadcaster/{a}" for a in MODERATION}
+                                "/chat/form", "/invite/<code>"} | set(MODERATOR_FORMS) | {
+        f"/broadcaster/{a}" for a in MODERATION}
     routes = {rule.rule for rule in app.url_map.iter_rules()}
     assert routes <= covered, f"routes nobody fuzzes: {sorted(routes - covered)}"
 

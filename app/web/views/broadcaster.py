@@ -262,7 +262,7 @@ def shown_invite() -> str:
     """The link just made, from this page's own redirect (signed: a crafted link shows
     nothing)."""
     link, signature = request.args.get("invite", ""), request.args.get("isig", "")
-    if link and hmac.compare_digest(signature, error_signature(link)):
+    if link and hmac.compare_digest(signature.encode(), error_signature(link).encode()):
         return link
     return ""
 

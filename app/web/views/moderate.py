@@ -27,7 +27,7 @@ def form_check(who: Requester) -> str:
 
 
 def checked(who: Requester) -> bool:
-    return hmac.compare_digest(request.form.get("check", ""), form_check(who))
+    return hmac.compare_digest(request.form.get("check", "").encode(), form_check(who).encode())
 
 
 @bp.route("/chat/moderate", methods=["GET"])
