@@ -292,10 +292,16 @@ class HooksConfig:
 
     events_socket: bool = True  # state/events.sock: every event as a JSON line
     control_socket: bool = True  # state/control.sock: the broadcaster's powers
-    webhooks: list[str] = field(default_factory=list)  # every event POSTed to each URL
-    webhook_secret: str = ""  # HMAC-SHA256 key of the signature header (needed with webhooks)
-    allow_clearnet: bool = False  # with [tor] enabled: webhooks to hosts not loopback/.onion
-    tor_socks: str = "127.0.0.1:9050"  # for .onion webhooks
+
+
+@dataclass
+class WebhooksConfig:
+    """Every event POSTed to each URL (app/hooks/webhooks.py)."""
+
+    urls: list[str] = field(default_factory=list)
+    secret: str = ""  # HMAC-SHA256 key of the signature header (needed with urls)
+    allow_clearnet: bool = False  # with [tor] enabled: receivers not on loopback or .onion
+    tor_socks: str = "127.0.0.1:9050"  # for .onion receivers
 
 
 @dataclass
@@ -313,6 +319,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     source: Path | None = None
 
@@ -480,7 +487,7 @@ def _check(config: Config, where: str) -> None:
     problems += _check_relay(config)
     problems += [f"'budgets.{name}' must be positive" for name, value in
                  dataclasses.asdict(config.budgets).items() if value <= 0]
-    problems += _check_hooks(config.hooks, config.tor.enabled)
+    problems += _check_webhooks(config.webhooks, config.tor.enabled)
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
 
@@ -616,16 +623,16 @@ def _from_text(text: str, dotted: str, variable: str):
                           f"(it sets '{dotted}')") from None
 
 
-def _check_hooks(hooks: HooksConfig, tor: bool) -> list[str]:
+def _check_webhooks(webhooks: WebhooksConfig, tor: bool) -> list[str]:
     from app.hooks.webhooks import WebhookError, check_url
 
     problems = []
-    if hooks.webhooks and len(hooks.webhook_secret) < 16:
-        problems.append("'hooks.webhook_secret' must be at least 16 characters when "
-                        "'hooks.webhooks' lists a URL (receivers check the signature with it)")
-    for url in hooks.webhooks:
+    if webhooks.urls and len(webhooks.secret) < 16:
+        problems.append("'webhooks.secret' must be at least 16 characters when "
+                        "'webhooks.urls' lists a URL (receivers check the signature with it)")
+    for url in webhooks.urls:
         try:
-            check_url(url, tor, hooks.allow_clearnet)
+            check_url(url, tor, webhooks.allow_clearnet)
         except WebhookError as exc:
-            problems.append(f"'hooks.webhooks': {exc}")
+            problems.append(f"'webhooks.urls': {exc}")
     return problems

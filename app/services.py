@@ -108,8 +108,9 @@ class Services:
             self.adopt(server.stop)
             if isinstance(server, EventSocket):
                 self.hooks.sinks.append(server)
-        if settings.webhooks:
-            webhooks = Webhooks(settings.webhooks, settings.webhook_secret, settings.tor_socks)
+        hooked = self.config.webhooks
+        if hooked.urls:
+            webhooks = Webhooks(hooked.urls, hooked.secret, hooked.tor_socks)
             self._greenlets += webhooks.start()
             self.hooks.sinks.append(webhooks)
         if self.hooks.sinks:

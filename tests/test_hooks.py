@@ -62,7 +62,7 @@ class Receiver:
 
 
 def hooks_config(receiver: Receiver) -> str:
-    return (f'[hooks]\nwebhooks = ["{receiver.url}"]\nwebhook_secret = "{SECRET}"\n')
+    return f'[webhooks]\nurls = ["{receiver.url}"]\nsecret = "{SECRET}"\n'
 
 
 @pytest.fixture(scope="module")
@@ -178,15 +178,15 @@ def test_the_sockets_are_the_broadcasters_own(hooked):
 
 
 def test_webhooks_need_a_secret_and_with_tor_stay_off_the_clear_internet(tmp_path):
-    with pytest.raises(ConfigError, match="hooks.webhook_secret"):
-        from_dict({"hooks": {"webhooks": ["http://127.0.0.1:9/x"]}})
+    with pytest.raises(ConfigError, match="webhooks.secret"):
+        from_dict({"webhooks": {"urls": ["http://127.0.0.1:9/x"]}})
     tor = {"tor": {"enabled": True}}
-    hooks = {"webhooks": ["https://hooks.example.net/x"], "webhook_secret": SECRET}
+    hooks = {"urls": ["https://hooks.example.net/x"], "secret": SECRET}
     with pytest.raises(ConfigError, match="would reveal this server"):
-        from_dict({**tor, "hooks": hooks})
-    from_dict({**tor, "hooks": {**hooks, "allow_clearnet": True}})
-    from_dict({**tor, "hooks": {**hooks, "webhooks": ["http://127.0.0.1:8/x",
-                                                      "http://" + "a" * 56 + ".onion/x"]}})
+        from_dict({**tor, "webhooks": hooks})
+    from_dict({**tor, "webhooks": {**hooks, "allow_clearnet": True}})
+    from_dict({**tor, "webhooks": {**hooks, "urls": ["http://127.0.0.1:8/x",
+                                                     "http://" + "a" * 56 + ".onion/x"]}})
 
 
 def test_with_workers_each_event_is_said_once(tmp_path, redis_server):  # noqa: F811
