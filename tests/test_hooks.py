@@ -24,7 +24,7 @@ import pytest
 import requests
 from chat_support import BROADCASTER, ChatViewer, broadcaster_post, chat_server
 from redis_support import redis_server  # noqa: F401 (a fixture)
-from support import PROJECT, cli, free_port, livestream, wait_for
+from support import PROJECT, TestStream, cli, free_port, livestream, wait_for
 
 from app.config import ConfigError, from_dict
 
@@ -328,3 +328,30 @@ def test_with_workers_modes_invites_and_moderators_hold_on_every_worker(tmp_path
             assert "Slow mode is on" in html.unescape(viewer.post("again").text)
     finally:
         server.stop()
+
+
+def test_the_stream_and_the_audience_are_events_too(tmp_path):
+    """live, viewer_arrived and offline (ended), from a short real stream."""
+    receiver = Receiver()
+    stream = TestStream(tmp_path / "stream", duration=12)
+    server = chat_server(tmp_path, stream.directory, hooks_config(receiver)).start()
+    try:
+        stream.start()
+        wait_for(lambda: receiver.events("live"), 30, 0.1, "the live event")
+        viewer = ChatViewer(server)
+        with requests.get(server.url + f"/stream.mp4?token={viewer.token}", stream=True,
+                          timeout=10) as video:
+            deadline = time.monotonic() + 4  # video over time lists the viewer as watching
+            for _ in video.iter_content(4096):
+                if time.monotonic() > deadline:
+                    break
+        arrived = wait_for(lambda: receiver.events("viewer_arrived"), 15, 0.2,
+                           "the viewer_arrived event")
+        tag = re.search(r'class="tag">#([^<]+)<', viewer.form())[1]
+        assert arrived[0]["tag"] == tag and arrived[0]["name"] == "Anonymous"
+        ended = wait_for(lambda: receiver.events("offline"), 40, 0.2, "the offline event")
+        assert ended[0] == {"event": "offline", "time": ended[0]["time"], "ended": True}
+    finally:
+        server.stop()
+        stream.stop()
+        receiver.close()
