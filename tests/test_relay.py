@@ -556,6 +556,11 @@ def test_an_edge_follows_an_origin_writing_parts_part_by_part(tmp_path):
         assert sorted(behind)[10] < 0.5
         playlist = requests.get(edge.url + "/stream/stream.m3u8", timeout=5).text
         assert "CAN-BLOCK-RELOAD=YES" in playlist and "#EXT-X-PRELOAD-HINT" in playlist
+        # a finished segment is its parts joined on the edge: the origin's bytes exactly
+        newest = [line for line in playlist.splitlines() if line.endswith(".m4s")
+                  and not line.startswith("#")][-1]
+        assert requests.get(edge.url + "/stream/" + newest, timeout=5).content == \
+            requests.get(origin.url + "/stream/" + newest, timeout=5).content
         asked = requests.get(edge.url + "/api/playlist", timeout=5).json()
         fragment = requests.get(edge.url + "/fragment", timeout=10, params={
             "gen": asked["generation"], "seq": asked["segments"][-1]["sequence"], "k": 0})

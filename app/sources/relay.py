@@ -270,7 +270,8 @@ class Relay:
         for entry in fetched:
             limit = min(self.settings.max_segment_bytes,
                         int(max(entry.duration, 1.0) * BITS_PER_SECOND / 8))
-            self._hold(state, entry.uri, self._get(urljoin(url, entry.uri), limit))
+            self._hold(state, entry.uri, self._joined(state, entry, limit)
+                       or self._get(urljoin(url, entry.uri), limit))
         for part in parsed.pending if parsed.part_target and not parsed.ended else ():
             if part.uri not in state.held:
                 limit = int(max(part.duration, 0.1) * BITS_PER_SECOND / 8)
@@ -289,6 +290,17 @@ class Relay:
             log.info("origin ended the stream (%s)", name)
         state.last_text, state.newest = text, newest
         return again
+
+    def _joined(self, state: _Variant, entry: hls.Entry, limit: int) -> bytes | None:
+        """A finished segment whose every part is here already: its parts joined (a
+        segment is its parts, byte for byte), instead of fetching it again."""
+        if not entry.parts or not all(uri in state.held for uri in entry.parts):
+            return None
+        try:
+            data = b"".join((self.stream_dir / uri).read_bytes() for uri in entry.parts)
+        except FileNotFoundError:
+            return None
+        return data if len(data) <= limit else None
 
     def _blocking(self, name: str, url: str) -> str:
         """The playlist's URL, asking for the next part when the origin writes parts."""

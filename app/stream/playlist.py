@@ -17,6 +17,7 @@ class Entry:
     uri: str
     sequence: int
     duration: float
+    parts: tuple[str, ...] = ()  # the parts listed before it: the segment, byte for byte
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ def parse(text: str) -> Playlist:
         elif not line.startswith("#"):
             if duration is None:
                 raise PlaylistError(f"segment {line!r} has no #EXTINF")
-            entries.append(Entry(_safe_name(line), media_sequence + len(entries), duration))
+            entries.append(Entry(_safe_name(line), media_sequence + len(entries), duration,
+                                 tuple(part.uri for part in parts)))
             duration = None
             parts = []  # those were this segment's; only the trailing ones are pending
             hint = None
