@@ -14,7 +14,8 @@ watcher shows as offline.
 An origin writing parts (low latency) is followed part by part: the edge asks for each
 playlist with a blocking reload for the next part (`_HLS_msn`, `_HLS_part`), which the origin
 answers as soon as that part is written, fetches the new parts and lists them as its own
-segment in progress, so the edge's viewers get each part a moment after the origin's.
+segment in progress, so the edge's viewers get each part a moment after the origin's; a
+finished segment whose parts it holds is joined from them rather than fetched again.
 
 The origin serves only the files its playlists list, so what the folder's marker files say
 (title, the watch party's pause and countdown) comes from its public /api/status instead,
