@@ -436,9 +436,10 @@
     // Whole segments (following refused for a while): a segment and a margin behind.
     var delay = performance.now() < this.followAfter ? tl.target_duration + 0.75 : tl.delay;
     var aim = edge - delay - this.extraDelay;
-    // Following parts, every fragment comes a round trip after it was asked for: a viewer
-    // behind a slow circuit sits that much further back instead of stalling first.
-    if (tl.part_target && this.clock.synced) { aim -= this.clock.roundTrip; }
+    // Following parts, every fragment comes a round trip after it was asked for, and a slow
+    // circuit's round trip varies: a viewer behind one sits two round trips further back
+    // instead of stalling first (on loopback that is nothing).
+    if (tl.part_target && this.clock.synced) { aim -= 2 * this.clock.roundTrip; }
     // Never aim past what exists (an encoder slower than real time would pull us there).
     return clamp(aim, tl.segments[0].start, end - 0.25);
   };

@@ -1,0 +1,125 @@
+"""What JavaScript viewers following the live edge fragment by fragment cost the server.
+
+Each follower does what static/player.js does while live: asks `/fragment` for the next
+fragment on one keep-alive connection, gets every fragment written since, asks again. A test
+stream writes 200 ms parts (stream.sh LOW_LATENCY=1, 640x360); one `livestream serve`
+answers. Reported per N followers: server CPU (% of one core), requests per second, and how
+many followers kept up (received a fragment in the last second of the window).
+
+    python bench/fragment_followers.py --followers 100 500 1000 --seconds 15
+
+Compare `bench/stream_viewers.py` for /stream.mp4 viewers (the same fragments, pushed).
+Loopback only; every loop ends with --seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE.parent
+sys.path.insert(0, str(PROJECT / "tests"))
+from support import Server, TestStream  # noqa: E402
+
+PROCESSES = 4  # client processes, each with many greenlets
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0
+
+
+def followers(port: int, count: int, seconds: float, results) -> None:
+    """`count` followers in this process (gevent), until `seconds` have passed."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    import http.client
+    import json
+
+    import gevent
+
+    deadline = time.monotonic() + seconds
+    stats = {"requests": 0, "fragments": 0, "kept_up": 0}
+
+    def one() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        conn.request("GET", "/api/playlist")
+        timeline = json.loads(conn.getresponse().read())
+        generation, sequence, index = timeline["generation"], \
+            timeline["segments"][-1]["sequence"] + 1, 0
+        last = 0.0
+        while time.monotonic() < deadline:
+            conn.request("GET", f"/fragment?gen={generation}&seq={sequence}&k={index}")
+            response = conn.getresponse()
+            response.read()
+            stats["requests"] += 1
+            if response.status == 200:
+                found = re.fullmatch(r"(\d+)\.(\d+)-(\d+)", response.headers["X-Fragments"])
+                sequence, index = int(found[1]), int(found[3]) + 1
+                stats["fragments"] += int(found[3]) - int(found[2]) + 1
+                last = time.monotonic()
+            elif response.status != 204:
+                return
+        if last > deadline - 1.0:
+            stats["kept_up"] += 1
+
+    gevent.joinall([gevent.spawn(one) for _ in range(count)])
+    results.put(stats)
+
+
+def measure(port: int, pid: int, count: int, seconds: float) -> dict:
+    results = multiprocessing.Queue()
+    share = [count // PROCESSES + (i < count % PROCESSES) for i in range(PROCESSES)]
+    clients = [multiprocessing.Process(target=followers, args=(port, n, seconds + 3, results))
+               for n in share if n]
+    for client in clients:
+        client.start()
+    time.sleep(3)  # every follower connected and following
+    cpu_before, started = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds - 0.5)
+    cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
+    totals = {"requests": 0, "fragments": 0, "kept_up": 0}
+    for _ in clients:
+        for key, value in results.get(timeout=seconds + 60).items():
+            totals[key] += value
+    for client in clients:
+        client.join(30)
+    return {"cpu": cpu, **totals}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--followers", type=int, nargs="+", default=[100, 500, 1000])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        stream = TestStream(work / "stream", size="640x360", segment_seconds=2,
+                            framerate=30, video_bitrate="1200k", low_latency=True).start()
+        server = Server(work, stream.directory)
+        try:
+            stream.wait_segments(2, timeout=30)
+            server.start()
+            server.wait_live()
+            print(f"{'followers':>10}{'kept up':>9}{'server CPU':>12}{'CPU/follower':>14}"
+                  f"{'requests/s':>12}{'fragments/s':>13}")
+            for count in args.followers:
+                got = measure(server.port, server.process.pid, count, args.seconds)
+                window = args.seconds + 3
+                print(f"{count:>10}{got['kept_up']:>9}{got['cpu'] * 100:>11.1f}%"
+                      f"{got['cpu'] * 100 / count:>14.4f}{got['requests'] / window:>12.0f}"
+                      f"{got['fragments'] / window:>13.0f}")
+        finally:
+            server.stop()
+            stream.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
