@@ -317,3 +317,15 @@ def test_firefox_at_the_safest_level_plays_the_parts_from_a_click(low_latency, f
     print(f"\nFirefox ESR, JavaScript off, after a click: plain /stream.mp4 "
           f"{statistics.median(behind):.2f} s behind live")
     assert 0 < statistics.median(behind) < 30
+
+
+def test_followers_beyond_the_cap_are_sent_to_whole_segments(tmp_path):
+    """Each fragment follower costs the server a request per part: past viewers.max_followers
+    a new one gets 429 (its player then follows whole segments), the admitted ones go on."""
+    from app.web.limits import Followers
+
+    cap = Followers(2)
+    assert cap.admit("a") and cap.admit("b") and cap.admit("a")
+    assert not cap.admit("c")
+    cap._seen["a"] -= Followers.FORGET_SECONDS + 1  # "a" stopped asking a while ago
+    assert cap.admit("c") and not cap.admit("d")

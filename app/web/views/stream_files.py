@@ -146,6 +146,10 @@ def fragment():
     if None in (generation, sequence, index) or not 0 <= sequence < 2 ** 53:
         abort(400)
     quality = request.args.get("quality") or ""
+    if not services().followers.admit(push_holder()):
+        return Response("Too many viewers follow the live edge part by part here; follow "
+                        "whole segments.\n", 429, mimetype="text/plain",
+                        headers={"Cache-Control": "no-store", "Retry-After": "30"})
     snap = wait_until(quality, lambda s: find_fragment(s, generation, sequence, index) != WAIT)
     if snap is None:
         return over_budget("push")
