@@ -47,6 +47,9 @@
   var FETCH_TIMEOUT_DURATIONS = 3;
   var GAP_LIMIT_SECONDS = 2.5;   // stuck before a hole in the buffer at most this wide: jump it
   var FOLLOW_PAUSE_MS = 30000;   // /fragment refused (429): follow whole segments this long
+  // A request per part keeps up only while the round trip is short against a part: over Tor
+  // (0.5-1 s) it stalled; such a viewer follows whole segments.
+  var FOLLOW_MAX_TRIP = 0.15;
   var QUALITY_KEY = 'livestream-quality';
 
   /* ---------------------------------------------------------------- small helpers */
@@ -433,13 +436,13 @@
     // Following fragments, what exists has grown since this timeline came: what we hold.
     var ranges = this.video.buffered;
     if (this.follow && ranges.length) { end = Math.max(end, ranges.end(ranges.length - 1)); }
-    // Whole segments (following refused for a while): a segment and a margin behind.
-    var delay = performance.now() < this.followAfter ? tl.target_duration + 0.75 : tl.delay;
+    // Following parts, every fragment comes a round trip after it was asked for: two round
+    // trips of room. Whole segments (no parts, following refused, or a round trip too long
+    // to follow parts by request): a segment and a margin behind, as the timeline says.
+    var trips = this.clock.synced ? 2 * this.clock.roundTrip : 0;
+    var delay = this.mayFollow() ? tl.delay + trips
+      : tl.part_target ? tl.target_duration + 0.75 + trips : tl.delay;
     var aim = edge - delay - this.extraDelay;
-    // Following parts, every fragment comes a round trip after it was asked for, and a slow
-    // circuit's round trip varies: a viewer behind one sits two round trips further back
-    // instead of stalling first (on loopback that is nothing).
-    if (tl.part_target && this.clock.synced) { aim -= 2 * this.clock.roundTrip; }
     // Never aim past what exists (an encoder slower than real time would pull us there).
     return clamp(aim, tl.segments[0].start, end - 0.25);
   };
@@ -539,10 +542,17 @@
 
   /** Where to go on following the live edge fragment by fragment, or null: only while live,
    * with a source writing parts, once every earlier segment the position needs is here. */
+  /** Whether this viewer follows parts: the source writes them, the server lets it, and its
+   * round trip is short enough. */
+  MsePlayer.prototype.mayFollow = function () {
+    return !!(this.tl && this.tl.part_target) && performance.now() >= this.followAfter &&
+      this.clock.synced && this.clock.roundTrip <= FOLLOW_MAX_TRIP;
+  };
+
   MsePlayer.prototype.followFrom = function () {
     if (!this.live) { this.stopFollowing(); return null; }
     if (this.follow) { return this.follow; }
-    if (performance.now() < this.followAfter) { return null; }
+    if (!this.mayFollow()) { return null; }
     var partial = this.tl.partial;
     if (!partial || this.appended.has(partial.sequence) || this.missing.has(partial.sequence)) { return null; }
     this.follow = { sequence: partial.sequence, index: 0 };  // its first fragment holds the keyframe
