@@ -31,7 +31,7 @@ import gevent
 from app.community.chat import Refused, Submission
 from app.community.filters import ACTIONS
 from app.community.identity import BROADCASTER_ID
-from app.runtime.private_socket import bind_private, same_user
+from app.runtime.private_socket import PrivateServer
 from app.sources.party import control as party
 from app.stream.folder import clean_title
 
@@ -46,37 +46,21 @@ class CommandError(ValueError):
     """A command that cannot be done; the message goes back to the script."""
 
 
-class ControlSocket:
+class ControlSocket(PrivateServer):
     def __init__(self, state_dir: Path, services):
-        self.path = Path(state_dir) / SOCKET_NAME
+        super().__init__(Path(state_dir) / SOCKET_NAME)
         self.services = services
-        self.sock: socket.socket | None = None
         self.clients = 0
         self.commands: dict[str, Callable[[dict], dict]] = {
             "title": self._title, "say": self._say, "hide": self._hide, "ban": self._ban,
             "unban": self._unban, "filter": self._filter, "unfilter": self._unfilter,
             "party": self._party, "status": self._status, "modes": self._modes}
 
-    def start(self) -> gevent.Greenlet:
-        self.sock = bind_private(self.path)
-        return gevent.spawn(self._accept)
+    def full(self) -> bool:
+        return self.clients >= MAX_CLIENTS
 
-    def stop(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-            self.path.unlink(missing_ok=True)
-
-    def _accept(self) -> None:
-        while self.sock is not None:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            if not same_user(conn) or self.clients >= MAX_CLIENTS:
-                conn.close()
-                continue
-            gevent.spawn(self._serve, conn)
+    def take(self, conn: socket.socket) -> None:
+        gevent.spawn(self._serve, conn)
 
     def _serve(self, conn: socket.socket) -> None:
         self.clients += 1

@@ -12,7 +12,7 @@ import gevent
 import gevent.event
 
 from app.hooks.bus import HookEvent
-from app.runtime.private_socket import bind_private, same_user
+from app.runtime.private_socket import PrivateServer
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +30,10 @@ class _Listener:
         self.gone = False
 
 
-class EventSocket:
+class EventSocket(PrivateServer):
     def __init__(self, state_dir: Path):
-        self.path = Path(state_dir) / SOCKET_NAME
+        super().__init__(Path(state_dir) / SOCKET_NAME)
         self.listeners: list[_Listener] = []
-        self.sock: socket.socket | None = None
-
-    def start(self) -> gevent.Greenlet:
-        self.sock = bind_private(self.path)
-        return gevent.spawn(self._accept)
-
-    def stop(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-            self.path.unlink(missing_ok=True)
 
     def __call__(self, event: HookEvent) -> None:
         line = event.as_json().encode() + b"\n"
@@ -56,19 +45,14 @@ class EventSocket:
             listener.lines.append(line)
             listener.ready.set()
 
-    def _accept(self) -> None:
-        while self.sock is not None:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            if not same_user(conn) or len(self.listeners) >= MAX_LISTENERS:
-                conn.close()
-                continue
-            listener = _Listener(conn)
-            self.listeners.append(listener)
-            gevent.spawn(self._send, listener)
-            gevent.spawn(self._notice_close, listener)
+    def full(self) -> bool:
+        return len(self.listeners) >= MAX_LISTENERS
+
+    def take(self, conn: socket.socket) -> None:
+        listener = _Listener(conn)
+        self.listeners.append(listener)
+        gevent.spawn(self._send, listener)
+        gevent.spawn(self._notice_close, listener)
 
     def _send(self, listener: _Listener) -> None:
         try:

@@ -33,3 +33,42 @@ def same_user(conn: socket.socket) -> bool:
         return True  # no SO_PEERCRED here: the 0600 mode is the guard
     _, uid, _ = struct.unpack("3i", creds)
     return uid == os.getuid()
+
+
+class PrivateServer:
+    """A Unix socket server of the broadcaster's own account, in greenlets: `start()` binds
+    `path` (0600) and accepts; each connection of our uid goes to `take(conn)` unless
+    `full()`; `stop()` closes and removes the socket."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock: socket.socket | None = None
+
+    def start(self):
+        import gevent
+
+        self.sock = bind_private(self.path)
+        return gevent.spawn(self._accept)
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            self.path.unlink(missing_ok=True)
+
+    def full(self) -> bool:
+        return False
+
+    def take(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _accept(self) -> None:
+        while self.sock is not None:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if not same_user(conn) or self.full():
+                conn.close()
+                continue
+            self.take(conn)
