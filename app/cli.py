@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="processes sharing the port, one core each ([server] workers; "
                             "more than 1 needs [store] redis_url)")
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal
+    serve.add_argument("--private-origin", action="store_true",
+                       help="only an origin for this machine's SSH tunnel (`cloud play`): "
+                            "loopback, one process, no onion service, ingest or edge")
     serve.set_defaults(run=run_serve)
     add_source_commands(commands)
 
@@ -222,6 +225,9 @@ def load_config(args: argparse.Namespace) -> Config:
         "ingest.port": getattr(args, "ingest_port", None),
         "relay.origin": getattr(args, "origin", None),
     }
+    if getattr(args, "private_origin", False):
+        flags.update({"server.host": "127.0.0.1", "server.workers": 1, "tor.enabled": False,
+                      "ingest.enabled": False, "relay.origin": ""})
     # a flag that was not given must not hide the environment variable for the same key
     overrides.update({key: value for key, value in flags.items() if value is not None})
     config = configuration.load(args.config, overrides)
@@ -354,21 +360,22 @@ def start_side_jobs(args: argparse.Namespace, config: Config, services,
     return True, onion
 
 
-def start_edge(config: Config) -> Callable[[], None]:
-    """The relay puller feeding this server's stream folder from the origin; its stop.
-    FolderBusy when another source writes that folder."""
+def start_edge(config: Config, origin: str = "",
+               who: str = "livestream serve --origin") -> Callable[[], None]:
+    """The relay puller feeding this server's stream folder from the origin (relay.origin
+    unless given); its stop. FolderBusy when another source writes that folder."""
     from urllib.parse import urlsplit
 
     from app.sources.relay import RelaySettings, start_relay
 
     relay = config.relay
+    origin = origin or relay.origin
     if config.ingest.enabled:
         log.warning("edge: the ingest also writes into %s; a publisher will be refused while "
                     "the edge runs", config.stream_dir)
-    held = take_folder(config, "livestream serve --origin (an edge of "
-                               f"{urlsplit(relay.origin).hostname})")
+    held = take_folder(config, f"{who} (an edge of {urlsplit(origin).hostname})")
     stop = start_relay(RelaySettings(
-        origin=relay.origin, playlist=config.stream.playlist,
+        origin=origin, playlist=config.stream.playlist,
         poll_interval=relay.poll_interval, connect_timeout=relay.connect_timeout,
         read_timeout=relay.read_timeout, retry_max=relay.retry_max, tor_socks=relay.tor_socks,
         max_segment_bytes=config.stream.max_segment_bytes), config.stream_dir)
@@ -597,6 +604,10 @@ def add_cloud_commands(commands: argparse._SubParsersAction) -> None:
                          help="SSH key ID or fingerprint; repeat for several ([cloud] ssh_keys)")
     droplet.add_argument("--another", action="store_true",
                          help="create a droplet even though one of ours exists")
+    droplet.add_argument("--in-clear", action="store_true", default=None,
+                         help="push plain RTMP to the droplet's public address instead of "
+                              "through SSH: the stream key and video readable on the way "
+                              "([cloud] in_clear)")
 
     cloud = commands.add_parser("cloud", help="a cheap DigitalOcean droplet for the evening")
     actions = cloud.add_subparsers(dest="cloud_action", required=True, metavar="ACTION")
@@ -629,7 +640,8 @@ def run_cloud(args: argparse.Namespace, config: Config) -> int:
                      options={"region": args.__dict__.get("region"),
                               "size": args.__dict__.get("size"),
                               "image": args.__dict__.get("image"),
-                              "ssh_keys": args.__dict__.get("ssh_keys")},
+                              "ssh_keys": args.__dict__.get("ssh_keys"),
+                              "in_clear": args.__dict__.get("in_clear")},
                      another=args.__dict__.get("another", False),
                      play_args=play_arguments(args) if args.cloud_action == "play" else None)
 
@@ -753,6 +765,19 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
                          help="the caller holds the folder's lock (stream.sh does)")
     segment.set_defaults(run=run_segment)
 
+    follow = commands.add_parser(
+        "follow", help="pull another livestream server's stream into this stream folder (an "
+                       "edge's puller on its own, beside a running `serve`)",
+        description="What `serve --origin URL` does, as its own process: the server running "
+                    "beside it serves what it writes. `livestream cloud play` runs it on the "
+                    "droplet through SSH, with the party's controls on standard input/output.")
+    follow.add_argument("origin", metavar="URL", help="the origin server (http://host:port)")
+    follow.add_argument("--controls-over-stdio", action="store_true",
+                        help="answer this server's party controls (/broadcaster, `livestream "
+                             "party`) by asking over standard output and reading the answer "
+                             "on standard input; end when standard input closes")
+    follow.set_defaults(run=run_follow)
+
 
 def run_play(args: argparse.Namespace, config: Config) -> int:
     from app.sources import ffmpeg, last_word, options, play
@@ -801,6 +826,41 @@ def run_play(args: argparse.Namespace, config: Config) -> int:
             folder_lock.release()  # first: the guard waits for it
         if guard_done is not None:
             guard_done()
+
+
+def run_follow(args: argparse.Namespace, config: Config) -> int:
+    """`livestream follow URL`: the edge's puller until stopped (or, with the controls, until
+    whoever started it closes standard input)."""
+    import threading
+
+    from app.sources.party import bridge as party_bridge
+    from app.sources.party import control
+
+    signals.interrupt_on_stop()
+    try:
+        stop = start_edge(config, args.origin, "livestream follow")
+    except FolderBusy as exc:
+        print(f"livestream follow: {exc}", file=sys.stderr)
+        return 1
+    controls = None
+    try:
+        if args.controls_over_stdio:
+            controls = party_bridge.StdioBridge(config.state_dir,
+                                                *party_bridge.standard_streams())
+            controls.start()
+            controls.gone.wait()
+        else:
+            threading.Event().wait()
+    except control.ControlError as exc:
+        print(f"livestream follow: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if controls is not None:
+            controls.stop()
+        stop()
+    return 0
 
 
 def take_folder(config: Config, who: str):

@@ -185,7 +185,13 @@ class CloudConfig:
     tag: str = "livestream"
     http_port: int = 80
     ingest_port: int = 1935
-    ingest_args: str = "ingest --host 0.0.0.0 --port {port}"
+    ingest_args: str = "ingest --host {host} --port {port}"
+    in_clear: bool = False
+    ssh_user: str = "root"
+    ssh_port: int = 22
+    ssh_identity: str = ""
+    remote_command: str = "/usr/local/bin/livestream"
+    tunnel_port: int = 8936
     push_command: str = ""
     ready_timeout: float = 600.0
     poll_interval: float = 5.0
@@ -484,6 +490,8 @@ def _check(config: Config, where: str) -> None:
         problems.append("'tor.restart_attempts' must be >= 0 and 'tor.check_interval' > 0")
     if not 0 < config.cloud.http_port < 65536 or not 0 < config.cloud.ingest_port < 65536:
         problems.append("'cloud.http_port' and 'cloud.ingest_port' must be between 1 and 65535")
+    if not 0 < config.cloud.ssh_port < 65536 or not 0 < config.cloud.tunnel_port < 65536:
+        problems.append("'cloud.ssh_port' and 'cloud.tunnel_port' must be between 1 and 65535")
     problems += _check_community(config)
     problems += _check_relay(config)
     problems += [f"'budgets.{name}' must be positive" for name, value in

@@ -8,10 +8,16 @@ systemd unit would, with the environment file's settings (with this machine's Py
 instead of a fresh virtualenv, and without the onion service, which needs the internet; the
 offline install test in test_cloud.py covers the virtualenv and the key files). Destroying
 the droplet stops it all.
+
+With `ssh_port`, the droplet also runs a real sshd (Debian's openssh-server) on loopback with
+the host key the user-data hands to cloud-init and `authorized_keys` as root's keys, and
+`remote_command` is a wrapper running livestream with the droplet's folders, as the install
+script's /usr/local/bin/livestream does with the service's.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -22,9 +28,16 @@ import yaml
 from app.runtime.processes import stop as stop_process
 
 
+SSHD = "/usr/sbin/sshd"
+
+
 class FakeDroplets:
-    def __init__(self, root: Path, serve: bool = True, receive: bool = True):
+    def __init__(self, root: Path, serve: bool = True, receive: bool = True,
+                 ssh_port: int | None = None, authorized_keys: Path | None = None):
         self.root = root
+        self.ssh_port = ssh_port
+        self.authorized_keys = authorized_keys
+        self.remote_command = root / "livestream"
         self.serve = serve  # False: the install "fails" after the upload, nothing serves
         self.receive = receive  # False: the droplet never gets as far as the receiver
         self.processes: dict[int, list[subprocess.Popen]] = {}
@@ -40,7 +53,10 @@ class FakeDroplets:
         base = self.files(droplet_id)
         self.booted.append(droplet_id)
         written = {}
-        for item in yaml.safe_load(body["user_data"])["write_files"]:
+        document = yaml.safe_load(body["user_data"])
+        if self.ssh_port:
+            self._start_sshd(droplet_id, document["ssh_keys"]["ed25519_private"])
+        for item in document["write_files"]:
             path = base / item["path"].lstrip("/")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(item["content"])
@@ -80,8 +96,43 @@ class FakeDroplets:
                    LIVESTREAM_STREAM_DIR=str(data / "stream"),
                    LIVESTREAM_STATE_DIR=str(data / "state"))
         env.pop("PYTHONPATH", None)
+        self._wrapper(src, env)
         self._start(droplet_id, [sys.executable, "-m", "app.cli", "--config",
                                  str(src / "config.toml"), "serve"], cwd=src, env=env)
+
+    def _start_sshd(self, droplet_id: int, host_key: str) -> None:
+        base = self.files(droplet_id) / "ssh"
+        base.mkdir(parents=True)
+        key = base / "ssh_host_ed25519_key"
+        key.write_text(host_key)
+        key.chmod(0o600)
+        config = base / "sshd_config"
+        config.write_text(f"""Port {self.ssh_port}
+ListenAddress 127.0.0.1
+HostKey {key}
+PidFile none
+AuthorizedKeysFile {self.authorized_keys}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+AllowTcpForwarding yes
+X11Forwarding no
+PrintMotd no
+""")
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
+        self._start(droplet_id, [SSHD, "-D", "-e", "-f", str(config)], cwd=base)
+
+    def _wrapper(self, src: Path, env: dict) -> None:
+        """What the install script's /usr/local/bin/livestream is on a real droplet."""
+        exports = " ".join(f"{k}={shlex.quote(env[k])}" for k in
+                           ("LIVESTREAM_STREAM_DIR", "LIVESTREAM_STATE_DIR"))
+        self.remote_command.write_text(
+            f"#!/bin/sh\nexport {exports}\ncd {shlex.quote(str(src))}\n"
+            f"exec {shlex.quote(sys.executable)} -m app.cli --config "
+            f"{shlex.quote(str(src / 'config.toml'))} \"$@\"\n")
+        self.remote_command.chmod(0o755)
 
     def _start(self, droplet_id: int, argv: list[str], cwd: Path,
                env: dict | None = None) -> subprocess.Popen | None:

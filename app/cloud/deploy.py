@@ -3,13 +3,15 @@
 `up` creates one droplet tagged as ours with user-data that installs and starts the server
 (see user_data.py), uploads the project to it once it is active (upload.py), waits
 until it answers over HTTP and prints where to watch and where to push. `play` does `up`,
-pushes a file to the droplet's RTMP ingest, and destroys the droplet however that ends.
-`down` destroys every droplet with our tag and checks they are gone; `status` lists them
-with uptime and cost so far. API calls go through digitalocean.py.
+plays the party here with the droplet following it through SSH (remote_party.py), and
+destroys the droplet however that ends. `down` destroys every droplet with our tag and
+checks they are gone; `status` lists them with uptime and cost so far. API calls go through
+digitalocean.py, SSH through tunnel.py.
 
 The coupling to the rest of livestream is argv strings only: the droplet runs
 `livestream serve` and `livestream ingest ...` ([cloud] ingest_args), and `play` runs
-`livestream play FILE --to rtmp://IP/live/KEY` locally (or [cloud] push_command).
+`livestream play ... --party` here and `livestream follow` there (or [cloud] push_command
+through `ssh -L`; with in_clear, `livestream play FILE --to rtmp://IP/live/KEY`).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import requests
 
-from app.cloud import receiver, user_data
+from app.cloud import receiver, tunnel, user_data
 from app.cloud.digitalocean import TOKEN_HELP, ApiError, DigitalOcean
 from app.cloud.estimate import droplet_cost, price_of
 from app.cloud.upload import UploadError, send_bundle
@@ -93,6 +95,7 @@ class Deployment:
     usd_per_hour: float
     broadcaster_password: str = dataclasses.field(default="", repr=False)
     onion_address: str | None = None
+    host_alias: str = ""  # the droplet's line in our known_hosts (tunnel.py)
 
 
 def read_token(api_key: str | None, token_file: Path | None,
@@ -163,8 +166,13 @@ class Cloud:
         # made here, so the address is known before the droplet exists
         password = secrets.token_urlsafe(15)
         onion = new_key() if s.onion else None
+        try:
+            host_key = tunnel.new_host_key()
+        except tunnel.TunnelError as exc:
+            raise CloudError(str(exc)) from None
         user_data, bundle = self.prepare(stream_key, deploy_key, password=password,
-                                         onion_key=onion and f"{KEY_TYPE}:{onion.blob}")
+                                         onion_key=onion and f"{KEY_TYPE}:{onion.blob}",
+                                         host_key=host_key)
         name = "livestream-" + time.strftime("%Y%m%d-%H%M%S")
         self.out(f"creating droplet {name}: {size} in {s.region}, {image}, "
                  f"${usd_per_hour:g}/hour billed per second")
@@ -184,6 +192,7 @@ class Cloud:
                              "cloud down`")
             raise
         droplet_id = int(created["id"])
+        tunnel.pin(self.known_hosts, name, host_key)
         try:
             droplet = self.wait_until_active(droplet_id)
             self.upload(droplet.ip, deploy_key, bundle)
@@ -198,28 +207,57 @@ class Cloud:
             watch_url=self.http_url(droplet.ip),
             ingest_url=self.rtmp_url(droplet.ip, stream_key),
             usd_per_hour=usd_per_hour, broadcaster_password=password,
-            onion_address=onion.address if onion else None,
+            onion_address=onion.address if onion else None, host_alias=name,
         )
         self.out(f"ready: watch at {deployment.watch_url}")
-        self.out(f"push your stream to {deployment.ingest_url}")
-        self.out(f"  (OBS: server {self.rtmp_url(droplet.ip, '')[:-1]}, "
-                 f"stream key {stream_key})")
+        self.print_ingest_way(deployment)
         self.print_private_way(deployment)
         self.out(f"costs ${usd_per_hour:g} per hour, billed per second (at least 60 s or "
                  "$0.01); destroy it with `livestream cloud down`")
         return deployment
 
+    def print_ingest_way(self, deployment: Deployment) -> None:
+        """Where OBS pushes: through SSH to the droplet's loopback ingest, or in clear."""
+        key, port = deployment.stream_key, self.settings.ingest_port
+        if self.settings.in_clear:
+            self.out(f"push your stream to {deployment.ingest_url} (in clear: anyone on the "
+                     "way sees the stream key and the video)")
+            self.out(f"  (OBS: server {deployment.ingest_url.rsplit('/', 1)[0]}, "
+                     f"stream key {key})")
+            return
+        if not self.settings.ssh_keys:
+            self.out("no SSH key ([cloud] ssh_keys): the droplet's ingest listens only on its "
+                     "loopback, so nothing can push to it; add a key, or use --in-clear")
+            return
+        local = f"127.0.0.1:{port}"
+        self.out("push your stream through SSH (the stream key and the video never cross the "
+                 "internet in clear); keep this open:")
+        self.out("  " + self.tunnel(deployment).shown(f"-L {local}:127.0.0.1:{port}"))
+        self.out(f"  then push to rtmp://{local}/{self.config.ingest.app}/{key} (OBS: server "
+                 f"rtmp://{local}/{self.config.ingest.app}, stream key {key})")
+
+    def tunnel(self, deployment: Deployment) -> tunnel.Tunnel:
+        s = self.settings
+        identity = str(Path(s.ssh_identity).expanduser()) if s.ssh_identity else ""
+        return tunnel.Tunnel(host=deployment.droplet.ip or "", alias=deployment.host_alias,
+                             known_hosts=self.known_hosts, user=s.ssh_user, port=s.ssh_port,
+                             identity=identity)
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.config.state_dir / "cloud" / "known_hosts"
+
     def print_private_way(self, deployment: Deployment) -> None:
         """How to reach /broadcaster without plain HTTP; the password is shown this once."""
-        ip, port = deployment.droplet.ip, self.settings.http_port
+        port = self.settings.http_port
         self.out("broadcaster page (the public address refuses it, so the password never "
                  "crosses the internet in clear):")
         if deployment.onion_address:
             self.out(f"  through Tor: http://{deployment.onion_address}/broadcaster "
                      "(Tor Browser; published a minute or two after the server starts)")
         if self.settings.ssh_keys:
-            self.out(f"  through SSH: ssh -N -L 8080:127.0.0.1:{port} root@{ip} , then "
-                     "http://127.0.0.1:8080/broadcaster")
+            self.out("  through SSH: " + self.tunnel(deployment).shown(
+                f"-L 8080:127.0.0.1:{port}") + " , then http://127.0.0.1:8080/broadcaster")
         if not deployment.onion_address and not self.settings.ssh_keys:
             self.out("  no private way in: set [cloud] onion = true or add an SSH key "
                      "([cloud] ssh_keys) next time")
@@ -307,7 +345,8 @@ class Cloud:
                              in_region, key=lambda z: z["price_hourly"])[:5]))
 
     def prepare(self, stream_key: str, deploy_key: bytes, password: str = "",
-                onion_key: str | None = None) -> tuple[str, bytes]:
+                onion_key: str | None = None,
+                host_key: tunnel.HostKey | None = None) -> tuple[str, bytes]:
         """(user-data, bundle): the small fixed first stage and the project it will receive.
         Both are checked here, before a droplet exists."""
         s = self.settings
@@ -320,7 +359,8 @@ class Cloud:
         try:
             document = user_data.render(user_data.DropletSettings(
                 stream_key=stream_key, deploy_key=deploy_key.hex(), http_port=s.http_port,
-                ingest_port=s.ingest_port, ingest_args=s.ingest_args,
+                ingest_port=s.ingest_port, ingest_args=s.ingest_args, in_clear=s.in_clear,
+                host_key=host_key,
                 broadcaster_password=password, onion_key=onion_key or "", onion=s.onion,
                 swap_mib=s.swap_mib,
                 # outlive our own upload attempts, which start once the droplet is active
@@ -447,19 +487,25 @@ class Cloud:
     # ---- play ---------------------------------------------------------------------------
 
     def play(self, play_args: list[str], allow_another: bool = False) -> int:
-        """Check what `play` will do, up, push, and destroy the droplet when it ends, on
+        """Check what `play` will do, up, stream, and destroy the droplet when it ends, on
         Ctrl-C or on error. `play_args`: `livestream play`'s arguments (files, options,
-        `--` groups) without --to."""
+        `--` groups) without --to. The stream goes through SSH (the party plays here and
+        the droplet follows it; or push_command through `ssh -L`), or in clear if asked."""
         self.check_play(play_args)
+        if not self.settings.in_clear and not self.settings.ssh_keys:
+            raise CloudError("`cloud play` sends the stream through SSH and needs an SSH key "
+                             "on the droplet: set [cloud] ssh_keys (or --ssh-key) to a key of "
+                             "your DigitalOcean account; or pass --in-clear to push plain RTMP "
+                             "(the stream key and the video readable on the way). Nothing "
+                             "was created.")
         previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             deployment = self.up(allow_another=allow_another)
             try:
-                argv = self.push_argv(play_args, deployment.ingest_url)
                 self.out(f"streaming {play_args[0]} to the droplet")
-                code = run_until_done(argv)
+                code = self.stream(deployment, play_args)
                 if code != 0:
-                    self.out(f"the push command exited with status {code}")
+                    self.out(f"the stream ended with status {code}")
                 return code
             finally:
                 self.out("the stream has ended; destroying the droplet")
@@ -477,6 +523,29 @@ class Cloud:
         if done.returncode != 0:
             detail = (done.stderr.strip() or done.stdout.strip() or "(no message)")
             raise CloudError(f"{detail}\n(checked before renting: nothing was created)")
+
+    def stream(self, deployment: Deployment, play_args: list[str]) -> int:
+        if self.settings.in_clear:
+            return run_until_done(self.push_argv(play_args, deployment.ingest_url))
+        way = self.tunnel(deployment)
+        if self.settings.push_command.strip():
+            return push_through(way, self.settings.ingest_port, deployment.stream_key,
+                                self.config.ingest.app,
+                                lambda url: self.push_argv(play_args, url), self.out)
+        from app.cloud.remote_party import RemoteParty, RemotePartyError
+
+        party = RemoteParty(self.config, way, lambda folder: self.party_command(play_args, folder),
+                            deployment.watch_url, self.out)
+        try:
+            return party.run()
+        except RemotePartyError as exc:
+            raise CloudError(str(exc)) from None
+
+    def party_command(self, play_args: list[str], stream_dir: Path) -> list[str]:
+        """`livestream play ... --party` into `stream_dir` on this machine, same config."""
+        argv = self._play_command(play_args, "")
+        at = argv.index("--to")
+        return argv[:at] + ["--party", "--stream-dir", str(stream_dir)] + argv[at + 2:]
 
     def push_argv(self, play_args: list[str], url: str) -> list[str]:
         if self.settings.push_command.strip():
@@ -517,6 +586,30 @@ def run(action: str, config: Config, api_key: str | None = None, options: dict |
         print(f"livestream cloud {action}: interrupted", file=sys.stderr, flush=True)
         return 130
     return 0
+
+
+def push_through(way: tunnel.Tunnel, ingest_port: int, key: str, app: str,
+                 push_argv: Callable[[str], list[str]], out: Callable[[str], None]) -> int:
+    """push_command to the droplet's loopback ingest through `ssh -L`, closed afterwards."""
+    local = tunnel.free_port()
+    try:
+        forward = subprocess.Popen(way.argv("-N", "-L", f"127.0.0.1:{local}:127.0.0.1:"
+                                            f"{ingest_port}"), stdin=subprocess.DEVNULL)
+    except (OSError, tunnel.TunnelError) as exc:
+        raise CloudError(f"cannot start ssh: {exc}") from None
+    try:
+        deadline = time.monotonic() + 60
+        while not tunnel.port_open(local):
+            if forward.poll() is not None:
+                raise CloudError(f"ssh to the droplet ended (status {forward.returncode}); "
+                                 "see its message above")
+            if time.monotonic() > deadline:
+                raise CloudError("the SSH tunnel did not open within 60 s")
+            time.sleep(0.1)
+        out(f"the stream goes through SSH (127.0.0.1:{local} here -> the droplet's ingest)")
+        return run_until_done(push_argv(f"rtmp://127.0.0.1:{local}/{app}/{key}"))
+    finally:
+        processes.stop(forward, 10)
 
 
 def run_until_done(argv: list[str]) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 import toml
 
 from app.cloud import receiver
+from app.cloud.tunnel import HostKey
 from app.runtime import units
 
 USER_DATA_LIMIT = 64 * 1024
@@ -31,6 +32,7 @@ PREFIX = "/opt/livestream"
 DATA_DIR = "/var/lib/livestream"
 ENV_FILE = "/etc/livestream/env"
 DEPLOY_KEY_FILE = "/etc/livestream/deploy.key"
+REMOTE_COMMAND = "/usr/local/bin/livestream"  # [cloud] remote_command's default
 RECEIVER_SOURCE = Path(receiver.__file__).read_text()
 SHIPPED_DIRS = ("app", "templates", "static")
 SHIPPED_FILES = ("stream.sh", "pyproject.toml", "constraints.txt")
@@ -176,6 +178,20 @@ main "$@"
 """
 
 
+# What `cloud play` runs over SSH (as root) to follow the party it plays: livestream as the
+# service runs it, with its user, settings and folders.
+REMOTE_WRAPPER = f"""#!/bin/sh
+# livestream as the livestream-serve service runs it: its user, settings and folders
+set -eu
+set -a
+. {ENV_FILE}
+set +a
+cd {PREFIX}/src
+exec runuser -u livestream -- {PREFIX}/venv/bin/python -m app.cli \\
+  --config {PREFIX}/src/config.toml "$@"
+"""
+
+
 @dataclass(frozen=True)
 class DropletSettings:
     """Per-droplet values; the stream key and the deploy key (hex) are secrets."""
@@ -183,7 +199,9 @@ class DropletSettings:
     deploy_key: str = field(repr=False)
     http_port: int = 80
     ingest_port: int = 1935
-    ingest_args: str = "ingest --host 0.0.0.0 --port {port}"
+    ingest_args: str = "ingest --host {host} --port {port}"
+    in_clear: bool = False  # the ingest listens on the public address (else loopback: SSH)
+    host_key: HostKey | None = field(default=None, repr=False)  # the droplet's, made by `up`
     receive_timeout: float = 900.0
     broadcaster_password: str = field(default="", repr=False)  # made by `cloud up`, shown once
     onion_key: str = field(default="", repr=False)  # ED25519-V3:..., moved to the state folder
@@ -270,6 +288,7 @@ def ingest_args(settings: DropletSettings) -> str:
     ingest that takes it as an argument gets {key}, which systemd expands from the
     EnvironmentFile, so the key stays out of the world-readable unit file."""
     return settings.ingest_args.format(port=settings.ingest_port,
+                                       host="0.0.0.0" if settings.in_clear else "127.0.0.1",
                                        key="${LIVESTREAM_STREAM_KEY}")
 
 
@@ -287,8 +306,16 @@ def render(settings: DropletSettings) -> str:
               low_port=settings.ingest_port < 1024)),
         (f"{PREFIX}/receiver.py", "0644", RECEIVER_SOURCE),
         (f"{PREFIX}/install.sh", "0755", INSTALL_SCRIPT),
+        (REMOTE_COMMAND, "0755", REMOTE_WRAPPER),
     ]
-    out = ["#cloud-config", "write_files:"]
+    out = ["#cloud-config"]
+    if settings.host_key is not None:
+        # cloud-init installs this as the SSH host key: `up` pinned it before the droplet
+        # existed (tunnel.py); the other key types it would make are not offered to us
+        out += ["ssh_keys:", "  ed25519_private: |"]
+        out += [f"    {line}" for line in settings.host_key.private.strip().split("\n")]
+        out += [f"  ed25519_public: {settings.host_key.public}"]
+    out.append("write_files:")
     for path, permissions, content in files:
         out.append(f"  - path: {path}")
         out.append(f"    permissions: '{permissions}'")
