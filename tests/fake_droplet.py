@@ -27,7 +27,6 @@ import yaml
 
 from app.runtime.processes import stop as stop_process
 
-
 SSHD = "/usr/sbin/sshd"
 
 

@@ -118,6 +118,7 @@ def setup(tmp_path, fake, droplets):
     run.marker = marker
     run.write_config = cloud_config
     run.port = port
+    run.tmp = tmp_path
     return run
 
 
@@ -155,7 +156,9 @@ def test_up_creates_one_tagged_droplet_waits_and_prints_urls(setup, fake, drople
     assert re.search(r"uploading the project \(\d+ KiB, encrypted\)", out)
     assert "  uploaded (" in out
     assert f"watch at http://127.0.0.1:{setup.port}/" in out
-    assert f"rtmp://127.0.0.1/live/{key}" in out
+    # no SSH key: the ingest listens on the droplet's loopback only, and `up` says so
+    assert "nothing can push to it" in out and key not in out
+    assert "ingest --host 127.0.0.1 --port 1935" in body["user_data"]
     assert "$0.00595 per hour, billed per second (at least 60 s or $0.01)" in out
     (droplet_id,) = fake.live_ids(TAG)
     assert fake.droplets[droplet_id]["status"] == "active"
@@ -400,7 +403,8 @@ def movie(tmp_path_factory):
 
 
 def test_play_pushes_the_file_then_destroys_the_droplet(setup, fake, movie):
-    result = setup("cloud", "play", str(movie), "--subs", "0", "--video-size", "320x180")
+    result = setup("cloud", "play", str(movie), "--subs", "0", "--video-size", "320x180",
+                   "--in-clear")
     assert result.returncode == 0, result.stderr
     argv, _ = setup.marker.read_text().splitlines()
     key = stream_key_of(fake.created_bodies[0])
@@ -411,7 +415,7 @@ def test_play_pushes_the_file_then_destroys_the_droplet(setup, fake, movie):
 
 
 def test_play_destroys_the_droplet_when_the_push_fails(setup, fake, movie):
-    result = setup("cloud", "play", str(movie), env={"PUSH_MODE": "fail"})
+    result = setup("cloud", "play", str(movie), env={"PUSH_MODE": "fail"}, in_clear=True)
     assert result.returncode == 3
     assert setup.marker.exists()
     assert fake.count("DELETE", "/v2/droplets/") == 1 and fake.live_ids() == []
@@ -419,7 +423,7 @@ def test_play_destroys_the_droplet_when_the_push_fails(setup, fake, movie):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_play_destroys_the_droplet_on_interrupt(setup, fake, movie, tmp_path, sig):
-    cfg = setup.write_config()
+    cfg = setup.write_config(in_clear=True)
     environ = dict(os.environ, DIGITALOCEAN_TOKEN=TOKEN, PUSH_MARKER=str(setup.marker),
                    PUSH_MODE="hang")
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(cfg),
@@ -447,6 +451,15 @@ def test_play_destroys_the_droplet_on_interrupt(setup, fake, movie, tmp_path, si
     assert TOKEN not in out + err
 
 
+def test_play_without_an_ssh_key_is_refused_unless_in_clear(setup, fake, movie):
+    """Nothing crosses the internet in clear unless asked: without a key there is no SSH."""
+    result = setup("cloud", "play", str(movie))
+    assert result.returncode == 1
+    assert "ssh_keys" in result.stderr and "--in-clear" in result.stderr
+    assert "Nothing was created" in result.stderr
+    assert fake.count("POST", "/v2/droplets") == 0
+
+
 def test_play_of_a_missing_file_creates_nothing(setup, fake, tmp_path):
     result = setup("cloud", "play", str(tmp_path / "nope.mp4"))
     assert result.returncode == 1 and "nope.mp4" in result.stderr
@@ -467,7 +480,7 @@ def test_play_checks_everything_play_checks_before_renting(setup, fake, movie, o
 
 def test_play_takes_a_queue_as_play_does(setup, fake, movie):
     result = setup("cloud", "play", str(movie), "--subs", "0", "--", str(movie), "--start",
-                   "0:00:00.5")
+                   "0:00:00.5", in_clear=True)
     assert result.returncode == 0, result.stderr
     argv, _ = setup.marker.read_text().splitlines()
     assert argv.endswith(f"--subs 0 -- {movie} --start 0:00:00.5")
@@ -523,7 +536,10 @@ def test_user_data_is_valid_cloud_config_well_under_the_limit():
     assert re.search(r"^ExecStart=\S+/venv/bin/python -m app.cli --config \S+ serve$", serve,
                      re.MULTILINE)
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in serve  # port 80 without root
-    assert re.search(r"^ExecStart=.* ingest --host 0.0.0.0 --port 1935$", ingest, re.MULTILINE)
+    assert re.search(r"^ExecStart=.* ingest --host 127.0.0.1 --port 1935$", ingest, re.MULTILINE)
+    assert "0.0.0.0" in cloud_init.render(settings_for(in_clear=True)).split("ingest --host")[1]
+    wrapper = files[cloud_init.REMOTE_COMMAND]
+    assert wrapper["permissions"] == "0755" and "runuser -u livestream" in wrapper["content"]
     assert "k3y-Secret_value" not in ingest  # the key stays in the root-only env file
     assert DEPLOY_KEY.hex() not in serve + ingest
     assert doc["runcmd"] == [["bash", f"{cloud_init.PREFIX}/install.sh"]]
@@ -1038,7 +1054,14 @@ def test_up_prints_a_private_way_into_the_broadcaster_page_once(setup, fake, dro
     out = result.stdout
     assert out.count(password) == 1 and password not in result.stderr
     assert f"through Tor: http://{address}/broadcaster" in out
-    assert f"ssh -N -L 8080:127.0.0.1:{setup.port} root@127.0.0.1" in out
+    known_hosts = setup.tmp / "state" / "cloud" / "known_hosts"
+    alias = known_hosts.read_text().split()[0]
+    assert (f"ssh -N -o UserKnownHostsFile={known_hosts} -o HostKeyAlias={alias} "
+            f"-L 8080:127.0.0.1:{setup.port} root@127.0.0.1") in out
+    # the host key pinned for that name is the one the user-data gives cloud-init
+    pinned = known_hosts.read_text().split()[1:3]
+    assert yaml.safe_load(body["user_data"])["ssh_keys"]["ed25519_public"].split()[:2] == pinned
+    assert "-L 127.0.0.1:1935:127.0.0.1:1935" in out  # OBS's way to the loopback ingest
     assert "http://127.0.0.1:8080/broadcaster" in out
     assert not re.search(rf"http://127\.0\.0\.1:{setup.port}/broadcaster", out)
     assert address not in body["user_data"].replace(env["LIVESTREAM_ONION_KEY"], "")

@@ -599,7 +599,7 @@ def push_through(way: tunnel.Tunnel, ingest_port: int, key: str, app: str,
         raise CloudError(f"cannot start ssh: {exc}") from None
     try:
         deadline = time.monotonic() + 60
-        while not tunnel.port_open(local):
+        while not tunnel.listening(local):
             if forward.poll() is not None:
                 raise CloudError(f"ssh to the droplet ended (status {forward.returncode}); "
                                  "see its message above")
