@@ -16,18 +16,74 @@ script's /usr/local/bin/livestream does with the service's.
 """
 from __future__ import annotations
 
+import getpass
 import os
 import shlex
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from fake_digitalocean import SSH_KEYS, FakeDigitalOcean
+from support import free_port, write_config
 
 from app.runtime.processes import stop as stop_process
 
 SSHD = "/usr/sbin/sshd"
+
+
+@dataclass
+class Rental:
+    """A fake DigitalOcean whose droplets run sshd, a client key on the account, and
+    `config(**cloud)`: the host's config (in folder/host) reaching them."""
+    folder: Path
+    fake: FakeDigitalOcean
+    droplets: FakeDroplets
+    client_key: Path
+    http_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def host_state(self) -> Path:
+        return self.folder / "host" / "state"
+
+    def droplet_state(self) -> Path:
+        return self.droplets.files(self.droplets.booted[-1]) / "var" / "state"
+
+    def config(self, **cloud) -> Path:
+        return write_config(self.folder / "host", {"cloud": {
+            "api_url": self.fake.url, "tag": "movie-night", "region": "fra1",
+            "http_port": self.http_port, "poll_interval": 0.1, "ready_timeout": 30.0,
+            "retry_seconds": 0.01, "onion": False, "ssh_keys": [SSH_KEYS[0]["fingerprint"]],
+            "ssh_user": getpass.getuser(), "ssh_port": self.droplets.ssh_port,
+            "ssh_identity": str(self.client_key),
+            "remote_command": str(self.droplets.remote_command),
+            "tunnel_port": free_port(), **cloud}})
+
+
+@contextmanager
+def rented(folder: Path, token: str) -> Iterator[Rental]:
+    client_key = folder / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(client_key)],
+                   check=True)
+    authorized = folder / "authorized_keys"
+    authorized.write_text(client_key.with_suffix(".pub").read_text())
+    droplets = FakeDroplets(folder / "droplets", ssh_port=free_port(),
+                            authorized_keys=authorized)
+    fake = FakeDigitalOcean(token).start()
+    fake.on_create, fake.on_delete = droplets.boot, droplets.destroy
+    try:
+        yield Rental(folder, fake, droplets, client_key, free_port())
+    finally:
+        droplets.stop_all()
+        fake.stop()
 
 
 class FakeDroplets:

@@ -10,7 +10,6 @@ for 30 s, resumes, seeks back 30 s and skips, from the CLI here and from the dro
 """
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import re
@@ -22,9 +21,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from fake_digitalocean import SSH_KEYS, FakeDigitalOcean
-from fake_droplet import FakeDroplets
-from support import PROJECT, free_port, livestream, wait_for, write_config
+from fake_droplet import rented
+from support import PROJECT, livestream, wait_for
 from test_party import Viewer, film, packet_times
 from test_party_player import notice
 from test_player import open_viewer, state, stream_time_at, wait_playing  # noqa: F401
@@ -69,33 +67,8 @@ def nojs_time(page) -> float:
 
 @pytest.fixture
 def cloud(tmp_path):
-    """A fake DigitalOcean whose droplets run sshd, a client key on the account, and a
-    config for the host (in tmp_path/host) that reaches them."""
-    client_key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(client_key)],
-                   check=True)
-    authorized = tmp_path / "authorized_keys"
-    authorized.write_text(client_key.with_suffix(".pub").read_text())
-    droplets = FakeDroplets(tmp_path / "droplets", ssh_port=free_port(),
-                            authorized_keys=authorized)
-    fake = FakeDigitalOcean(TOKEN).start()
-    fake.on_create, fake.on_delete = droplets.boot, droplets.destroy
-    http_port = free_port()
-
-    def config(**cloud_settings):
-        return write_config(tmp_path / "host", {"cloud": {
-            "api_url": fake.url, "tag": "movie-night", "region": "fra1",
-            "http_port": http_port, "poll_interval": 0.1, "ready_timeout": 30.0,
-            "retry_seconds": 0.01, "onion": False, "ssh_keys": [SSH_KEYS[0]["fingerprint"]],
-            "ssh_user": getpass.getuser(), "ssh_port": droplets.ssh_port,
-            "ssh_identity": str(client_key), "remote_command": str(droplets.remote_command),
-            "tunnel_port": free_port(), **cloud_settings}})
-
-    config.url = f"http://127.0.0.1:{http_port}"
-    config.fake = fake
-    yield config
-    droplets.stop_all()
-    fake.stop()
+    with rented(tmp_path, TOKEN) as rental:
+        yield rental
 
 
 PUSH = """import socket, sys
@@ -118,7 +91,7 @@ def test_a_push_command_goes_through_ssh_to_the_loopback_ingest(cloud, tmp_path)
     ingest_port = ingest.getsockname()[1]
     push = tmp_path / "push.py"
     push.write_text(PUSH)
-    config = cloud(ingest_port=ingest_port,
+    config = cloud.config(ingest_port=ingest_port,
                    push_command=f"{sys.executable} {push} {{url}}")
     evening = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "--config", str(config), "cloud", "play",
@@ -146,8 +119,7 @@ def test_a_push_command_goes_through_ssh_to_the_loopback_ingest(cloud, tmp_path)
 
 
 def test_the_whole_evening_through_ssh(cloud, tmp_path, browser, open_viewer):  # noqa: F811
-    config = cloud()
-    host = tmp_path / "host"
+    config = cloud.config()
     fake = cloud.fake
     first, second = film(tmp_path / "a.mkv", 90), film(tmp_path / "b.mkv", 25)
     env = dict(os.environ, DIGITALOCEAN_TOKEN=TOKEN)
@@ -184,7 +156,7 @@ def test_the_whole_evening_through_ssh(cloud, tmp_path, browser, open_viewer):  
         page.goto(url + "/", wait_until="domcontentloaded")
         wait_for(lambda: nojs_time(page) > 1, 20, 0.2, "the no-JS video to play")
         droplet = DropletPage(url, password)
-        host_state = host / "state"
+        host_state = cloud.host_state
         time.sleep(3)
 
         pressed = time.monotonic()
