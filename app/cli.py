@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal
     serve.add_argument("--private-origin", action="store_true",
                        help="only an origin for this machine's SSH tunnel (`cloud play`): "
-                            "loopback, one process, no onion service, ingest or edge")
+                            "loopback, one process, no onion service, ingest, edge, Redis "
+                            "or hooks")
     serve.set_defaults(run=run_serve)
     add_source_commands(commands)
 
@@ -227,7 +228,9 @@ def load_config(args: argparse.Namespace) -> Config:
     }
     if getattr(args, "private_origin", False):
         flags.update({"server.host": "127.0.0.1", "server.workers": 1, "tor.enabled": False,
-                      "ingest.enabled": False, "relay.origin": ""})
+                      "ingest.enabled": False, "relay.origin": "", "store.redis_url": "",
+                      "hooks.events_socket": False, "hooks.control_socket": False,
+                      "webhooks.urls": []})
     # a flag that was not given must not hide the environment variable for the same key
     overrides.update({key: value for key, value in flags.items() if value is not None})
     config = configuration.load(args.config, overrides)
