@@ -47,8 +47,9 @@ def local_party(work: Path, clip: Path, stack: ExitStack) -> tuple[str, list[Pat
     server = chat_server(work, work / "stream").start()
     stack.callback(server.stop)
     play = subprocess.Popen(cli(server.config_path, "play", str(clip), "--party",
-                                *PLAY_OPTIONS, "--", str(clip)), cwd=PROJECT, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                *PLAY_OPTIONS, "--", str(clip)), cwd=PROJECT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     stack.callback(lambda: (play.terminate(), play.wait(15)))
     server.wait_live(30)
     return server.url, [work / "state"]
