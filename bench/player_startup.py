@@ -9,7 +9,7 @@ headless Chromium again and again, alternating `?player=mse` and `?player=plain`
              clock), carried to the moment the position is read
 
     python bench/player_startup.py [--runs 6] [--segment-seconds 1] [--size 320x180]
-    python bench/player_startup.py --segment-seconds 2 --low-latency
+    python bench/player_startup.py --segment-seconds 2 --low-latency [--bitrate 2500k]
 """
 from __future__ import annotations
 
@@ -79,6 +79,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=6, help="viewers per player (default 6)")
     parser.add_argument("--segment-seconds", type=int, default=1, help="HLS segment length")
     parser.add_argument("--size", default="320x180", help="video size of the test stream")
+    parser.add_argument("--bitrate", default="300k",
+                        help="video bitrate of the test stream (stream.sh VIDEO_BITRATE)")
     parser.add_argument("--samples", type=int, default=6, help="delay samples per viewer")
     parser.add_argument("--low-latency", action="store_true",
                         help="the stream through `livestream segment` (stream.sh LOW_LATENCY=1)")
@@ -92,7 +94,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         stream = TestStream(work / "stream", size=args.size,
-                            segment_seconds=args.segment_seconds,
+                            segment_seconds=args.segment_seconds, video_bitrate=args.bitrate,
                             low_latency=args.low_latency).start()
         server = Server(work, stream.directory)
         try:
@@ -107,11 +109,17 @@ def main() -> int:
                     for mode in results:
                         results[mode].append(measure(browser, server.url, mode, args.samples))
                 browser.close()
+            # what the stream really carries (x264 stays under VIDEO_BITRATE on a test
+            # picture): Chromium's plain player reads a response in 32 KiB blocks
+            segments = list((work / "stream").glob("stream*.m4s"))
+            kbps = (sum(p.stat().st_size for p in segments) * 8 / 1000
+                    / (len(segments) * args.segment_seconds)) if segments else 0.0
         finally:
             stream.stop()
             server.stop()
 
-    print(f"{args.size}, {args.segment_seconds} s segments, target delay of the MSE player "
+    print(f"{args.size} at {args.bitrate} (measured {kbps:.0f} kbit/s with audio), "
+          f"{args.segment_seconds} s segments, target delay of the MSE player "
           f"{timeline['delay']} s, {args.runs} viewers each, loopback")
     print(f"{'player':<22}{'start-up ms (median, min-max)':<34}{'live delay s (median, min-max)'}")
     for mode, label in (("mse", "MSE (?player=mse)"), ("plain", "/stream.mp4 (plain)")):
