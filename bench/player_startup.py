@@ -10,6 +10,11 @@ headless Chromium again and again, alternating `?player=mse` and `?player=plain`
 
     python bench/player_startup.py [--runs 6] [--segment-seconds 1] [--size 320x180]
     python bench/player_startup.py --segment-seconds 2 --low-latency [--bitrate 2500k]
+    python bench/player_startup.py --segment-seconds 2 --low-latency --privnet
+
+With --privnet the server is an onion service of a private Tor network on this machine
+(bench/privnet_site.py, ../shared/tools/privnet.py) and Chromium reaches it through the
+network's SOCKS port; the live edge is still read from the server on loopback.
 """
 from __future__ import annotations
 
@@ -26,7 +31,10 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "tests"))
 
 from browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
-from support import Server, TestStream, wait_for  # noqa: E402
+from support import Server, TestStream, free_port, wait_for  # noqa: E402
+
+sys.path.insert(0, str(PROJECT / "bench"))
+from privnet_site import onion_site  # noqa: E402
 
 # Runs in the page before its own scripts: notes when playback first really moves.
 FIRST_FRAME_PROBE = """
@@ -45,14 +53,16 @@ FIRST_FRAME_PROBE = """
 """
 
 
-def measure(browser, server_url: str, mode: str, samples: int) -> tuple[float, float]:
-    """(start-up ms, mean delay s) for one fresh viewer."""
+def measure(browser, server_url: str, mode: str, samples: int,
+            page_url: str = "") -> tuple[float, float]:
+    """(start-up ms, mean delay s) for one fresh viewer of `page_url` (the server's own
+    address unless given); the live edge is read from `server_url`."""
     context = browser.new_context()
     context.add_init_script(FIRST_FRAME_PROBE)
     page = context.new_page()
     try:
-        page.goto(f"{server_url}/?player={mode}")
-        wait_for(lambda: page.evaluate("() => window.benchFirstFrame"), 30, 0.05, "playback")
+        page.goto(f"{page_url or server_url}/?player={mode}", timeout=120_000)
+        wait_for(lambda: page.evaluate("() => window.benchFirstFrame"), 90, 0.05, "playback")
         startup = page.evaluate("() => window.benchFirstFrame")
         time.sleep(1.0)  # let the MSE player settle on its target
         delays = []
@@ -84,6 +94,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=6, help="delay samples per viewer")
     parser.add_argument("--low-latency", action="store_true",
                         help="the stream through `livestream segment` (stream.sh LOW_LATENCY=1)")
+    parser.add_argument("--privnet", action="store_true",
+                        help="viewers through a private Tor network on this machine")
     args = parser.parse_args()
     path = chromium_path()
     if path is None:
@@ -96,19 +108,37 @@ def main() -> int:
         stream = TestStream(work / "stream", size=args.size,
                             segment_seconds=args.segment_seconds, video_bitrate=args.bitrate,
                             low_latency=args.low_latency).start()
-        server = Server(work, stream.directory)
-        try:
-            stream.wait_segments(3, timeout=30)
-            server.start()
-            server.wait_live()
-            timeline = requests.get(server.url + "/api/playlist", timeout=5).json()
-            results: dict[str, list[tuple[float, float]]] = {"mse": [], "plain": []}
+        results: dict[str, list[tuple[float, float]]] = {"mse": [], "plain": []}
+
+        def run_viewers(server_url: str, page_url: str = "", proxy: str = "") -> dict:
+            timeline = requests.get(server_url + "/api/playlist", timeout=5).json()
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+                browser = playwright.chromium.launch(
+                    executable_path=path, args=CHROMIUM_ARGS,
+                    proxy={"server": proxy} if proxy else None)
                 for _ in range(args.runs):
                     for mode in results:
-                        results[mode].append(measure(browser, server.url, mode, args.samples))
+                        results[mode].append(measure(browser, server_url, mode, args.samples,
+                                                     page_url))
                 browser.close()
+            return timeline
+
+        server = None
+        try:
+            stream.wait_segments(3, timeout=30)
+            if args.privnet:
+                port = free_port()
+                config = (f'[server]\nport = {port}\nstate_dir = "{work / "state"}"\n'
+                          f'[stream]\ndir = "{stream.directory}"\n')
+                with onion_site(work, config) as site:
+                    url = f"http://127.0.0.1:{port}"
+                    wait_for(lambda: requests.get(url + "/api/status", timeout=5).json()
+                             ["online"], 60, 0.5, "the stream to go live")
+                    timeline = run_viewers(url, f"http://{site.address}", site.proxy)
+            else:
+                server = Server(work, stream.directory).start()
+                server.wait_live()
+                timeline = run_viewers(server.url)
             # what the stream really carries (x264 stays under VIDEO_BITRATE on a test
             # picture): Chromium's plain player reads a response in 32 KiB blocks
             segments = list((work / "stream").glob("stream*.m4s"))
@@ -116,11 +146,13 @@ def main() -> int:
                     / (len(segments) * args.segment_seconds)) if segments else 0.0
         finally:
             stream.stop()
-            server.stop()
+            if server is not None:
+                server.stop()
 
     print(f"{args.size} at {args.bitrate} (measured {kbps:.0f} kbit/s with audio), "
           f"{args.segment_seconds} s segments, target delay of the MSE player "
-          f"{timeline['delay']} s, {args.runs} viewers each, loopback")
+          f"{timeline['delay']} s, {args.runs} viewers each, "
+          f"{'through a private Tor network' if args.privnet else 'loopback'}")
     print(f"{'player':<22}{'start-up ms (median, min-max)':<34}{'live delay s (median, min-max)'}")
     for mode, label in (("mse", "MSE (?player=mse)"), ("plain", "/stream.mp4 (plain)")):
         startups = [r[0] for r in results[mode]]
