@@ -66,7 +66,7 @@ class RemoteParty:
             self._wait_for_the_end()
             return status
         finally:
-            for child in reversed(self.children):  # the party first: it ends the playlist
+            for child in reversed(self.children):  # the session, the party, then its origin
                 processes.stop(child, 15, signal.SIGINT)
 
     # --- the parts ----------------------------------------------------------------------
