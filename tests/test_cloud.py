@@ -595,9 +595,10 @@ def test_install_script_receives_first_then_uses_distribution_packages_and_wheel
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None,
                     reason="shellcheck not installed (.ci/setup --test installs it)")
-def test_install_script_is_shellcheck_clean(tmp_path):
-    script = tmp_path / "install.sh"
-    script.write_text(cloud_init.INSTALL_SCRIPT)
+@pytest.mark.parametrize("name", ["INSTALL_SCRIPT", "REMOTE_WRAPPER"])
+def test_install_script_is_shellcheck_clean(tmp_path, name):
+    script = tmp_path / "script.sh"
+    script.write_text(getattr(cloud_init, name))
     result = subprocess.run(["shellcheck", "--severity=style", str(script)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout

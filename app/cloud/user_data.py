@@ -184,6 +184,7 @@ REMOTE_WRAPPER = f"""#!/bin/sh
 # livestream as the livestream-serve service runs it: its user, settings and folders
 set -eu
 set -a
+# shellcheck source=/dev/null
 . {ENV_FILE}
 set +a
 cd {PREFIX}/src
