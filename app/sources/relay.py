@@ -56,7 +56,7 @@ MAX_SEGMENTS = 16  # the newest segments of a playlist; older ones are not fetch
 RENDITION_BYTES = 128 * 1024 * 1024  # on disk per rendition, all its held files together
 BITS_PER_SECOND = 50_000_000  # one segment may hold at most its duration at this rate
 MAX_COUNTDOWN = 366 * 86400.0  # seconds ahead a countdown may say
-STATUS_INTERVAL = 2.0  # the origin's title, pause and countdown reach the edge this often
+STATUS_INTERVAL = 0.5  # the origin's title, pause and countdown reach the edge this often
 BLOCKING_PAUSE = 0.02  # between blocking reloads: the origin's answer is the pause
 STREAM_INF = "#EXT-X-STREAM-INF"
 
