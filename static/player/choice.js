@@ -61,4 +61,4 @@ function keepChoice(choice) {
   });
 }
 
-export { PARAM, carryChoice, keepChoice, playerChoice, urlWithChoice };
+export { keepChoice, playerChoice, urlWithChoice };

@@ -37,4 +37,4 @@ ServerClock.prototype.sync = function () {
 
 ServerClock.prototype.now = function () { return wallSeconds() + this.offset; };
 
-export { CLOCK_SAMPLES, ServerClock };
+export { ServerClock };

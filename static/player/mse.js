@@ -3,8 +3,10 @@
  * (/fragment), at the shared delay behind live by steering its playback rate; scrubs back,
  * jumps small gaps, and steps renditions down and up with the throughput it measures.
  */
+import { addFollowing } from './follow.js';
+import { addQualityChoice } from './quality.js';
 import { liveEdge } from './timeline.js';
-import { QUALITY_KEY, clamp, sleep, withToken } from './util.js';
+import { FETCH_TIMEOUT_MS, clamp, sleep, withToken } from './util.js';
 
 var JUMP_SECONDS = 1.0;        // further than this from the target: seek instead of steering
 var DEADBAND_SECONDS = 0.03;   // closer than this: play at normal speed
@@ -15,21 +17,10 @@ var BACK_BUFFER_SECONDS = 30;  // keep this much already-played media, drop the 
 var STALL_EXTRA_SECONDS = 0.5; // a viewer that stalls moves back this much, up to the cap
 var STALL_EXTRA_LIMIT = 6;
 var START_TIMEOUT_MS = 20000;  // live but nothing playing by then: MSE is not working here
-// Renditions: a segment that takes more than this share of its own duration to arrive means
-// the connection cannot carry this quality; step down at once (before the buffer runs dry).
-var SLOW_FETCH_SHARE = 0.7;
-var UP_HEADROOM = 2.0;         // step up when measured throughput is this many times the next rate
-var UP_AFTER_SEGMENTS = 3;     // ... for this many segments in a row
-var UP_HOLD_MS = 15000;        // and never sooner than this after stepping down
-// A fetch not done after this long is lost (a circuit died under it): ask again. Segments get
-// a few times their duration, at least FETCH_TIMEOUT_MS; the init segment FETCH_TIMEOUT_MS.
-var FETCH_TIMEOUT_MS = 4000;
+// A segment's fetch is lost (a circuit died under it) after this many times its duration, and
+// at least FETCH_TIMEOUT_MS (the init segment's limit); then it is asked again.
 var FETCH_TIMEOUT_DURATIONS = 3;
 var GAP_LIMIT_SECONDS = 2.5;   // stuck before a hole in the buffer at most this wide: jump it
-var FOLLOW_PAUSE_MS = 30000;   // /fragment refused (429): follow whole segments this long
-// A request per part keeps up only while the round trip is short against a part: over Tor
-// (0.5-1 s) it stalled; such a viewer follows whole segments.
-var FOLLOW_MAX_TRIP = 0.15;
 
 /* ------------------------------------------------------------------ the MSE player */
 
@@ -169,61 +160,6 @@ MsePlayer.prototype.setTimeline = function (tl) {
   }
 };
 
-/** The renditions on offer, top first: [{name, bandwidth, resolution}]. */
-MsePlayer.prototype.qualities = function () {
-  return (this.tl && this.tl.qualities) || [];
-};
-
-/** Ask for rendition `name`; `manual` (the viewer's choice) turns automatic choice off. */
-MsePlayer.prototype.choose = function (name, manual) {
-  if (manual !== undefined) { this.auto = !manual; }
-  try { sessionStorage.setItem(QUALITY_KEY, this.auto ? '' : name); } catch (e) { /* private mode */ }
-  this.upStreak = 0;
-  if (this.tl && name !== this.tl.quality) {
-    this.wanted = name;
-    // A segment of the old rendition still on the way is dropped: the new one's comes next.
-    if (this.busy && !this.initPending && this.fetchControl) { this.fetchControl.abort(); }
-  }
-  if (this.onQuality) { this.onQuality(name); }
-};
-
-/** A segment still arriving after SLOW_FETCH_SHARE of its duration: step down now, not
- * after it has finally come, or the buffer runs dry while it trickles in. */
-MsePlayer.prototype.watchFetch = function (seg, control) {
-  var self = this, list = this.qualities(), at = this.qualityIndex();
-  if (!this.auto || at < 0 || at >= list.length - 1) { return; }
-  setTimeout(function () {
-    if (self.fetchControl !== control || control.arrived || self.wanted !== null) { return; }
-    self.lastDownAt = performance.now();
-    self.choose(list[at + 1].name);
-  }, seg.duration * SLOW_FETCH_SHARE * 1000);
-};
-
-MsePlayer.prototype.qualityIndex = function () {
-  var list = this.qualities();
-  for (var i = 0; i < list.length; i++) { if (list[i].name === this.tl.quality) { return i; } }
-  return -1;
-};
-
-/** After each segment: step down when it came too slowly, up when there is room to spare. */
-MsePlayer.prototype.adapt = function (seg, bytes, seconds) {
-  var list = this.qualities();
-  if (!this.auto || list.length < 2 || !seg) { return; }
-  var at = this.qualityIndex();
-  if (at < 0) { return; }
-  this.throughput = bytes * 8 / Math.max(seconds, 0.001);
-  if (seconds > seg.duration * SLOW_FETCH_SHARE && at < list.length - 1) {
-    this.lastDownAt = performance.now();
-    this.choose(list[at + 1].name);
-    return;
-  }
-  var higher = at > 0 ? list[at - 1] : null;
-  var needed = higher && higher.bandwidth ? higher.bandwidth * UP_HEADROOM : Infinity;
-  this.upStreak = this.throughput > needed ? this.upStreak + 1 : 0;
-  if (higher && this.upStreak >= UP_AFTER_SEGMENTS && performance.now() - this.lastDownAt > UP_HOLD_MS) {
-    this.choose(higher.name);
-  }
-};
 
 MsePlayer.prototype.edge = function () { return liveEdge(this.tl, this.clock); };
 
@@ -340,85 +276,6 @@ MsePlayer.prototype.pump = function () {
   });
 };
 
-/** Where to go on following the live edge fragment by fragment, or null: only while live,
- * with a source writing parts, once every earlier segment the position needs is here. */
-/** Whether this viewer follows parts: the source writes them, the server lets it, and its
- * round trip is short enough. */
-MsePlayer.prototype.mayFollow = function () {
-  return !!(this.tl && this.tl.part_target) && performance.now() >= this.followAfter &&
-    this.clock.synced && this.clock.roundTrip <= FOLLOW_MAX_TRIP;
-};
-
-MsePlayer.prototype.followFrom = function () {
-  if (!this.live) { this.stopFollowing(); return null; }
-  if (this.follow) { return this.follow; }
-  if (!this.mayFollow()) { return null; }
-  var partial = this.tl.partial;
-  if (!partial || this.appended.has(partial.sequence) || this.missing.has(partial.sequence)) { return null; }
-  this.follow = { sequence: partial.sequence, index: 0 };  // its first fragment holds the keyframe
-  return this.follow;
-};
-
-/** Back to whole segments (scrubbed back, paused, or the server no longer has it): the
- * segment followed halfway is fetched whole again when it is needed. */
-MsePlayer.prototype.stopFollowing = function () {
-  if (!this.follow) { return; }
-  if (this.follow.index > 0) { this.appended.delete(this.follow.sequence); }
-  this.follow = null;
-};
-
-/** Ask for the next fragment; the server answers when it is written. */
-MsePlayer.prototype.pumpFragment = function (at) {
-  var self = this, buffer = this.buffer, tl = this.tl;
-  this.busy = true;
-  var control = this.fetchControl = new AbortController();
-  var limit = Math.max(FETCH_TIMEOUT_MS, (3 * tl.target_duration + 2) * 1000);
-  var timer = setTimeout(function () { control.timedOut = true; control.abort(); }, limit);
-  var uri = '/fragment?gen=' + this.generation + '&seq=' + at.sequence + '&k=' + at.index +
-    (tl.quality ? '&quality=' + encodeURIComponent(tl.quality) : '');
-  fetch(withToken(uri), { credentials: 'same-origin', cache: 'no-store', signal: control.signal })
-    .then(function (response) {
-      if (response.status === 204) { return null; }  // nothing new in time: ask again
-      if (response.status === 429) {  // the server is full of waiting requests: segments
-        var busy = new Error('busy'); busy.busy = true; throw busy;
-      }
-      if (response.status === 404) { var gone = new Error('gone'); gone.gone = true; throw gone; }
-      if (!response.ok) { throw new Error('a fragment answered ' + response.status); }
-      var which = /^(\d+)\.(\d+)-(\d+)$/.exec(response.headers.get('X-Fragments') || '');
-      if (!which) { throw new Error('a fragment answer without X-Fragments'); }
-      return response.arrayBuffer().then(function (data) {
-        return { sequence: parseInt(which[1], 10), first: parseInt(which[2], 10),
-                 last: parseInt(which[3], 10), data: data };
-      });
-    }).finally(function () { clearTimeout(timer); })
-    .then(function (got) {
-      if (buffer !== self.buffer || !got || self.follow !== at) { return; }
-      return self.append(got.data).then(function () {
-        if (!self.appended.has(got.sequence)) {
-          // placed for eviction once the timeline lists it (see evict)
-          self.appended.set(got.sequence, { sequence: got.sequence, start: Infinity, duration: 0 });
-        }
-        self.follow = { sequence: got.sequence, index: got.last + 1 };
-        self.fragments += got.last - got.first + 1;
-        self.ui.root.dataset.fragments = String(self.fragments);
-        self.failures = 0;
-      });
-    }).catch(function (error) {
-      if (buffer !== self.buffer || (error.name === 'AbortError' && !control.timedOut)) { return; }
-      self.stopFollowing();
-      if (error.gone) { return; }
-      if (error.busy) { self.followAfter = performance.now() + FOLLOW_PAUSE_MS; return; }
-      if (error.name === 'QuotaExceededError') { self.evict(5); return; }
-      self.failures += 1;
-      if (self.failures >= 5) { self.fail('fragments keep failing: ' + error.message); }
-      return sleep(500 * self.failures);
-    }).then(function () {
-      if (buffer !== self.buffer) { return; }
-      self.busy = false;
-      self.tick();
-      self.pump();
-    });
-};
 
 MsePlayer.prototype.buffered = function (time) {
   var ranges = this.video.buffered;
@@ -528,4 +385,7 @@ MsePlayer.prototype.tick = function () {
   this.ui.show(this);
 };
 
-export { BACK_BUFFER_SECONDS, DEADBAND_SECONDS, FETCH_TIMEOUT_DURATIONS, FETCH_TIMEOUT_MS, FOLLOW_MAX_TRIP, FOLLOW_PAUSE_MS, GAP_LIMIT_SECONDS, JUMP_SECONDS, MsePlayer, RATE_GAIN, RATE_LIMIT, READ_AHEAD_SECONDS, SLOW_FETCH_SHARE, STALL_EXTRA_LIMIT, STALL_EXTRA_SECONDS, START_TIMEOUT_MS, UP_AFTER_SEGMENTS, UP_HEADROOM, UP_HOLD_MS };
+addQualityChoice(MsePlayer);
+addFollowing(MsePlayer);
+
+export { MsePlayer };

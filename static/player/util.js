@@ -44,5 +44,7 @@ function formatClock(seconds) {
 }
 
 var QUALITY_KEY = 'livestream-quality';
+// A fetch not done after this long is lost (a circuit died under it): ask again.
+var FETCH_TIMEOUT_MS = 4000;
 
-export { QUALITY_KEY, ROOT, clamp, el, formatClock, getJson, sleep, wallSeconds, withToken };
+export { FETCH_TIMEOUT_MS, QUALITY_KEY, ROOT, clamp, el, formatClock, getJson, sleep, wallSeconds, withToken };
