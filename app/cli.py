@@ -839,6 +839,10 @@ def run_follow(args: argparse.Namespace, config: Config) -> int:
     from app.sources.party import bridge as party_bridge
     from app.sources.party import control
 
+    if not args.origin.startswith(("http://", "https://")):
+        print(f"livestream follow: the origin must start with http:// or https:// (got "
+              f"{args.origin[:80]!r})", file=sys.stderr)
+        return 2
     signals.interrupt_on_stop()
     try:
         stop = start_edge(config, args.origin, "livestream follow")
