@@ -774,7 +774,8 @@ def add_source_commands(commands: argparse._SubParsersAction) -> None:
         description="What `serve --origin URL` does, as its own process: the server running "
                     "beside it serves what it writes. `livestream cloud play` runs it on the "
                     "droplet through SSH, with the party's controls on standard input/output.")
-    follow.add_argument("origin", metavar="URL", help="the origin server (http://host:port)")
+    follow.add_argument("follow_origin", metavar="URL",
+                        help="the origin server (http://host:port)")
     follow.add_argument("--controls-over-stdio", action="store_true",
                         help="answer this server's party controls (/broadcaster, `livestream "
                              "party`) by asking over standard output and reading the answer "
@@ -839,13 +840,14 @@ def run_follow(args: argparse.Namespace, config: Config) -> int:
     from app.sources.party import bridge as party_bridge
     from app.sources.party import control
 
-    if not args.origin.startswith(("http://", "https://")):
+    origin = args.follow_origin
+    if not origin.startswith(("http://", "https://")):
         print(f"livestream follow: the origin must start with http:// or https:// (got "
-              f"{args.origin[:80]!r})", file=sys.stderr)
+              f"{origin[:80]!r})", file=sys.stderr)
         return 2
     signals.interrupt_on_stop()
     try:
-        stop = start_edge(config, args.origin, "livestream follow")
+        stop = start_edge(config, origin, "livestream follow")
     except FolderBusy as exc:
         print(f"livestream follow: {exc}", file=sys.stderr)
         return 1
