@@ -39,6 +39,7 @@ from app.cloud.upload import UploadError, send_bundle
 from app.config import DEFAULT_CONFIG, PROJECT_DIR, CloudConfig, Config
 from app.onion.keys import KEY_TYPE, new_key
 from app.runtime import processes
+from app.runtime.ports import free_loopback_port
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "DIGITALOCEAN_TOKEN"
@@ -591,7 +592,7 @@ def run(action: str, config: Config, api_key: str | None = None, options: dict |
 def push_through(way: tunnel.Tunnel, ingest_port: int, key: str, app: str,
                  push_argv: Callable[[str], list[str]], out: Callable[[str], None]) -> int:
     """push_command to the droplet's loopback ingest through `ssh -L`, closed afterwards."""
-    local = tunnel.free_port()
+    local = free_loopback_port()
     try:
         forward = subprocess.Popen(way.argv("-N", "-L", f"127.0.0.1:{local}:127.0.0.1:"
                                             f"{ingest_port}"), stdin=subprocess.DEVNULL)

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import requests
 
-from app.cloud.tunnel import Tunnel, TunnelError, free_port
+from app.cloud.tunnel import Tunnel, TunnelError
 from app.config import PROJECT_DIR, Config
 from app.runtime import processes
+from app.runtime.ports import free_loopback_port
 from app.sources.party import control
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class RemoteParty:
 
     def run(self) -> int:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        port = free_port()
+        port = free_loopback_port()
         try:
             self._start_origin(port)
             party = self._start(self.play_argv(self.stream_dir))

@@ -31,13 +31,6 @@ class HostKey:
     public: str  # "ssh-ed25519 AAAA... comment"
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on now (for a forward's near end)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def listening(port: int) -> bool:
     """Someone (ssh's forward) listens on this loopback port. Found by failing to bind it:
     connecting would open a channel to the far end (the ingest) for nothing."""

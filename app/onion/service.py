@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -45,6 +44,7 @@ from app.onion.keys import (
 )
 from app.onion.tor_metrics import onion_figures
 from app.runtime import processes
+from app.runtime.ports import free_loopback_port
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +239,6 @@ def _authenticate(controller: Controller, password: str | None, where: str) -> N
         controller.close()
         raise TorError(f"authentication with {where} failed: {exc}. Check CookieAuthentication "
                        "or HashedControlPassword in torrc and tor.password.") from None
-
-
-def free_loopback_port() -> int:
-    """A port free right now on 127.0.0.1 (for tor's MetricsPort, which takes no "auto")."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _torrc_value(value: str) -> str:
