@@ -3,7 +3,7 @@
  * trip is short, the MSE player asks /fragment for the segment in progress, and the server
  * answers each request the moment the fragment exists.
  */
-import { FETCH_TIMEOUT_MS, sleep, withToken } from './util.js';
+import { FETCH_TIMEOUT_MS, withToken } from './util.js';
 
 var FOLLOW_PAUSE_MS = 30000;   // /fragment refused (429): follow whole segments this long
 // A request per part keeps up only while the round trip is short against a part: over Tor
@@ -80,16 +80,8 @@ function addFollowing(MsePlayer) {
         self.stopFollowing();
         if (error.gone) { return; }
         if (error.busy) { self.followAfter = performance.now() + FOLLOW_PAUSE_MS; return; }
-        if (error.name === 'QuotaExceededError') { self.evict(5); return; }
-        self.failures += 1;
-        if (self.failures >= 5) { self.fail('fragments keep failing: ' + error.message); }
-        return sleep(500 * self.failures);
-      }).then(function () {
-        if (buffer !== self.buffer) { return; }
-        self.busy = false;
-        self.tick();
-        self.pump();
-      });
+        return self.failed(error, 'fragments');
+      }).then(function () { self.fetched(buffer); });
   };
 }
 

@@ -264,16 +264,25 @@ MsePlayer.prototype.pump = function () {
   }).catch(function (error) {
     if (buffer !== self.buffer || (error.name === 'AbortError' && !control.timedOut)) { return; }
     if (error.gone && seg) { self.missing.add(seg.sequence); return; }
-    if (error.name === 'QuotaExceededError') { self.evict(5); return; }
-    self.failures += 1;
-    if (self.failures >= 5) { self.fail('segments keep failing: ' + error.message); }
-    return sleep(500 * self.failures);
-  }).then(function () {
-    if (buffer !== self.buffer) { return; }
-    self.busy = false;
-    self.tick();
-    self.pump();
-  });
+    return self.failed(error, 'segments');
+  }).then(function () { self.fetched(buffer); });
+};
+
+/** A fetch of `what` failed: room made when the buffer is full, else counted (five in a row
+ * give up on MSE) and waited for, a little longer each time. */
+MsePlayer.prototype.failed = function (error, what) {
+  if (error.name === 'QuotaExceededError') { this.evict(5); return null; }
+  this.failures += 1;
+  if (this.failures >= 5) { this.fail(what + ' keep failing: ' + error.message); }
+  return sleep(500 * this.failures);
+};
+
+/** A fetch is over, whatever came of it: on to the next one (unless the buffer was replaced). */
+MsePlayer.prototype.fetched = function (buffer) {
+  if (buffer !== this.buffer) { return; }
+  this.busy = false;
+  this.tick();
+  this.pump();
 };
 
 
