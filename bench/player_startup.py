@@ -1,9 +1,9 @@
 """Start-up time and live delay: the MSE player against the plain /stream.mp4, on loopback.
 
 Starts its own test stream (./stream.sh --test) and server, then opens the viewer page in
-headless Chromium again and again, alternating `?player=mse` and `?player=plain`:
+headless Chromium (or Firefox ESR) again and again, alternating `?player=mse` and `?player=plain`:
 
-  start-up   navigation start -> the video's currentTime first moves while playing
+  start-up   navigation start (Firefox, plain: the click) -> the video's currentTime moves
   delay      live edge - currentTime, sampled for a few seconds after start-up; the live edge
              is the server's `now - origin` (/api/playlist, both on the server's private
              clock), carried to the moment the position is read
@@ -11,10 +11,12 @@ headless Chromium again and again, alternating `?player=mse` and `?player=plain`
     python bench/player_startup.py [--runs 6] [--segment-seconds 1] [--size 320x180]
     python bench/player_startup.py --segment-seconds 2 --low-latency [--bitrate 2500k]
     python bench/player_startup.py --segment-seconds 2 --low-latency --privnet
+    python bench/player_startup.py --segment-seconds 2 --low-latency --hls-js | --firefox
 
 With --privnet the server is an onion service of a private Tor network on this machine
-(bench/privnet_site.py, ../shared/tools/privnet.py) and Chromium reaches it through the
-network's SOCKS port; the live edge is still read from the server on loopback.
+(bench/privnet_site.py, ../shared/tools/privnet.py) and the browser reaches it through the
+network's SOCKS port; the live edge is still read from the server on loopback. --hls-js adds
+npm's hls.js in low-latency mode (Chromium), --firefox runs Firefox ESR instead of Chromium.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -65,23 +68,93 @@ def measure(browser, server_url: str, mode: str, samples: int,
         wait_for(lambda: page.evaluate("() => window.benchFirstFrame"), 90, 0.05, "playback")
         startup = page.evaluate("() => window.benchFirstFrame")
         time.sleep(1.0)  # let the MSE player settle on its target
-        delays = []
-        for _ in range(samples):
-            # The origin only tightens as segments arrive: read the current one each time.
-            # Both it and `now` are on the server's private scale (app/stream/clock.py), so
-            # the server's `now` is carried to the moment the position is read, on this
-            # machine's clock (the browser's Date.now() is the same clock).
-            asked = time.time()
-            timeline = requests.get(server_url + "/api/playlist", timeout=5).json()
-            answered = time.time()
-            position, wall = page.evaluate(
-                "() => [document.querySelector('video').currentTime, Date.now() / 1000]")
-            server_now = timeline["now"] + (wall - (asked + answered) / 2)
-            delays.append((server_now - timeline["origin"]) - position)
-            time.sleep(0.5)
-        return startup, statistics.mean(delays)
+        return startup, behind_live(server_url, samples, lambda: page.evaluate(
+            "() => document.querySelector('video').currentTime"))
     finally:
         context.close()
+
+
+def measure_hls_js(browser, server_url: str, samples: int,
+                   page_url: str = "") -> tuple[float, float]:
+    """npm's hls.js in low-latency mode on the parts playlist (tests/hlsjs.py): start-up to
+    the first moving picture, and its own `latency` (hls.js counts currentTime on the
+    playlist's timeline, not the media's, so the server's live edge does not apply)."""
+    from hlsjs import open_hls_js_page
+
+    context = browser.new_context()
+    context.add_init_script(FIRST_FRAME_PROBE)
+    page = context.new_page()
+    try:
+        open_hls_js_page(page, page_url or server_url)
+        wait_for(lambda: page.evaluate("() => window.benchFirstFrame"), 90, 0.05, "playback")
+        startup = page.evaluate("() => window.benchFirstFrame")
+        time.sleep(3.0)  # hls.js steers towards its target by playback rate
+        latencies = []
+        for _ in range(samples):
+            latencies.append(page.evaluate("() => window.hls.latency"))
+            time.sleep(0.5)
+        return startup, statistics.mean(latencies)
+    finally:
+        context.close()
+
+
+def behind_live(server_url: str, samples: int, position: Callable[[], float]) -> float:
+    """Mean of `samples` readings of the live edge minus the player's position.
+
+    The origin only tightens as segments arrive: read the current one each time. Both it and
+    `now` are on the server's private scale (app/stream/clock.py), so the server's `now` is
+    carried to the moment the position is read, on this machine's clock."""
+    delays = []
+    for _ in range(samples):
+        asked = time.time()
+        timeline = requests.get(server_url + "/api/playlist", timeout=5).json()
+        answered = time.time()
+        at = position()
+        server_now = timeline["now"] + (time.time() - (asked + answered) / 2)
+        delays.append((server_now - timeline["origin"]) - at)
+        time.sleep(0.5)
+    return statistics.mean(delays)
+
+
+def measure_firefox(firefox, server_url: str, mode: str, samples: int,
+                    page_url: str = "") -> tuple[float, float]:
+    """The same in Firefox ESR: `plain` at Tor Browser's Safest level (no JavaScript, the
+    viewer clicks play), `mse` with JavaScript on. Firefox counts a progressive response's
+    currentTime from its first picture: the first picture of the segment after the one in
+    progress when play was clicked (app/stream/fanout.py), found in the playlist later."""
+    url = f"{page_url or server_url}/?player={mode}"
+
+    def in_progress() -> int:
+        return requests.get(server_url + "/api/playlist", timeout=5).json()["partial"]["sequence"]
+
+    if mode == "mse":
+        with firefox.client.using_prefs({"javascript.enabled": True,
+                                         "media.autoplay.default": 0}):
+            try:
+                started = time.monotonic()
+                firefox.open(url, wait_complete=60.0)
+                wait_for(lambda: (firefox.video() or {}).get("time", 0) > 0, 60, 0.02,
+                         "playback")
+                startup = (time.monotonic() - started) * 1000
+                time.sleep(1.0)
+                return startup, behind_live(server_url, samples,
+                                            lambda: firefox.video()["time"])
+            finally:
+                firefox.client.navigate("about:blank")
+    for _ in range(5):
+        firefox.open(url, wait_complete=60.0)
+        before = in_progress()
+        started = time.monotonic()
+        firefox.play(timeout=60)
+        startup = (time.monotonic() - started) * 1000
+        if in_progress() == before:
+            break  # else a segment began meanwhile: which one the response took is unknown
+    time.sleep(2.0)
+    segments = requests.get(server_url + "/api/playlist", timeout=5).json()["segments"]
+    first = next(s["start"] for s in segments if s["sequence"] == before + 1)
+    delay = behind_live(server_url, samples, lambda: first + firefox.video()["time"])
+    firefox.open("about:blank")
+    return startup, delay
 
 
 def main() -> int:
@@ -89,16 +162,24 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=6, help="viewers per player (default 6)")
     parser.add_argument("--segment-seconds", type=int, default=1, help="HLS segment length")
     parser.add_argument("--size", default="320x180", help="video size of the test stream")
+    parser.add_argument("--framerate", type=int, default=30,
+                        help="frames per second of the test stream (stream.sh's default, 30)")
     parser.add_argument("--bitrate", default="300k",
                         help="video bitrate of the test stream (stream.sh VIDEO_BITRATE)")
     parser.add_argument("--samples", type=int, default=6, help="delay samples per viewer")
     parser.add_argument("--low-latency", action="store_true",
                         help="the stream through `livestream segment` (stream.sh LOW_LATENCY=1)")
+    parser.add_argument("--hls-js", action="store_true",
+                        help="npm's hls.js in low-latency mode too (Chromium; .ci/setup --test)")
+    parser.add_argument("--firefox", action="store_true",
+                        help="Firefox ESR (plain at Tor Browser's Safest level) for Chromium")
     parser.add_argument("--privnet", action="store_true",
                         help="viewers through a private Tor network on this machine")
     args = parser.parse_args()
+    if args.hls_js and args.firefox:
+        parser.error("--hls-js runs in Chromium: leave out --firefox")
     path = chromium_path()
-    if path is None:
+    if path is None and not args.firefox:
         print("chromium is not installed: apt-get install chromium", file=sys.stderr)
         return 2
     from playwright.sync_api import sync_playwright
@@ -107,21 +188,48 @@ def main() -> int:
         work = Path(folder)
         stream = TestStream(work / "stream", size=args.size,
                             segment_seconds=args.segment_seconds, video_bitrate=args.bitrate,
+                            framerate=args.framerate,
                             low_latency=args.low_latency).start()
         results: dict[str, list[tuple[float, float]]] = {"mse": [], "plain": []}
+        if args.hls_js:
+            results["hls.js"] = []
 
         def run_viewers(server_url: str, page_url: str = "", proxy: str = "") -> dict:
             timeline = requests.get(server_url + "/api/playlist", timeout=5).json()
+            if args.firefox:
+                run_firefox(work, server_url, page_url, proxy)
+                return timeline
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
                     executable_path=path, args=CHROMIUM_ARGS,
                     proxy={"server": proxy} if proxy else None)
                 for _ in range(args.runs):
                     for mode in results:
-                        results[mode].append(measure(browser, server_url, mode, args.samples,
-                                                     page_url))
+                        results[mode].append(
+                            measure_hls_js(browser, server_url, args.samples, page_url)
+                            if mode == "hls.js" else
+                            measure(browser, server_url, mode, args.samples, page_url))
                 browser.close()
             return timeline
+
+        def run_firefox(work: Path, server_url: str, page_url: str, proxy: str) -> None:
+            from firefox import SAFEST_PREFS, Firefox
+
+            prefs = dict(SAFEST_PREFS)
+            if proxy:  # socks5://127.0.0.1:PORT, names resolved by tor
+                host, port = proxy.rsplit("/", 1)[1].rsplit(":", 1)
+                prefs.update({"network.proxy.type": 1, "network.proxy.socks": host,
+                              "network.proxy.socks_port": int(port),
+                              "network.proxy.socks_remote_dns": True,
+                              "network.proxy.allow_hijacking_localhost": True})
+            firefox = Firefox(work / "firefox", prefs).start()
+            try:
+                for _ in range(args.runs):
+                    for mode in results:
+                        results[mode].append(measure_firefox(firefox, server_url, mode,
+                                                             args.samples, page_url))
+            finally:
+                firefox.stop()
 
         server = None
         try:
@@ -149,12 +257,16 @@ def main() -> int:
             if server is not None:
                 server.stop()
 
-    print(f"{args.size} at {args.bitrate} (measured {kbps:.0f} kbit/s with audio), "
-          f"{args.segment_seconds} s segments, target delay of the MSE player "
-          f"{timeline['delay']} s, {args.runs} viewers each, "
+    print(f"{args.size} at {args.framerate} fps and {args.bitrate} (measured {kbps:.0f} "
+          f"kbit/s with audio), {args.segment_seconds} s segments, target delay of the MSE "
+          f"player {timeline['delay']} s, {args.runs} viewers each, "
+          f"{'Firefox ESR' if args.firefox else 'Chromium'}, "
           f"{'through a private Tor network' if args.privnet else 'loopback'}")
     print(f"{'player':<22}{'start-up ms (median, min-max)':<34}{'live delay s (median, min-max)'}")
-    for mode, label in (("mse", "MSE (?player=mse)"), ("plain", "/stream.mp4 (plain)")):
+    labels = {"mse": "MSE (?player=mse)", "plain": "/stream.mp4 (plain)",
+              "hls.js": "hls.js (low latency)"}
+    for mode in results:
+        label = labels[mode]
         startups = [r[0] for r in results[mode]]
         delays = [r[1] for r in results[mode]]
         print(f"{label:<22}"

@@ -13,11 +13,11 @@ import struct
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from firefox import firefox  # noqa: F401 - the shared browser fixture
+from hlsjs import HLS_JS, hls_js_version, open_hls_js_page
 from support import Server, TestStream, cli, wait_for
 
 from app.stream import boxes
@@ -97,8 +97,15 @@ def test_stream_mp4_gets_each_fragment_as_it_is_encoded(low_latency, tmp_path):
     assert int(probe.stdout.strip()) >= 60  # 15 fps over 4 s and more
 
 
-def test_a_new_viewer_starts_at_a_keyframe_near_live(low_latency):
+def test_a_new_viewer_starts_at_the_next_keyframe(low_latency):
+    """A browser's <video> plays from the first picture it gets: the response starts with the
+    segment after the one in progress, not up to a segment back (fanout.py)."""
     server, _ = low_latency
+    # early in a segment (2 s in parts of 200 ms), so the request lands in the same one
+    wait_for(lambda: len(hls.parse(requests.get(server.url + "/stream/stream.m3u8",
+                                                timeout=5).text).pending) <= 4,
+             10, 0.05, "a segment to begin")
+    in_progress = requests.get(server.url + "/api/playlist", timeout=5).json()["partial"]
     started = time.monotonic()
     with requests.get(server.url + "/stream.mp4", stream=True, timeout=10) as response:
         data = b""
@@ -114,6 +121,14 @@ def test_a_new_viewer_starts_at_a_keyframe_near_live(low_latency):
     assert info is not None and info.keyframe, "the response did not start at a keyframe"
     print(f"\nfirst fragment after {first * 1000:.0f} ms")
     assert first < 2.5  # at most one segment's wait for the next keyframe
+    wanted = in_progress["sequence"] + 1
+
+    def listed() -> dict | None:
+        segments = requests.get(server.url + "/api/playlist", timeout=5).json()["segments"]
+        return next((s for s in segments if s["sequence"] == wanted), None)
+
+    segment = wait_for(listed, 10, 0.2, f"segment {wanted} to be listed")
+    assert abs(info.start - segment["start"]) < 0.01, "the response did not begin with it"
 
 
 def test_a_second_source_is_refused_by_the_segmenter(low_latency, tmp_path):
@@ -145,16 +160,6 @@ def test_a_blocking_reload_answers_when_the_asked_part_is_there(low_latency):
     assert "CAN-BLOCK-RELOAD=YES" in answer.text
 
 
-HLS_JS = Path(__file__).resolve().parent.parent / ".cache" / "npm" / "node_modules" / "hls.js" \
-    / "dist" / "hls.min.js"
-HLS_JS_PAGE = """<!doctype html><video id="v" muted autoplay playsinline></video>
-<script src="/test-only/hls.min.js"></script>
-<script>
-const hls = new Hls({lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5});
-hls.loadSource("/stream/stream.m3u8");
-hls.attachMedia(document.getElementById("v"));
-window.hls = hls;
-</script>"""
 
 
 def test_hls_js_in_low_latency_mode_plays_parts_near_live(low_latency, browser):
@@ -169,12 +174,8 @@ def test_hls_js_in_low_latency_mode_plays_parts_near_live(low_latency, browser):
     parts_asked: list[str] = []
     page.on("request", lambda r: parts_asked.append(r.url) if re.search(
         r"/stream/stream\d+\.\d+\.m4s", r.url) else None)
-    page.route(server.url + "/test-only/page.html",
-               lambda route: route.fulfill(body=HLS_JS_PAGE, content_type="text/html"))
-    page.route(server.url + "/test-only/hls.min.js",
-               lambda route: route.fulfill(path=str(HLS_JS), content_type="text/javascript"))
     try:
-        page.goto(server.url + "/test-only/page.html")
+        open_hls_js_page(page, server.url)
         page.wait_for_function("document.getElementById('v').currentTime > 6", timeout=30000)
         samples = []
         for _ in range(10):
@@ -184,7 +185,7 @@ def test_hls_js_in_low_latency_mode_plays_parts_near_live(low_latency, browser):
     finally:
         context.close()
     latency = statistics.median(samples)
-    print(f"\nhls.js {HLS_JS.parent.parent.name} low-latency mode: {latency:.2f} s behind live "
+    print(f"\nhls.js {hls_js_version()} in low-latency mode: {latency:.2f} s behind live "
           f"(median of 10), {len(parts_asked)} parts fetched")
     assert playing > 6 and parts_asked, "hls.js did not play the parts"
     # whole 2 s segments keep hls.js 4-6 s behind; the goal is 1.5 s (docs/benchmarks.md)
@@ -285,26 +286,26 @@ def test_firefox_esr_follows_fragments_too(low_latency, firefox):  # noqa: F811
 
 
 def test_firefox_at_the_safest_level_plays_the_parts_from_a_click(low_latency, firefox):  # noqa: F811
-    """JavaScript off, autoplay blocked: the viewer clicks play; /stream.mp4 starts with the
-    segment in progress and its parts follow. Prints how far behind the live edge it plays:
-    the server's own now - origin, read beside the position. Firefox counts currentTime from
-    the response's first picture, so the position is that picture's media time plus it."""
+    """JavaScript off, autoplay blocked: the viewer clicks play; /stream.mp4 starts at the
+    next keyframe and its parts follow. Prints how far behind the live edge it plays: the
+    server's own now - origin, read beside the position. Firefox counts currentTime from the
+    response's first picture, so the position is that picture's media time plus it."""
     server, _ = low_latency
 
-    def first_picture() -> float:
-        """Where a /stream.mp4 asked for now starts: the segment in progress (fanout.py)."""
-        timeline = requests.get(server.url + "/api/playlist", timeout=5).json()
-        last = timeline["segments"][-1]
-        return (timeline["partial"] or {"start": last["start"]})["start"]
+    def in_progress() -> int:
+        """The segment in progress: a /stream.mp4 asked for now starts with the next one."""
+        return requests.get(server.url + "/api/playlist", timeout=5).json()["partial"]["sequence"]
 
     for _ in range(5):
         firefox.open(server.url + "/")
         assert firefox.video()["paused"]
-        before = first_picture()
+        before = in_progress()
         firefox.play()
-        if first_picture() == before:
+        if in_progress() == before:
             break  # else a segment began meanwhile: which one the response took is unknown
     time.sleep(4)
+    segments = requests.get(server.url + "/api/playlist", timeout=5).json()["segments"]
+    before = next(s["start"] for s in segments if s["sequence"] == before + 1)
     behind = []
     for _ in range(8):
         asked = time.monotonic()

@@ -20,15 +20,22 @@ def stop_event(stopping: gevent.event.Event | None = None) -> gevent.event.Event
     return stopping
 
 
-def _interrupt(*_args) -> None:
-    raise KeyboardInterrupt
-
-
 def interrupt_on_stop() -> None:
-    """For plain (non-server) commands such as `play`: SIGTERM and SIGHUP take the Ctrl-C path
-    (KeyboardInterrupt), which stops ffmpeg and ends the playlist."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
+    """For plain (non-server) commands such as `play`: Ctrl-C, SIGTERM and SIGHUP raise
+    KeyboardInterrupt in the calling (main) greenlet, which stops ffmpeg and ends the playlist.
+
+    Python runs a signal handler in whichever greenlet is running (the CLI's threads are
+    greenlets): Ctrl-C's own KeyboardInterrupt could land in a segmenter, which died mid-write,
+    closed its pipe and left ffmpeg failing on it instead of finishing the segment."""
+    main = gevent.getcurrent()
+
+    def interrupt(*_args) -> None:
+        if gevent.getcurrent() is main:
+            raise KeyboardInterrupt
+        gevent.kill(main, KeyboardInterrupt)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, interrupt)
 
 
 def on_stop(handler: Callable[[], None]) -> dict[int, object]:

@@ -39,11 +39,14 @@ def stream_mp4(state: StreamState, idle_timeout: float,
             return None
     first = snap.segments[-1].sequence
     if snap.partial is not None:
-        # A source writing parts: start with the segment in progress (its keyframe is the
-        # newest), what is written of it at once. Waiting for the next keyframe instead
-        # started Chromium's <video> 2 s later with the same delay behind live, which its
-        # own buffering sets (docs/benchmarks.md, "Sub-second live").
-        first = snap.partial.sequence
+        # A source writing parts: start at the next keyframe, the segment after the one in
+        # progress. A browser's <video> plays a progressive response from its first picture
+        # at normal speed, so starting with the segment in progress put it as far behind
+        # live as that segment was old: 2.58 s (0.91-3.08) against 0.89 s, for half a
+        # segment more start-up on average (docs/benchmarks.md, "Where a new viewer
+        # starts"). While the host holds the stream (paused) no keyframe is coming: the
+        # segment in progress shows the picture the party stopped on.
+        first = snap.partial.sequence + (0 if snap.hold else 1)
     return _follow(state, snap.generation, snap.init, first, idle_timeout,
                    on_bytes or (lambda: None), snap.quality, deliveries or Deliveries())
 
