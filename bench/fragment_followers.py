@@ -6,7 +6,10 @@ stream writes 200 ms parts (stream.sh LOW_LATENCY=1, 640x360); one `livestream s
 answers. Reported per N followers: server CPU (% of one core), requests per second, and how
 many followers kept up (received a fragment in the last second of the window).
 
-    python bench/fragment_followers.py --followers 100 500 1000 --seconds 15
+    python bench/fragment_followers.py --followers 100 500 1000 --seconds 15 [--pushed]
+
+With --pushed each follower does what the player does over a long round trip: one `/fragments`
+request whose response pushes every fragment, framed, as it is written.
 
 Compare `bench/stream_viewers.py` for /stream.mp4 viewers (the same fragments, pushed).
 Loopback only; every loop ends with --seconds.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import re
+import struct
 import sys
 import tempfile
 import time
@@ -34,7 +38,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100.0
 
 
-def followers(port: int, count: int, seconds: float, results) -> None:  # results: a Pipe end
+def followers(port: int, count: int, seconds: float, results,
+              pushed: bool = False) -> None:  # results: a Pipe end
     """`count` followers in this process (gevent), until `seconds` have passed."""
     from gevent import monkey
 
@@ -56,6 +61,22 @@ def followers(port: int, count: int, seconds: float, results) -> None:  # result
         generation, sequence, index = timeline["generation"], \
             timeline["segments"][-1]["sequence"] + 1, 0
         last = 0.0
+        if pushed:
+            conn.request("GET", f"/fragments?gen={generation}&seq={sequence}&k={index}"
+                                f"&token={token}")
+            response = conn.getresponse()
+            stats["requests"] += 1
+            while response.status == 200 and time.monotonic() < deadline:
+                header = response.read(16)
+                if len(header) < 16:
+                    return
+                length, _, first, final = struct.unpack(">IIII", header)
+                response.read(length)
+                stats["fragments"] += final - first + 1
+                last = time.monotonic()
+            if last > deadline - 1.0:
+                stats["kept_up"] += 1
+            return
         while time.monotonic() < deadline:
             conn.request("GET", f"/fragment?gen={generation}&seq={sequence}&k={index}"
                                 f"&token={token}")
@@ -76,10 +97,11 @@ def followers(port: int, count: int, seconds: float, results) -> None:  # result
     results.send(stats)  # a plain write: a Queue's feeder thread is a greenlet here
 
 
-def measure(port: int, pid: int, count: int, seconds: float) -> dict:
+def measure(port: int, pid: int, count: int, seconds: float, pushed: bool) -> dict:
     share = [count // PROCESSES + (i < count % PROCESSES) for i in range(PROCESSES)]
     pipes = [multiprocessing.Pipe(duplex=False) for n in share if n]
-    clients = [multiprocessing.Process(target=followers, args=(port, n, seconds + 3, sender))
+    clients = [multiprocessing.Process(target=followers,
+                                       args=(port, n, seconds + 3, sender, pushed))
                for n, (_, sender) in zip([n for n in share if n], pipes, strict=True)]
     for client in clients:
         client.start()
@@ -101,6 +123,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--followers", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--pushed", action="store_true",
+                        help="one pushed /fragments response each instead of a request per part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -114,7 +138,8 @@ def main() -> int:
             print(f"{'followers':>10}{'kept up':>9}{'server CPU':>12}{'CPU/follower':>14}"
                   f"{'requests/s':>12}{'fragments/s':>13}")
             for count in args.followers:
-                got = measure(server.port, server.process.pid, count, args.seconds)
+                got = measure(server.port, server.process.pid, count, args.seconds,
+                              args.pushed)
                 window = args.seconds + 3
                 print(f"{count:>10}{got['kept_up']:>9}{got['cpu'] * 100:>11.1f}%"
                       f"{got['cpu'] * 100 / count:>14.4f}{got['requests'] / window:>12.0f}"

@@ -259,6 +259,44 @@ def test_fragments_answer_in_order_and_say_which_came(low_latency):
                         timeout=10).status_code == 400
 
 
+def test_fragments_pushed_in_one_response_follow_on_as_they_are_written(low_latency):
+    """/fragments (a player on a long round trip): one response, each answer framed with its
+    segment and fragment numbers, every fragment once and in order, each as it is written."""
+    server, _ = low_latency
+    timeline = requests.get(server.url + "/api/playlist", timeout=5).json()
+    newest = timeline["segments"][-1]
+    ask = {"gen": timeline["generation"], "seq": newest["sequence"], "k": 1}
+    frames, arrivals = [], []
+    with requests.get(server.url + "/fragments", params=ask, stream=True, timeout=10) as answer:
+        assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+        data = b""
+        for chunk in answer.iter_content(None):
+            data += chunk
+            while len(data) >= 16:
+                length, sequence, first, last = struct.unpack(">IIII", data[:16])
+                if len(data) < 16 + length:
+                    break
+                frames.append((sequence, first, last, data[16:16 + length]))
+                arrivals.append(time.monotonic())
+                data = data[16 + length:]
+            if arrivals and arrivals[-1] - arrivals[0] > 4:
+                break
+    # from fragment 1 of the asked segment on, each once, in order, across segments
+    expected = (newest["sequence"], 1)
+    for sequence, first, last, body in frames:
+        assert (sequence, first) == expected or (sequence == expected[0] + 1 and first == 0), \
+            (sequence, first, expected)
+        assert len(boxes.fragment_bounds(body)) == last - first + 1
+        expected = (sequence, last + 1)
+    assert frames[-1][0] >= newest["sequence"] + 2, "it went on into later segments"
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert statistics.median(gaps) < 0.5, "fragments came as they were written, not in bursts"
+    assert requests.get(server.url + "/fragments", params=dict(ask, gen=ask["gen"] + 7),
+                        timeout=10).status_code == 404
+    for bad in ({"seq": "x"}, dict(ask, k=-1), dict(ask, k=10 ** 6)):
+        assert requests.get(server.url + "/fragments", params=bad, timeout=10).status_code == 400
+
+
 FIREFOX_DATASET = ("var d = document.getElementById('player-controls').dataset;"
                    "return {mode: d.mode, state: d.state, behind: d.behind,"
                    " fragments: d.fragments || '0'};")

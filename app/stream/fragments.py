@@ -10,14 +10,19 @@ at segment pace.
 
 An answer holds every fragment of that segment written so far from the one asked for: a
 player whose round trip is longer than a part (a Tor circuit: 0.5-1 s against 200 ms parts)
-would otherwise fall behind one request per part.
+would otherwise fall behind one request per part. Such a player asks once instead
+(`pushed`): one long response carries every fragment from there on the moment it exists,
+each framed with the numbers the player keeps, so the circuit's delay is paid once, one
+way, not a round trip per part.
 """
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from app.stream import boxes
-from app.stream.watcher import Snapshot
+from app.stream.watcher import Snapshot, StreamState
 
 MAX_INDEX = 10_000  # fragments in one segment: far more than any source writes
 
@@ -52,6 +57,31 @@ def find_fragment(snap: Snapshot, generation: int, sequence: int,
         return _from(partial.data, sequence, index) or WAIT
     newest = max([*held, partial.sequence if partial else -1], default=-1)
     return WAIT if newest < sequence <= newest + 1 else GONE
+
+
+# Before each answer in a pushed response: its byte length, segment, first and last fragment,
+# as four big-endian 32-bit numbers (static/player/follow.js reads them).
+FRAME_HEADER = struct.Struct(">IIII")
+
+
+def pushed(state: StreamState, quality: str, generation: int, sequence: int, index: int,
+           idle_timeout: float, on_bytes: Callable[[], None]) -> Iterator[bytes]:
+    """Every fragment from fragment `index` of segment `sequence` on, framed, as each is
+    written. Ends when they are gone (another generation, offline, or fallen behind what is
+    held: the player goes back to its timeline) or after a silence no hold explains."""
+    while True:
+        top = state.snapshot
+        found = find_fragment(top.view(quality) if quality else top, generation, sequence,
+                              index)
+        if found == GONE:
+            return
+        if isinstance(found, Found):
+            on_bytes()
+            yield FRAME_HEADER.pack(len(found.data), found.sequence, found.first, found.last)
+            yield found.data
+            sequence, index = found.sequence, found.last + 1
+        elif not state.wait(idle_timeout) and state.snapshot is top and not top.hold:
+            return
 
 
 def _from(data: bytes, sequence: int, index: int) -> Found | None:

@@ -1,22 +1,36 @@
 /*
- * Following the live edge fragment by fragment: while the source writes parts and the round
- * trip is short, the MSE player asks /fragment for the segment in progress, and the server
- * answers each request the moment the fragment exists.
+ * Following the live edge fragment by fragment: while the source writes parts, the MSE player
+ * asks /fragment for the segment in progress, and the server answers each request the moment
+ * the fragment exists. Over a long round trip (a Tor circuit) it asks once instead: /fragments
+ * pushes every fragment from there on in one response.
  */
 import { FETCH_TIMEOUT_MS, withToken } from './util.js';
 
-var FOLLOW_PAUSE_MS = 30000;   // /fragment refused (429): follow whole segments this long
+var FOLLOW_PAUSE_MS = 30000;   // refused (429): follow whole segments this long
 // A request per part keeps up only while the round trip is short against a part: over Tor
-// (0.5-1 s) it stalled; such a viewer follows whole segments.
+// (0.5-1 s) it stalled; such a viewer reads the pushed response.
 var FOLLOW_MAX_TRIP = 0.15;
+var FRAME_HEADER = 16;         // /fragments: length, segment, first, last (32-bit, big-endian)
+
+/** `a` and then `b`, in one array. */
+function joined(a, b) {
+  var out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
 
 /** Adds fragment following to the MSE player's prototype. */
 function addFollowing(MsePlayer) {
-  /** Whether this viewer follows parts: the source writes them, the server lets it, and its
-   * round trip is short enough. */
+  /** Whether this viewer follows parts: the source writes them and the server lets it. */
   MsePlayer.prototype.mayFollow = function () {
     return !!(this.tl && this.tl.part_target) && performance.now() >= this.followAfter &&
-      this.clock.synced && this.clock.roundTrip <= FOLLOW_MAX_TRIP;
+      this.clock.synced;
+  };
+
+  /** Whether the fragments should come pushed (one response) rather than one request each. */
+  MsePlayer.prototype.pushed = function () {
+    return this.clock.roundTrip > FOLLOW_MAX_TRIP;
   };
 
   /** Where to go on following the live edge fragment by fragment, or null: only while live,
@@ -37,6 +51,85 @@ function addFollowing(MsePlayer) {
     if (!this.follow) { return; }
     if (this.follow.index > 0) { this.appended.delete(this.follow.sequence); }
     this.follow = null;
+    if (this.pushing) { this.fetchControl.abort(); }  // its end goes through fetched()
+  };
+
+  /** Fragments appended: the player holds them, and asks from the next one on. */
+  MsePlayer.prototype.followed = function (sequence, first, last) {
+    if (!this.appended.has(sequence)) {
+      // placed for eviction once the timeline lists it (see evict)
+      this.appended.set(sequence, { sequence: sequence, start: Infinity, duration: 0 });
+    }
+    this.follow = { sequence: sequence, index: last + 1 };
+    this.fragments += last - first + 1;
+    this.ui.root.dataset.fragments = String(this.fragments);
+    this.failures = 0;
+    if (this.pushing) { this.watchLag(); }
+    return this.follow;
+  };
+
+  /** Read /fragments from `at` on: every fragment the moment it is written, appended in
+   * turn, until the server ends it (gone: back to the timeline), this player stops following,
+   * or nothing comes for three segments. */
+  MsePlayer.prototype.pumpPushed = function (at) {
+    var self = this, buffer = this.buffer, tl = this.tl;
+    this.busy = this.pushing = true;
+    var control = this.fetchControl = new AbortController();
+    var limit = Math.max(FETCH_TIMEOUT_MS, (3 * tl.target_duration + 2) * 1000);
+    var timer = null;
+    function quietFor() {
+      clearTimeout(timer);
+      timer = setTimeout(function () { control.timedOut = true; control.abort(); }, limit);
+    }
+    quietFor();
+    var pending = new Uint8Array(0);
+    /** Append every whole frame received so far, one after another. */
+    function appendFrames() {
+      var chain = Promise.resolve();
+      while (pending.length >= FRAME_HEADER) {
+        var header = new DataView(pending.buffer, pending.byteOffset, FRAME_HEADER);
+        var length = header.getUint32(0);
+        if (pending.length < FRAME_HEADER + length) { break; }
+        var frame = { sequence: header.getUint32(4), first: header.getUint32(8),
+                      last: header.getUint32(12),
+                      data: pending.slice(FRAME_HEADER, FRAME_HEADER + length) };
+        pending = pending.slice(FRAME_HEADER + length);
+        chain = chain.then(appendOne.bind(null, frame));
+      }
+      return chain;
+    }
+    function appendOne(frame) {
+      if (buffer !== self.buffer || self.follow !== at) { return; }
+      return self.append(frame.data).then(function () {
+        if (self.follow === at) { at = self.followed(frame.sequence, frame.first, frame.last); }
+      });
+    }
+    var uri = '/fragments?gen=' + this.generation + '&seq=' + at.sequence + '&k=' + at.index +
+      (tl.quality ? '&quality=' + encodeURIComponent(tl.quality) : '');
+    fetch(withToken(uri), { credentials: 'same-origin', cache: 'no-store', signal: control.signal })
+      .then(function (response) {
+        if (response.status === 429) { var busy = new Error('busy'); busy.busy = true; throw busy; }
+        if (response.status === 404) { var gone = new Error('gone'); gone.gone = true; throw gone; }
+        if (!response.ok || !response.body) { throw new Error('fragments answered ' + response.status); }
+        var reader = response.body.getReader();
+        function step(chunk) {
+          if (chunk.done) { return null; }  // the server ended it: ask the timeline again
+          quietFor();
+          pending = joined(pending, chunk.value);
+          return appendFrames().then(function () {
+            if (buffer !== self.buffer || self.follow !== at) { control.abort(); return null; }
+            return reader.read().then(step);
+          });
+        }
+        return reader.read().then(step);
+      }).finally(function () { clearTimeout(timer); self.pushing = false; })
+      .catch(function (error) {
+        if (buffer !== self.buffer || (error.name === 'AbortError' && !control.timedOut)) { return; }
+        self.stopFollowing();
+        if (error.gone) { return; }
+        if (error.busy) { self.followAfter = performance.now() + FOLLOW_PAUSE_MS; return; }
+        return self.failed(error, 'fragments');
+      }).then(function () { self.fetched(buffer); });
   };
 
   /** Ask for the next fragment; the server answers when it is written. */
@@ -66,14 +159,7 @@ function addFollowing(MsePlayer) {
       .then(function (got) {
         if (buffer !== self.buffer || !got || self.follow !== at) { return; }
         return self.append(got.data).then(function () {
-          if (!self.appended.has(got.sequence)) {
-            // placed for eviction once the timeline lists it (see evict)
-            self.appended.set(got.sequence, { sequence: got.sequence, start: Infinity, duration: 0 });
-          }
-          self.follow = { sequence: got.sequence, index: got.last + 1 };
-          self.fragments += got.last - got.first + 1;
-          self.ui.root.dataset.fragments = String(self.fragments);
-          self.failures = 0;
+          self.followed(got.sequence, got.first, got.last);
         });
       }).catch(function (error) {
         if (buffer !== self.buffer || (error.name === 'AbortError' && !control.timedOut)) { return; }

@@ -53,6 +53,7 @@ function MsePlayer(video, clock, ui, onFail) {
   this.wanted = null;          // a rendition asked for: nothing is fetched until its timeline comes
   this.onQuality = null;       // (name) -> ask the feed for that rendition's timeline
   this.follow = null;          // following the live edge: {sequence, index} of the next fragment
+  this.pushing = false;        // reading /fragments (pushed) rather than asking /fragment
   this.followAfter = 0;        // refused as too busy: whole segments until then (ms)
   this.fragments = 0;          // fragments appended while following (shown in data-fragments)
   this.bindVideo();
@@ -172,12 +173,12 @@ MsePlayer.prototype.target = function () {
   // Following fragments, what exists has grown since this timeline came: what we hold.
   var ranges = this.video.buffered;
   if (this.follow && ranges.length) { end = Math.max(end, ranges.end(ranges.length - 1)); }
-  // Following parts, every fragment comes a round trip after it was asked for: two round
-  // trips of room. Whole segments (no parts, following refused, or a round trip too long
-  // to follow parts by request): a segment and a margin behind, as the timeline says.
+  // Following parts by request, every fragment comes a round trip after it was asked for:
+  // two round trips of room; pushed, half a round trip after it was written: one of room.
+  // Whole segments (no parts, or following refused): a segment and a margin behind.
   var trips = this.clock.synced ? 2 * this.clock.roundTrip : 0;
-  var delay = this.mayFollow() ? tl.delay + trips
-    : tl.part_target ? tl.target_duration + 0.75 + trips : tl.delay;
+  var delay = !this.mayFollow() ? (tl.part_target ? tl.target_duration + 0.75 + trips : tl.delay)
+    : this.pushed() ? tl.delay + trips / 2 : tl.delay + trips;
   var aim = edge - delay - this.extraDelay;
   // Never aim past what exists (an encoder slower than real time would pull us there).
   return clamp(aim, tl.segments[0].start, end - 0.25);
@@ -234,7 +235,11 @@ MsePlayer.prototype.pump = function () {
     seg = this.nextSegment();
     if (!seg) {
       var next = this.followFrom();
-      if (next) { this.pumpFragment(next); }
+      if (next && this.pushed()) {
+        this.pumpPushed(next);
+      } else if (next) {
+        this.pumpFragment(next);
+      }
       return;
     }
     uri = seg.uri;
@@ -385,6 +390,7 @@ MsePlayer.prototype.tick = function () {
     }
   } else if (!this.live) {
     video.playbackRate = 1;
+    this.stopFollowing();  // scrubbed back or paused: a pushed response would go on filling
     var oldest = tl.segments[0].start;
     if (!video.seeking && video.currentTime < oldest && !this.buffered(video.currentTime)) {
       this.seek(oldest + 0.05);  // what we were watching has left the window

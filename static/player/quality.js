@@ -1,7 +1,7 @@
 /*
  * Which rendition the MSE player plays: the viewer's choice, or chosen automatically from the
- * throughput each segment arrived at (down at once when a segment is slow, up only with room
- * to spare and not soon after a step down).
+ * throughput each segment arrived at (down at once when a segment is slow, or pushed fragments
+ * fall behind; up only with room to spare and not soon after a step down).
  */
 import { QUALITY_KEY } from './util.js';
 
@@ -48,6 +48,20 @@ function addQualityChoice(MsePlayer) {
     var list = this.qualities();
     for (var i = 0; i < list.length; i++) { if (list[i].name === this.tl.quality) { return i; } }
     return -1;
+  };
+
+  /** Following pushed fragments there is no fetch to time: a rendition the connection cannot
+   * carry shows as fragments arriving ever further behind the live edge. Over a segment
+   * behind: step down. */
+  MsePlayer.prototype.watchLag = function () {
+    var list = this.qualities(), at = this.qualityIndex(), edge = this.edge();
+    var ranges = this.video.buffered;
+    if (!this.auto || at < 0 || at >= list.length - 1 || edge === null || !ranges.length ||
+        this.wanted !== null) { return; }
+    if (edge - ranges.end(ranges.length - 1) > this.tl.target_duration) {
+      this.lastDownAt = performance.now();
+      this.choose(list[at + 1].name);
+    }
   };
 
   /** After each segment: step down when it came too slowly, up when there is room to spare. */

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from flask import Blueprint, Response, abort, redirect, request, send_file
 
@@ -10,7 +10,7 @@ from app.community.identity import TOKEN_PATTERN, Requester
 from app.services import services
 from app.stream.fanout import stream_mp4
 from app.stream.folder import MASTER_PLAYLIST, MIME_TYPES
-from app.stream.fragments import GONE, WAIT, find_fragment
+from app.stream.fragments import GONE, MAX_INDEX, WAIT, find_fragment, pushed
 from app.stream.playlist import with_query
 from app.stream.watcher import Snapshot
 from app.web.limits import Guarded, PerViewerLimit
@@ -38,9 +38,9 @@ def on_video_sent(who: Requester | None = None) -> Callable[[], None]:
     return sent
 
 
-@bp.route("/stream.mp4")
-def mp4():
-    config = services().config
+def long_video(body_for: Callable[[Requester], Iterator[bytes] | None]) -> Response:
+    """A long video response, within the client's video budget and the viewer's
+    connections (stream.max_connections_per_viewer); 503 when `body_for` has nothing."""
     who = services().identities.requester(token_from_request(), check_ban=False)
     slots: PerViewerLimit = services().video_slots
     source, budgets = client(), services().budgets
@@ -52,8 +52,7 @@ def mp4():
             f"This viewer already has {slots.per_viewer} video connections open "
             "(stream.max_connections_per_viewer). Close one and try again.\n", 429,
             mimetype="text/plain", headers={"Cache-Control": "no-store", "Retry-After": "5"})
-    body = stream_mp4(services().stream, config.server.idle_timeout, on_video_sent(who),
-                      quality=request.args.get("quality"), deliveries=services().deliveries)
+    body = body_for(who)
 
     def release() -> None:
         slots.release(who.viewer_id)
@@ -66,6 +65,14 @@ def mp4():
     return Response(Guarded(body, release), mimetype="video/mp4",
                     direct_passthrough=True,
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@bp.route("/stream.mp4")
+def mp4():
+    timeout = services().config.server.idle_timeout
+    return long_video(lambda who: stream_mp4(
+        services().stream, timeout, on_video_sent(who), quality=request.args.get("quality"),
+        deliveries=services().deliveries))
 
 
 def checked_token() -> str | None:
@@ -163,6 +170,25 @@ def fragment():
     return Response(found.data, mimetype="video/mp4", headers={
         "Cache-Control": "no-store",
         "X-Fragments": f"{found.sequence}.{found.first}-{found.last}"})
+
+
+@bp.route("/fragments")
+def fragments_pushed():
+    """/fragment for a long round trip: one response pushing every fragment from `k` of
+    segment `seq` of generation `gen` on, each framed (app/stream/fragments.py, `pushed`).
+    It costs what a /stream.mp4 viewer costs, not a request per part: it counts as one of
+    the viewer's video connections, not against viewers.max_followers."""
+    generation, sequence, index = (request.args.get(name, type=int)
+                                   for name in ("gen", "seq", "k"))
+    if None in (generation, sequence, index) or not 0 <= sequence < 2 ** 53 \
+            or not 0 <= index <= MAX_INDEX:
+        abort(400)
+    quality = request.args.get("quality") or ""
+    state, timeout = services().stream, services().config.server.idle_timeout
+    if find_fragment(state.snapshot.view(quality), generation, sequence, index) == GONE:
+        abort(404)
+    return long_video(lambda who: pushed(state, quality, generation, sequence, index, timeout,
+                                         on_video_sent(who)))
 
 
 @bp.route("/stream/<name>")
