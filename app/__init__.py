@@ -33,7 +33,7 @@ from app.stream.timeline import TimelineBuilder
 from app.stream.watcher import StreamState
 from app.web import access, security
 from app.web.budgets import ClientBudgets
-from app.web.limits import BodyLimit, Followers, PerViewerLimit, StreamSlots
+from app.web.limits import BodyLimit, PerViewerLimit, StreamSlots
 from app.web.views import (  # noqa: F401  their routes join backstage.bp
     api,
     backstage,
@@ -150,7 +150,6 @@ def limits(config: Config) -> dict:
         "video_slots": PerViewerLimit(config.stream.max_connections_per_viewer),
         "chat_slots": StreamSlots(config.chat.max_streams, config.chat.max_streams_per_viewer),
         "push_slots": StreamSlots(config.viewers.max_push, config.viewers.max_push_per_viewer),
-        "followers": Followers(config.viewers.max_followers),
         "budgets": ClientBudgets(config.budgets),
     }
 

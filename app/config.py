@@ -265,7 +265,6 @@ class ViewersConfig:
     set_cookie: bool = True
     max_push: int = 5000
     max_push_per_viewer: int = 8
-    max_followers: int = 250  # JS viewers following parts via /fragment, per process
 
 
 @dataclass

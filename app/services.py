@@ -33,7 +33,7 @@ from app.stream.status import publish_stream_status
 from app.stream.timeline import TimelineBuilder
 from app.stream.watcher import StreamState
 from app.web.budgets import ClientBudgets
-from app.web.limits import Followers, PerViewerLimit, StreamSlots
+from app.web.limits import PerViewerLimit, StreamSlots
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ class Services:
     video_slots: PerViewerLimit
     chat_slots: StreamSlots
     push_slots: StreamSlots  # /events and long-polled /api/playlist
-    followers: Followers  # JS viewers following parts (/fragment)
     clock: StreamClock
     budgets: ClientBudgets  # what one client (circuit, address) may take
     deliveries: Deliveries = field(default_factory=Deliveries)  # each /stream.mp4's health

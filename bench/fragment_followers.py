@@ -1,15 +1,12 @@
 """What JavaScript viewers following the live edge fragment by fragment cost the server.
 
-Each follower does what static/player.js does while live: asks `/fragment` for the next
-fragment on one keep-alive connection, gets every fragment written since, asks again. A test
-stream writes 200 ms parts (stream.sh LOW_LATENCY=1, 640x360); one `livestream serve`
-answers. Reported per N followers: server CPU (% of one core), requests per second, and how
-many followers kept up (received a fragment in the last second of the window).
+Each follower does what static/player/follow.js does while live: one `/fragments` request
+whose response pushes every fragment, framed, as it is written. A test stream writes 200 ms
+parts (stream.sh LOW_LATENCY=1, 640x360); one `livestream serve` answers. Reported per N
+followers: server CPU (% of one core), requests per second, and how many followers kept up
+(received a fragment in the last second of the window).
 
-    python bench/fragment_followers.py --followers 100 500 1000 --seconds 15 [--pushed]
-
-With --pushed each follower does what the player does over a long round trip: one `/fragments`
-request whose response pushes every fragment, framed, as it is written.
+    python bench/fragment_followers.py --followers 100 500 1000 --seconds 15
 
 Compare `bench/stream_viewers.py` for /stream.mp4 viewers (the same fragments, pushed).
 Loopback only; every loop ends with --seconds.
@@ -19,7 +16,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import re
-import struct
 import sys
 import tempfile
 import time
@@ -28,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 sys.path.insert(0, str(PROJECT / "tests"))
-from support import Server, TestStream  # noqa: E402
+from support import Server, TestStream, pushed_frames  # noqa: E402
 
 PROCESSES = 4  # client processes, each with many greenlets
 
@@ -38,8 +34,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100.0
 
 
-def followers(port: int, count: int, seconds: float, results,
-              pushed: bool = False) -> None:  # results: a Pipe end
+def followers(port: int, count: int, seconds: float, results) -> None:  # results: a Pipe end
     """`count` followers in this process (gevent), until `seconds` have passed."""
     from gevent import monkey
 
@@ -61,35 +56,16 @@ def followers(port: int, count: int, seconds: float, results,
         generation, sequence, index = timeline["generation"], \
             timeline["segments"][-1]["sequence"] + 1, 0
         last = 0.0
-        if pushed:
-            conn.request("GET", f"/fragments?gen={generation}&seq={sequence}&k={index}"
-                                f"&token={token}")
-            response = conn.getresponse()
-            stats["requests"] += 1
-            while response.status == 200 and time.monotonic() < deadline:
-                header = response.read(16)
-                if len(header) < 16:
-                    return
-                length, _, first, final = struct.unpack(">IIII", header)
-                response.read(length)
-                stats["fragments"] += final - first + 1
-                last = time.monotonic()
-            if last > deadline - 1.0:
-                stats["kept_up"] += 1
-            return
-        while time.monotonic() < deadline:
-            conn.request("GET", f"/fragment?gen={generation}&seq={sequence}&k={index}"
-                                f"&token={token}")
-            response = conn.getresponse()
-            response.read()
-            stats["requests"] += 1
-            if response.status == 200:
-                found = re.fullmatch(r"(\d+)\.(\d+)-(\d+)", response.headers["X-Fragments"])
-                sequence, index = int(found[1]), int(found[3]) + 1
-                stats["fragments"] += int(found[3]) - int(found[2]) + 1
-                last = time.monotonic()
-            elif response.status != 204:
-                return
+        conn.request("GET", f"/fragments?gen={generation}&seq={sequence}&k={index}"
+                            f"&token={token}")
+        response = conn.getresponse()
+        stats["requests"] += 1
+        frames = pushed_frames(response.read) if response.status == 200 else iter(())
+        for _, first, final, _ in frames:
+            stats["fragments"] += final - first + 1
+            last = time.monotonic()
+            if last >= deadline:
+                break
         if last > deadline - 1.0:
             stats["kept_up"] += 1
 
@@ -97,11 +73,10 @@ def followers(port: int, count: int, seconds: float, results,
     results.send(stats)  # a plain write: a Queue's feeder thread is a greenlet here
 
 
-def measure(port: int, pid: int, count: int, seconds: float, pushed: bool) -> dict:
+def measure(port: int, pid: int, count: int, seconds: float) -> dict:
     share = [count // PROCESSES + (i < count % PROCESSES) for i in range(PROCESSES)]
     pipes = [multiprocessing.Pipe(duplex=False) for n in share if n]
-    clients = [multiprocessing.Process(target=followers,
-                                       args=(port, n, seconds + 3, sender, pushed))
+    clients = [multiprocessing.Process(target=followers, args=(port, n, seconds + 3, sender))
                for n, (_, sender) in zip([n for n in share if n], pipes, strict=True)]
     for client in clients:
         client.start()
@@ -123,8 +98,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--followers", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--pushed", action="store_true",
-                        help="one pushed /fragments response each instead of a request per part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -138,8 +111,7 @@ def main() -> int:
             print(f"{'followers':>10}{'kept up':>9}{'server CPU':>12}{'CPU/follower':>14}"
                   f"{'requests/s':>12}{'fragments/s':>13}")
             for count in args.followers:
-                got = measure(server.port, server.process.pid, count, args.seconds,
-                              args.pushed)
+                got = measure(server.port, server.process.pid, count, args.seconds)
                 window = args.seconds + 3
                 print(f"{count:>10}{got['kept_up']:>9}{got['cpu'] * 100:>11.1f}%"
                       f"{got['cpu'] * 100 / count:>14.4f}{got['requests'] / window:>12.0f}"

@@ -8,8 +8,8 @@
  * the server process, never the host's wall clock) and steers its playback rate
  * gently towards "server now - origin - delay". It can scrub back through the segments the
  * playlist still lists, and return to live. When the source writes parts (a fragment every
- * ~200 ms), the player follows the segment in progress fragment by fragment (/fragment: the
- * server answers each request the moment that fragment exists), so it plays under a second
+ * ~200 ms), the player follows the segment in progress fragment by fragment (/fragments: the
+ * server pushes each fragment in one response the moment it exists), so it plays under a second
  * behind the encoder instead of a segment and more. Without MSE, or when it fails, the page's own
  * /stream.mp4 keeps playing. ?player=plain or ?player=mse picks one explicitly; the choice is
  * carried in same-origin links and forms, never in a cookie.

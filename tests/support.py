@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -29,6 +31,23 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str
             return result
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def pushed_frames(read) -> Iterator[tuple[int, int, int, bytes]]:
+    """(segment, first fragment, last fragment, bytes) of each frame of a /fragments
+    response, from `read(n)` (http.client's, or a streamed requests response's raw.read)."""
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            more = read(count - len(data))
+            if not more:
+                return b""
+            data += more
+        return data
+
+    while header := exactly(16):
+        length, sequence, first, last = struct.unpack(">IIII", header)
+        yield sequence, first, last, exactly(length)
 
 
 def write_config(folder: Path, sections: dict | None = None, extra: str = "") -> Path:

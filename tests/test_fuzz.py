@@ -130,7 +130,7 @@ GET_PATHS = ["/", "/info", "/events", "/api/clock", "/api/status", "/api/playlis
              "/chat/messages", "/chat/messages.json", "/chat/form", "/chat/users",
              "/stream.mp4", "/stream.m3u8", "/static/style.css", "/broadcaster",
              "/broadcaster/login", "/favicon.ico", "/broadcaster/cockpit", "/metrics",
-             "/broadcaster/chat-export", "/fragment", "/schedule.ics", "/chat/moderate"]
+             "/broadcaster/chat-export", "/fragments", "/schedule.ics", "/chat/moderate"]
 header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
 
 

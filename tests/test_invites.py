@@ -50,7 +50,7 @@ def media_addresses(server, token: str = "") -> list[str]:
 def test_a_stranger_gets_no_media_bytes_from_any_address(private):
     server, stream = private
     segment = sorted(p.name for p in stream.directory.glob("stream*.m4s"))[-1]
-    for path in media_addresses(server) + [f"/stream/{segment}", "/fragment?gen=1&seq=1&k=0"]:
+    for path in media_addresses(server) + [f"/stream/{segment}", "/fragments?gen=1&seq=1&k=0"]:
         answer = requests.get(server.url + path, timeout=5, stream=True)
         head = answer.raw.read(4096)
         assert answer.status_code == 403, path

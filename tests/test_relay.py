@@ -21,7 +21,7 @@ import pytest
 import requests
 from chat_support import ChatViewer, LiveFrame, chat_server
 from redis_support import redis_server  # noqa: F401 (a fixture)
-from support import PROJECT, Server, TestStream, cli, free_port, wait_for
+from support import PROJECT, Server, TestStream, cli, free_port, pushed_frames, wait_for
 from test_party import Viewer, film, info_frame
 
 from app.sources.party import control
@@ -562,9 +562,12 @@ def test_an_edge_follows_an_origin_writing_parts_part_by_part(tmp_path):
         assert requests.get(edge.url + "/stream/" + newest, timeout=5).content == \
             requests.get(origin.url + "/stream/" + newest, timeout=5).content
         asked = requests.get(edge.url + "/api/playlist", timeout=5).json()
-        fragment = requests.get(edge.url + "/fragment", timeout=10, params={
-            "gen": asked["generation"], "seq": asked["segments"][-1]["sequence"], "k": 0})
-        assert fragment.status_code == 200 and fragment.headers["X-Fragments"]
+        with requests.get(edge.url + "/fragments", timeout=10, stream=True, params={
+                "gen": asked["generation"], "seq": asked["segments"][-1]["sequence"],
+                "k": 0}) as pushed:
+            assert pushed.status_code == 200
+            sequence, first, _, data = next(pushed_frames(pushed.raw.read))
+        assert (sequence, first) == (asked["segments"][-1]["sequence"], 0) and b"moof" in data
     finally:
         edge.stop()
         origin.stop()

@@ -17,7 +17,7 @@ from redis_support import (  # noqa: F401 (redis_server is a fixture)
     redis_server,
     wait_workers,
 )
-from support import TestStream, wait_for
+from support import TestStream, pushed_frames, wait_for
 from test_stream_http import (  # noqa: F401 (collected here again, against these servers)
     test_end_of_stream_ends_the_response_cleanly,
     test_killed_writer_goes_offline,
@@ -115,7 +115,7 @@ def test_a_worker_that_missed_an_offline_spell_takes_the_others_generation(own_s
 
 def test_every_worker_follows_the_parts_fragment_by_fragment(tmp_path, redis_server):  # noqa: F811
     """A source writing parts (issue 22): each worker's watcher reads the parts itself, and
-    each answers the player's /fragment with the same bytes and goes on from there."""
+    each pushes the player's /fragments with the same bytes and goes on from there."""
     stream = TestStream(tmp_path / "stream", low_latency=True).start()
     server = WorkersServer(tmp_path, stream.directory, redis_server.new_database())
     try:
@@ -125,16 +125,19 @@ def test_every_worker_follows_the_parts_fragment_by_fragment(tmp_path, redis_ser
         try:
             timeline = json.loads(next(iter(pinned.values())).get("/api/playlist").body)
             newest = timeline["segments"][-1]["sequence"]
-            asked = f"/fragment?gen={timeline['generation']}&seq={newest}&k=0"
-            answers = {pid: c.get(asked) for pid, c in pinned.items()}
-            assert {a.status for a in answers.values()} == {200}
-            assert len({a.body for a in answers.values()}) == 1, "the same bytes from each"
-            assert len({a.headers["X-Fragments"] for a in answers.values()}) == 1
-            for connection in pinned.values():  # then each goes on to the next segment's parts
-                later = connection.get(f"/fragment?gen={timeline['generation']}"
-                                       f"&seq={newest + 1}&k=0")
-                assert later.status == 200
-                assert later.headers["X-Fragments"].startswith(f"{newest + 1}.0-")
+            asked = f"/fragments?gen={timeline['generation']}&seq={newest}&k=0"
+            firsts, laters = set(), set()
+            for connection in pinned.values():
+                connection.conn.request("GET", asked)
+                response = connection.conn.getresponse()
+                assert response.status == 200
+                frames = pushed_frames(response.read)
+                firsts.add(next(frames))
+                # then each goes on to the next segment's parts
+                laters.add(next(f[:2] for f in frames if f[0] == newest + 1))
+            assert len(firsts) == 1, "the same fragments and bytes from each worker"
+            assert next(iter(firsts))[:2] == (newest, 0)
+            assert laters == {(newest + 1, 0)}
         finally:
             for connection in pinned.values():
                 connection.close()

@@ -9,7 +9,6 @@ token cannot open thousands of /stream.mp4 connections.
 from __future__ import annotations
 
 import io
-import time
 import typing
 from collections.abc import Callable, Iterable, Iterator
 
@@ -133,27 +132,3 @@ class StreamSlots:
             self._by_viewer[viewer_id] = held
         else:
             self._by_viewer.pop(viewer_id, None)
-
-
-class Followers:
-    """How many JavaScript viewers follow the live edge fragment by fragment (/fragment), per
-    process. Each asks about five times a second (one request per part): measured at about
-    0.3 % of a core each (docs/benchmarks.md), against 0.02 % for a /stream.mp4 viewer. Beyond
-    `cap`, a new one is refused (429) and its player follows whole segments instead, at a
-    segment's delay; one that has not asked for FORGET_SECONDS no longer counts."""
-
-    FORGET_SECONDS = 5.0
-
-    def __init__(self, cap: int):
-        self.cap = cap
-        self._seen: dict[str, float] = {}  # viewer id -> last request (monotonic)
-
-    def admit(self, viewer: str) -> bool:
-        now = time.monotonic()
-        if viewer not in self._seen and len(self._seen) >= self.cap:
-            self._seen = {v: t for v, t in self._seen.items()
-                          if now - t < self.FORGET_SECONDS}
-            if len(self._seen) >= self.cap:
-                return False
-        self._seen[viewer] = now
-        return True

@@ -1,15 +1,13 @@
 /*
  * Following the live edge fragment by fragment: while the source writes parts, the MSE player
- * asks /fragment for the segment in progress, and the server answers each request the moment
- * the fragment exists. Over a long round trip (a Tor circuit) it asks once instead: /fragments
- * pushes every fragment from there on in one response.
+ * asks /fragments once, from the segment in progress on, and the server pushes every fragment
+ * in that one response the moment it exists. A request per part (tried first) could not keep
+ * up over a Tor circuit (0.5-1 s round trips against 200 ms parts) and cost the server eight
+ * times as much (docs/benchmarks.md, "Pushed fragments").
  */
 import { FETCH_TIMEOUT_MS, withToken } from './util.js';
 
-var FOLLOW_PAUSE_MS = 30000;   // refused (429): follow whole segments this long
-// A request per part keeps up only while the round trip is short against a part: over Tor
-// (0.5-1 s) it stalled; such a viewer reads the pushed response.
-var FOLLOW_MAX_TRIP = 0.15;
+var FOLLOW_PAUSE_MS = 30000;   // refused (429: too many video connections): segments this long
 var FRAME_HEADER = 16;         // /fragments: length, segment, first, last (32-bit, big-endian)
 
 /** `a` and then `b`, in one array. */
@@ -26,11 +24,6 @@ function addFollowing(MsePlayer) {
   MsePlayer.prototype.mayFollow = function () {
     return !!(this.tl && this.tl.part_target) && performance.now() >= this.followAfter &&
       this.clock.synced;
-  };
-
-  /** Whether the fragments should come pushed (one response) rather than one request each. */
-  MsePlayer.prototype.pushed = function () {
-    return this.clock.roundTrip > FOLLOW_MAX_TRIP;
   };
 
   /** Where to go on following the live edge fragment by fragment, or null: only while live,
@@ -64,7 +57,7 @@ function addFollowing(MsePlayer) {
     this.fragments += last - first + 1;
     this.ui.root.dataset.fragments = String(this.fragments);
     this.failures = 0;
-    if (this.pushing) { this.watchLag(); }
+    this.watchLag();
     return this.follow;
   };
 
@@ -124,44 +117,6 @@ function addFollowing(MsePlayer) {
         return reader.read().then(step);
       }).finally(function () { clearTimeout(timer); self.pushing = false; })
       .catch(function (error) {
-        if (buffer !== self.buffer || (error.name === 'AbortError' && !control.timedOut)) { return; }
-        self.stopFollowing();
-        if (error.gone) { return; }
-        if (error.busy) { self.followAfter = performance.now() + FOLLOW_PAUSE_MS; return; }
-        return self.failed(error, 'fragments');
-      }).then(function () { self.fetched(buffer); });
-  };
-
-  /** Ask for the next fragment; the server answers when it is written. */
-  MsePlayer.prototype.pumpFragment = function (at) {
-    var self = this, buffer = this.buffer, tl = this.tl;
-    this.busy = true;
-    var control = this.fetchControl = new AbortController();
-    var limit = Math.max(FETCH_TIMEOUT_MS, (3 * tl.target_duration + 2) * 1000);
-    var timer = setTimeout(function () { control.timedOut = true; control.abort(); }, limit);
-    var uri = '/fragment?gen=' + this.generation + '&seq=' + at.sequence + '&k=' + at.index +
-      (tl.quality ? '&quality=' + encodeURIComponent(tl.quality) : '');
-    fetch(withToken(uri), { credentials: 'same-origin', cache: 'no-store', signal: control.signal })
-      .then(function (response) {
-        if (response.status === 204) { return null; }  // nothing new in time: ask again
-        if (response.status === 429) {  // the server is full of waiting requests: segments
-          var busy = new Error('busy'); busy.busy = true; throw busy;
-        }
-        if (response.status === 404) { var gone = new Error('gone'); gone.gone = true; throw gone; }
-        if (!response.ok) { throw new Error('a fragment answered ' + response.status); }
-        var which = /^(\d+)\.(\d+)-(\d+)$/.exec(response.headers.get('X-Fragments') || '');
-        if (!which) { throw new Error('a fragment answer without X-Fragments'); }
-        return response.arrayBuffer().then(function (data) {
-          return { sequence: parseInt(which[1], 10), first: parseInt(which[2], 10),
-                   last: parseInt(which[3], 10), data: data };
-        });
-      }).finally(function () { clearTimeout(timer); })
-      .then(function (got) {
-        if (buffer !== self.buffer || !got || self.follow !== at) { return; }
-        return self.append(got.data).then(function () {
-          self.followed(got.sequence, got.first, got.last);
-        });
-      }).catch(function (error) {
         if (buffer !== self.buffer || (error.name === 'AbortError' && !control.timedOut)) { return; }
         self.stopFollowing();
         if (error.gone) { return; }

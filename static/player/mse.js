@@ -1,6 +1,6 @@
 /*
  * The MSE player: plays the HLS segments, and the segment in progress fragment by fragment
- * (/fragment), at the shared delay behind live by steering its playback rate; scrubs back,
+ * (/fragments), at the shared delay behind live by steering its playback rate; scrubs back,
  * jumps small gaps, and steps renditions down and up with the throughput it measures.
  */
 import { addFollowing } from './follow.js';
@@ -53,7 +53,7 @@ function MsePlayer(video, clock, ui, onFail) {
   this.wanted = null;          // a rendition asked for: nothing is fetched until its timeline comes
   this.onQuality = null;       // (name) -> ask the feed for that rendition's timeline
   this.follow = null;          // following the live edge: {sequence, index} of the next fragment
-  this.pushing = false;        // reading /fragments (pushed) rather than asking /fragment
+  this.pushing = false;        // reading /fragments
   this.followAfter = 0;        // refused as too busy: whole segments until then (ms)
   this.fragments = 0;          // fragments appended while following (shown in data-fragments)
   this.bindVideo();
@@ -173,12 +173,12 @@ MsePlayer.prototype.target = function () {
   // Following fragments, what exists has grown since this timeline came: what we hold.
   var ranges = this.video.buffered;
   if (this.follow && ranges.length) { end = Math.max(end, ranges.end(ranges.length - 1)); }
-  // Following parts by request, every fragment comes a round trip after it was asked for:
-  // two round trips of room; pushed, half a round trip after it was written: one of room.
-  // Whole segments (no parts, or following refused): a segment and a margin behind.
-  var trips = this.clock.synced ? 2 * this.clock.roundTrip : 0;
-  var delay = !this.mayFollow() ? (tl.part_target ? tl.target_duration + 0.75 + trips : tl.delay)
-    : this.pushed() ? tl.delay + trips / 2 : tl.delay + trips;
+  // Following parts, every fragment comes pushed half a round trip after it was written: a
+  // round trip of room. Whole segments (no parts, or following refused), each asked for: a
+  // segment and a margin behind, and two round trips.
+  var trip = this.clock.synced ? this.clock.roundTrip : 0;
+  var delay = this.mayFollow() ? tl.delay + trip
+    : tl.part_target ? tl.target_duration + 0.75 + 2 * trip : tl.delay;
   var aim = edge - delay - this.extraDelay;
   // Never aim past what exists (an encoder slower than real time would pull us there).
   return clamp(aim, tl.segments[0].start, end - 0.25);
@@ -235,11 +235,7 @@ MsePlayer.prototype.pump = function () {
     seg = this.nextSegment();
     if (!seg) {
       var next = this.followFrom();
-      if (next && this.pushed()) {
-        this.pumpPushed(next);
-      } else if (next) {
-        this.pumpFragment(next);
-      }
+      if (next) { this.pumpPushed(next); }
       return;
     }
     uri = seg.uri;

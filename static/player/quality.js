@@ -51,14 +51,17 @@ function addQualityChoice(MsePlayer) {
   };
 
   /** Following pushed fragments there is no fetch to time: a rendition the connection cannot
-   * carry shows as fragments arriving ever further behind the live edge. Over a segment
-   * behind: step down. */
+   * carry shows as fragments arriving ever further behind what the timeline says is written
+   * (not the clock's live edge, which a party's pause moves away from the media). Over a
+   * segment behind: step down. */
   MsePlayer.prototype.watchLag = function () {
-    var list = this.qualities(), at = this.qualityIndex(), edge = this.edge();
+    var list = this.qualities(), at = this.qualityIndex(), tl = this.tl;
     var ranges = this.video.buffered;
-    if (!this.auto || at < 0 || at >= list.length - 1 || edge === null || !ranges.length ||
+    if (!this.auto || at < 0 || at >= list.length - 1 || !tl.segments.length || !ranges.length ||
         this.wanted !== null) { return; }
-    if (edge - ranges.end(ranges.length - 1) > this.tl.target_duration) {
+    var last = tl.segments[tl.segments.length - 1];
+    var written = tl.partial ? tl.partial.start + tl.partial.duration : last.start + last.duration;
+    if (written - ranges.end(ranges.length - 1) > tl.target_duration) {
       this.lastDownAt = performance.now();
       this.choose(list[at + 1].name);
     }

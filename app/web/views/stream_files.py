@@ -10,7 +10,7 @@ from app.community.identity import TOKEN_PATTERN, Requester
 from app.services import services
 from app.stream.fanout import stream_mp4
 from app.stream.folder import MASTER_PLAYLIST, MIME_TYPES
-from app.stream.fragments import GONE, MAX_INDEX, WAIT, find_fragment, pushed
+from app.stream.fragments import GONE, MAX_INDEX, find_fragment, pushed
 from app.stream.playlist import with_query
 from app.stream.watcher import Snapshot
 from app.web.limits import Guarded, PerViewerLimit
@@ -142,42 +142,11 @@ def wait_until(quality: str, ready: Callable[[Snapshot], bool]) -> Snapshot | No
     return snap
 
 
-@bp.route("/fragment")
-def fragment():
-    """The JavaScript player following the live edge: fragment `k` of segment `seq` of
-    generation `gen` (and the ones after it already written) as soon as it is written
-    (app/stream/fragments.py). X-Fragments says which came ("seq.first-last"); 204 when
-    nothing came in time, 404 when it is gone."""
-    generation, sequence, index = (request.args.get(name, type=int)
-                                   for name in ("gen", "seq", "k"))
-    if None in (generation, sequence, index) or not 0 <= sequence < 2 ** 53:
-        abort(400)
-    quality = request.args.get("quality") or ""
-    if not services().followers.admit(push_holder()):
-        return Response("Too many viewers follow the live edge part by part here; follow "
-                        "whole segments.\n", 429, mimetype="text/plain",
-                        headers={"Cache-Control": "no-store", "Retry-After": "30"})
-    snap = wait_until(quality, lambda s: find_fragment(s, generation, sequence, index) != WAIT)
-    if snap is None:
-        return over_budget("push")
-    found = find_fragment(snap, generation, sequence, index)
-    if found == WAIT:
-        return Response(status=204, headers={"Cache-Control": "no-store"})
-    if found == GONE:
-        abort(404)
-    if token_from_request():
-        on_video_sent()()
-    return Response(found.data, mimetype="video/mp4", headers={
-        "Cache-Control": "no-store",
-        "X-Fragments": f"{found.sequence}.{found.first}-{found.last}"})
-
-
 @bp.route("/fragments")
 def fragments_pushed():
-    """/fragment for a long round trip: one response pushing every fragment from `k` of
-    segment `seq` of generation `gen` on, each framed (app/stream/fragments.py, `pushed`).
-    It costs what a /stream.mp4 viewer costs, not a request per part: it counts as one of
-    the viewer's video connections, not against viewers.max_followers."""
+    """The JavaScript player following the live edge: one response pushing every fragment
+    from `k` of segment `seq` of generation `gen` on, each framed, as it is written
+    (app/stream/fragments.py). One of the viewer's video connections, like /stream.mp4."""
     generation, sequence, index = (request.args.get(name, type=int)
                                    for name in ("gen", "seq", "k"))
     if None in (generation, sequence, index) or not 0 <= sequence < 2 ** 53 \
