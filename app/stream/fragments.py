@@ -1,19 +1,14 @@
-"""Fragment by fragment: what the JavaScript player asks for while following the live edge.
+"""Fragment by fragment: what the JavaScript player reads while following the live edge.
 
-A source that writes parts (app/sources/segmenter.py) makes a fragment about every 200 ms;
-the player asks for "fragment k of segment n" and the server answers as soon as it exists,
-from the bytes the watcher already holds, so the player is one request behind the encoder
-instead of one segment. A segment's fragments are the same bytes while it is in progress and
-once it is finished (boxes.fragment_bounds), so it does not matter which of the two answers.
-A source that writes whole segments has one fragment per segment: the same questions work,
-at segment pace.
-
-An answer holds every fragment of that segment written so far from the one asked for: a
-player whose round trip is longer than a part (a Tor circuit: 0.5-1 s against 200 ms parts)
-would otherwise fall behind one request per part. Such a player asks once instead
-(`pushed`): one long response carries every fragment from there on the moment it exists,
-each framed with the numbers the player keeps, so the circuit's delay is paid once, one
-way, not a round trip per part.
+A source that writes parts (app/sources/segmenter.py) makes a fragment about every 200 ms.
+The player asks once, from "fragment k of segment n" on, and one long response (`pushed`)
+carries every fragment the moment it exists, from the bytes the watcher already holds, each
+framed with the numbers the player keeps: the player is a one-way trip behind the encoder,
+not a segment. A request per part (tried first) fell behind over a Tor circuit (0.5-1 s round
+trips against 200 ms parts) and cost the server eight times as much per viewer. A segment's
+fragments are the same bytes while it is in progress and once it is finished
+(boxes.fragment_bounds), so it does not matter which of the two answers. A source that writes
+whole segments has one fragment per segment: the same push works, at segment pace.
 """
 from __future__ import annotations
 
