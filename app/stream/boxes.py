@@ -317,11 +317,6 @@ def fragment_bounds(data: bytes) -> tuple[tuple[int, int], ...]:
     return tuple(zip(starts, starts[1:] + [len(data)], strict=True))
 
 
-def fragment_starts(data: bytes) -> tuple[int, ...]:
-    """Where each fragment of a media segment starts (see fragment_bounds)."""
-    return tuple(start for start, _ in fragment_bounds(data))
-
-
 # ------------------------------------------------------------------ one fragment, as it comes
 
 @dataclass(frozen=True)
