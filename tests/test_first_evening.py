@@ -339,8 +339,9 @@ def test_the_chat_forms_last_line_is_not_clipped(live_server, browser, viewport)
     try:
         page = context.new_page()
         page.goto(live_server.url + "/", wait_until="domcontentloaded", timeout=15000)
-        frame_box = page.locator("iframe.chat-form").bounding_box()
-        form = page.frame(name="chat-form")
+        frame_element = page.wait_for_selector("iframe.chat-form", timeout=10000)
+        frame_box = frame_element.bounding_box()
+        form = frame_element.content_frame()  # attached once the element is
         form.wait_for_selector("p.small", timeout=10000)
         assert form.locator("img").count() == 1  # the captcha is in the form
         last = form.locator("p.small").bounding_box()
