@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import struct
 
-from app.stream.boxes import fragment_sequence_offsets
+from app.stream.boxes import fragment_sequence_offsets, fragment_starts
 from app.stream.fanout import HEAD_BYTES, renumbered
 from app.stream.playlist import with_query
 from app.stream.watcher import Segment
@@ -44,6 +44,19 @@ def test_a_segment_without_fragments_is_sent_unchanged():
     data = b"not an mp4 at all" * 10
     segment = Segment("x.m4s", 1, 1.0, data, 0.0, fragment_sequence_offsets(data))
     assert b"".join(bytes(p) for p in renumbered(segment.data, segment.fragment_offsets, 0)) == data
+
+
+def test_fragments_start_at_each_moof_and_data_without_one_has_none():
+    """The watcher finds these for every file that lands in the folder: garbage, a cut
+    file or a segment without fragments must give none, not stop it."""
+    head = box(b"styp", b"msdh\0\0\0\0")
+    first = moof(1) + box(b"mdat", b"x" * 50)
+    data = head + first + moof(2) + box(b"mdat", b"y" * 20)
+    assert fragment_starts(data) == (0, len(head) + len(first))
+    assert fragment_starts(data[:len(head) + len(moof(1)) + 10]) == (0,)  # cut in its mdat
+    for nothing in (b"", b"not an mp4 at all" * 10, head + box(b"mdat", b"z" * 9),
+                    struct.pack(">I4s", 4000, b"moof")):
+        assert fragment_starts(nothing) == ()
 
 
 def test_the_playlist_passes_the_token_to_every_segment():

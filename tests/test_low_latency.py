@@ -264,7 +264,7 @@ def test_fragments_pushed_in_one_response_follow_on_as_they_are_written(low_late
     for sequence, first, last, body in frames:
         assert (sequence, first) == expected or (sequence == expected[0] + 1 and first == 0), \
             (sequence, first, expected)
-        assert len(boxes.fragment_bounds(body)) == last - first + 1
+        assert len(boxes.fragment_starts(body)) == last - first + 1
         expected = (sequence, last + 1)
     assert frames[-1][0] >= newest["sequence"] + 2, "it went on into later segments"
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]

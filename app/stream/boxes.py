@@ -304,17 +304,18 @@ def fragment_sequence_offsets(data: bytes) -> tuple[int, ...]:
     return tuple(offsets)
 
 
-def fragment_bounds(data: bytes) -> tuple[tuple[int, int], ...]:
-    """(start, end) of each fragment of a media segment: from one moof to the next, the
-    first from the segment's own start (a styp or sidx goes with it). The parts a segmenter
-    writes are these fragments, so the bounds are the same in a segment in progress and in
-    the finished one."""
+def fragment_starts(data: bytes) -> tuple[int, ...]:
+    """Where each fragment of a media segment starts: at its moof, the first at the
+    segment's own start (a styp or sidx goes with it); each runs to the next. The parts a
+    segmenter writes are these fragments, so the starts are the same in a segment in
+    progress and in the finished one. Data without a moof (garbage, a cut file) has none:
+    the watcher reads whatever lands in the folder and must not stop on it."""
     starts, at = [], 0
     for kind, _, box_end in boxes(data):
         if kind == b"moof":
             starts.append(at if starts else 0)
         at = box_end
-    return tuple(zip(starts, starts[1:] + [len(data)], strict=True))
+    return tuple(starts)
 
 
 # ------------------------------------------------------------------ one fragment, as it comes

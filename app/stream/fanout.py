@@ -44,8 +44,8 @@ def stream_mp4(state: StreamState, idle_timeout: float,
         # at normal speed, so starting with the segment in progress put it as far behind
         # live as that segment was old: 2.58 s (0.91-3.08) against 0.89 s, for half a
         # segment more start-up on average (docs/benchmarks.md, "Sub-second live (issue
-        # 22, third part)"). While the host holds the stream (paused) no keyframe is coming: the
-        # segment in progress shows the picture the party stopped on.
+        # 22, third part)"). While the host holds the stream (paused) no keyframe is
+        # coming: the segment in progress shows the picture the party stopped on.
         first = snap.partial.sequence + (0 if snap.hold else 1)
     return _follow(state, snap.generation, snap.init, first, idle_timeout,
                    on_bytes or (lambda: None), snap.quality, deliveries or Deliveries())

@@ -7,7 +7,7 @@ framed with the numbers the player keeps: the player is a one-way trip behind th
 not a segment. A request per part (tried first) fell behind over a Tor circuit (0.5-1 s round
 trips against 200 ms parts) and cost the server eight times as much per viewer. A segment's
 fragments are the same bytes while it is in progress and once it is finished
-(boxes.fragment_bounds), so it does not matter which of the two answers. A source that writes
+(boxes.fragment_starts), so it does not matter which of the two answers. A source that writes
 whole segments has one fragment per segment: the same push works, at segment pace.
 """
 from __future__ import annotations
@@ -16,8 +16,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from app.stream import boxes
-from app.stream.watcher import Snapshot, StreamState
+from app.stream.watcher import Partial, Segment, Snapshot, StreamState
 
 MAX_INDEX = 10_000  # fragments in one segment: far more than any source writes
 
@@ -27,7 +26,7 @@ class Found:
     sequence: int
     first: int  # the fragments first..last of segment `sequence`
     last: int
-    data: bytes
+    data: bytes | memoryview  # a view of the held segment: nothing copied per viewer
 
 
 WAIT = "wait"  # not written yet: ask again when the stream changes
@@ -44,12 +43,12 @@ def find_fragment(snap: Snapshot, generation: int, sequence: int,
     held = {segment.sequence: segment for segment in snap.segments}
     partial = snap.partial
     while sequence in held:
-        found = _from(held[sequence].data, sequence, index)
+        found = _from(held[sequence], index)
         if found is not None:
             return found
         sequence, index = sequence + 1, 0
     if partial is not None and partial.sequence == sequence:
-        return _from(partial.data, sequence, index) or WAIT
+        return _from(partial, index) or WAIT
     newest = max([*held, partial.sequence if partial else -1], default=-1)
     return WAIT if newest < sequence <= newest + 1 else GONE
 
@@ -63,15 +62,18 @@ def pushed(state: StreamState, quality: str, generation: int, sequence: int, ind
            idle_timeout: float, on_bytes: Callable[[], None]) -> Iterator[bytes]:
     """Every fragment from fragment `index` of segment `sequence` on, framed, as each is
     written. Ends when they are gone (another generation, offline, or fallen behind what is
-    held: the player goes back to its timeline) or after a silence no hold explains."""
+    held: the player goes back to its timeline) or after a silence no hold explains.
+    `on_bytes` hears of each segment once, when it begins, as from /stream.mp4 (presence)."""
+    told = -1
     while True:
         top = state.snapshot
-        found = find_fragment(top.view(quality) if quality else top, generation, sequence,
-                              index)
+        found = find_fragment(top.view(quality), generation, sequence, index)
         if found == GONE:
             return
         if isinstance(found, Found):
-            on_bytes()
+            if found.sequence != told:
+                told = found.sequence
+                on_bytes()
             yield FRAME_HEADER.pack(len(found.data), found.sequence, found.first, found.last)
             yield found.data
             sequence, index = found.sequence, found.last + 1
@@ -79,8 +81,9 @@ def pushed(state: StreamState, quality: str, generation: int, sequence: int, ind
             return
 
 
-def _from(data: bytes, sequence: int, index: int) -> Found | None:
-    bounds = boxes.fragment_bounds(data)
-    if index >= len(bounds):
+def _from(held: Segment | Partial, index: int) -> Found | None:
+    starts = held.fragment_starts
+    if index >= len(starts):
         return None
-    return Found(sequence, index, len(bounds) - 1, data[bounds[index][0]:])
+    return Found(held.sequence, index, len(starts) - 1,
+                 memoryview(held.data)[starts[index]:])

@@ -35,6 +35,8 @@ class Segment:
     seen_at: float = 0.0  # wall clock when the watcher saw it listed: the player's timeline
     # Offsets of each fragment's sequence number, so /stream.mp4 can renumber per response.
     fragment_offsets: tuple[int, ...] = ()
+    # Where each fragment starts (boxes.fragment_bounds), found once for every /fragments.
+    fragment_starts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Partial:
     duration: float
     fragment_offsets: tuple[int, ...] = ()
     seen_at: float = 0.0  # wall clock when the watcher saw its newest part
+    fragment_starts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -412,7 +415,8 @@ class StreamState:
         if parts == known.parts:
             return known
         return Partial(known.sequence, data, parts, duration,
-                       boxes.fragment_sequence_offsets(data), time.time())
+                       boxes.fragment_sequence_offsets(data), time.time(),
+                       boxes.fragment_starts(data))
 
     def _load(self, entry: hls.Entry) -> Segment | None:
         path = self.directory / entry.uri
@@ -427,7 +431,7 @@ class StreamState:
             log.warning("playlist lists a missing segment %s", entry.uri)
             return None
         return Segment(entry.uri, entry.sequence, entry.duration, data, time.time(),
-                       boxes.fragment_sequence_offsets(data))
+                       boxes.fragment_sequence_offsets(data), boxes.fragment_starts(data))
 
     def _read_title(self) -> str:
         path = self.directory / TITLE_FILE
