@@ -27,6 +27,7 @@ VIDEO_BITRATE=${VIDEO_BITRATE:-1200k}
 AUDIO_BITRATE=${AUDIO_BITRATE:-96k}
 PRESET=${PRESET:-veryfast}
 SEGMENT_SECONDS=${SEGMENT_SECONDS:-2}
+KEYFRAME_SECONDS=${KEYFRAME_SECONDS:-1}
 PLAYLIST_SIZE=${PLAYLIST_SIZE:-15}
 DISPLAY_INPUT=${DISPLAY_INPUT:-${DISPLAY:-:0.0}}
 CAPTURE_REGION=${CAPTURE_REGION:-}
@@ -46,6 +47,8 @@ Settings (environment variables) and their current values:
   STREAM_DIR=$STREAM_DIR
   VIDEO_SIZE=$VIDEO_SIZE  FRAMERATE=$FRAMERATE  VIDEO_BITRATE=$VIDEO_BITRATE
   AUDIO_BITRATE=$AUDIO_BITRATE  PRESET=$PRESET  SEGMENT_SECONDS=$SEGMENT_SECONDS
+  KEYFRAME_SECONDS=$KEYFRAME_SECONDS (a whole part of SEGMENT_SECONDS: Firefox and Tor Browser
+    play /stream.mp4 about one keyframe interval behind what they have)
   PLAYLIST_SIZE=$PLAYLIST_SIZE  DISPLAY_INPUT=$DISPLAY_INPUT (the X display)
   CAPTURE_REGION=${CAPTURE_REGION:-whole screen} (WxH+X+Y: one monitor or a part, see --list;
     always scaled to VIDEO_SIZE)
@@ -136,8 +139,17 @@ if [ "$CLOCK" = 1 ]; then
   picture="drawtext=text='%{gmtime\\:%H\\\\\\:%M\\\\\\:%S} UTC':x=16:y=h/14:fontsize=h/20:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=8,$picture"
 fi
 
-keyint=$(( ${FRAMERATE%%/*} * SEGMENT_SECONDS ))
-keyframes="expr:gte(t,n_forced*$SEGMENT_SECONDS)"
+# Segments start on keyframes; a keyframe every second inside them costs a little bitrate and
+# lets Firefox's plain player (Tor Browser at Safest) start and play nearer live
+# (docs/benchmarks.md, "Keyframe interval").
+if ! [[ $SEGMENT_SECONDS =~ ^[0-9]+$ && $KEYFRAME_SECONDS =~ ^[1-9][0-9]*$ ]] ||
+   (( SEGMENT_SECONDS % KEYFRAME_SECONDS )); then
+  echo "stream.sh: SEGMENT_SECONDS=$SEGMENT_SECONDS and KEYFRAME_SECONDS=$KEYFRAME_SECONDS must be" \
+       "whole seconds, the keyframe interval a whole part of the segment (e.g. 2 and 1)" >&2
+  exit 2
+fi
+keyint=$(( ${FRAMERATE%%/*} * KEYFRAME_SECONDS ))
+keyframes="expr:gte(t,n_forced*$KEYFRAME_SECONDS)"
 mkdir -p "$STREAM_DIR"
 # One source per folder (app/stream/lock.py): two writers would restart the stream for every
 # viewer again and again. The lock is held on fd 9, which ffmpeg inherits, until it exits.

@@ -80,7 +80,7 @@ def assess(snapshot, viewers: dict[str, RenditionViewers], stream_dir: Path,
     if snapshot.online and top.keyframe_interval > folder.LONG_SEGMENT_SECONDS:
         warn(f"Keyframes are {top.keyframe_interval:.0f} s apart (segments that long): viewers "
              "start late and the stream may look offline between segments. Set the keyframe "
-             "interval to 2 s (OBS: Settings > Output > Keyframe Interval).")
+             "interval to 1 s (OBS: Settings > Output > Keyframe Interval).")
     if snapshot.online and top.real_time is not None and not snapshot.hold \
             and top.real_time < REAL_TIME_SHARE:
         warn(f"The source is slower than real time ({top.real_time:.2f} s of video per second): "

@@ -443,7 +443,7 @@ class _KeyframeGaps:
                 self.warned_at = now
                 log.warning("publisher %s sends keyframes %.1f s apart: segments get that long, "
                             "so viewers start late and the stream may look offline between "
-                            "them. Set the keyframe interval to 2 s (OBS: Settings > Output > "
+                            "them. Set the keyframe interval to 1 s (OBS: Settings > Output > "
                             "Keyframe Interval)", self.peer, gap / 1000)
         self.last = timestamp
 

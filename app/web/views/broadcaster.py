@@ -121,7 +121,7 @@ def long_segment_warning(snap) -> str:
         return ""
     return (f"Segments are up to {longest:.0f} s long: the source's keyframes are more than "
             f"{folder.LONG_SEGMENT_SECONDS:.0f} s apart, so viewers start late and the stream "
-            "may look offline between segments. Set the keyframe interval to 2 s (OBS: "
+            "may look offline between segments. Set the keyframe interval to 1 s (OBS: "
             "Settings > Output > Keyframe Interval).")
 
 
