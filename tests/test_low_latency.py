@@ -95,6 +95,14 @@ def test_stream_mp4_gets_each_fragment_as_it_is_encoded(low_latency, tmp_path):
                             str(path)], capture_output=True, text=True, timeout=30, check=False)
     assert probe.returncode == 0, probe.stderr
     assert int(probe.stdout.strip()) >= 60  # 15 fps over 4 s and more
+    # a keyframe every second (stream.sh's KEYFRAME_SECONDS), not only at each 2 s segment's
+    # start: Firefox plays a progressive response about one keyframe interval behind
+    keyframes = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-skip_frame",
+                                "nokey", "-show_entries", "frame=pts_time", "-of", "csv=p=0",
+                                str(path)], capture_output=True, text=True, timeout=30,
+                               check=True).stdout.split()
+    gaps = {round(float(b) - float(a), 1) for a, b in zip(keyframes, keyframes[1:], strict=False)}
+    assert len(keyframes) >= 4 and gaps == {1.0}, keyframes
 
 
 def test_a_new_viewer_starts_at_the_next_keyframe(low_latency):

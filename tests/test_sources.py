@@ -78,14 +78,6 @@ def played(folder: Path) -> Path:
     return joined
 
 
-def keyframe_times(video: Path) -> list[float]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-skip_frame", "nokey",
-         "-show_entries", "frame=pts_time", "-of", "csv=p=0", str(video)],
-        capture_output=True, text=True, check=True, timeout=30).stdout
-    return [round(float(line), 1) for line in out.split()]
-
-
 def pixel(video: Path, x: int, y: int, at: float = 0.0) -> tuple[int, int, int]:
     raw = subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-ss", str(at), "-i", str(video),
@@ -142,15 +134,7 @@ def test_embedded_subtitle_is_burned_into_the_picture(media, tmp_path):
     video = played(tmp_path)
     assert close_to(pixel(video, 40, 40), GREEN), "the subtitle's box is in the picture"
     assert close_to(pixel(video, 250, 150), (0, 0, 0)), "outside the box the film is black"
-    playlist = (tmp_path / "stream" / "stream.m3u8").read_text()
-    assert playlist.rstrip().endswith("ENDLIST")
-    # 2 s segments, each starting on a keyframe, and one more keyframe a second in: Firefox
-    # plays a progressive response about one keyframe interval behind what it holds.
-    assert re.findall(r"#EXTINF:([\d.]+)", playlist)[0].startswith("2.0")
-    keyframes = keyframe_times(video)
-    assert len(keyframes) >= 3
-    gaps = {round(b - a, 1) for a, b in zip(keyframes, keyframes[1:], strict=False)}
-    assert gaps == {1.0}, keyframes
+    assert (tmp_path / "stream" / "stream.m3u8").read_text().rstrip().endswith("ENDLIST")
 
 
 def test_external_subtitle_file_with_awkward_name_and_start_offset(media, tmp_path):

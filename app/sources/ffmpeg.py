@@ -45,7 +45,6 @@ STRIP_SEI = ["-bsf:v", "filter_units=remove_types=6"]
 # Lower renditions of a copied picture take their keyframes where the source has them, so
 # their segments are cut at the same times; x264 adds none of its own in between.
 SOURCE_KEYFRAMES = "source"
-KEYFRAME_SECONDS = 1  # between segment boundaries too: see keyframe_seconds
 
 
 
@@ -159,7 +158,7 @@ def lower_rendition_args(stream_dir: Path, rendition: Rendition, *, video: list[
     if keyframes == SOURCE_KEYFRAMES:
         args += ["-g", "100000"]  # only the source's keyframes, or the segments drift apart
     elif fps > 0:
-        keyint = max(1, round(fps * keyframe_seconds(segment_seconds)))
+        keyint = max(1, round(fps * segment_seconds))
         args += ["-g", str(keyint), "-keyint_min", str(keyint)]
     if audio_map is not None:
         args += ["-map", audio_map, "-c:a", "aac", "-b:a", f"{rendition.audio_kbps}k",
@@ -210,8 +209,7 @@ def hardware_encoder(name: str) -> str:
 
 
 def video_encoder_args(encoding: Encoding) -> list[str]:
-    """H.264 with a keyframe at every segment boundary, so every segment starts cleanly, and
-    every second between them (keyframe_seconds)."""
+    """H.264 with a keyframe at every segment boundary, so every segment starts cleanly."""
     kbps = encoding.video_kbps
     seg = encoding.segment_seconds
     args = ["-c:v", encoding.encoder, "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k",
@@ -221,25 +219,15 @@ def video_encoder_args(encoding: Encoding) -> list[str]:
     elif encoding.encoder == "h264_nvenc":
         args += ["-forced-idr", "1"]
     if encoding.fps > 0:
-        keyint = max(1, round(encoding.fps * keyframe_seconds(seg)))
+        keyint = max(1, round(encoding.fps * seg))
         args += ["-g", str(keyint), "-keyint_min", str(keyint)]
     args += ["-force_key_frames", keyframe_times(seg), "-flags:v", "+bitexact"]
     return args + STRIP_SEI
 
 
-def keyframe_seconds(segment_seconds: float) -> float:
-    """A keyframe every second when that divides the segment, else one per segment.
-
-    Firefox (Tor Browser at Safest) plays /stream.mp4 about one keyframe interval behind what
-    it has: 2.3 s behind live with a keyframe per 2 s segment, 1.3 s with one per second,
-    for a little more bitrate (docs/benchmarks.md, "Keyframe interval")."""
-    return KEYFRAME_SECONDS if segment_seconds % KEYFRAME_SECONDS == 0 else segment_seconds
-
-
-def keyframe_times(segment_seconds: float) -> str:
-    """Keyframes at every segment boundary and between them (the same expression for every
-    rendition, so they all cut their segments at the same media times)."""
-    return f"expr:gte(t,n_forced*{keyframe_seconds(segment_seconds)})"
+def keyframe_times(segment_seconds: int) -> str:
+    """A keyframe at every segment boundary (the same expression for every rendition)."""
+    return f"expr:gte(t,n_forced*{segment_seconds})"
 
 
 def audio_encoder_args(encoding: Encoding) -> list[str]:

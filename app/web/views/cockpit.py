@@ -17,7 +17,6 @@ from app.cockpit.charts import Series, svg_chart
 from app.cockpit.metrics import CONTENT_TYPE, Reading, exposition
 from app.config import Config
 from app.services import Services, services
-from app.sources.ffmpeg import KEYFRAME_SECONDS
 from app.sources.party import control
 from app.stream import health as stream_health
 from app.stream import lock
@@ -128,7 +127,7 @@ def ways_in(config: Config) -> dict:
     top = config.stream.renditions[0]
     return {"onion": stored_address(config) if config.tor.enabled else None,
             "rtmp_port": config.ingest.port, "rtmp_app": config.ingest.app, "key": key,
-            "keyframe_seconds": KEYFRAME_SECONDS,
+            "keyframe_seconds": 1,  # as stream.sh: Firefox plays one interval behind
             "video_kbps": top.video_kbps or config.ingest.transcode_video_kbps,
             "renditions": config.stream.renditions}
 
