@@ -141,7 +141,7 @@ fi
 
 # Segments start on keyframes; a keyframe every second inside them costs a little bitrate and
 # lets Firefox's plain player (Tor Browser at Safest) start and play nearer live
-# (docs/benchmarks.md, "Keyframe interval").
+# (docs/benchmarks.md, "Sub-second live (issue 22, fourth part)").
 if ! [[ $SEGMENT_SECONDS =~ ^[0-9]+$ && $KEYFRAME_SECONDS =~ ^[1-9][0-9]*$ ]] ||
    (( SEGMENT_SECONDS % KEYFRAME_SECONDS )); then
   echo "stream.sh: SEGMENT_SECONDS=$SEGMENT_SECONDS and KEYFRAME_SECONDS=$KEYFRAME_SECONDS must be" \
