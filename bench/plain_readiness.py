@@ -19,15 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "tests"))
 sys.path.insert(0, str(PROJECT / "bench"))
 
 from browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
-from privnet_site import onion_site  # noqa: E402
-from support import Server, TestStream, free_port, wait_for  # noqa: E402
+from privnet_site import stream_site  # noqa: E402
+from support import TestStream  # noqa: E402
 
 EVENTS = ("loadedmetadata", "loadeddata", "canplay", "canplaythrough", "playing", "waiting",
           "suspend")
@@ -107,22 +105,8 @@ def main() -> int:
                             video_bitrate="2500k", framerate=30, low_latency=True).start()
         try:
             stream.wait_segments(3, timeout=30)
-            if args.privnet:
-                port = free_port()
-                config = (f'[server]\nport = {port}\nstate_dir = "{work / "state"}"\n'
-                          f'[stream]\ndir = "{stream.directory}"\n')
-                with onion_site(work, config) as site:
-                    url = f"http://127.0.0.1:{port}"
-                    wait_for(lambda: requests.get(url + "/api/status", timeout=5).json()
-                             ["online"], 60, 0.5, "the stream to go live")
-                    run(f"http://{site.address}", site.proxy)
-            else:
-                server = Server(work, stream.directory).start()
-                try:
-                    server.wait_live()
-                    run(server.url, "")
-                finally:
-                    server.stop()
+            with stream_site(work, stream.directory, args.privnet) as site:
+                run(site.page_url, site.proxy)
         finally:
             stream.stop()
     return 0

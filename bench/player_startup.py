@@ -34,10 +34,10 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "tests"))
 
 from browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
-from support import Server, TestStream, free_port, wait_for  # noqa: E402
+from support import TestStream, wait_for  # noqa: E402
 
 sys.path.insert(0, str(PROJECT / "bench"))
-from privnet_site import onion_site  # noqa: E402
+from privnet_site import stream_site  # noqa: E402
 
 # Runs in the page before its own scripts: notes when playback first really moves.
 FIRST_FRAME_PROBE = """
@@ -231,22 +231,10 @@ def main() -> int:
             finally:
                 firefox.stop()
 
-        server = None
         try:
             stream.wait_segments(3, timeout=30)
-            if args.privnet:
-                port = free_port()
-                config = (f'[server]\nport = {port}\nstate_dir = "{work / "state"}"\n'
-                          f'[stream]\ndir = "{stream.directory}"\n')
-                with onion_site(work, config) as site:
-                    url = f"http://127.0.0.1:{port}"
-                    wait_for(lambda: requests.get(url + "/api/status", timeout=5).json()
-                             ["online"], 60, 0.5, "the stream to go live")
-                    timeline = run_viewers(url, f"http://{site.address}", site.proxy)
-            else:
-                server = Server(work, stream.directory).start()
-                server.wait_live()
-                timeline = run_viewers(server.url)
+            with stream_site(work, stream.directory, args.privnet) as site:
+                timeline = run_viewers(site.server_url, site.page_url, site.proxy)
             # what the stream really carries (x264 stays under VIDEO_BITRATE on a test
             # picture): Chromium's plain player reads a response in 32 KiB blocks
             segments = list((work / "stream").glob("stream*.m4s"))
@@ -254,8 +242,6 @@ def main() -> int:
                     / (len(segments) * args.segment_seconds)) if segments else 0.0
         finally:
             stream.stop()
-            if server is not None:
-                server.stop()
 
     print(f"{args.size} at {args.framerate} fps and {args.bitrate} (measured {kbps:.0f} "
           f"kbit/s with audio), {args.segment_seconds} s segments, target delay of the MSE "

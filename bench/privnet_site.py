@@ -115,3 +115,35 @@ def _wait_reachable(site: OnionSite, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise SystemExit("the onion address never answered through the SOCKS port")
         time.sleep(1)
+
+
+@dataclass
+class StreamSite:
+    server_url: str  # the server on loopback: where a bench reads the live edge
+    page_url: str  # where viewers go: the same, or http://NAME.onion
+    proxy: str  # the browser's SOCKS proxy, "" on loopback
+
+
+@contextmanager
+def stream_site(work: Path, stream_dir: Path, privnet: bool) -> Iterator[StreamSite]:
+    """`serve` for `stream_dir`, live: on loopback, or as an onion service of a private Tor
+    network (the player benchmarks' --privnet). Needs tests/ on sys.path (support.py)."""
+    import requests
+    from support import Server, free_port, wait_for
+
+    if not privnet:
+        server = Server(work, stream_dir).start()
+        try:
+            server.wait_live()
+            yield StreamSite(server.url, server.url, "")
+        finally:
+            server.stop()
+        return
+    port = free_port()
+    config = (f'[server]\nport = {port}\nstate_dir = "{work / "state"}"\n'
+              f'[stream]\ndir = "{stream_dir}"\n')
+    with onion_site(work, config) as site:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: requests.get(url + "/api/status", timeout=5).json()["online"],
+                 60, 0.5, "the stream to go live")
+        yield StreamSite(url, f"http://{site.address}", site.proxy)
