@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import gevent
 
 from app.stream.deliveries import Deliveries
-from app.stream.watcher import StreamState
+from app.stream.watcher import Snapshot, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +37,23 @@ def stream_mp4(state: StreamState, idle_timeout: float,
         snap = state.snapshot  # the chosen rendition has nothing yet: the top one
         if not snap.online or not snap.segments or snap.init is None:
             return None
-    first = snap.segments[-1].sequence
+    first, join_after = snap.segments[-1].sequence, None
     if snap.partial is not None:
-        # A source writing parts: start at the next keyframe, the segment after the one in
-        # progress. A browser's <video> plays a progressive response from its first picture
-        # at normal speed, so starting with the segment in progress put it as far behind
-        # live as that segment was old: 2.58 s (0.91-3.08) against 0.89 s, for half a
-        # segment more start-up on average (docs/benchmarks.md, "Sub-second live (issue
-        # 22, third part)"). While the host holds the stream (paused) no keyframe is
-        # coming: the segment in progress shows the picture the party stopped on.
-        first = snap.partial.sequence + (0 if snap.hold else 1)
+        # A source writing parts: start at the next keyframe, inside the segment in progress
+        # (a part the playlist marks INDEPENDENT) or else the segment after it. A browser's
+        # <video> plays a progressive response from its first picture at normal speed, so
+        # starting with the last keyframe put it as far behind live as that keyframe was
+        # old: 2.58 s (0.91-3.08) against 0.89 s with 2 s between keyframes
+        # (docs/benchmarks.md, "Sub-second live (issue 22, third part)"); the next one inside
+        # the segment halves the wait for the first picture when keyframes come every second
+        # ("fifth part"). While the host holds the stream (paused) no keyframe is coming:
+        # the segment in progress shows the picture the party stopped on.
+        first = snap.partial.sequence
+        if not snap.hold:
+            join_after = len(snap.partial.data)
     return _follow(state, snap.generation, snap.init, first, idle_timeout,
-                   on_bytes or (lambda: None), snap.quality, deliveries or Deliveries())
+                   on_bytes or (lambda: None), snap.quality, deliveries or Deliveries(),
+                   join_after)
 
 
 def renumbered(data: bytes, offsets: tuple[int, ...], first_number: int, start: int = 0,
@@ -87,7 +92,11 @@ def renumbered(data: bytes, offsets: tuple[int, ...], first_number: int, start: 
 
 def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int,
             idle_timeout: float, on_bytes: Callable[[], None],
-            quality: str, deliveries: Deliveries) -> Iterator[bytes]:
+            quality: str, deliveries: Deliveries,
+            join_after: int | None = None) -> Iterator[bytes]:
+    """With `join_after`, the response starts at the first keyframe part of segment
+    `next_sequence` that begins at or after that byte, or with the next segment when this one
+    ends first."""
     delivery = deliveries.opened(quality, next_sequence - 1)
     # This response's own fragment numbering (see renumbered). VLC 3 expects the first
     # fragment of a stream it reads to be 0 ("1 != 0" is a discontinuity to it as well).
@@ -104,8 +113,21 @@ def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int
                 log.debug("dropping a viewer that fell behind")
                 deliveries.dropped(delivery)
                 return
-            segment = next((s for s in snap.segments if s.sequence >= next_sequence), None)
             partial = snap.partial
+            if join_after is not None:
+                if partial is None or partial.sequence != next_sequence:
+                    next_sequence, join_after = next_sequence + 1, None  # it ended first
+                    continue
+                start = next((at for at in partial.keyframe_starts if at >= join_after), None)
+                if start is None:
+                    if _given_up(state, top, idle_timeout):
+                        return
+                    continue
+                sent, join_after = start, None
+                # numbered as if the fragments skipped had been sent: this one is 0
+                fragment = -sum(at < start for at in partial.fragment_offsets)
+                on_bytes()
+            segment = next((s for s in snap.segments if s.sequence >= next_sequence), None)
             if segment is not None:
                 if segment.sequence != next_sequence:
                     sent = 0  # the parts sent were of a segment now gone: start this one
@@ -126,7 +148,13 @@ def _follow(state: StreamState, generation: int, init: bytes, next_sequence: int
                 pieces = renumbered(partial.data, partial.fragment_offsets, fragment, sent)
                 sent = len(partial.data)
                 yield from pieces  # a fragment or two: small, at once
-            elif not state.wait(idle_timeout) and state.snapshot is top and not top.hold:
-                return  # nothing new for a long time although still "online" (not paused)
+            elif _given_up(state, top, idle_timeout):
+                return
     finally:
         deliveries.closed(delivery)
+
+
+def _given_up(state: StreamState, top: Snapshot, idle_timeout: float) -> bool:
+    """Wait for the stream to change; True after a silence no hold (pause) explains although
+    the stream still says it is online."""
+    return not state.wait(idle_timeout) and state.snapshot is top and not top.hold

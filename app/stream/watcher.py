@@ -35,7 +35,7 @@ class Segment:
     seen_at: float = 0.0  # wall clock when the watcher saw it listed: the player's timeline
     # Offsets of each fragment's sequence number, so /stream.mp4 can renumber per response.
     fragment_offsets: tuple[int, ...] = ()
-    # Where each fragment starts (boxes.fragment_bounds), found once for every /fragments.
+    # Where each fragment starts (boxes.fragment_starts), found once for every /fragments.
     fragment_starts: tuple[int, ...] = ()
 
 
@@ -52,6 +52,8 @@ class Partial:
     fragment_offsets: tuple[int, ...] = ()
     seen_at: float = 0.0  # wall clock when the watcher saw its newest part
     fragment_starts: tuple[int, ...] = ()
+    # Where each part the playlist marks INDEPENDENT starts: a new /stream.mp4 can begin there.
+    keyframe_starts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -403,6 +405,7 @@ class StreamState:
         if known is None or known.sequence != parsed.pending_sequence:
             known = Partial(parsed.pending_sequence, b"", 0, 0.0)
         data, parts, duration = known.data, known.parts, known.duration
+        keyframe_starts = list(known.keyframe_starts)
         for part in parsed.pending[known.parts:]:
             try:
                 chunk = (self.directory / part.uri).read_bytes()
@@ -411,12 +414,14 @@ class StreamState:
             if len(data) + len(chunk) > self.settings.max_segment_bytes:
                 log.warning("the segment in progress is over stream.max_segment_bytes")
                 return None
+            if part.independent:
+                keyframe_starts.append(len(data))
             data, parts, duration = data + chunk, parts + 1, duration + part.duration
         if parts == known.parts:
             return known
         return Partial(known.sequence, data, parts, duration,
                        boxes.fragment_sequence_offsets(data), time.time(),
-                       boxes.fragment_starts(data))
+                       boxes.fragment_starts(data), tuple(keyframe_starts))
 
     def _load(self, entry: hls.Entry) -> Segment | None:
         path = self.directory / entry.uri
