@@ -21,6 +21,7 @@ npm's hls.js in low-latency mode (Chromium), --firefox runs Firefox ESR instead 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -120,12 +121,15 @@ def measure_firefox(firefox, server_url: str, mode: str, samples: int,
                     page_url: str = "") -> tuple[float, float]:
     """The same in Firefox ESR: `plain` at Tor Browser's Safest level (no JavaScript, the
     viewer clicks play), `mse` with JavaScript on. Firefox counts a progressive response's
-    currentTime from its first picture: the first picture of the segment after the one in
-    progress when play was clicked (app/stream/fanout.py), found in the playlist later."""
+    currentTime from its first picture: the next keyframe when play was clicked
+    (app/stream/fanout.py), stream.sh's come every second from each segment's start."""
     url = f"{page_url or server_url}/?player={mode}"
 
-    def in_progress() -> int:
-        return requests.get(server_url + "/api/playlist", timeout=5).json()["partial"]["sequence"]
+    def next_keyframe() -> float | None:
+        partial = requests.get(server_url + "/api/playlist", timeout=5).json()["partial"]
+        if partial is None:
+            return None  # between segments
+        return partial["start"] + math.ceil(partial["duration"] - 0.01)
 
     if mode == "mse":
         with firefox.client.using_prefs({"javascript.enabled": True,
@@ -143,15 +147,14 @@ def measure_firefox(firefox, server_url: str, mode: str, samples: int,
                 firefox.client.navigate("about:blank")
     for _ in range(5):
         firefox.open(url, wait_complete=60.0)
-        before = in_progress()
+        first = next_keyframe()
         started = time.monotonic()
-        firefox.play(timeout=60)
-        startup = (time.monotonic() - started) * 1000
-        if in_progress() == before:
-            break  # else a segment began meanwhile: which one the response took is unknown
+        firefox.click_play()
+        if first is not None and next_keyframe() == first:
+            break  # else a keyframe came meanwhile: which one the response took is unknown
+    firefox.wait_playing(timeout=60)
+    startup = (time.monotonic() - started) * 1000
     time.sleep(2.0)
-    segments = requests.get(server_url + "/api/playlist", timeout=5).json()["segments"]
-    first = next(s["start"] for s in segments if s["sequence"] == before + 1)
     delay = behind_live(server_url, samples, lambda: first + firefox.video()["time"])
     firefox.open("about:blank")
     return startup, delay

@@ -154,11 +154,19 @@ class Firefox:
     def player(self) -> dict:
         return self.content_script(PLAYER)
 
-    def play(self, timeout: float = 10.0) -> dict:
-        """Click the video (autoplay is blocked) and wait until it plays; its state then."""
+    def click_play(self) -> None:
+        """Click the video (autoplay is blocked): it starts loading."""
         from marionette_driver.by import By
 
         self.client.find_element(By.CSS_SELECTOR, "video.player").click()
+
+    def play(self, timeout: float = 10.0) -> dict:
+        """Click the video and wait until it plays; its state then."""
+        self.click_play()
+        return self.wait_playing(timeout)
+
+    def wait_playing(self, timeout: float = 10.0) -> dict:
+        """Wait until the video plays; its state then."""
         return wait_for(lambda: (v := self.video())["time"] > 0 and v, timeout, 0.1,
                         "the video to play")
 

@@ -332,9 +332,10 @@ def test_firefox_at_the_safest_level_plays_the_parts_from_a_click(low_latency, f
         firefox.open(server.url + "/")
         assert firefox.video()["paused"]
         before = next_keyframe()
-        firefox.play()
+        firefox.click_play()
         if before is not None and next_keyframe() == before:
             break  # else a keyframe came meanwhile: which one the response took is unknown
+    firefox.wait_playing()
     time.sleep(4)
     behind = []
     for _ in range(8):
