@@ -1,9 +1,12 @@
 """Start-up time and live delay: the MSE player against the plain /stream.mp4, on loopback.
 
 Starts its own test stream (./stream.sh --test) and server, then opens the viewer page in
-headless Chromium (or Firefox ESR) again and again, alternating `?player=mse` and `?player=plain`:
+headless Chromium (or Firefox ESR) again and again, alternating `?player=mse` and `?player=plain`,
+and in Chromium a viewer without JavaScript who presses play (Chromium's default autoplay policy,
+as a first visit meets it: a video with sound waits for the viewer):
 
-  start-up   navigation start (Firefox, plain: the click) -> the video's currentTime moves
+  start-up   navigation start (Firefox plain, Chromium pressed: the press) -> the video's
+             currentTime moves
   delay      live edge - currentTime, sampled for a few seconds after start-up; the live edge
              is the server's `now - origin` (/api/playlist, both on the server's private
              clock), carried to the moment the position is read
@@ -71,6 +74,32 @@ def measure(browser, server_url: str, mode: str, samples: int,
         time.sleep(1.0)  # let the MSE player settle on its target
         return startup, behind_live(server_url, samples, lambda: page.evaluate(
             "() => document.querySelector('video').currentTime"))
+    finally:
+        context.close()
+
+
+def measure_pressed(browser, server_url: str, samples: int,
+                    page_url: str = "") -> tuple[float, float]:
+    """A viewer with JavaScript off whose Chromium does not autoplay presses play (Space on
+    the focused video, as the controls' play button does). Chromium starts a played video at
+    HAVE_FUTURE_DATA; autoplay waits for HAVE_ENOUGH_DATA, which a live response of unknown
+    length may reach late (docs/benchmarks.md, "fifth part")."""
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+
+    def position() -> float:
+        return page.evaluate("() => document.querySelector('video').currentTime")
+
+    try:
+        page.goto(f"{page_url or server_url}/", timeout=120_000)
+        page.focus("video")
+        pressed = time.monotonic()
+        page.keyboard.press("Space")
+        first = position()
+        wait_for(lambda: position() > first, 90, 0.02, "playback")
+        startup = (time.monotonic() - pressed) * 1000
+        time.sleep(1.0)
+        return startup, behind_live(server_url, samples, position)
     finally:
         context.close()
 
@@ -194,6 +223,8 @@ def main() -> int:
                             framerate=args.framerate,
                             low_latency=args.low_latency).start()
         results: dict[str, list[tuple[float, float]]] = {"mse": [], "plain": []}
+        if not args.firefox:
+            results["pressed"] = []
         if args.hls_js:
             results["hls.js"] = []
 
@@ -203,15 +234,24 @@ def main() -> int:
                 run_firefox(work, server_url, page_url, proxy)
                 return timeline
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=path, args=CHROMIUM_ARGS,
-                    proxy={"server": proxy} if proxy else None)
+                proxies = {"server": proxy} if proxy else None
+                browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS,
+                                                     proxy=proxies)
+                # the default autoplay policy: a video with sound waits to be played
+                no_autoplay = playwright.chromium.launch(
+                    executable_path=path, proxy=proxies,
+                    args=[a for a in CHROMIUM_ARGS if not a.startswith("--autoplay-policy")])
                 for _ in range(args.runs):
                     for mode in results:
-                        results[mode].append(
-                            measure_hls_js(browser, server_url, args.samples, page_url)
-                            if mode == "hls.js" else
-                            measure(browser, server_url, mode, args.samples, page_url))
+                        if mode == "hls.js":
+                            measured = measure_hls_js(browser, server_url, args.samples, page_url)
+                        elif mode == "pressed":
+                            measured = measure_pressed(no_autoplay, server_url, args.samples,
+                                                       page_url)
+                        else:
+                            measured = measure(browser, server_url, mode, args.samples, page_url)
+                        results[mode].append(measured)
+                no_autoplay.close()
                 browser.close()
             return timeline
 
@@ -253,7 +293,7 @@ def main() -> int:
           f"{'through a private Tor network' if args.privnet else 'loopback'}")
     print(f"{'player':<22}{'start-up ms (median, min-max)':<34}{'live delay s (median, min-max)'}")
     labels = {"mse": "MSE (?player=mse)", "plain": "/stream.mp4 (plain)",
-              "hls.js": "hls.js (low latency)"}
+              "pressed": "plain, no JS, pressed", "hls.js": "hls.js (low latency)"}
     for mode in results:
         label = labels[mode]
         startups = [r[0] for r in results[mode]]
