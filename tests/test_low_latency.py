@@ -313,6 +313,40 @@ def test_firefox_esr_follows_fragments_too(low_latency, firefox):  # noqa: F811
     assert statistics.median(behind) < 2.0
 
 
+def test_chromium_without_javascript_plays_from_the_next_keyframe_when_pressed(low_latency,
+                                                                              playwright):
+    """Chromium's default autoplay policy holds a video with sound on a first visit: a viewer
+    without JavaScript presses play (Space on the focused video, as the controls' button
+    does). Nothing loads before (preload="none"); the picture then starts at the next
+    keyframe, not at one already written, so near live."""
+    from browser import CHROMIUM_ARGS, chromium_path
+
+    server, _ = low_latency
+    browser = playwright.chromium.launch(
+        executable_path=chromium_path(),
+        args=[arg for arg in CHROMIUM_ARGS if not arg.startswith("--autoplay-policy")])
+    try:
+        page = browser.new_context(java_script_enabled=False).new_page()
+        page.goto(server.url + "/")
+
+        def video() -> dict:
+            return page.evaluate("() => { const v = document.querySelector('video'); return "
+                                 "{paused: v.paused, ready: v.readyState, time: v.currentTime}; }")
+
+        time.sleep(1.0)
+        assert video() == {"paused": True, "ready": 0, "time": 0}, "it played or loaded unasked"
+        written = wait_for(lambda: requests.get(server.url + "/api/playlist",
+                                                 timeout=5).json()["partial"],
+                           10, 0.05, "a segment in progress")
+        page.focus("video")
+        page.keyboard.press("Space")
+        first = wait_for(lambda: (v := video())["time"] > 0 and not v["paused"] and v["time"],
+                         30, 0.02, "playback after the press")
+        assert first >= written["start"] + written["duration"] - 0.05, (first, written)
+    finally:
+        browser.close()
+
+
 def test_firefox_at_the_safest_level_plays_the_parts_from_a_click(low_latency, firefox):  # noqa: F811
     """JavaScript off, autoplay blocked: the viewer clicks play; /stream.mp4 starts at the
     next keyframe and its parts follow. Prints how far behind the live edge it plays: the
