@@ -43,6 +43,7 @@ class SlowLink:
         self.rate_kbit, self.rtt_ms = rate_kbit, rtt_ms
         self.relays: list[subprocess.Popen] = []
         server_dev, viewer_dev = f"vs{tag}", f"vv{tag}"
+        self.server_dev = server_dev
         try:
             for ns in (self.server_ns, self.viewer_ns):
                 run("ip", "netns", "add", ns)
@@ -55,14 +56,21 @@ class SlowLink:
                 run("ip", "-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
             run("ip", "-n", self.server_ns, "link", "set", server_dev, "up")
             run("ip", "-n", self.viewer_ns, "link", "set", viewer_dev, "up")
-            # Downstream (server -> viewer) at the circuit's rate; a queue of about a second.
-            burst = max(4, rate_kbit // 64)
-            run("ip", "netns", "exec", self.server_ns, "tc", "qdisc", "add", "dev", server_dev,
-                "root", "tbf", "rate", f"{rate_kbit}kbit", "burst", f"{burst}kb",
-                "latency", "1000ms")
+            self._shape("add", rate_kbit)
         except BaseException:
             self.close()
             raise
+
+    def set_rate(self, rate_kbit: int) -> None:
+        """The circuit widens or narrows, connections kept."""
+        self._shape("change", rate_kbit)
+        self.rate_kbit = rate_kbit
+
+    def _shape(self, how: str, rate_kbit: int) -> None:
+        # Downstream (server -> viewer) at the circuit's rate; a queue of about a second.
+        burst = max(4, rate_kbit // 64)
+        run("ip", "netns", "exec", self.server_ns, "tc", "qdisc", how, "dev", self.server_dev,
+            "root", "tbf", "rate", f"{rate_kbit}kbit", "burst", f"{burst}kb", "latency", "1000ms")
 
     def in_server(self, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.server_ns, *argv]

