@@ -1,12 +1,16 @@
 """How old each fragment is when it reaches a /stream.mp4 viewer.
 
-The source is ffmpeg's test picture read in real time (`-re`): media time 0 is the moment
-ffmpeg was started (the mp4 muxers start their timestamps at 0, whatever
-`-output_ts_offset` says), so a fragment's age on arrival is the viewer's clock minus the
-wall time of its first frame (that moment plus its start, from `tfdt`): how long the oldest
-picture in it waited; the newest waited its duration less.
-ffmpeg takes a moment to start, which that moment does not know: the ages printed are that
-much too high, never too low.
+The source is ffmpeg's test picture read in real time (`-re`); the mp4 muxers start their
+timestamps at 0 (whatever `-output_ts_offset` or `-copyts` says), so a fragment's age on
+arrival is the viewer's clock minus the wall time of its first frame: the wall time of media
+time 0 plus the fragment's start (`tfdt`). How long the oldest picture in it waited; the
+newest waited its duration less. Two estimates of media time 0 bound the age:
+- "from launch": the moment ffmpeg was started; ffmpeg takes about 70 ms to read its first
+  frame, so these ages are that much too high, never too low;
+- "from ffmpeg's clock": ffmpeg reports how far its output has got 10 times a second
+  (`-progress`); the earliest report less that position is at most the encoder's own delay
+  (a few ms at `-tune zerolatency`) after media time 0, so these ages are never too high by
+  more than that, and may be that much low.
 
 Two ways from encoder to server, the same picture (640x360, 30 fps, a keyframe every 2 s):
 - parts: fragmented MP4 every 200 ms through `livestream segment` (stream.sh LOW_LATENCY=1);
@@ -50,25 +54,48 @@ def source(mode: str, folder: Path, seconds: float, part_ms: int) -> subprocess.
     inputs = ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i",
               "testsrc2=size=640x360:rate=30", "-re", "-f", "lavfi", "-i",
               "sine=frequency=440:sample_rate=48000", "-t", str(seconds + 30), *ENCODE]
+    inputs += ["-progress", "pipe:2", "-stats_period", "0.1"]
     if mode == "hls":
-        return subprocess.Popen(
+        encoder = subprocess.Popen(
             [*inputs, "-f", "hls", "-hls_time", "2", "-hls_list_size", "15",
              "-hls_segment_type", "fmp4", "-hls_flags", "delete_segments+temp_file",
              "-hls_segment_filename", str(folder / "stream%d.m4s"),
-             str(folder / "stream.m3u8")], stdin=subprocess.DEVNULL)
-    encoder = subprocess.Popen(
-        [*inputs, "-f", "mp4", "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
-         "-frag_duration", str(part_ms * 1000), "pipe:1"], stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE)
-    subprocess.Popen([sys.executable, "-m", "app.cli", "segment", "--locked"], cwd=PROJECT,
-                     stdin=encoder.stdout, env=dict(os.environ, LIVESTREAM_STREAM_DIR=str(folder)))
-    encoder.stdout.close()
+             str(folder / "stream.m3u8")], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    else:
+        encoder = subprocess.Popen(
+            [*inputs, "-f", "mp4", "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
+             "-frag_duration", str(part_ms * 1000), "pipe:1"], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "-m", "app.cli", "segment", "--locked"], cwd=PROJECT,
+                         stdin=encoder.stdout,
+                         env=dict(os.environ, LIVESTREAM_STREAM_DIR=str(folder)))
+        encoder.stdout.close()
     return encoder
 
 
-def viewer(connect, seconds: float, ages: list[float], started: float) -> None:
-    """Read /stream.mp4 raw (a socket, no HTTP library in between), note each fragment's age
-    when its last byte arrived."""
+class Clock:
+    """Media time 0 on the wall clock, from ffmpeg's progress reports (the earliest report
+    less the output position it gives); read in a thread until ffmpeg ends."""
+
+    def __init__(self, stderr) -> None:
+        self.zero = float("inf")
+        threading.Thread(target=self._read, args=(stderr,), daemon=True).start()
+
+    def _read(self, stderr) -> None:
+        for line in stderr:
+            now = time.time()
+            if line.startswith(b"out_time_us="):
+                try:
+                    position = int(line.split(b"=", 1)[1]) / 1e6
+                except ValueError:
+                    continue  # "N/A" before the first packet
+                if position > 0:
+                    self.zero = min(self.zero, now - position)
+
+
+def viewer(connect, seconds: float, arrivals: list[tuple[float, float]]) -> None:
+    """Read /stream.mp4 raw (a socket, no HTTP library in between), note when each
+    fragment's last byte arrived, beside its start in media time."""
     with connect() as sock:
         sock.sendall(b"GET /stream.mp4 HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
         data = bytearray()
@@ -107,7 +134,7 @@ def viewer(connect, seconds: float, ages: list[float], started: float) -> None:
                 fragment = bytes(body[offset:offset + found[1][2]])
                 info = boxes.describe_fragment(fragment, init, defaults)
                 if info is not None:
-                    ages.append(now - (started + info.start))
+                    arrivals.append((now, info.start))
                 offset += found[1][2]
 
 
@@ -126,7 +153,8 @@ def _unchunk(data: bytearray) -> bytearray:
 
 
 def measure(mode: str, seconds: float, viewers: int, part_ms: int,
-            privnet: bool = False, edge: bool = False) -> list[float]:
+            privnet: bool = False, edge: bool = False) -> dict[str, list[float]]:
+    """Each fragment's age on arrival, from each estimate of media time 0."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         stream = folder / "stream"
@@ -136,12 +164,19 @@ def measure(mode: str, seconds: float, viewers: int, part_ms: int,
                        f'[stream]\ndir = "{stream}"\n')
         started = time.time()
         encoder = source(mode, stream, seconds + (240 if privnet else 0), part_ms)
+        clock = Clock(encoder.stderr)
+
+        def ages(arrivals: list[tuple[float, float]]) -> dict[str, list[float]]:
+            return {"from launch": sorted(now - (started + at) for now, at in arrivals),
+                    "from ffmpeg's clock": sorted(now - (clock.zero + at)
+                                                  for now, at in arrivals)}
+
         try:
             if privnet:
                 with onion_site(folder, config_text) as site:
                     wait_for(lambda: _live(port), 60, 0.5, "the stream to go live")
-                    return _read(viewers, seconds, started,
-                                 lambda i: lambda: site.connect(f"viewer-{i}"))
+                    return ages(_read(viewers, seconds,
+                                      lambda i: lambda: site.connect(f"viewer-{i}")))
             config = folder / "config.toml"
             config.write_text(config_text)
             servers = [subprocess.Popen([sys.executable, "-m", "app.cli", "--config",
@@ -160,8 +195,8 @@ def measure(mode: str, seconds: float, viewers: int, part_ms: int,
                          "--origin", f"http://127.0.0.1:{origin}"],
                         cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                     wait_for(lambda: _live(port), 60, 0.5, "the edge to go live")
-                return _read(viewers, seconds, started, lambda i: lambda: (
-                    socket.create_connection(("127.0.0.1", port), timeout=10)))
+                return ages(_read(viewers, seconds, lambda i: lambda: (
+                    socket.create_connection(("127.0.0.1", port), timeout=10))))
             finally:
                 for server in servers:
                     server.terminate()
@@ -171,15 +206,15 @@ def measure(mode: str, seconds: float, viewers: int, part_ms: int,
             encoder.wait(15)
 
 
-def _read(viewers: int, seconds: float, started: float, connect_for) -> list[float]:
-    ages: list[float] = []
-    threads = [threading.Thread(target=viewer, args=(connect_for(i), seconds, ages, started))
+def _read(viewers: int, seconds: float, connect_for) -> list[tuple[float, float]]:
+    arrivals: list[tuple[float, float]] = []
+    threads = [threading.Thread(target=viewer, args=(connect_for(i), seconds, arrivals))
                for i in range(viewers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(seconds + 60)
-    return ages
+    return arrivals
 
 
 def _live(port: int) -> bool:
@@ -206,16 +241,16 @@ def main() -> None:
     runs = [(mode, part_ms) for mode in args.modes
             for part_ms in (args.part_ms if mode == "parts" else [0])]
     for mode, part_ms in runs:
-        ages = sorted(measure(mode, args.seconds, args.viewers, part_ms, args.privnet,
-                              args.edge))
+        measured = measure(mode, args.seconds, args.viewers, part_ms, args.privnet, args.edge)
         name = f"parts of {part_ms} ms" if mode == "parts" else "hls segments"
-        if not ages:
-            print(f"{name}: no fragment arrived")
-            continue
-        p95 = ages[int(len(ages) * 0.95)]
-        print(f"{name}: {len(ages)} fragments at {args.viewers} viewers; age of the first "
-              f"frame on arrival p50 {statistics.median(ages):.3f} s, p95 {p95:.3f} s, "
-              f"max {ages[-1]:.3f} s")
+        for anchor, ages in measured.items():
+            if not ages:
+                print(f"{name}: no fragment arrived")
+                break
+            p95 = ages[int(len(ages) * 0.95)]
+            print(f"{name}: {len(ages)} fragments at {args.viewers} viewers; age of the first "
+                  f"frame on arrival, {anchor}: p50 {statistics.median(ages):.3f} s, "
+                  f"p95 {p95:.3f} s, max {ages[-1]:.3f} s")
 
 
 if __name__ == "__main__":
