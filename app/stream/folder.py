@@ -17,8 +17,9 @@ and in-process for `play`, the party and the ingest with stream.part_ms): while 
 is being written, each of its fragments is a file of its own, stream{N}.{K}.m4s (NAME-{N}.{K}.m4s
 for a lower rendition), listed after the last finished segment as `#EXT-X-PART` lines (the
 segment in progress) with an `#EXT-X-PRELOAD-HINT` for the next; a part that starts with a
-keyframe says `INDEPENDENT=YES` (a new /stream.mp4 viewer may begin there). Segment N, once finished, is
-its parts joined byte for byte, listed with `#EXTINF` as any segment; its parts stay listed
+keyframe says `INDEPENDENT=YES` (a new /stream.mp4 viewer may begin there). Segment N, once
+finished, is its parts joined byte for byte, listed with `#EXTINF` as any segment; its parts
+stay listed
 (and on disk) for the three newest segments. A part is written whole and renamed into place
 before the playlist naming it, like every other file. Readers that know nothing of parts
 (OBS-era players, an older edge) read the same folder at segment latency.
