@@ -19,10 +19,9 @@ for a lower rendition), listed after the last finished segment as `#EXT-X-PART` 
 segment in progress) with an `#EXT-X-PRELOAD-HINT` for the next; a part that starts with a
 keyframe says `INDEPENDENT=YES` (a new /stream.mp4 viewer may begin there). Segment N, once
 finished, is its parts joined byte for byte, listed with `#EXTINF` as any segment; its parts
-stay listed
-(and on disk) for the three newest segments. A part is written whole and renamed into place
-before the playlist naming it, like every other file. Readers that know nothing of parts
-(OBS-era players, an older edge) read the same folder at segment latency.
+stay listed (and on disk) for the three newest segments. A part is written whole and renamed
+into place before the playlist naming it, like every other file. Readers that know nothing of
+parts (OBS-era players, an older edge) read the same folder at segment latency.
 """
 from __future__ import annotations
 
