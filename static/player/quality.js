@@ -2,7 +2,7 @@
  * Which rendition the MSE player plays: the viewer's choice, or chosen automatically from the
  * throughput each segment arrived at (down at once when a segment is slow, or pushed fragments
  * fall behind; up only with room to spare and not soon after a step down; while following
- * pushed fragments, up when a timed segment of the next rendition shows the room).
+ * pushed fragments, up when a timed part of the next rendition shows the room).
  */
 import { QUALITY_KEY, getJson, withToken } from './util.js';
 
@@ -12,8 +12,8 @@ var SLOW_FETCH_SHARE = 0.7;
 var UP_HEADROOM = 2.0;         // step up when measured throughput is this many times the next rate
 var UP_AFTER_SEGMENTS = 3;     // ... for this many segments in a row
 var UP_HOLD_MS = 15000;        // and never sooner than this after stepping down
-var PROBE_WAIT_MAX_MS = 240000;  // following: the longest wait between two timed segments
-var PROBE_SLACK_MS = 150;      // a timed segment's body may lag the pace it needs this much
+var PROBE_WAIT_MAX_MS = 240000;  // following: the longest wait between two timed parts
+var PROBE_SLACK_MS = 150;      // a timed part's body may lag the pace it needs this much
 
 /** Read a body to its end, timed from its first bytes: bits per second, or an abort (through
  * `control`) as soon as it lags `needed` bits per second by PROBE_SLACK_MS, or stalls. */
