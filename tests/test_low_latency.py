@@ -114,7 +114,7 @@ def test_a_new_viewer_starts_at_the_next_keyframe(low_latency):
     # early in a segment (2 s in parts of 200 ms, a keyframe every second), so the request
     # lands before the part that starts with its second keyframe is written
     wait_for(lambda: len(hls.parse(requests.get(server.url + "/stream/stream.m3u8",
-                                                timeout=5).text).pending) <= 3,
+                                                timeout=5).text).pending) <= 2,
              10, 0.05, "a segment to begin")
     in_progress = requests.get(server.url + "/api/playlist", timeout=5).json()["partial"]
     started = time.monotonic()
@@ -138,7 +138,7 @@ def test_a_new_viewer_starts_at_the_next_keyframe(low_latency):
     assert info is not None and info.keyframe, "the response did not start at a keyframe"
     print(f"\nfirst fragment after {first * 1000:.0f} ms")
     assert first < 1.5  # at most one keyframe interval's wait
-    assert in_progress["duration"] <= 0.61
+    assert in_progress["duration"] <= 0.81  # a part more may have come between the two looks
     assert abs(info.start - (in_progress["start"] + 1.0)) < 0.01, \
         (info.start, in_progress, "the response did not begin at the keyframe inside it")
 
