@@ -265,12 +265,13 @@ def small_disk(tmp_path):
 
 
 def fill(folder: Path) -> Path:
+    """Fill the disk to the last byte. Unbuffered: a buffered file still holding the bytes
+    the disk refused raised ENOSPC again when it was closed."""
     filler = folder / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     return filler
