@@ -127,17 +127,21 @@ VIDEO_STATE_JS = """() => {
 }"""
 
 
-def test_js_player_steps_down_on_a_slow_circuit(slow_site, tmp_path, playwright):
+def chromium_on_the_link(playwright, link, tmp_path: Path):
+    """Chromium run in the viewer's namespace, behind the slow link."""
     from browser import CHROMIUM_ARGS, chromium_path
 
     chromium = chromium_path()
     if chromium is None:
         pytest.fail("chromium is not installed: run .ci/setup --test")
     wrapper = tmp_path / "chromium-in-netns"
-    wrapper.write_text("#!/bin/sh\nexec " + " ".join(slow_site["link"].in_viewer(chromium))
-                       + ' "$@"\n')
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(link.in_viewer(chromium)) + ' "$@"\n')
     wrapper.chmod(0o755)
-    browser = playwright.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)
+    return playwright.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)
+
+
+def test_js_player_steps_down_on_a_slow_circuit(slow_site, tmp_path, playwright):
+    browser = chromium_on_the_link(playwright, slow_site["link"], tmp_path)
     try:
         page = browser.new_context().new_page()
         opened = time.monotonic()
@@ -177,14 +181,8 @@ def test_js_player_steps_back_up_when_the_circuit_widens(slow_site, tmp_path, pl
     """Down on 1 Mbit/s, then the circuit carries 20 Mbit/s: following pushed fragments
     there is no segment fetch to time, so the player times a segment of the next rendition up
     now and then (not sooner than 15 s after stepping down) and steps up when it has room."""
-    from browser import CHROMIUM_ARGS, chromium_path
-
     link = slow_site["link"]
-    wrapper = tmp_path / "chromium-in-netns"
-    wrapper.write_text("#!/bin/sh\nexec " + " ".join(link.in_viewer(chromium_path()))
-                       + ' "$@"\n')
-    wrapper.chmod(0o755)
-    browser = playwright.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)
+    browser = chromium_on_the_link(playwright, link, tmp_path)
     try:
         page = browser.new_context().new_page()
         page.goto(slow_site["base"] + "/", timeout=60000, wait_until="commit")
